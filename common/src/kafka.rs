@@ -1,0 +1,226 @@
+//! Kafka client settings shared by the sensor and the consumer: brokers, `-X` overrides as
+//! in kcat, secrets from the environment, and the few metadata look-ups both sides need.
+//!
+//! This is the one place that builds an rdkafka `ClientConfig`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Environment variables read for secrets, so they never appear in flags, shell history or logs.
+pub const SECRET_ENV: [(&str, &str); 2] =
+    [("KAFKA_SASL_USERNAME", "sasl.username"), ("KAFKA_SASL_PASSWORD", "sasl.password")];
+
+/// How to reach Kafka. Flattened into both binaries' command lines.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated `host:port`.
+    #[arg(short = 'b', long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092")]
+    pub bootstrap_servers: String,
+
+    /// Any librdkafka setting as KEY=VALUE, repeatable (as kcat's -X), e.g.
+    /// `-X security.protocol=SASL_SSL`. Secrets are refused here: set KAFKA_SASL_USERNAME and
+    /// KAFKA_SASL_PASSWORD in the environment instead.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_override)]
+    pub overrides: Vec<(String, String)>,
+
+    /// How long to keep retrying an unreachable broker at start before giving up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+}
+
+impl KafkaArgs {
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaArgs { bootstrap_servers: bootstrap_servers.into(), overrides: Vec::new(), connect_timeout: 60 }
+    }
+
+    /// The base configuration every client of this project starts from; the `-X` overrides
+    /// are applied last so that a user can change any default.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config.set_log_level(RDKafkaLogLevel::Warning);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (var, key) in SECRET_ENV {
+            if let Ok(value) = std::env::var(var) {
+                config.set(key, value);
+            }
+        }
+        for (key, value) in &self.overrides {
+            config.set(key, value);
+        }
+        config
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout)
+    }
+}
+
+fn parse_override(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s.split_once('=').ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("`{s}` has no key before `=`"));
+    }
+    if ["password", "secret", "sasl.username"].iter().any(|word| key.contains(word)) {
+        return Err(format!(
+            "`{key}` is a secret and would end up in shell history: set it in the environment \
+             ({}) instead",
+            SECRET_ENV.iter().map(|(var, _)| *var).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Routes librdkafka's logs and errors into `tracing`, and reports commits.
+#[derive(Clone, Default)]
+pub struct LoggingContext;
+
+impl ClientContext for LoggingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            _ => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Connection errors repeat every few seconds while a broker is down; librdkafka keeps
+        // retrying, so they are warnings, not failures.
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+impl ConsumerContext for LoggingContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &rdkafka::TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!("committing offsets to the consumer group failed (will retry with the next checkpoint): {e}");
+        }
+    }
+}
+
+/// A consumer used for metadata and offset look-ups only.
+pub fn metadata_client(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingContext>> {
+    args.client_config(&[("enable.auto.commit", "false")]).create_with_context(LoggingContext)
+}
+
+/// A producer with the project's delivery guarantees: idempotent, acks from all replicas.
+pub fn reliable_producer<C: rdkafka::producer::ProducerContext>(
+    args: &KafkaArgs,
+    extra: &[(&str, &str)],
+    context: C,
+) -> KafkaResult<ThreadedProducer<C>> {
+    let mut defaults = vec![("enable.idempotence", "true"), ("acks", "all")];
+    defaults.extend_from_slice(extra);
+    args.client_config(&defaults).create_with_context(context)
+}
+
+/// A producer for side output (dead letters) where the defaults are fine.
+pub fn plain_producer(args: &KafkaArgs) -> KafkaResult<ThreadedProducer<DefaultProducerContext>> {
+    reliable_producer(args, &[], DefaultProducerContext)
+}
+
+/// Why the topic could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic `{topic}` does not exist on {brokers}: create it first (scripts/stack up creates `weather`)")]
+    Missing { topic: String, brokers: String },
+    #[error("no Kafka broker answered at {brokers} within {seconds} s (last error: {last}); is it running? (scripts/stack up starts one)")]
+    Unreachable { brokers: String, seconds: u64, last: KafkaError },
+}
+
+/// The partitions of `topic`, retrying with backoff while the broker is unreachable.
+pub fn partitions<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    args: &KafkaArgs,
+    topic: &str,
+) -> Result<Vec<i32>, TopicError> {
+    let deadline = Instant::now() + args.connect_timeout();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let last = match client.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                    ids.sort_unstable();
+                    return Ok(ids);
+                }
+                _ => KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+            },
+            Err(e) => e,
+        };
+        if Instant::now() + backoff > deadline {
+            return Err(match last {
+                KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                    TopicError::Missing { topic: topic.to_string(), brokers: args.bootstrap_servers.clone() }
+                }
+                last => TopicError::Unreachable {
+                    brokers: args.bootstrap_servers.clone(),
+                    seconds: args.connect_timeout,
+                    last,
+                },
+            });
+        }
+        tracing::warn!("waiting for topic `{topic}` on {}: {last}; retrying in {backoff:?}", args.bootstrap_servers);
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Low and high watermark of every partition.
+pub fn watermarks<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+) -> KafkaResult<HashMap<i32, (i64, i64)>> {
+    partitions
+        .iter()
+        .map(|&p| Ok((p, client.fetch_watermarks(topic, p, Duration::from_secs(10))?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `-X` takes KEY=VALUE and says what is wrong otherwise.
+    #[test]
+    fn overrides_are_key_value_pairs() {
+        assert_eq!(parse_override("linger.ms=5").unwrap(), ("linger.ms".into(), "5".into()));
+        assert_eq!(parse_override("client.id=a=b").unwrap(), ("client.id".into(), "a=b".into()));
+        assert!(parse_override("linger.ms").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_override("=5").unwrap_err().contains("no key"));
+    }
+
+    /// Secrets are refused on the command line and pointed at the environment.
+    #[test]
+    fn secrets_are_refused_as_flags() {
+        let err = parse_override("sasl.password=hunter2").unwrap_err();
+        assert!(err.contains("KAFKA_SASL_PASSWORD"), "{err}");
+        assert!(!err.contains("hunter2"), "the secret must not be echoed: {err}");
+        assert!(parse_override("ssl.key.password=x").is_err());
+    }
+
+    /// Overrides win over the project's defaults.
+    #[test]
+    fn overrides_win_over_defaults() {
+        let mut args = KafkaArgs::new("b:1");
+        args.overrides.push(("acks".into(), "1".into()));
+        let config = args.client_config(&[("acks", "all"), ("linger.ms", "5")]);
+        assert_eq!(config.get("acks"), Some("1"));
+        assert_eq!(config.get("linger.ms"), Some("5"));
+        assert_eq!(config.get("bootstrap.servers"), Some("b:1"));
+    }
+}

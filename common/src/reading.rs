@@ -1,0 +1,304 @@
+//! The reading: what one message on the `weather` topic carries, and its JSON form.
+//!
+//! This is the wire contract between the sensor and the consumer. Parsing borrows from the
+//! Kafka payload and validates everything the sensor promises (types, bounds, resolution), so
+//! a bad message is diagnosed once, here, with a category the consumer can count.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Temperature bounds of the sensor, in tenths of a degree Celsius.
+pub const TEMPERATURE_TENTHS: (i32, i32) = (-100, 350);
+/// Humidity bounds of the sensor, in percent.
+pub const HUMIDITY: (u32, u32) = (1, 100);
+/// CO concentration bounds of the sensor, in ppm.
+pub const CO_CONCENTRATION: (u32, u32) = (50, 1500);
+/// A reading is about 100 bytes; anything far larger is not one.
+pub const MAX_READING_BYTES: usize = 64 * 1024;
+/// The sensor id used when a message carries neither a `sensor_id` field nor a key, as the
+/// walkthrough's original sensor did.
+pub const DEFAULT_SENSOR_ID: &str = "sensor-1";
+const MAX_SENSOR_ID_LEN: usize = 64;
+
+/// One reading of one sensor for one simulated day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading<'a> {
+    pub sensor_id: Cow<'a, str>,
+    /// The simulated day, from 1: it places the reading in its window.
+    pub record_id: u64,
+    /// Tenths of a degree Celsius, so that sums are exact.
+    pub temperature_tenths: i32,
+    pub co_concentration: u32,
+    pub humidity: u32,
+}
+
+/// The JSON object on the wire, field names as in the walkthrough.
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    sensor_id: Option<Cow<'a, str>>,
+    record_id: i64,
+    temperature: f64,
+    #[serde(rename = "CO_concentration")]
+    co_concentration: i64,
+    humidity: i64,
+}
+
+/// The JSON fields every reading must carry, with the JSON type each must have.
+const REQUIRED_FIELDS: [(&str, &str); 4] = [
+    ("record_id", "an integer"),
+    ("temperature", "a number"),
+    ("CO_concentration", "an integer"),
+    ("humidity", "an integer"),
+];
+
+/// Why a message is not a reading. Each variant is one category in the consumer's counts.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BadReading {
+    #[error("empty or null value")]
+    Empty,
+    #[error("value of {bytes} bytes is larger than the {MAX_READING_BYTES} bytes a reading can be")]
+    Oversized { bytes: usize },
+    #[error("value is not UTF-8")]
+    NotUtf8,
+    #[error("value is not JSON: {0}")]
+    NotJson(String),
+    #[error("value is JSON but not an object")]
+    NotAnObject,
+    #[error("field `{0}` is missing")]
+    MissingField(&'static str),
+    #[error("field `{field}` should be {expected}")]
+    WrongType { field: &'static str, expected: &'static str },
+    #[error("field `{field}` is {value}, outside {expected}")]
+    OutOfBounds { field: &'static str, value: String, expected: &'static str },
+    #[error("sensor id {0:?} is not 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+    InvalidSensorId(String),
+}
+
+impl BadReading {
+    /// A short, stable name for counting and for the dead-letter header.
+    pub fn category(&self) -> &'static str {
+        match self {
+            BadReading::Empty => "empty",
+            BadReading::Oversized { .. } => "oversized",
+            BadReading::NotUtf8 => "not-utf8",
+            BadReading::NotJson(_) | BadReading::NotAnObject => "not-json",
+            BadReading::MissingField(_) => "missing-field",
+            BadReading::WrongType { .. } => "wrong-type",
+            BadReading::OutOfBounds { .. } => "out-of-bounds",
+            BadReading::InvalidSensorId(_) => "invalid-sensor-id",
+        }
+    }
+}
+
+impl<'a> Reading<'a> {
+    /// Parses a Kafka message value. The sensor id is the `sensor_id` field, else the message
+    /// key, else [`DEFAULT_SENSOR_ID`].
+    pub fn parse(value: Option<&'a [u8]>, key: Option<&'a [u8]>) -> Result<Self, BadReading> {
+        let value = match value {
+            None | Some([]) => return Err(BadReading::Empty),
+            Some(v) if v.len() > MAX_READING_BYTES => {
+                return Err(BadReading::Oversized { bytes: v.len() })
+            }
+            Some(v) => v,
+        };
+        let wire: Wire<'a> = serde_json::from_slice(value).map_err(|e| diagnose(value, e))?;
+        let sensor_id = match wire.sensor_id {
+            Some(id) => id,
+            None => match key.map(std::str::from_utf8) {
+                Some(Ok(k)) if !k.is_empty() => Cow::Borrowed(k),
+                _ => Cow::Borrowed(DEFAULT_SENSOR_ID),
+            },
+        };
+        if !is_valid_sensor_id(&sensor_id) {
+            return Err(BadReading::InvalidSensorId(sensor_id.into_owned()));
+        }
+        let record_id = u64::try_from(wire.record_id)
+            .ok()
+            .filter(|&id| id >= 1)
+            .ok_or_else(|| out_of_bounds("record_id", wire.record_id, "1 and above"))?;
+        Ok(Reading {
+            sensor_id,
+            record_id,
+            temperature_tenths: temperature_tenths(wire.temperature)?,
+            co_concentration: within("CO_concentration", wire.co_concentration, CO_CONCENTRATION, "50..=1500 ppm")?,
+            humidity: within("humidity", wire.humidity, HUMIDITY, "1..=100 %")?,
+        })
+    }
+
+    /// The message value: one JSON object with the walkthrough's field names plus `sensor_id`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// [`Reading::to_json`] into a buffer the caller reuses.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let wire = Wire {
+            sensor_id: Some(Cow::Borrowed(&self.sensor_id)),
+            record_id: self.record_id as i64,
+            temperature: f64::from(self.temperature_tenths) / 10.0,
+            co_concentration: i64::from(self.co_concentration),
+            humidity: i64::from(self.humidity),
+        };
+        serde_json::to_writer(out, &wire).expect("a reading always serializes into memory")
+    }
+
+    pub fn into_owned(self) -> Reading<'static> {
+        Reading { sensor_id: Cow::Owned(self.sensor_id.into_owned()), ..self }
+    }
+}
+
+impl fmt::Display for Reading<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_json()))
+    }
+}
+
+/// Sensor ids become the first column of the output files, so they stay plain.
+pub fn is_valid_sensor_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SENSOR_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn temperature_tenths(celsius: f64) -> Result<i32, BadReading> {
+    const EXPECTED: &str = "-10..=35 °C in steps of 0.1";
+    let tenths = (celsius * 10.0).round();
+    let (low, high) = TEMPERATURE_TENTHS;
+    if (celsius * 10.0 - tenths).abs() > 1e-6 || tenths < f64::from(low) || tenths > f64::from(high) {
+        return Err(out_of_bounds("temperature", celsius, EXPECTED));
+    }
+    Ok(tenths as i32)
+}
+
+fn within(field: &'static str, value: i64, (low, high): (u32, u32), expected: &'static str) -> Result<u32, BadReading> {
+    match u32::try_from(value) {
+        Ok(v) if (low..=high).contains(&v) => Ok(v),
+        _ => Err(out_of_bounds(field, value, expected)),
+    }
+}
+
+fn out_of_bounds(field: &'static str, value: impl fmt::Display, expected: &'static str) -> BadReading {
+    BadReading::OutOfBounds { field, value: value.to_string(), expected }
+}
+
+/// The slow path, taken only for a message the typed parse refused: says precisely why.
+fn diagnose(value: &[u8], parse_error: serde_json::Error) -> BadReading {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return BadReading::NotUtf8;
+    };
+    let object = match serde_json::from_str::<Value>(text) {
+        Err(e) => return BadReading::NotJson(e.to_string()),
+        Ok(Value::Null) => return BadReading::Empty,
+        Ok(Value::Object(object)) => object,
+        Ok(_) => return BadReading::NotAnObject,
+    };
+    for (field, expected) in REQUIRED_FIELDS {
+        let well_typed = match object.get(field) {
+            None => return BadReading::MissingField(field),
+            Some(v) if expected == "a number" => v.is_number(),
+            Some(v) => v.is_i64() || v.is_u64(),
+        };
+        if !well_typed {
+            return BadReading::WrongType { field, expected };
+        }
+    }
+    match object.get("sensor_id") {
+        Some(Value::String(_)) | None => BadReading::NotJson(parse_error.to_string()),
+        Some(_) => BadReading::WrongType { field: "sensor_id", expected: "a string" },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: &str) -> Result<Reading<'_>, BadReading> {
+        Reading::parse(Some(value.as_bytes()), None)
+    }
+
+    /// The walkthrough's own example message parses, with the default sensor id.
+    #[test]
+    fn parses_the_walkthrough_example() {
+        let r = parse(r#"{"record_id": 17, "temperature": 21.4, "CO_concentration": 734, "humidity": 52}"#).unwrap();
+        assert_eq!(
+            r,
+            Reading { sensor_id: "sensor-1".into(), record_id: 17, temperature_tenths: 214, co_concentration: 734, humidity: 52 }
+        );
+    }
+
+    /// What the sensor writes is what the consumer reads, to the tenth of a degree.
+    #[test]
+    fn json_round_trips_exactly() {
+        for tenths in [-100, -99, -1, 0, 1, 3, 214, 349, 350] {
+            let r = Reading { sensor_id: "s-7".into(), record_id: 9, temperature_tenths: tenths, co_concentration: 50, humidity: 100 };
+            let json = r.to_json();
+            assert_eq!(Reading::parse(Some(&json), None).unwrap(), r, "{}", String::from_utf8_lossy(&json));
+        }
+    }
+
+    /// The JSON carries the walkthrough's field names, including the capitalised CO field.
+    #[test]
+    fn json_has_the_walkthrough_field_names() {
+        let r = Reading { sensor_id: "sensor-2".into(), record_id: 17, temperature_tenths: 214, co_concentration: 734, humidity: 52 };
+        assert_eq!(
+            String::from_utf8(r.to_json()).unwrap(),
+            r#"{"sensor_id":"sensor-2","record_id":17,"temperature":21.4,"CO_concentration":734,"humidity":52}"#
+        );
+    }
+
+    /// Without a `sensor_id` field the message key names the sensor.
+    #[test]
+    fn key_names_the_sensor_when_the_field_is_absent() {
+        let v = br#"{"record_id": 1, "temperature": 0, "CO_concentration": 50, "humidity": 1}"#;
+        assert_eq!(Reading::parse(Some(v), Some(b"north")).unwrap().sensor_id, "north");
+    }
+
+    /// Every kind of bad message gets its own category and a reason a person can act on.
+    #[test]
+    fn bad_messages_are_diagnosed_by_category() {
+        let cases: [(&[u8], &str); 12] = [
+            (b"", "empty"),
+            (b"null", "empty"),
+            (b"\xff\xfe{}", "not-utf8"),
+            (b"{\"record_id\": 1,", "not-json"),
+            (b"[1,2]", "not-json"),
+            (br#"{"record_id": 1, "temperature": 1.0, "humidity": 5}"#, "missing-field"),
+            (br#"{"record_id": "1", "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#, "wrong-type"),
+            (br#"{"record_id": 1, "temperature": 1.0, "CO_concentration": 60.5, "humidity": 5}"#, "wrong-type"),
+            (br#"{"sensor_id": 4, "record_id": 1, "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#, "wrong-type"),
+            (br#"{"record_id": 1, "temperature": 35.1, "CO_concentration": 60, "humidity": 5}"#, "out-of-bounds"),
+            (br#"{"record_id": 0, "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#, "out-of-bounds"),
+            (br#"{"sensor_id": "a,b", "record_id": 1, "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#, "invalid-sensor-id"),
+        ];
+        for (value, category) in cases {
+            let err = Reading::parse(Some(value), None).unwrap_err();
+            assert_eq!(err.category(), category, "{:?} gave {err}", String::from_utf8_lossy(value));
+        }
+        assert_eq!(Reading::parse(None, None).unwrap_err(), BadReading::Empty);
+        let huge = vec![b' '; 1 << 20];
+        assert_eq!(Reading::parse(Some(&huge), None).unwrap_err().category(), "oversized");
+    }
+
+    /// Bounds are the sensor's, inclusive, and temperatures keep the sensor's 0.1 °C resolution.
+    #[test]
+    fn bounds_are_inclusive_and_resolution_is_a_tenth() {
+        let ok = |t: &str, co: u32, h: u32| {
+            let v = format!(r#"{{"record_id": 3, "temperature": {t}, "CO_concentration": {co}, "humidity": {h}}}"#);
+            Reading::parse(Some(v.as_bytes()), None).map(|r| r.into_owned())
+        };
+        assert!(ok("-10", 50, 1).is_ok());
+        assert!(ok("35.0", 1500, 100).is_ok());
+        assert!(ok("-10.1", 50, 1).is_err());
+        assert!(ok("0", 49, 1).is_err());
+        assert!(ok("0", 1501, 1).is_err());
+        assert!(ok("0", 60, 0).is_err());
+        assert!(ok("0", 60, 101).is_err());
+        assert!(ok("21.45", 60, 50).is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! The Kafka side of the sensor: paced sending, delivery reports, flush on shutdown.
+//!
+//! Delivery is idempotent with acks from all replicas. A reading counts as sent only when
+//! the broker acknowledged it; a reading that failed for good stops the sensor, because
+//! sending on would leave a gap in `record_id`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use weather_common::kafka::{self, KafkaArgs};
+use weather_common::shutdown::Stop;
+
+use crate::walk::Walk;
+
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counts acknowledgements and remembers the first failure.
+#[derive(Default)]
+pub struct Deliveries {
+    acknowledged: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        kafka::LoggingContext.log(level, fac, message)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        kafka::LoggingContext.error(error, reason)
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
+                tracing::error!("reading of {key} was not delivered: {error}");
+                self.first_failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+/// What a producer run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sent {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub failed: u64,
+}
+
+/// Why the sensor stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("a reading could not be delivered ({0}); stopped so that record ids keep no gap")]
+    Delivery(String),
+    #[error("{unacked} readings were not acknowledged within {FLUSH_TIMEOUT:?} of shutting down: is the broker reachable?")]
+    Flush { unacked: u64 },
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
+/// Sends readings from `walks` until `count` per sensor are sent or `stop` is requested.
+/// `rate` is readings per second per sensor; 0 sends as fast as the broker takes them.
+pub fn publish(
+    kafka_args: &KafkaArgs,
+    topic: &str,
+    walks: &mut [Walk],
+    rate: f64,
+    count: Option<u64>,
+    stop: &Stop,
+) -> Result<Sent, PublishError> {
+    let producer: ThreadedProducer<Deliveries> =
+        kafka::reliable_producer(kafka_args, &[("linger.ms", "5"), ("compression.type", "lz4")], Deliveries::default())?;
+    let started = Instant::now();
+    let tick = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+    let mut sent = 0u64;
+    let mut round = 0u64;
+    let mut payload = Vec::with_capacity(160);
+    'rounds: while count.is_none_or(|n| round < n) {
+        if let Some(tick) = tick {
+            if !pace(started + tick.mul_f64(round as f64), stop) {
+                break;
+            }
+        }
+        for walk in walks.iter_mut() {
+            if stop.requested() || producer.context().failed.load(Ordering::Relaxed) > 0 {
+                break 'rounds;
+            }
+            let reading = walk.next_reading();
+            payload.clear();
+            reading.write_json(&mut payload);
+            let mut record = BaseRecord::to(topic).key(walk.sensor_id()).payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+            sent += 1;
+        }
+        round += 1;
+    }
+    let flushed = producer.flush(FLUSH_TIMEOUT);
+    let context = producer.context();
+    let outcome = Sent {
+        sent,
+        acknowledged: context.acknowledged.load(Ordering::Relaxed),
+        failed: context.failed.load(Ordering::Relaxed),
+    };
+    if let Some(failure) = context.first_failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(PublishError::Delivery(failure));
+    }
+    if flushed.is_err() {
+        return Err(PublishError::Flush { unacked: outcome.sent - outcome.acknowledged });
+    }
+    Ok(outcome)
+}
+
+/// Waits until `at`, waking often enough to notice a stop; false if a stop came first.
+fn pace(at: Instant, stop: &Stop) -> bool {
+    loop {
+        if stop.requested() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= at {
+            return true;
+        }
+        std::thread::sleep((at - now).min(Duration::from_millis(50)));
+    }
+}

@@ -1,0 +1,88 @@
+//! Where each sensor left off: the newest reading of every sensor already in the topic.
+//!
+//! The walkthrough's sensor started again at `record_id` 1 after a restart. Ours reads the
+//! tail of each partition (backwards, in growing chunks) until it has found every sensor it
+//! is about to drive, or reached the beginning, and continues the walk from there.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use weather_common::Reading;
+
+const FIRST_CHUNK: i64 = 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The newest reading of each of `sensors` found in `topic`; sensors never seen are absent.
+pub fn last_readings<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    watermarks: &HashMap<i32, (i64, i64)>,
+    sensors: &HashSet<String>,
+) -> KafkaResult<HashMap<String, Reading<'static>>> {
+    let mut found: HashMap<String, Reading<'static>> = HashMap::new();
+    let mut partitions: Vec<_> = watermarks.iter().collect();
+    partitions.sort();
+    for (&partition, &(low, high)) in partitions {
+        let mut end = high;
+        let mut chunk = FIRST_CHUNK;
+        while end > low && found.len() < sensors.len() {
+            let start = (end - chunk).max(low);
+            // Within a chunk the newest reading wins; a sensor found in a newer chunk is done.
+            let mut newest: HashMap<String, Reading<'static>> = HashMap::new();
+            read_range(client, topic, partition, start, end, |key, value| {
+                let Ok(reading) = Reading::parse(value, key) else { return };
+                if sensors.contains(reading.sensor_id.as_ref()) && !found.contains_key(reading.sensor_id.as_ref()) {
+                    newest.insert(reading.sensor_id.to_string(), reading.into_owned());
+                }
+            })?;
+            for (sensor, reading) in newest {
+                match found.get(&sensor) {
+                    Some(known) if known.record_id >= reading.record_id => {}
+                    _ => {
+                        found.insert(sensor, reading);
+                    }
+                }
+            }
+            end = start;
+            chunk = chunk.saturating_mul(4);
+        }
+    }
+    Ok(found)
+}
+
+/// Calls `visit(key, value)` for every message with an offset in `[start, end)`.
+fn read_range<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+    mut visit: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+) -> KafkaResult<()> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    client.assign(&assignment)?;
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut next = start;
+    while next < end {
+        if Instant::now() > deadline {
+            return Err(KafkaError::PartitionEOF(partition));
+        }
+        match client.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => tracing::debug!("while reading the tail of {topic}/{partition}: {e}"),
+            Some(Ok(message)) => {
+                next = message.offset() + 1;
+                if message.offset() < end {
+                    visit(message.key(), message.payload());
+                }
+            }
+        }
+    }
+    client.unassign()
+}
