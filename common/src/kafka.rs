@@ -3,15 +3,19 @@
 //!
 //! This is the one place that builds an rdkafka `ClientConfig`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{DefaultProducerContext, ThreadedProducer};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 /// Environment variables read for secrets, so they never appear in flags, shell history or logs.
 pub const SECRET_ENV: [(&str, &str); 2] =
@@ -97,6 +101,10 @@ impl ClientContext for LoggingContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // Reaching the end of a partition is news, not trouble; the consumer handles it.
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::PartitionEOF)) {
+            return tracing::trace!(target: "librdkafka", "{reason}");
+        }
         // Connection errors repeat every few seconds while a broker is down; librdkafka keeps
         // retrying, so they are warnings, not failures.
         tracing::warn!(target: "librdkafka", "{error}: {reason}");
@@ -106,14 +114,23 @@ impl ClientContext for LoggingContext {
 impl ConsumerContext for LoggingContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &rdkafka::TopicPartitionList) {
         if let Err(e) = result {
-            tracing::warn!("committing offsets to the consumer group failed (will retry with the next checkpoint): {e}");
+            tracing::warn!(
+                "committing offsets to the consumer group failed (will retry with the next checkpoint): {e}"
+            );
         }
     }
 }
 
-/// A consumer used for metadata and offset look-ups only.
+/// A consumer for metadata look-ups and reading ranges by explicit assignment. It never
+/// commits; librdkafka only insists that it names a group.
 pub fn metadata_client(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingContext>> {
-    args.client_config(&[("enable.auto.commit", "false")]).create_with_context(LoggingContext)
+    args.client_config(&[
+        ("group.id", "weather-pipeline-reader"),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "true"),
+    ])
+    .create_with_context(LoggingContext)
 }
 
 /// A producer with the project's delivery guarantees: idempotent, acks from all replicas.
@@ -127,9 +144,55 @@ pub fn reliable_producer<C: rdkafka::producer::ProducerContext>(
     args.client_config(&defaults).create_with_context(context)
 }
 
-/// A producer for side output (dead letters) where the defaults are fine.
-pub fn plain_producer(args: &KafkaArgs) -> KafkaResult<ThreadedProducer<DefaultProducerContext>> {
-    reliable_producer(args, &[], DefaultProducerContext)
+/// Counts acknowledgements and failures of a producer, and remembers the first failure.
+#[derive(Default)]
+pub struct Deliveries {
+    acknowledged: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The first delivery failure, if any, as a message.
+    pub fn first_failure(&self) -> Option<String> {
+        self.first_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        LoggingContext.log(level, fac, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        LoggingContext.error(error, reason)
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
+                tracing::error!("message with key {key:?} to {} was not delivered: {error}", message.topic());
+                self.first_failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
 }
 
 /// Why the topic could not be looked up.
@@ -180,15 +243,49 @@ pub fn partitions<C: ConsumerContext>(
 }
 
 /// Low and high watermark of every partition.
+///
+/// The high watermark is confirmed by reading the partition from `high - 1` to its end:
+/// some Kafka-compatible brokers (Tansu 0.6) answer ListOffsets with the base offset of the
+/// last record batch + 1 rather than the true end. On Apache Kafka this reads one message
+/// per partition. `client` must have `enable.partition.eof=true` and no assignment in use.
 pub fn watermarks<C: ConsumerContext>(
     client: &BaseConsumer<C>,
     topic: &str,
     partitions: &[i32],
 ) -> KafkaResult<HashMap<i32, (i64, i64)>> {
-    partitions
-        .iter()
-        .map(|&p| Ok((p, client.fetch_watermarks(topic, p, Duration::from_secs(10))?)))
-        .collect()
+    let mut marks = HashMap::new();
+    let mut probe = TopicPartitionList::new();
+    for &p in partitions {
+        let (low, high) = client.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        marks.insert(p, (low, high));
+        if high > low {
+            probe.add_partition_offset(topic, p, Offset::Offset(high - 1))?;
+        }
+    }
+    if probe.count() == 0 {
+        return Ok(marks);
+    }
+    client.assign(&probe)?;
+    let mut pending: HashSet<i32> = probe.elements().iter().map(|e| e.partition()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pending.is_empty() && Instant::now() < deadline {
+        match client.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if let Some((_, high)) = marks.get_mut(&message.partition()) {
+                    *high = (*high).max(message.offset() + 1);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            _ => {}
+        }
+    }
+    client.unassign()?;
+    if !pending.is_empty() {
+        tracing::warn!("could not confirm the end of partitions {pending:?} of `{topic}`; using the broker's figures");
+    }
+    Ok(marks)
 }
 
 #[cfg(test)]

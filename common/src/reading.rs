@@ -100,9 +100,7 @@ impl<'a> Reading<'a> {
     pub fn parse(value: Option<&'a [u8]>, key: Option<&'a [u8]>) -> Result<Self, BadReading> {
         let value = match value {
             None | Some([]) => return Err(BadReading::Empty),
-            Some(v) if v.len() > MAX_READING_BYTES => {
-                return Err(BadReading::Oversized { bytes: v.len() })
-            }
+            Some(v) if v.len() > MAX_READING_BYTES => return Err(BadReading::Oversized { bytes: v.len() }),
             Some(v) => v,
         };
         let wire: Wire<'a> = serde_json::from_slice(value).map_err(|e| diagnose(value, e))?;
@@ -228,7 +226,13 @@ mod tests {
         let r = parse(r#"{"record_id": 17, "temperature": 21.4, "CO_concentration": 734, "humidity": 52}"#).unwrap();
         assert_eq!(
             r,
-            Reading { sensor_id: "sensor-1".into(), record_id: 17, temperature_tenths: 214, co_concentration: 734, humidity: 52 }
+            Reading {
+                sensor_id: "sensor-1".into(),
+                record_id: 17,
+                temperature_tenths: 214,
+                co_concentration: 734,
+                humidity: 52
+            }
         );
     }
 
@@ -236,7 +240,13 @@ mod tests {
     #[test]
     fn json_round_trips_exactly() {
         for tenths in [-100, -99, -1, 0, 1, 3, 214, 349, 350] {
-            let r = Reading { sensor_id: "s-7".into(), record_id: 9, temperature_tenths: tenths, co_concentration: 50, humidity: 100 };
+            let r = Reading {
+                sensor_id: "s-7".into(),
+                record_id: 9,
+                temperature_tenths: tenths,
+                co_concentration: 50,
+                humidity: 100,
+            };
             let json = r.to_json();
             assert_eq!(Reading::parse(Some(&json), None).unwrap(), r, "{}", String::from_utf8_lossy(&json));
         }
@@ -245,7 +255,13 @@ mod tests {
     /// The JSON carries the walkthrough's field names, including the capitalised CO field.
     #[test]
     fn json_has_the_walkthrough_field_names() {
-        let r = Reading { sensor_id: "sensor-2".into(), record_id: 17, temperature_tenths: 214, co_concentration: 734, humidity: 52 };
+        let r = Reading {
+            sensor_id: "sensor-2".into(),
+            record_id: 17,
+            temperature_tenths: 214,
+            co_concentration: 734,
+            humidity: 52,
+        };
         assert_eq!(
             String::from_utf8(r.to_json()).unwrap(),
             r#"{"sensor_id":"sensor-2","record_id":17,"temperature":21.4,"CO_concentration":734,"humidity":52}"#
@@ -271,10 +287,16 @@ mod tests {
             (br#"{"record_id": 1, "temperature": 1.0, "humidity": 5}"#, "missing-field"),
             (br#"{"record_id": "1", "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#, "wrong-type"),
             (br#"{"record_id": 1, "temperature": 1.0, "CO_concentration": 60.5, "humidity": 5}"#, "wrong-type"),
-            (br#"{"sensor_id": 4, "record_id": 1, "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#, "wrong-type"),
+            (
+                br#"{"sensor_id": 4, "record_id": 1, "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#,
+                "wrong-type",
+            ),
             (br#"{"record_id": 1, "temperature": 35.1, "CO_concentration": 60, "humidity": 5}"#, "out-of-bounds"),
             (br#"{"record_id": 0, "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#, "out-of-bounds"),
-            (br#"{"sensor_id": "a,b", "record_id": 1, "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#, "invalid-sensor-id"),
+            (
+                br#"{"sensor_id": "a,b", "record_id": 1, "temperature": 1.0, "CO_concentration": 60, "humidity": 5}"#,
+                "invalid-sensor-id",
+            ),
         ];
         for (value, category) in cases {
             let err = Reading::parse(Some(value), None).unwrap_err();

@@ -4,55 +4,16 @@
 //! the broker acknowledged it; a reading that failed for good stops the sensor, because
 //! sending on would leave a gap in `record_id`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use weather_common::kafka::{self, KafkaArgs};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use weather_common::kafka::{self, Deliveries, KafkaArgs};
 use weather_common::shutdown::Stop;
 
 use crate::walk::Walk;
 
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Counts acknowledgements and remembers the first failure.
-#[derive(Default)]
-pub struct Deliveries {
-    acknowledged: AtomicU64,
-    failed: AtomicU64,
-    first_failure: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        kafka::LoggingContext.log(level, fac, message)
-    }
-    fn error(&self, error: KafkaError, reason: &str) {
-        kafka::LoggingContext.error(error, reason)
-    }
-}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.acknowledged.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((error, message)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
-                tracing::error!("reading of {key} was not delivered: {error}");
-                self.first_failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
-}
 
 /// What a producer run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,7 +28,9 @@ pub struct Sent {
 pub enum PublishError {
     #[error("a reading could not be delivered ({0}); stopped so that record ids keep no gap")]
     Delivery(String),
-    #[error("{unacked} readings were not acknowledged within {FLUSH_TIMEOUT:?} of shutting down: is the broker reachable?")]
+    #[error(
+        "{unacked} readings were not acknowledged within {FLUSH_TIMEOUT:?} of shutting down: is the broker reachable?"
+    )]
     Flush { unacked: u64 },
     #[error(transparent)]
     Kafka(#[from] KafkaError),
@@ -83,8 +46,11 @@ pub fn publish(
     count: Option<u64>,
     stop: &Stop,
 ) -> Result<Sent, PublishError> {
-    let producer: ThreadedProducer<Deliveries> =
-        kafka::reliable_producer(kafka_args, &[("linger.ms", "5"), ("compression.type", "lz4")], Deliveries::default())?;
+    let producer: ThreadedProducer<Deliveries> = kafka::reliable_producer(
+        kafka_args,
+        &[("linger.ms", "5"), ("compression.type", "lz4")],
+        Deliveries::default(),
+    )?;
     let started = Instant::now();
     let tick = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let mut sent = 0u64;
@@ -97,7 +63,7 @@ pub fn publish(
             }
         }
         for walk in walks.iter_mut() {
-            if stop.requested() || producer.context().failed.load(Ordering::Relaxed) > 0 {
+            if stop.requested() || producer.context().failed() > 0 {
                 break 'rounds;
             }
             let reading = walk.next_reading();
@@ -120,12 +86,8 @@ pub fn publish(
     }
     let flushed = producer.flush(FLUSH_TIMEOUT);
     let context = producer.context();
-    let outcome = Sent {
-        sent,
-        acknowledged: context.acknowledged.load(Ordering::Relaxed),
-        failed: context.failed.load(Ordering::Relaxed),
-    };
-    if let Some(failure) = context.first_failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    let outcome = Sent { sent, acknowledged: context.acknowledged(), failed: context.failed() };
+    if let Some(failure) = context.first_failure() {
         return Err(PublishError::Delivery(failure));
     }
     if flushed.is_err() {

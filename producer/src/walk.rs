@@ -47,7 +47,9 @@ impl Walk {
             None => Reading {
                 sensor_id: self.sensor_id.clone().into(),
                 record_id: 1,
-                temperature_tenths: to_tenths(rng.random_range(tenths_to_f64(TEMPERATURE_TENTHS.0)..=tenths_to_f64(TEMPERATURE_TENTHS.1))),
+                temperature_tenths: to_tenths(
+                    rng.random_range(tenths_to_f64(TEMPERATURE_TENTHS.0)..=tenths_to_f64(TEMPERATURE_TENTHS.1)),
+                ),
                 co_concentration: rng.random_range(CO_CONCENTRATION.0..=CO_CONCENTRATION.1),
                 humidity: rng.random_range(HUMIDITY.0..=HUMIDITY.1),
             },

@@ -1,0 +1,322 @@
+//! What a user sets on the consumer. The raw command line ([`Cli`]) is turned into checked
+//! [`Settings`] before any work starts, so a bad flag is reported by name, at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
+use weather_common::kafka::KafkaArgs;
+
+use crate::checkpoint::Rules;
+use crate::sink::s3::S3Target;
+use crate::sink::{Format, Layout};
+use crate::units::Unit;
+use crate::window::WindowSize;
+
+/// The walkthrough's two consumers, each in one flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// Version 1: monthly averages in °C, written to weather_aggregation.txt.
+    V1,
+    /// Version 2: weekly averages in °F, written to weather_aggregation.csv and uploaded to S3
+    /// (needs --s3-bucket), recomputed from the beginning of the topic.
+    V2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WindowArg {
+    /// 30 readings (simulated days) per window.
+    Month,
+    /// 7 readings per window.
+    Week,
+}
+
+/// The aggregating consumer: reads weather readings from Kafka, writes monthly or weekly
+/// averages (°C or °F, TXT or CSV, optionally uploaded to S3), and can recompute the whole
+/// history from the beginning of the topic.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "weather-consumer", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Topic to read.
+    #[arg(short = 't', long, env = "WEATHER_TOPIC", default_value = "weather")]
+    pub topic: String,
+
+    /// The walkthrough's version 1 or 2 in one flag; other flags given explicitly win.
+    #[arg(long, value_enum, env = "WEATHER_PRESET")]
+    pub preset: Option<Preset>,
+
+    /// Window length: month (30 readings) or week (7). Default: month.
+    #[arg(long, value_enum, env = "WEATHER_WINDOW", conflicts_with = "window_days")]
+    pub window: Option<WindowArg>,
+
+    /// Window length in readings (simulated days), instead of --window.
+    #[arg(long, env = "WEATHER_WINDOW_DAYS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(WindowSize::MAX_DAYS)))]
+    pub window_days: Option<u32>,
+
+    /// Temperature unit of the averages. Default: celsius.
+    #[arg(long, value_enum, env = "WEATHER_UNIT")]
+    pub unit: Option<Unit>,
+
+    /// Output format. Default: txt.
+    #[arg(long, value_enum, env = "WEATHER_FORMAT")]
+    pub format: Option<Format>,
+
+    /// Output file. Default: weather_aggregation.txt or .csv, by format. Its checkpoint is
+    /// kept beside it as <output>.checkpoint.
+    #[arg(short = 'o', long, env = "WEATHER_OUTPUT")]
+    pub output: Option<PathBuf>,
+
+    /// Start every row (CSV) or group (TXT) with the sensor id: needed when the topic carries
+    /// more than one sensor.
+    #[arg(long, env = "WEATHER_SENSOR_COLUMN")]
+    pub sensor_column: bool,
+
+    /// At the end of the run, also write the windows that are still incomplete. They count as
+    /// written: readings that arrive for them later are rejected as late.
+    #[arg(long, env = "WEATHER_EMIT_PARTIAL")]
+    pub emit_partial: bool,
+
+    /// Seek to the beginning of every partition and rebuild the output from scratch under the
+    /// current rules. Without it the consumer resumes where its checkpoint (or, without one,
+    /// its consumer group) left off.
+    #[arg(long, env = "WEATHER_FROM_BEGINNING")]
+    pub from_beginning: bool,
+
+    /// Stop once every partition is read up to the end it had at start (a batch run).
+    /// Without it the consumer follows the topic until stopped.
+    #[arg(long, env = "WEATHER_UNTIL_END")]
+    pub until_end: bool,
+
+    /// Consumer group for offset commits. Default: derived from what this consumer computes
+    /// and writes, so a v1 and a v2 consumer never share progress.
+    #[arg(short = 'g', long, env = "WEATHER_GROUP")]
+    pub group: Option<String>,
+
+    /// Upload the output to this S3 bucket. Credentials come from the standard AWS chain
+    /// (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile, instance role).
+    #[arg(long, env = "WEATHER_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// Object key. Default: the output's file name.
+    #[arg(long, env = "WEATHER_S3_KEY")]
+    pub s3_key: Option<String>,
+
+    /// S3 endpoint URL, for MinIO or another S3-compatible server (path-style addressing).
+    #[arg(long, env = "WEATHER_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region. Default: from the AWS configuration, else us-east-1.
+    #[arg(long, env = "WEATHER_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Upload after a new window is written, but no more often than this; always once more
+    /// at the end.
+    #[arg(long, env = "WEATHER_UPLOAD_INTERVAL", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub upload_interval: Duration,
+
+    /// How often progress is made durable (output fsynced, checkpoint replaced, offsets
+    /// committed) while readings keep arriving; when the topic goes quiet it happens at once.
+    #[arg(long, env = "WEATHER_CHECKPOINT_INTERVAL", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub checkpoint_interval: Duration,
+
+    /// Topic where rejected readings are kept, with the reason in a header. Default: <topic>.dlq.
+    #[arg(long, env = "WEATHER_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+
+    /// Resume even if retention deleted readings after the checkpoint (they are skipped).
+    #[arg(long, env = "WEATHER_ALLOW_DATA_LOSS")]
+    pub allow_data_loss: bool,
+}
+
+/// Checked settings of one consumer run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: KafkaArgs,
+    pub topic: String,
+    pub layout: Layout,
+    pub format: Format,
+    pub output: PathBuf,
+    pub emit_partial: bool,
+    pub from_beginning: bool,
+    pub until_end: bool,
+    pub group: String,
+    pub s3: Option<S3Target>,
+    pub upload_interval: Duration,
+    pub checkpoint_interval: Duration,
+    pub dead_letter_topic: String,
+    pub allow_data_loss: bool,
+}
+
+impl Settings {
+    /// The rules the output is computed under, as recorded in its checkpoint.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            topic: self.topic.clone(),
+            window_days: self.layout.size.get(),
+            unit: self.layout.unit,
+            format: self.format,
+            sensor_column: self.layout.sensor_column,
+        }
+    }
+}
+
+impl Cli {
+    /// Checks the flags together and applies the preset.
+    pub fn settings(self) -> Result<Settings, clap::Error> {
+        let preset = self.preset;
+        let v2 = preset == Some(Preset::V2);
+        let size = match (self.window, self.window_days) {
+            (_, Some(days)) => WindowSize::days(days).expect("clap checked the range"),
+            (Some(WindowArg::Week), None) => WindowSize::WEEK,
+            (Some(WindowArg::Month), None) => WindowSize::MONTH,
+            (None, None) if v2 => WindowSize::WEEK,
+            (None, None) => WindowSize::MONTH,
+        };
+        let unit = self.unit.unwrap_or(if v2 { Unit::Fahrenheit } else { Unit::Celsius });
+        let format = self.format.unwrap_or(if v2 { Format::Csv } else { Format::Txt });
+        let output = self.output.unwrap_or_else(|| PathBuf::from(format!("weather_aggregation.{}", format.name())));
+        let file_name = match output.file_name().and_then(|n| n.to_str()) {
+            Some(name) => name.to_string(),
+            None => return Err(invalid(format!("--output `{}` does not name a file", output.display()))),
+        };
+        if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(invalid(format!("--output: directory `{}` does not exist", dir.display())));
+            }
+        }
+        if v2 && self.s3_bucket.is_none() {
+            return Err(Cli::command().error(
+                ErrorKind::MissingRequiredArgument,
+                "--preset v2 uploads to S3: give --s3-bucket (or WEATHER_S3_BUCKET)",
+            ));
+        }
+        for (flag, given) in
+            [("--s3-key", &self.s3_key), ("--s3-endpoint", &self.s3_endpoint), ("--s3-region", &self.s3_region)]
+        {
+            if given.is_some() && self.s3_bucket.is_none() {
+                return Err(invalid(format!("{flag} needs --s3-bucket")));
+            }
+        }
+        if let Some(endpoint) = &self.s3_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "--s3-endpoint `{endpoint}` must be a URL starting with http:// or https://"
+                )));
+            }
+        }
+        let s3 = self.s3_bucket.map(|bucket| S3Target {
+            bucket,
+            key: self.s3_key.unwrap_or_else(|| file_name.clone()),
+            endpoint: self.s3_endpoint,
+            region: self.s3_region,
+        });
+        let layout = Layout { size, unit, sensor_column: self.sensor_column };
+        let group = self.group.unwrap_or_else(|| {
+            let by_sensor = if self.sensor_column { "-by-sensor" } else { "" };
+            format!("weather-consumer-{}-{}-{}{by_sensor}-{file_name}", size.label(), unit.name(), format.name())
+        });
+        let dead_letter_topic = self.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", self.topic));
+        if dead_letter_topic == self.topic {
+            return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
+        }
+        Ok(Settings {
+            kafka: self.kafka,
+            topic: self.topic,
+            layout,
+            format,
+            output,
+            emit_partial: self.emit_partial,
+            from_beginning: self.from_beginning || v2,
+            until_end: self.until_end,
+            group,
+            s3,
+            upload_interval: self.upload_interval,
+            checkpoint_interval: self.checkpoint_interval,
+            dead_letter_topic,
+            allow_data_loss: self.allow_data_loss,
+        })
+    }
+}
+
+fn invalid(message: String) -> clap::Error {
+    Cli::command().error(ErrorKind::InvalidValue, message)
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!("`{s}` is not a number of seconds (0 or more, e.g. 5 or 0.5)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, clap::Error> {
+        Cli::try_parse_from(std::iter::once("weather-consumer").chain(args.iter().copied()))?.settings()
+    }
+
+    /// Version 1 is the default and its preset: month, Celsius, TXT, resume.
+    #[test]
+    fn v1_preset() {
+        for args in [&[][..], &["--preset", "v1"]] {
+            let s = settings(args).unwrap();
+            assert_eq!((s.layout.size, s.layout.unit, s.format), (WindowSize::MONTH, Unit::Celsius, Format::Txt));
+            assert_eq!(s.output, PathBuf::from("weather_aggregation.txt"));
+            assert!(!s.from_beginning && s.s3.is_none());
+        }
+    }
+
+    /// Version 2 in one flag: week, Fahrenheit, CSV, replay from the beginning, S3 upload.
+    #[test]
+    fn v2_preset() {
+        let s = settings(&["--preset", "v2", "--s3-bucket", "b", "--s3-endpoint", "http://127.0.0.1:1"]).unwrap();
+        assert_eq!((s.layout.size, s.layout.unit, s.format), (WindowSize::WEEK, Unit::Fahrenheit, Format::Csv));
+        assert_eq!(s.output, PathBuf::from("weather_aggregation.csv"));
+        assert!(s.from_beginning);
+        let s3 = s.s3.unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.key.as_str()), ("b", "weather_aggregation.csv"));
+    }
+
+    /// Explicit flags win over the preset.
+    #[test]
+    fn flags_win_over_preset() {
+        let s = settings(&["--preset", "v2", "--s3-bucket", "b", "--unit", "celsius", "--window-days", "10"]).unwrap();
+        assert_eq!((s.layout.size.get(), s.layout.unit), (10, Unit::Celsius));
+    }
+
+    /// v1 and v2 never share a consumer group.
+    #[test]
+    fn groups_follow_what_is_computed() {
+        let v1 = settings(&["--preset", "v1"]).unwrap().group;
+        let v2 = settings(&["--preset", "v2", "--s3-bucket", "b"]).unwrap().group;
+        assert_ne!(v1, v2);
+        assert_eq!(v1, "weather-consumer-month-celsius-txt-weather_aggregation.txt");
+        assert_eq!(settings(&["-g", "mine"]).unwrap().group, "mine");
+    }
+
+    /// A bad flag says which flag and why.
+    #[test]
+    fn bad_flags_are_named() {
+        for (args, needle) in [
+            (&["--window", "year"][..], "--window"),
+            (&["--window", "week", "--window-days", "3"], "--window-days"),
+            (&["--window-days", "0"], "--window-days"),
+            (&["--unit", "kelvin"], "--unit"),
+            (&["--preset", "v2"], "--s3-bucket"),
+            (&["--s3-key", "k"], "--s3-bucket"),
+            (&["--s3-bucket", "b", "--s3-endpoint", "localhost:9000"], "--s3-endpoint"),
+            (&["--output", "/no/such/dir/out.txt"], "--output"),
+            (&["--upload-interval", "soon"], "--upload-interval"),
+            (&["--dead-letter-topic", "weather"], "--dead-letter-topic"),
+        ] {
+            let err = settings(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The consumer's loop: readings in from Kafka, finished windows out to the file, and
+//! progress made durable in checkpoints.
+//!
+//! It runs on a thread of its own with a blocking poll (the fastest way to drain librdkafka)
+//! and checks the stop flag between polls. A checkpoint is taken when readings stop arriving
+//! or every checkpoint interval while they keep coming, and once more at the end.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::CommitMode;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use weather_common::shutdown::Stop;
+use weather_common::Reading;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Settings;
+use crate::dead_letter::DeadLetters;
+use crate::sink::file::OutputFile;
+use crate::sink::s3::{Announcer, UploadReport};
+use crate::sink::RowFormat;
+use crate::source::Source;
+use crate::window::Outcome;
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// What a consumer run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub readings: u64,
+    pub windows_written: u64,
+    pub partial_windows: u64,
+    /// Readings kept aside in the dead-letter topic, by category.
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub dead_letter_topic: String,
+    pub checkpoints: u64,
+    /// Next offset per partition, as committed.
+    pub offsets: BTreeMap<i32, i64>,
+    pub output: PathBuf,
+    pub output_len: u64,
+    pub uploads: Option<UploadReport>,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        let rate = if seconds > 0.0 { self.readings as f64 / seconds } else { 0.0 };
+        writeln!(f, "readings consumed:  {} in {seconds:.1} s ({rate:.0}/s)", self.readings)?;
+        writeln!(f, "windows written:    {} complete, {} partial", self.windows_written, self.partial_windows)?;
+        let rejected: u64 = self.rejected.values().sum();
+        write!(f, "readings rejected:  {rejected}")?;
+        if rejected > 0 {
+            let by: Vec<String> = self.rejected.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            write!(f, " ({}), kept in `{}`", by.join(", "), self.dead_letter_topic)?;
+        }
+        writeln!(f)?;
+        let offsets: Vec<String> = self.offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+        writeln!(f, "offsets committed:  {}", offsets.join(" "))?;
+        writeln!(
+            f,
+            "output:             {} ({} bytes, {} checkpoints)",
+            self.output.display(),
+            self.output_len,
+            self.checkpoints
+        )?;
+        if let Some(u) = &self.uploads {
+            write!(f, "uploads:            {} ({} failed attempts)", u.uploads, u.failed_attempts)?;
+            if u.behind {
+                write!(f, ", BEHIND the local file")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything the loop owns.
+pub struct Pipeline {
+    pub settings: Settings,
+    pub checkpoint: Checkpoint,
+    pub source: Source,
+    pub output: OutputFile,
+    pub format: Box<dyn RowFormat>,
+    pub dead_letters: DeadLetters,
+    pub uploads: Option<Announcer>,
+}
+
+impl Pipeline {
+    /// Consumes until the bounded run is done or a stop is requested, then makes everything
+    /// durable and reports.
+    pub fn run(mut self, stop: &Stop) -> anyhow::Result<Summary> {
+        let started = Instant::now();
+        let mut summary = Summary {
+            dead_letter_topic: self.dead_letters.topic().to_string(),
+            output: self.output.path().to_path_buf(),
+            ..Summary::default()
+        };
+        let mut dirty = false;
+        let mut last_checkpoint = Instant::now();
+        let mut last_report = Instant::now();
+        let mut last_error: Option<(String, Instant)> = None;
+        while !stop.requested() && !self.source.progress.done() {
+            let mut idle = false;
+            match self.source.poll(POLL_TIMEOUT) {
+                None => idle = true,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    self.source.progress.reached_end(partition);
+                    idle = true;
+                }
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    if last_error
+                        .as_ref()
+                        .is_none_or(|(prev, at)| *prev != text || at.elapsed() > Duration::from_secs(30))
+                    {
+                        tracing::warn!("while consuming: {text} (librdkafka retries)");
+                        last_error = Some((text, Instant::now()));
+                    }
+                    idle = true;
+                }
+                Some(Ok(message)) => {
+                    let (partition, offset) = (message.partition(), message.offset());
+                    match Reading::parse(message.payload(), message.key()) {
+                        Ok(reading) => match self.checkpoint.windows.add(&reading) {
+                            Outcome::Counted => {}
+                            Outcome::Finished(window) => {
+                                self.check_single_sensor()?;
+                                self.format.write_row(&mut self.output, &window).context("writing the output")?;
+                                summary.windows_written += 1;
+                            }
+                            Outcome::Duplicate => {
+                                let reason =
+                                    format!("duplicate record_id {} of {}", reading.record_id, reading.sensor_id);
+                                self.dead_letters.keep(&message, "duplicate", &reason)?;
+                            }
+                            Outcome::Late => {
+                                let reason = format!(
+                                    "record_id {} of {} arrived after its window was written",
+                                    reading.record_id, reading.sensor_id
+                                );
+                                self.dead_letters.keep(&message, "late", &reason)?;
+                            }
+                        },
+                        Err(bad) => self.dead_letters.keep(&message, bad.category(), &bad.to_string())?,
+                    }
+                    drop(message);
+                    self.source.progress.consumed(partition, offset);
+                    summary.readings += 1;
+                    dirty = true;
+                }
+            }
+            if dirty
+                && (idle || last_checkpoint.elapsed() >= self.settings.checkpoint_interval)
+                && self.checkpoint(&mut summary)?
+            {
+                dirty = false;
+                last_checkpoint = Instant::now();
+            }
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                let remaining = self.source.progress.remaining().map_or(String::new(), |r| format!(", {r} to go"));
+                tracing::info!("{} readings, {} windows written{remaining}", summary.readings, summary.windows_written);
+            }
+        }
+        if self.settings.emit_partial {
+            for window in self.checkpoint.windows.drain_partial() {
+                self.format.write_row(&mut self.output, &window).context("writing the output")?;
+                summary.partial_windows += 1;
+            }
+        }
+        if !self.checkpoint(&mut summary)? {
+            bail!(
+                "rejected readings could not be kept aside in `{}`: progress stays at the last checkpoint",
+                self.dead_letters.topic()
+            );
+        }
+        if let Err(e) = self.source.commit(&self.checkpoint.offsets, CommitMode::Sync) {
+            tracing::warn!("final commit to the consumer group failed: {e} (the checkpoint holds the progress)");
+        }
+        summary.rejected = self.dead_letters.counts().clone();
+        summary.offsets = self.checkpoint.offsets.clone();
+        summary.output_len = self.checkpoint.output_len;
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    /// Makes progress durable: dead letters acknowledged, output fsynced, then the checkpoint
+    /// replaced, then the group told. False if dead letters are not acknowledged yet.
+    fn checkpoint(&mut self, summary: &mut Summary) -> anyhow::Result<bool> {
+        if !self.dead_letters.flush(DEAD_LETTER_FLUSH)? {
+            tracing::warn!("dead letters not yet acknowledged; checkpoint postponed");
+            return Ok(false);
+        }
+        self.checkpoint.output_len =
+            self.output.sync().with_context(|| format!("writing {}", self.output.path().display()))?;
+        self.checkpoint.offsets.clone_from(&self.source.progress.next);
+        self.checkpoint
+            .save(&self.settings.output)
+            .with_context(|| format!("saving the checkpoint beside {}", self.settings.output.display()))?;
+        summary.checkpoints += 1;
+        if let Some(uploads) = &self.uploads {
+            uploads.announce(self.checkpoint.output_len);
+        }
+        if let Err(e) = self.source.commit(&self.checkpoint.offsets, CommitMode::Async) {
+            tracing::debug!("commit to the consumer group failed: {e}");
+        }
+        Ok(true)
+    }
+
+    /// Without a sensor column, rows of two sensors could not be told apart.
+    fn check_single_sensor(&self) -> anyhow::Result<()> {
+        if self.settings.layout.sensor_column {
+            return Ok(());
+        }
+        let sensors: Vec<String> = self.checkpoint.windows.sensors().take(3).collect();
+        if sensors.len() > 1 {
+            bail!(
+                "the topic carries more than one sensor ({}, ...): rerun with --sensor-column --from-beginning so that \
+                 every row says which sensor it belongs to",
+                sensors.join(", ")
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,247 @@
+//! The S3 copy of the output file.
+//!
+//! The consumer announces each new durable length of the local file; the uploader puts that
+//! prefix of the file as the object, no more often than the upload interval, and once more
+//! at the end. So the object is always a complete, checkpointed state of the local file, and
+//! a replay of millions of readings uploads a handful of times, not once per week.
+//! Credentials come from the standard AWS chain (environment, profile, instance role) only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+
+/// Where the copy goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Target {
+    pub bucket: String,
+    pub key: String,
+    /// A custom endpoint (MinIO, a local server), addressed path-style.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+impl S3Target {
+    fn endpoint_name(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or("AWS S3")
+    }
+
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Why S3 cannot be used at all (as opposed to a passing outage, which is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error(
+        "bucket `{bucket}` does not exist at {endpoint}: create it first (scripts/stack up creates the local one)"
+    )]
+    NoSuchBucket { bucket: String, endpoint: String },
+    #[error("access to bucket `{bucket}` at {endpoint} was refused ({reason}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your AWS profile")]
+    Refused { bucket: String, endpoint: String, reason: String },
+}
+
+/// An S3 client for `target`, configured from the standard AWS chain.
+pub async fn client(target: &S3Target) -> Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    // A local endpoint has no region of its own; don't send the SDK looking for one on an
+    // instance metadata service that is not there.
+    let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|var| std::env::var(var).ok());
+    let region =
+        target.region.clone().or(env_region).or_else(|| target.endpoint.as_ref().map(|_| "us-east-1".to_string()));
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    let shared = loader.load().await;
+    let mut config = aws_sdk_s3::config::Builder::from(&shared);
+    if shared.region().is_none() {
+        config = config.region(Region::new("us-east-1"));
+    }
+    if let Some(endpoint) = &target.endpoint {
+        config = config.endpoint_url(endpoint).force_path_style(true);
+    }
+    Client::from_conf(config.build())
+}
+
+/// Fails fast on a missing bucket or refused credentials; an unreachable endpoint is only
+/// reported, because uploads are retried until it is back.
+pub async fn check_bucket(client: &Client, target: &S3Target) -> Result<(), S3Error> {
+    let Err(error) = client.head_bucket().bucket(&target.bucket).send().await else {
+        return Ok(());
+    };
+    let endpoint = target.endpoint_name().to_string();
+    let bucket = target.bucket.clone();
+    match error.raw_response().map(|r| r.status().as_u16()) {
+        Some(404) => Err(S3Error::NoSuchBucket { bucket, endpoint }),
+        Some(status @ (400 | 401 | 403)) => {
+            Err(S3Error::Refused { bucket, endpoint, reason: format!("HTTP {status}") })
+        }
+        _ => {
+            tracing::warn!("S3 at {endpoint} is not answering yet ({}); uploads will be retried", error_chain(&error));
+            Ok(())
+        }
+    }
+}
+
+/// What the uploader did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    pub uploads: u64,
+    pub failed_attempts: u64,
+    /// The length of the local file that the object now holds, if any upload succeeded.
+    pub uploaded_len: Option<u64>,
+    /// True if the last durable state could not be uploaded before the end.
+    pub behind: bool,
+}
+
+/// The background uploader of one output file.
+pub struct Uploader {
+    durable: watch::Sender<u64>,
+    task: JoinHandle<UploadReport>,
+}
+
+/// Tells the uploader how far the local file is durable.
+#[derive(Clone)]
+pub struct Announcer(watch::Sender<u64>);
+
+impl Announcer {
+    /// The local file is durable up to `len` bytes.
+    pub fn announce(&self, len: u64) {
+        self.0.send_replace(len);
+    }
+}
+
+const FINAL_ATTEMPTS: u32 = 5;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Uploader {
+    /// Starts uploading `path`, whose durable length is `durable_len` now. Must be called
+    /// inside a tokio runtime.
+    pub fn start(client: Client, target: S3Target, path: PathBuf, interval: Duration, durable_len: u64) -> Uploader {
+        let (durable, announced) = watch::channel(durable_len);
+        let task = tokio::spawn(upload_loop(client, target, path, interval, announced));
+        Uploader { durable, task }
+    }
+
+    /// A handle for the consumer loop to announce new durable lengths.
+    pub fn announcer(&self) -> Announcer {
+        Announcer(self.durable.clone())
+    }
+
+    /// Uploads the last announced state (retrying a few times) once every announcer is
+    /// gone, and reports.
+    pub async fn finish(self) -> UploadReport {
+        drop(self.durable);
+        self.task.await.unwrap_or_else(|e| {
+            tracing::error!("the S3 uploader panicked: {e}");
+            UploadReport { behind: true, ..UploadReport::default() }
+        })
+    }
+}
+
+async fn upload_loop(
+    client: Client,
+    target: S3Target,
+    path: PathBuf,
+    interval: Duration,
+    mut announced: watch::Receiver<u64>,
+) -> UploadReport {
+    let mut report = UploadReport::default();
+    let mut next_allowed = Instant::now();
+    let mut backoff = Duration::from_secs(1);
+    'running: loop {
+        let wanted = *announced.borrow_and_update();
+        if report.uploaded_len != Some(wanted) && (wanted > 0 || report.uploaded_len.is_some()) {
+            // Wait for the interval to pass, but not past the end of the run.
+            while Instant::now() < next_allowed {
+                tokio::select! {
+                    _ = sleep_until(next_allowed) => {}
+                    changed = announced.changed() => if changed.is_err() { break 'running },
+                }
+            }
+            let wanted = *announced.borrow_and_update();
+            match put(&client, &target, &path, wanted).await {
+                Ok(()) => {
+                    report.uploads += 1;
+                    report.uploaded_len = Some(wanted);
+                    next_allowed = Instant::now() + interval;
+                    backoff = Duration::from_secs(1);
+                }
+                Err(e) => {
+                    report.failed_attempts += 1;
+                    tracing::warn!("upload to {} failed, retrying in {backoff:?}: {e}", target.url());
+                    next_allowed = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            continue;
+        }
+        if announced.changed().await.is_err() {
+            break;
+        }
+    }
+    let wanted = *announced.borrow();
+    for attempt in 1..=FINAL_ATTEMPTS {
+        if report.uploaded_len == Some(wanted) {
+            break;
+        }
+        match put(&client, &target, &path, wanted).await {
+            Ok(()) => {
+                report.uploads += 1;
+                report.uploaded_len = Some(wanted);
+            }
+            Err(e) => {
+                report.failed_attempts += 1;
+                tracing::warn!("final upload to {} failed (attempt {attempt} of {FINAL_ATTEMPTS}): {e}", target.url());
+                if attempt < FINAL_ATTEMPTS {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+    report.behind = report.uploaded_len != Some(wanted);
+    if report.behind {
+        tracing::error!("{} is behind the local file; the next run uploads it", target.url());
+    }
+    report
+}
+
+/// Puts the first `len` bytes of `path` as the object.
+async fn put(client: &Client, target: &S3Target, path: &std::path::Path, len: u64) -> Result<(), String> {
+    let body = ByteStream::read_from()
+        .path(path)
+        .length(Length::Exact(len))
+        .build()
+        .await
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    client
+        .put_object()
+        .bucket(&target.bucket)
+        .key(&target.key)
+        .content_type(if target.key.ends_with(".csv") { "text/csv" } else { "text/plain" })
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| error_chain(&e))?;
+    tracing::debug!("uploaded {len} bytes to {}", target.url());
+    Ok(())
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

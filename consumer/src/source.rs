@@ -1,0 +1,203 @@
+//! The Kafka side of the consumer: which offsets to start from, reading every partition,
+//! knowing when a bounded run is done, and committing progress to the consumer group.
+//!
+//! Partitions are assigned explicitly (not through a group rebalance): the checkpoint, not
+//! the group, decides where reading starts, as in Spark's file sink. The group still receives
+//! commits, so `kafka-consumer-groups` and `weather-consumer status` show the lag.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+use weather_common::kafka::{self, KafkaArgs, LoggingContext};
+
+/// Where reading starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The beginning of every partition.
+    Earliest,
+    /// The consumer group's committed offsets (the beginning where there are none).
+    Committed,
+    /// These offsets (from a checkpoint); partitions not listed start at the beginning.
+    Offsets(BTreeMap<i32, i64>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "partition {partition} of `{topic}` no longer holds offsets {resume}..{low} (retention deleted them), so \
+         readings would be missed: rebuild with --from-beginning, or pass --allow-data-loss to skip them"
+    )]
+    DataLoss { topic: String, partition: i32, resume: i64, low: i64 },
+    #[error(
+        "the checkpoint resumes partition {partition} of `{topic}` at offset {resume}, past its end {high}: the topic \
+         was deleted and created again; rebuild with --from-beginning"
+    )]
+    AheadOfTopic { topic: String, partition: i32, resume: i64, high: i64 },
+    #[error(transparent)]
+    Topic(#[from] kafka::TopicError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// How far every partition has been read, and how far a bounded run must read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Next offset to read, per partition.
+    pub next: BTreeMap<i32, i64>,
+    /// For a bounded run: the end of every partition when the run started.
+    pub end: Option<BTreeMap<i32, i64>>,
+    /// Partitions that reported their end (nothing more to read for now).
+    at_end: BTreeSet<i32>,
+}
+
+impl Progress {
+    pub fn new(next: BTreeMap<i32, i64>, end: Option<BTreeMap<i32, i64>>) -> Self {
+        Progress { next, end, at_end: BTreeSet::new() }
+    }
+
+    pub fn consumed(&mut self, partition: i32, offset: i64) {
+        self.next.insert(partition, offset + 1);
+        self.at_end.remove(&partition);
+    }
+
+    pub fn reached_end(&mut self, partition: i32) {
+        self.at_end.insert(partition);
+    }
+
+    /// A bounded run is done once every partition is read up to its end at start.
+    pub fn done(&self) -> bool {
+        let Some(end) = &self.end else { return false };
+        end.iter().all(|(p, &e)| self.at_end.contains(p) || self.next.get(p).is_some_and(|&n| n >= e))
+    }
+
+    /// Readings left to read in a bounded run.
+    pub fn remaining(&self) -> Option<i64> {
+        let end = self.end.as_ref()?;
+        Some(end.iter().map(|(p, &e)| (e - self.next.get(p).copied().unwrap_or(0)).max(0)).sum())
+    }
+}
+
+pub struct Source {
+    consumer: BaseConsumer<LoggingContext>,
+    topic: String,
+    pub progress: Progress,
+}
+
+impl Source {
+    /// Connects (retrying while the broker is unreachable), resolves where every partition
+    /// starts, and assigns them all.
+    pub fn open(
+        args: &KafkaArgs,
+        group: &str,
+        topic: &str,
+        start: Start,
+        until_end: bool,
+        allow_data_loss: bool,
+    ) -> Result<Source, SourceError> {
+        let consumer: BaseConsumer<LoggingContext> = args
+            .client_config(&[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "true"),
+                ("fetch.wait.max.ms", "100"),
+            ])
+            .create_with_context(LoggingContext)?;
+        let partitions = kafka::partitions(&consumer, args, topic)?;
+        let watermarks = kafka::watermarks(&consumer, topic, &partitions)?;
+        let requested: BTreeMap<i32, Option<i64>> = match &start {
+            Start::Earliest => partitions.iter().map(|&p| (p, None)).collect(),
+            Start::Offsets(offsets) => partitions.iter().map(|&p| (p, offsets.get(&p).copied())).collect(),
+            Start::Committed => committed(&consumer, topic, &partitions)?,
+        };
+        let mut next = BTreeMap::new();
+        for (&partition, &resume) in &requested {
+            let (low, high) = watermarks[&partition];
+            let offset = match resume {
+                None => low,
+                Some(resume) if resume > high => {
+                    return Err(SourceError::AheadOfTopic { topic: topic.into(), partition, resume, high })
+                }
+                Some(resume) if resume < low && !allow_data_loss => {
+                    return Err(SourceError::DataLoss { topic: topic.into(), partition, resume, low })
+                }
+                Some(resume) if resume < low => {
+                    tracing::warn!("partition {partition}: offsets {resume}..{low} were deleted by retention; skipping them (--allow-data-loss)");
+                    low
+                }
+                Some(resume) => resume,
+            };
+            next.insert(partition, offset);
+        }
+        let mut assignment = TopicPartitionList::new();
+        for (&partition, &offset) in &next {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        consumer.assign(&assignment)?;
+        let end = until_end.then(|| watermarks.iter().map(|(&p, &(_, high))| (p, high)).collect());
+        Ok(Source { consumer, topic: topic.to_string(), progress: Progress::new(next, end) })
+    }
+
+    pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
+        self.consumer.poll(timeout)
+    }
+
+    /// Tells the consumer group how far the durable output goes (for lag tools).
+    pub fn commit(&self, offsets: &BTreeMap<i32, i64>, mode: CommitMode) -> KafkaResult<()> {
+        let mut list = TopicPartitionList::new();
+        for (&partition, &offset) in offsets {
+            list.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
+        }
+        self.consumer.commit(&list, mode)
+    }
+}
+
+/// The group's committed offset of every partition (`None` where it has none).
+pub fn committed(
+    consumer: &BaseConsumer<LoggingContext>,
+    topic: &str,
+    partitions: &[i32],
+) -> KafkaResult<BTreeMap<i32, Option<i64>>> {
+    let mut list = TopicPartitionList::new();
+    for &p in partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
+    Ok(partitions
+        .iter()
+        .map(|&p| {
+            let offset = committed.find_partition(topic, p).and_then(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            });
+            (p, offset)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bounded run is done when every partition reached its end at start, either by
+    /// offsets or by the broker saying so; an unbounded run never is.
+    #[test]
+    fn bounded_runs_end_at_the_start_time_ends() {
+        let mut p = Progress::new(BTreeMap::from([(0, 0), (1, 5)]), Some(BTreeMap::from([(0, 3), (1, 5)])));
+        assert!(!p.done());
+        assert_eq!(p.remaining(), Some(3));
+        p.consumed(0, 1);
+        assert!(!p.done());
+        p.consumed(0, 2);
+        assert!(p.done());
+        let mut q = Progress::new(BTreeMap::from([(0, 0)]), Some(BTreeMap::from([(0, 10)])));
+        q.reached_end(0);
+        assert!(q.done());
+        assert!(!Progress::new(BTreeMap::from([(0, 9)]), None).done());
+    }
+}
