@@ -1,0 +1,246 @@
+//! The walkthrough on the real local stack: the sensor publishes to Tansu, version 1 and
+//! version 2 of the consumer aggregate, version 2 uploads to s3s-fs. Every output is checked
+//! against an oracle that applies the spec's formulas to the readings actually in the topic.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use clap::Parser;
+use serde_json::Value;
+use testkit::{S3Server, Tansu};
+use weather_consumer::{Cli, Summary};
+
+async fn produce(tansu: &Tansu, topic: &str, sensors: u32, count: u64, seed: u64) -> weather_producer::Sent {
+    let (bootstrap, count, sensors, seed) =
+        (tansu.bootstrap(), count.to_string(), sensors.to_string(), seed.to_string());
+    let argv = ["weather-producer", "-b", &bootstrap, "-t", topic, "--rate", "0", "--count", &count];
+    let config =
+        weather_producer::Config::try_parse_from(argv.into_iter().chain(["--sensors", &sensors, "--seed", &seed]))
+            .unwrap();
+    weather_producer::run(config, std::future::pending()).await.expect("producing readings")
+}
+
+async fn consume(tansu: &Tansu, args: &[&str]) -> anyhow::Result<Summary> {
+    let bootstrap = tansu.bootstrap();
+    let argv =
+        ["weather-consumer", "-b", &bootstrap, "--connect-timeout", "20"].into_iter().chain(args.iter().copied());
+    let settings = Cli::try_parse_from(argv)?.settings()?;
+    weather_consumer::run(settings, std::future::pending()).await
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The spec's formulas, written independently of the consumer: group the readings in the
+/// topic by sensor and `(record_id - 1) div size + 1`, keep the complete windows, average,
+/// round once with ties to even. Returns per sensor the rows `id,avg_temp,avg_co,avg_humidity`
+/// in window order.
+fn oracle(tansu: &Tansu, topic: &str, size: u64, fahrenheit: bool) -> BTreeMap<String, Vec<String>> {
+    let mut windows: BTreeMap<(String, u64), BTreeMap<u64, (i64, i64, i64)>> = BTreeMap::new();
+    for record in tansu.read_all(topic) {
+        let Some(Ok(v)) = record.value.as_deref().map(serde_json::from_slice::<Value>) else { continue };
+        let (Some(sensor), Some(day)) = (v["sensor_id"].as_str(), v["record_id"].as_u64()) else { continue };
+        let tenths = (v["temperature"].as_f64().unwrap() * 10.0).round() as i64;
+        let (co, humidity) = (v["CO_concentration"].as_i64().unwrap(), v["humidity"].as_i64().unwrap());
+        windows.entry((sensor.to_string(), (day - 1) / size + 1)).or_default().insert(day, (tenths, co, humidity));
+    }
+    // Round half to even, by truncating division and comparing the remainder.
+    fn round(num: i64, den: i64) -> i64 {
+        let (q, r) = (num / den, num % den);
+        let away = if num < 0 { -1 } else { 1 };
+        match (2 * r.abs()).cmp(&den) {
+            std::cmp::Ordering::Less => q,
+            std::cmp::Ordering::Greater => q + away,
+            std::cmp::Ordering::Equal if q % 2 == 0 => q,
+            std::cmp::Ordering::Equal => q + away,
+        }
+    }
+    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((sensor, id), days) in windows {
+        if days.len() as u64 != size {
+            continue;
+        }
+        let n = size as i64;
+        let sum = |f: fn(&(i64, i64, i64)) -> i64| days.values().map(f).sum::<i64>();
+        let t = if fahrenheit { round(18 * sum(|d| d.0), 10 * n) + 320 } else { round(sum(|d| d.0), n) };
+        let temp = format!("{}{}.{}", if t < 0 { "-" } else { "" }, t.abs() / 10, t.abs() % 10);
+        rows.entry(sensor).or_default().push(format!(
+            "{id},{temp},{},{}",
+            round(sum(|d| d.1), n),
+            round(sum(|d| d.2), n)
+        ));
+    }
+    rows
+}
+
+/// The CSV rows of a multi-sensor output, grouped by sensor (rows of one sensor keep their
+/// order; sensors interleave by completion, which depends on partition timing).
+fn csv_rows_by_sensor(csv: &str) -> BTreeMap<String, Vec<String>> {
+    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let (sensor, rest) = line.split_once(',').unwrap();
+        rows.entry(sensor.to_string()).or_default().push(rest.to_string());
+    }
+    rows
+}
+
+/// Version 1 writes the walkthrough's one-line TXT file, byte for byte what the spec's
+/// formulas give, and leaves out the month that is still incomplete.
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_writes_the_walkthrough_txt() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    produce(&tansu, "weather", 1, 95, 11).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("weather_aggregation.txt");
+    let summary = consume(&tansu, &["--preset", "v1", "--until-end", "-o", path(&out)]).await.unwrap();
+    let expected: String =
+        oracle(&tansu, "weather", 30, false)["sensor-1"].iter().map(|row| format!("{row},")).collect();
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(written, expected);
+    assert!(written.starts_with("1,") && written.contains(",3,") && !written.contains('\n'), "{written}");
+    assert_eq!((summary.readings, summary.windows_written), (95, 3));
+}
+
+/// The replay exercise: version 1, then version 2 recomputes the whole history from the
+/// beginning under the new rules (weekly, °F, CSV), and the object in S3 equals the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_replays_the_whole_history_and_uploads_it() {
+    let (tansu, s3) = (Tansu::start(), S3Server::start());
+    tansu.create_topic("weather", 3);
+    s3.create_bucket("weather-bucket");
+    produce(&tansu, "weather", 3, 100, 12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (dir.path().join("v1.txt"), dir.path().join("v2.csv"));
+    consume(&tansu, &["--preset", "v1", "--sensor-column", "--until-end", "-o", path(&v1)]).await.unwrap();
+    let endpoint = s3.endpoint();
+    let v2_args = ["--preset", "v2", "--sensor-column", "--until-end", "-o", path(&v2)];
+    let s3_args = ["--s3-bucket", "weather-bucket", "--s3-endpoint", &endpoint, "--upload-interval", "0"];
+    let summary = consume(&tansu, &[&v2_args[..], &s3_args[..]].concat()).await.unwrap();
+
+    let csv = std::fs::read_to_string(&v2).unwrap();
+    assert!(csv.starts_with("sensor_id,week_id,avg_temp,avg_co,avg_humidity\n"), "{csv}");
+    let expected = oracle(&tansu, "weather", 7, true);
+    assert_eq!(csv_rows_by_sensor(&csv), expected);
+    for sensor in ["sensor-1", "sensor-2", "sensor-3"] {
+        let weeks: Vec<&str> = expected[sensor].iter().map(|r| r.split(',').next().unwrap()).collect();
+        assert_eq!(weeks, (1..=14).map(|w| w.to_string()).collect::<Vec<_>>(), "{sensor} must cover weeks 1 to 14");
+    }
+    assert_eq!(s3.object("weather-bucket", "v2.csv").as_deref(), Some(csv.as_bytes()), "the object equals the file");
+    assert_eq!(summary.uploads.map(|u| u.behind), Some(false));
+    assert_eq!(summary.windows_written, 3 * 14);
+}
+
+/// A consumer that stops and comes back resumes at its checkpoint: the months written
+/// while it was down are added once, and the result equals a rebuild from the beginning.
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_resumes_without_duplicates() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    produce(&tansu, "weather", 1, 50, 13).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v1.txt");
+    let first = consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
+    assert_eq!((first.readings, first.windows_written), (50, 1));
+    produce(&tansu, "weather", 1, 70, 13).await;
+    let second = consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
+    assert_eq!((second.readings, second.windows_written), (70, 3), "only the new readings are read");
+    let resumed = std::fs::read(&out).unwrap();
+
+    let rebuilt_path = dir.path().join("rebuilt.txt");
+    consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&rebuilt_path)]).await.unwrap();
+    assert_eq!(
+        String::from_utf8(resumed.clone()).unwrap(),
+        String::from_utf8(std::fs::read(&rebuilt_path).unwrap()).unwrap()
+    );
+    let expected: String = oracle(&tansu, "weather", 30, false)["sensor-1"].iter().map(|r| format!("{r},")).collect();
+    assert_eq!(String::from_utf8(resumed).unwrap(), expected);
+    // Rebuilding in place replaces the file; it never appends a second copy.
+    consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&out)]).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+}
+
+/// Changing the rules for an existing output without a rebuild is refused, with the way out.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_rules_need_a_rebuild() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 1, 10, 14).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
+    let err = consume(&tansu, &["--until-end", "--unit", "fahrenheit", "-o", path(&out)]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("--from-beginning"), "{err:#}");
+    consume(&tansu, &["--until-end", "--unit", "fahrenheit", "--from-beginning", "-o", path(&out)]).await.unwrap();
+}
+
+/// Without --sensor-column, a second sensor stops the consumer with advice instead of
+/// writing rows nobody could tell apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn several_sensors_need_the_sensor_column() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 2, 7, 15).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let err = consume(&tansu, &["--until-end", "--window", "week", "-o", path(&out)]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("--sensor-column"), "{err:#}");
+}
+
+/// Malformed messages never stop the consumer: each is counted by category and kept in the
+/// dead-letter topic with its original bytes and the reason, and the good readings around
+/// them are aggregated as if the bad ones were not there.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_messages_are_kept_aside() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 1, 7, 16).await;
+    let duplicate = tansu.read_all("weather")[3].value.clone().unwrap();
+    let oversized = vec![b'x'; 200_000];
+    let bad: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+        (Some(b"sensor-1"), Some(b"\xff\xfe\xfd")),
+        (Some(b"sensor-1"), Some(b"temperature=21")),
+        (Some(b"sensor-1"), Some(br#"{"sensor_id":"sensor-1","record_id":8,"temperature":1.0,"humidity":5}"#)),
+        (
+            Some(b"sensor-1"),
+            Some(br#"{"sensor_id":"sensor-1","record_id":8,"temperature":"warm","CO_concentration":60,"humidity":5}"#),
+        ),
+        (
+            Some(b"sensor-1"),
+            Some(br#"{"sensor_id":"sensor-1","record_id":8,"temperature":99.0,"CO_concentration":60,"humidity":5}"#),
+        ),
+        (Some(b"sensor-1"), None),
+        (Some(b"sensor-1"), Some(b"null")),
+        (Some(b"sensor-1"), Some(&oversized)),
+        (Some(b"sensor-1"), Some(&duplicate)),
+    ];
+    tansu.send_raw("weather", &bad);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let summary =
+        consume(&tansu, &["--until-end", "--window", "week", "--format", "csv", "-o", path(&out)]).await.unwrap();
+    let counts: Vec<(&str, u64)> = summary.rejected.iter().map(|(c, n)| (*c, *n)).collect();
+    assert_eq!(
+        counts,
+        [
+            ("duplicate", 1),
+            ("empty", 2),
+            ("missing-field", 1),
+            ("not-json", 1),
+            ("not-utf8", 1),
+            ("out-of-bounds", 1),
+            ("oversized", 1),
+            ("wrong-type", 1)
+        ]
+    );
+    assert_eq!(summary.windows_written, 1);
+    let dead = tansu.read_all("weather.dlq");
+    assert_eq!(dead.len(), bad.len());
+    for (letter, (_, value)) in dead.iter().zip(&bad) {
+        assert_eq!(letter.value.as_deref(), *value, "original bytes are kept");
+        assert!(!letter.headers["weather.reason"].is_empty());
+        assert_eq!(letter.headers["weather.source.topic"], "weather");
+    }
+    assert_eq!(dead[2].headers["weather.reason"], "field `CO_concentration` is missing");
+}
