@@ -37,7 +37,9 @@ fn path(p: &Path) -> &str {
 /// round once with ties to even. Returns per sensor the rows `id,avg_temp,avg_co,avg_humidity`
 /// in window order.
 fn oracle(tansu: &Tansu, topic: &str, size: u64, fahrenheit: bool) -> BTreeMap<String, Vec<String>> {
-    let mut windows: BTreeMap<(String, u64), BTreeMap<u64, (i64, i64, i64)>> = BTreeMap::new();
+    // (sensor, window id) -> day -> (temperature tenths, CO, humidity)
+    type Days = BTreeMap<u64, (i64, i64, i64)>;
+    let mut windows: BTreeMap<(String, u64), Days> = BTreeMap::new();
     for record in tansu.read_all(topic) {
         let Some(Ok(v)) = record.value.as_deref().map(serde_json::from_slice::<Value>) else { continue };
         let (Some(sensor), Some(day)) = (v["sensor_id"].as_str(), v["record_id"].as_u64()) else { continue };
@@ -198,7 +200,7 @@ async fn bad_messages_are_kept_aside() {
     produce(&tansu, "weather", 1, 7, 16).await;
     let duplicate = tansu.read_all("weather")[3].value.clone().unwrap();
     let oversized = vec![b'x'; 200_000];
-    let bad: Vec<(Option<&[u8]>, Option<&[u8]>)> = vec![
+    let bad: Vec<testkit::RawMessage<'_>> = vec![
         (Some(b"sensor-1"), Some(b"\xff\xfe\xfd")),
         (Some(b"sensor-1"), Some(b"temperature=21")),
         (Some(b"sensor-1"), Some(br#"{"sensor_id":"sensor-1","record_id":8,"temperature":1.0,"humidity":5}"#)),

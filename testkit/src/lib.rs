@@ -110,8 +110,8 @@ impl Tansu {
         }
     }
 
-    /// Sends raw messages (key, value) to `topic`, flushed.
-    pub fn send_raw(&self, topic: &str, messages: &[(Option<&[u8]>, Option<&[u8]>)]) {
+    /// Sends raw messages to `topic`, flushed.
+    pub fn send_raw(&self, topic: &str, messages: &[RawMessage<'_>]) {
         let producer: ThreadedProducer<_> =
             kafka::reliable_producer(&self.kafka_args(), &[], rdkafka::producer::DefaultProducerContext)
                 .expect("creating a producer");
@@ -186,6 +186,9 @@ impl Drop for Tansu {
         self.stop();
     }
 }
+
+/// A message as bytes: (key, value), either may be absent.
+pub type RawMessage<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// One message as read back from a topic.
 #[derive(Debug, Clone)]
