@@ -30,12 +30,13 @@ pub struct KafkaArgs {
 
     /// Any librdkafka setting as KEY=VALUE, repeatable (as kcat's -X), e.g.
     /// `-X security.protocol=SASL_SSL`. Secrets are refused here: set KAFKA_SASL_USERNAME and
-    /// KAFKA_SASL_PASSWORD in the environment instead.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_override)]
+    /// KAFKA_SASL_PASSWORD in the environment instead. In the environment variable, separate
+    /// settings with `;`.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_override, env = "KAFKA_X", value_delimiter = ';')]
     pub overrides: Vec<(String, String)>,
 
     /// How long to keep retrying an unreachable broker at start before giving up.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
 }
 
