@@ -130,6 +130,8 @@ pub fn metadata_client(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingCont
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("enable.partition.eof", "true"),
+        // Probes want an answer now, not the broker's long poll for more records.
+        ("fetch.wait.max.ms", "10"),
     ])
     .create_with_context(LoggingContext)
 }
@@ -287,6 +289,69 @@ pub fn watermarks<C: ConsumerContext>(
         tracing::warn!("could not confirm the end of partitions {pending:?} of `{topic}`; using the broker's figures");
     }
     Ok(marks)
+}
+
+/// The offset to fetch from so that reading `partition` yields `offset` itself: the broker's
+/// first record is at or before it, and the caller skips the records before `offset`.
+///
+/// Apache Kafka answers a fetch with the record batch that contains the requested offset, so
+/// this returns `offset` after one look. Tansu 0.6 answers with the first batch that *starts*
+/// at or after it, silently skipping the rest of the batch that contains it (and with nothing
+/// at all past the last batch's start, which is what it lists as the partition's end: see
+/// [`watermarks`]). Stepping back (1, 2, 4, ... records) finds an offset whose answer starts
+/// early enough. `client` must have `enable.partition.eof=true`, and not be the consumer that
+/// will read the partition (its queue would keep the probe's records).
+pub fn fetch_start<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    (low, high): (i64, i64),
+) -> KafkaResult<i64> {
+    if offset <= low || offset >= high {
+        return Ok(offset);
+    }
+    // Past the listed end, Tansu has no batch start to answer with.
+    let (_, listed_end) = client.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let mut from = offset.min(listed_end - 1).max(low);
+    let mut step = 1;
+    loop {
+        match first_offset(client, topic, partition, from)? {
+            Some(first) if first <= offset => return Ok(from),
+            _ if from <= low => return Ok(low),
+            _ => {
+                from = (offset - step).min(from - 1).max(low);
+                step *= 2;
+            }
+        }
+    }
+}
+
+/// The offset of the first record a fetch from `from` returns; `None` if it reaches the end
+/// or returns nothing for a while.
+fn first_offset<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> KafkaResult<Option<i64>> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    client.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let first = loop {
+        if Instant::now() > deadline {
+            break None;
+        }
+        match client.poll(Duration::from_millis(100)) {
+            // Records before `from` can only be left over from an earlier assignment.
+            Some(Ok(m)) if m.partition() == partition && m.offset() >= from => break Some(m.offset()),
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break None,
+            _ => {}
+        }
+    };
+    client.unassign()?;
+    Ok(first)
 }
 
 #[cfg(test)]

@@ -125,6 +125,7 @@ impl Pipeline {
                     }
                     idle = true;
                 }
+                Some(Ok(message)) if !self.source.progress.is_new(message.partition(), message.offset()) => {}
                 Some(Ok(message)) => {
                     let (partition, offset) = (message.partition(), message.offset());
                     match Reading::parse(message.payload(), message.key()) {

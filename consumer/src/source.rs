@@ -59,6 +59,12 @@ impl Progress {
         Progress { next, end, at_end: BTreeSet::new() }
     }
 
+    /// False for a record below the partition's next offset: it was read before (a fetch
+    /// may start early, see `kafka::fetch_start`), and is skipped.
+    pub fn is_new(&self, partition: i32, offset: i64) -> bool {
+        self.next.get(&partition).is_none_or(|&next| offset >= next)
+    }
+
     pub fn consumed(&mut self, partition: i32, offset: i64) {
         self.next.insert(partition, offset + 1);
         self.at_end.remove(&partition);
@@ -108,8 +114,10 @@ impl Source {
                 ("fetch.wait.max.ms", "100"),
             ])
             .create_with_context(LoggingContext)?;
-        let partitions = kafka::partitions(&consumer, args, topic)?;
-        let watermarks = kafka::watermarks(&consumer, topic, &partitions)?;
+        // Probing reads records; a separate client keeps them out of the consumer's queue.
+        let probe = kafka::metadata_client(args)?;
+        let partitions = kafka::partitions(&probe, args, topic)?;
+        let watermarks = kafka::watermarks(&probe, topic, &partitions)?;
         let requested: BTreeMap<i32, Option<i64>> = match &start {
             Start::Earliest => partitions.iter().map(|&p| (p, None)).collect(),
             Start::Offsets(offsets) => partitions.iter().map(|&p| (p, offsets.get(&p).copied())).collect(),
@@ -136,8 +144,10 @@ impl Source {
         }
         let mut assignment = TopicPartitionList::new();
         for (&partition, &offset) in &next {
-            assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+            let from = kafka::fetch_start(&probe, topic, partition, offset, watermarks[&partition])?;
+            assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
         }
+        drop(probe);
         consumer.assign(&assignment)?;
         let end = until_end.then(|| watermarks.iter().map(|(&p, &(_, high))| (p, high)).collect());
         Ok(Source { consumer, topic: topic.to_string(), progress: Progress::new(next, end) })
@@ -199,5 +209,16 @@ mod tests {
         q.reached_end(0);
         assert!(q.done());
         assert!(!Progress::new(BTreeMap::from([(0, 9)]), None).done());
+    }
+
+    /// Records below a partition's next offset were read before and are not new.
+    #[test]
+    fn records_before_the_next_offset_are_not_new() {
+        let mut p = Progress::new(BTreeMap::from([(0, 100)]), None);
+        assert!(!p.is_new(0, 99));
+        assert!(p.is_new(0, 100));
+        p.consumed(0, 100);
+        assert!(!p.is_new(0, 100));
+        assert!(p.is_new(1, 0), "a partition not yet seen starts anywhere");
     }
 }

@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use weather_common::kafka;
 use weather_common::Reading;
 
 const FIRST_CHUNK: i64 = 1024;
@@ -33,7 +34,7 @@ pub fn last_readings<C: ConsumerContext>(
             let start = (end - chunk).max(low);
             // Within a chunk the newest reading wins; a sensor found in a newer chunk is done.
             let mut newest: HashMap<String, Reading<'static>> = HashMap::new();
-            read_range(client, topic, partition, start, end, |key, value| {
+            read_range(client, topic, partition, (start, end), (low, high), |key, value| {
                 let Ok(reading) = Reading::parse(value, key) else { return };
                 if sensors.contains(reading.sensor_id.as_ref()) && !found.contains_key(reading.sensor_id.as_ref()) {
                     newest.insert(reading.sensor_id.to_string(), reading.into_owned());
@@ -59,12 +60,13 @@ fn read_range<C: ConsumerContext>(
     client: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
-    start: i64,
-    end: i64,
+    (start, end): (i64, i64),
+    watermarks: (i64, i64),
     mut visit: impl FnMut(Option<&[u8]>, Option<&[u8]>),
 ) -> KafkaResult<()> {
+    let from = kafka::fetch_start(client, topic, partition, start, watermarks)?;
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
     client.assign(&assignment)?;
     let deadline = Instant::now() + READ_TIMEOUT;
     let mut next = start;
@@ -76,12 +78,13 @@ fn read_range<C: ConsumerContext>(
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(e)) => tracing::debug!("while reading the tail of {topic}/{partition}: {e}"),
-            Some(Ok(message)) => {
+            Some(Ok(message)) if message.partition() == partition && message.offset() >= from => {
                 next = message.offset() + 1;
-                if message.offset() < end {
+                if (start..end).contains(&message.offset()) {
                     visit(message.key(), message.payload());
                 }
             }
+            Some(Ok(_)) => {}
         }
     }
     client.unassign()

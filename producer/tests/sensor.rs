@@ -31,20 +31,21 @@ fn readings_by_sensor(tansu: &Tansu, topic: &str) -> BTreeMap<String, Vec<Readin
 }
 
 /// A restarted sensor continues where the topic left it: record ids go on without a gap or
-/// a repeat, and the walk continues from the last values with a bounded step.
+/// a repeat, and the walk continues from the last values with a bounded step. The topic is
+/// large enough that the sensor's look at its tail starts in the middle of a record batch.
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_continues_the_walk() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 2);
-    let first = produce(&tansu, "weather", 3, 40, 1).await;
-    assert_eq!((first.sent, first.acknowledged, first.failed), (120, 120, 0));
+    let first = produce(&tansu, "weather", 3, 4000, 1).await;
+    assert_eq!((first.sent, first.acknowledged, first.failed), (12_000, 12_000, 0));
     produce(&tansu, "weather", 3, 25, 1).await;
     let by_sensor = readings_by_sensor(&tansu, "weather");
     assert_eq!(by_sensor.len(), 3);
     for (sensor, readings) in by_sensor {
         let ids: Vec<u64> = readings.iter().map(|r| r.record_id).collect();
-        assert_eq!(ids, (1..=65).collect::<Vec<_>>(), "{sensor}");
-        let (before, after) = (&readings[39], &readings[40]);
+        assert_eq!(ids, (1..=4025).collect::<Vec<_>>(), "{sensor}");
+        let (before, after) = (&readings[3999], &readings[4000]);
         assert!((after.temperature_tenths - before.temperature_tenths).abs() <= 50, "{before} -> {after}");
         assert!(after.humidity.abs_diff(before.humidity) <= 20, "{before} -> {after}");
         assert!(after.co_concentration.abs_diff(before.co_concentration) <= 100, "{before} -> {after}");
