@@ -52,7 +52,11 @@ fn env_as_flags(cli: &clap::Command, service_name: &str, service: &Yaml) -> Vec<
     for (key, value) in service["environment"].as_hash().into_iter().flatten() {
         let (key, value) = (key.as_str().unwrap(), value.as_str().unwrap());
         let Some(arg) = cli.get_arguments().find(|a| a.get_env().is_some_and(|e| e == key)) else {
-            assert!(OTHER_ENV.contains(&key), "{service_name}: {key} is read by neither {} nor the AWS SDK", cli.get_name());
+            assert!(
+                OTHER_ENV.contains(&key),
+                "{service_name}: {key} is read by neither {} nor the AWS SDK",
+                cli.get_name()
+            );
             continue;
         };
         let flag = match (arg.get_long(), arg.get_short()) {
@@ -91,7 +95,8 @@ fn our_services_get_flags_the_binaries_accept() {
             }
             "weather-consumer" => {
                 argv.extend(env_as_flags(&weather_consumer::Cli::command(), &name, &service));
-                let mut cli = weather_consumer::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
+                let mut cli =
+                    weather_consumer::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
                 // /out exists in the container, not here.
                 let output = cli.output.clone().expect("consumers name their output");
                 assert!(output.starts_with("/out"), "{name} writes to the mounted /out: {}", output.display());
