@@ -216,7 +216,10 @@ pub fn partitions<C: ConsumerContext>(
     let deadline = Instant::now() + args.connect_timeout();
     let mut backoff = Duration::from_millis(200);
     loop {
-        let last = match client.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+        let attempt = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let last = match client.fetch_metadata(Some(topic), attempt) {
             Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                     let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();

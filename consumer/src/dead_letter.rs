@@ -31,7 +31,9 @@ impl DeadLetters {
     pub async fn open(args: &KafkaArgs, topic: &str) -> Result<DeadLetters, DeadLetterError> {
         let admin: AdminClient<DefaultClientContext> = args.client_config(&[]).create()?;
         let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
         match admin.create_topics([&new_topic], &options).await {
             Ok(results) => {
                 for result in results {
@@ -46,7 +48,13 @@ impl DeadLetters {
             }
             Err(e) => tracing::warn!("could not create dead-letter topic `{topic}` ({e}); it must exist"),
         }
-        let producer = kafka::reliable_producer(args, &[("linger.ms", "20")], Deliveries::default())?;
+        // A rejected value may be far larger than a reading (an oversized one is rejected
+        // for that very reason); the client must not refuse to keep it.
+        let producer = kafka::reliable_producer(
+            args,
+            &[("linger.ms", "20"), ("message.max.bytes", "16777216")],
+            Deliveries::default(),
+        )?;
         Ok(DeadLetters { topic: topic.to_string(), producer, counts: BTreeMap::new() })
     }
 

@@ -45,9 +45,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
         }
         None => None,
     };
-    let dead_letters = DeadLetters::open(&settings.kafka, &settings.dead_letter_topic).await?;
-    let (pipeline_settings, thread_stop) = (settings.clone(), stop.clone());
-    let opened = tokio::task::spawn_blocking(move || open(pipeline_settings, dead_letters, &thread_stop))
+    let (pipeline_settings, thread_stop, runtime) = (settings.clone(), stop.clone(), tokio::runtime::Handle::current());
+    let opened = tokio::task::spawn_blocking(move || open(pipeline_settings, &thread_stop, &runtime))
         .await
         .context("the consumer thread panicked")??;
     let Some(mut pipeline) = opened else {
@@ -72,11 +71,23 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
     };
     let mut summary = consumed?;
     summary.uploads = report;
+    if let (Some(report), Some(target)) = (report, &settings.s3) {
+        if report.behind {
+            anyhow::bail!(
+                "{} is complete ({} bytes), but {} could not be updated: it holds {}; the next run uploads it",
+                settings.output.display(),
+                summary.output_len,
+                target.url(),
+                report.uploaded_len.map_or("an older state".to_string(), |len| format!("the first {len} bytes"))
+            );
+        }
+    }
     Ok(summary)
 }
 
-/// Loads the checkpoint, connects to Kafka and prepares the output; `None` if a stop came first.
-fn open(settings: Settings, dead_letters: DeadLetters, stop: &Stop) -> anyhow::Result<Option<Pipeline>> {
+/// Loads the checkpoint, connects to Kafka (retrying while it is unreachable), prepares the
+/// dead-letter topic and the output; `None` if a stop came first.
+fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
     let rules = settings.rules();
     let resumed = if settings.from_beginning { None } else { Checkpoint::load(&settings.output, &rules)? };
     let start = match (&resumed, settings.from_beginning) {
@@ -106,6 +117,7 @@ fn open(settings: Settings, dead_letters: DeadLetters, stop: &Stop) -> anyhow::R
     if stop.requested() {
         return Ok(None);
     }
+    let dead_letters = runtime.block_on(DeadLetters::open(&settings.kafka, &settings.dead_letter_topic))?;
     let checkpoint = match resumed {
         Some(checkpoint) => checkpoint,
         None => {

@@ -123,25 +123,7 @@ impl Source {
             Start::Offsets(offsets) => partitions.iter().map(|&p| (p, offsets.get(&p).copied())).collect(),
             Start::Committed => committed(&consumer, topic, &partitions)?,
         };
-        let mut next = BTreeMap::new();
-        for (&partition, &resume) in &requested {
-            let (low, high) = watermarks[&partition];
-            let offset = match resume {
-                None => low,
-                Some(resume) if resume > high => {
-                    return Err(SourceError::AheadOfTopic { topic: topic.into(), partition, resume, high })
-                }
-                Some(resume) if resume < low && !allow_data_loss => {
-                    return Err(SourceError::DataLoss { topic: topic.into(), partition, resume, low })
-                }
-                Some(resume) if resume < low => {
-                    tracing::warn!("partition {partition}: offsets {resume}..{low} were deleted by retention; skipping them (--allow-data-loss)");
-                    low
-                }
-                Some(resume) => resume,
-            };
-            next.insert(partition, offset);
-        }
+        let next = resolve_start(topic, &requested, &watermarks, allow_data_loss)?;
         let mut assignment = TopicPartitionList::new();
         for (&partition, &offset) in &next {
             let from = kafka::fetch_start(&probe, topic, partition, offset, watermarks[&partition])?;
@@ -165,6 +147,38 @@ impl Source {
         }
         self.consumer.commit(&list, mode)
     }
+}
+
+/// Where each partition starts: the requested offset (`None`: the beginning), checked against
+/// what the topic still holds.
+pub fn resolve_start(
+    topic: &str,
+    requested: &BTreeMap<i32, Option<i64>>,
+    watermarks: &std::collections::HashMap<i32, (i64, i64)>,
+    allow_data_loss: bool,
+) -> Result<BTreeMap<i32, i64>, SourceError> {
+    let mut next = BTreeMap::new();
+    for (&partition, &resume) in requested {
+        let (low, high) = watermarks[&partition];
+        let offset = match resume {
+            None => low,
+            Some(resume) if resume > high => {
+                return Err(SourceError::AheadOfTopic { topic: topic.into(), partition, resume, high })
+            }
+            Some(resume) if resume < low && !allow_data_loss => {
+                return Err(SourceError::DataLoss { topic: topic.into(), partition, resume, low })
+            }
+            Some(resume) if resume < low => {
+                tracing::warn!(
+                    "partition {partition}: offsets {resume}..{low} were deleted by retention; skipping them (--allow-data-loss)"
+                );
+                low
+            }
+            Some(resume) => resume,
+        };
+        next.insert(partition, offset);
+    }
+    Ok(next)
 }
 
 /// The group's committed offset of every partition (`None` where it has none).
@@ -209,6 +223,25 @@ mod tests {
         q.reached_end(0);
         assert!(q.done());
         assert!(!Progress::new(BTreeMap::from([(0, 9)]), None).done());
+    }
+
+    /// A resume point that retention deleted stops the run unless data loss is allowed; one
+    /// past the end means the topic was created anew; no resume point means the beginning.
+    #[test]
+    fn start_offsets_are_checked_against_the_topic() {
+        let marks = std::collections::HashMap::from([(0, (100, 500)), (1, (0, 50))]);
+        let requested = BTreeMap::from([(0, Some(40)), (1, None)]);
+        let err = resolve_start("weather", &requested, &marks, false).unwrap_err().to_string();
+        assert!(
+            err.contains("--from-beginning") && err.contains("--allow-data-loss") && err.contains("40..100"),
+            "{err}"
+        );
+        assert_eq!(resolve_start("weather", &requested, &marks, true).unwrap(), BTreeMap::from([(0, 100), (1, 0)]));
+        let ahead = BTreeMap::from([(0, Some(200)), (1, Some(51))]);
+        let err = resolve_start("weather", &ahead, &marks, true).unwrap_err().to_string();
+        assert!(err.contains("created again") && err.contains("--from-beginning"), "{err}");
+        let fine = BTreeMap::from([(0, Some(500)), (1, Some(7))]);
+        assert_eq!(resolve_start("weather", &fine, &marks, false).unwrap(), BTreeMap::from([(0, 500), (1, 7)]));
     }
 
     /// Records below a partition's next offset were read before and are not new.

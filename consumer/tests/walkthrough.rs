@@ -199,7 +199,7 @@ async fn bad_messages_are_kept_aside() {
     tansu.create_topic("weather", 1);
     produce(&tansu, "weather", 1, 7, 16).await;
     let duplicate = tansu.read_all("weather")[3].value.clone().unwrap();
-    let oversized = vec![b'x'; 200_000];
+    let oversized = vec![b'x'; 1 << 20];
     let bad: Vec<testkit::RawMessage<'_>> = vec![
         (Some(b"sensor-1"), Some(b"\xff\xfe\xfd")),
         (Some(b"sensor-1"), Some(b"temperature=21")),
@@ -245,4 +245,29 @@ async fn bad_messages_are_kept_aside() {
         assert_eq!(letter.headers["weather.source.topic"], "weather");
     }
     assert_eq!(dead[2].headers["weather.reason"], "field `CO_concentration` is missing");
+}
+
+/// A reading that arrives after its window was written (here as partial, with
+/// --emit-partial) is kept aside as late, and never rewrites that window.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_readings_never_rewrite_a_written_window() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 1, 10, 17).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let args = ["--until-end", "--window", "week", "--format", "csv", "--emit-partial", "-o", path(&out)];
+    let first = consume(&tansu, &args).await.unwrap();
+    assert_eq!((first.windows_written, first.partial_windows), (1, 1));
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(written.lines().count(), 3, "{written}");
+
+    produce(&tansu, "weather", 1, 1, 17).await; // record_id 11, in the partial week 2
+    let second = consume(&tansu, &args).await.unwrap();
+    assert_eq!(second.rejected.get("late"), Some(&1));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written, "week 2 is not rewritten");
+    let late = tansu.read_all("weather.dlq");
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].headers["weather.category"], "late");
+    assert!(late[0].headers["weather.reason"].contains("record_id 11"), "{:?}", late[0].headers);
 }

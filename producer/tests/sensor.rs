@@ -93,3 +93,54 @@ fn sigterm_loses_nothing_reported_as_sent() {
     assert!(report.contains("0 failed") && report.contains(&format!("sent {acknowledged} reading(s)")), "{report}");
     assert_eq!(tansu.read_all("weather").len(), acknowledged, "{report}");
 }
+
+/// A broker that does not answer at start is retried with backoff, then reported by address
+/// with a non-zero exit once --connect-timeout has passed; never a panic.
+#[test]
+fn unreachable_broker_is_retried_then_reported() {
+    let broker = format!("127.0.0.1:{}", testkit::free_port());
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_weather-producer"))
+        .args(["-b", &broker, "--connect-timeout", "3", "--count", "1"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("no Kafka broker answered at {broker} within 3 s")), "{stderr}");
+    assert!(stderr.contains("retrying in") && !stderr.contains("panicked"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// SIGKILL at random moments of a fast run, then a restart each time: per sensor, the topic
+/// holds every record id from 1 up, once, in order: no gap and no duplicate.
+#[test]
+fn sigkill_then_restart_leaves_no_gap_and_no_duplicate() {
+    use rand::{Rng, SeedableRng};
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    let seed = rand::random::<u64>();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let bootstrap = tansu.bootstrap();
+    let sensor = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_weather-producer"))
+            .args(["-b", &bootstrap, "--rate", "0", "--sensors", "3", "--seed", "8"])
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap()
+    };
+    for _ in 0..6 {
+        let mut child = sensor(&[]);
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(sensor(&["--count", "10"]).wait().unwrap().success());
+    for (sensor, readings) in readings_by_sensor(&tansu, "weather") {
+        let ids: Vec<u64> = readings.iter().map(|r| r.record_id).collect();
+        let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+        assert!(ids == expected, "{sensor}: record ids are not 1..={} in order (seed {seed})", ids.len());
+        assert!(ids.len() > 10, "{sensor}: the killed runs sent nothing");
+    }
+}

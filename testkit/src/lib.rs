@@ -96,6 +96,16 @@ impl Tansu {
         assert!(status.success(), "tansu topic create {name} failed: {status}");
     }
 
+    /// Deletes a topic with the Tansu CLI.
+    pub fn delete_topic(&self, name: &str) {
+        let status = Command::new(binary("tansu", "TANSU_BIN", &format!("tansu-{TANSU_VERSION}")))
+            .args(["topic", "delete", name, "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .stdout(Stdio::null())
+            .status()
+            .expect("running tansu topic delete");
+        assert!(status.success(), "tansu topic delete {name} failed: {status}");
+    }
+
     /// Stops the broker (SIGKILL: a crash) and starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
@@ -112,9 +122,12 @@ impl Tansu {
 
     /// Sends raw messages to `topic`, flushed.
     pub fn send_raw(&self, topic: &str, messages: &[RawMessage<'_>]) {
-        let producer: ThreadedProducer<_> =
-            kafka::reliable_producer(&self.kafka_args(), &[], rdkafka::producer::DefaultProducerContext)
-                .expect("creating a producer");
+        let producer: ThreadedProducer<_> = kafka::reliable_producer(
+            &self.kafka_args(),
+            &[("message.max.bytes", "4000000")],
+            rdkafka::producer::DefaultProducerContext,
+        )
+        .expect("creating a producer");
         for (key, value) in messages {
             let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
             if let Some(key) = key {
@@ -211,13 +224,15 @@ impl S3Server {
     /// Starts a server and sets the standard AWS credential variables to its demo keys, so
     /// that code using the AWS credential chain reaches it.
     pub fn start() -> S3Server {
-        // Every server of a test run uses the same keys, so setting them is idempotent.
-        std::env::set_var("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
+        S3Server::start_on(free_port())
+    }
+
+    /// [`S3Server::start`] on a given port of 127.0.0.1.
+    pub fn start_on(port: u16) -> S3Server {
+        use_test_credentials();
         let dir = tempdir("s3s-fs");
         let root = dir.path().join("data");
         std::fs::create_dir(&root).expect("creating the S3 root");
-        let port = free_port();
         let log_path = dir.path().join("s3s-fs.log");
         let log = std::fs::File::create(&log_path).expect("creating the S3 log");
         let child = Command::new(binary("s3s-fs", "S3S_FS_BIN", &format!("s3s-fs-{S3S_FS_VERSION}")))
@@ -252,6 +267,13 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sets the standard AWS credential variables to the test servers' keys. Every server of a
+/// test run uses the same keys, so setting them again changes nothing.
+pub fn use_test_credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
 }
 
 /// A free TCP port of 127.0.0.1.

@@ -118,7 +118,7 @@ impl Announcer {
     }
 }
 
-const FINAL_ATTEMPTS: u32 = 5;
+const FINAL_ATTEMPTS: u32 = 3;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Uploader {
@@ -188,6 +188,7 @@ async fn upload_loop(
         }
     }
     let wanted = *announced.borrow();
+    let mut backoff = Duration::from_millis(500);
     for attempt in 1..=FINAL_ATTEMPTS {
         if report.uploaded_len == Some(wanted) {
             break;

@@ -1,0 +1,158 @@
+//! Outages and misconfiguration on the real stack: each is retried where it can pass, and
+//! reported plainly where it cannot, and none loses or doubles output.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use testkit::{free_port, S3Server, Tansu};
+use weather_consumer::{Cli, Summary};
+
+async fn produce(tansu: &Tansu, topic: &str, count: u64, seed: u64) {
+    let (bootstrap, count, seed) = (tansu.bootstrap(), count.to_string(), seed.to_string());
+    let argv = ["weather-producer", "-b", &bootstrap, "-t", topic, "--rate", "0", "--count", &count, "--seed", &seed];
+    let config = weather_producer::Config::try_parse_from(argv).unwrap();
+    weather_producer::run(config, std::future::pending()).await.expect("producing readings");
+}
+
+async fn consume(tansu: &Tansu, args: &[&str]) -> anyhow::Result<Summary> {
+    let bootstrap = tansu.bootstrap();
+    let argv =
+        ["weather-consumer", "-b", &bootstrap, "--connect-timeout", "20"].into_iter().chain(args.iter().copied());
+    weather_consumer::run(Cli::try_parse_from(argv)?.settings()?, std::future::pending()).await
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run_binary(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+    let started = Instant::now();
+    let output = Command::new(binary).args(args).envs(env.iter().copied()).env("RUST_LOG", "info").output().unwrap();
+    (output, started.elapsed())
+}
+
+/// A broker that does not answer at start is retried with backoff, then reported by address
+/// with a non-zero exit once --connect-timeout has passed; never a panic.
+#[test]
+fn unreachable_broker_is_retried_then_reported() {
+    let broker = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.txt");
+    let args = ["-b", broker.as_str(), "--connect-timeout", "3", "--until-end", "-o", path(&output)];
+    let (out, took) = run_binary(env!("CARGO_BIN_EXE_weather-consumer"), &args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("no Kafka broker answered at {broker} within 3 s")), "{stderr}");
+    assert!(stderr.contains("retrying in"), "it retries: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+/// A missing bucket and refused credentials stop the consumer at once, naming the endpoint
+/// and the bucket; the secret is never printed.
+#[test]
+fn s3_misconfiguration_names_endpoint_and_bucket() {
+    let s3 = S3Server::start();
+    s3.create_bucket("present");
+    let endpoint = s3.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.csv");
+    let base = ["-b", "127.0.0.1:9", "--connect-timeout", "1", "-o", path(&output), "--s3-endpoint", &endpoint];
+    let consumer = env!("CARGO_BIN_EXE_weather-consumer");
+
+    let (out, _) = run_binary(consumer, &[&base[..], &["--s3-bucket", "absent"]].concat(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("bucket `absent` does not exist at {endpoint}")), "{stderr}");
+
+    let wrong = [("AWS_ACCESS_KEY_ID", testkit::S3_ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", "not-the-secret")];
+    let (out, _) = run_binary(consumer, &[&base[..], &["--s3-bucket", "present"]].concat(), &wrong);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("access to bucket `present` at {endpoint} was refused")), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "the secret must not be printed: {stderr}");
+}
+
+/// While S3 is away the local output goes on and the run reports the object as behind; once
+/// S3 is back, the next run uploads the file and the object equals it.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_outage_keeps_local_output_and_the_next_run_uploads() {
+    testkit::use_test_credentials();
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    produce(&tansu, "weather", 70, 21).await;
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("weekly.csv");
+    let args =
+        ["--preset", "v2", "--until-end", "-o", path(&output), "--s3-bucket", "later", "--s3-endpoint", &endpoint];
+
+    let err = consume(&tansu, &args).await.unwrap_err().to_string();
+    assert!(err.contains("s3://later/weekly.csv could not be updated") && err.contains("next run uploads it"), "{err}");
+    let local = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(local.lines().count(), 1 + 10, "the local output is complete:\n{local}");
+
+    let s3 = S3Server::start_on(port);
+    s3.create_bucket("later");
+    let summary = consume(&tansu, &args).await.unwrap();
+    assert_eq!(summary.uploads.map(|u| u.behind), Some(false));
+    assert_eq!(s3.object("later", "weekly.csv").as_deref(), Some(std::fs::read(&output).unwrap().as_slice()));
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), local, "the rebuild gives the same file");
+}
+
+/// A checkpoint that points past the end of its topic (the topic was deleted and created
+/// again) stops the consumer with the way out, instead of silently reading nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recreated_topic_needs_a_rebuild() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 60, 22).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.txt");
+    consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap();
+    tansu.delete_topic("weather");
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 10, 23).await;
+    let err = consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("created again") && format!("{err:#}").contains("--from-beginning"), "{err:#}");
+    let rebuilt = consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&output)]).await.unwrap();
+    assert_eq!(rebuilt.readings, 10);
+}
+
+/// A write that fails part-way (the file size limit here, as a full disk would) stops the
+/// consumer with a clear error and commits nothing past what was durably written: the next
+/// run, with room again, ends with exactly the file of an uninterrupted run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_write_commits_nothing_past_the_durable_output() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 7000, 24).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, output) = (dir.path().join("reference.csv"), dir.path().join("out.csv"));
+    let common = ["--window", "week", "--format", "csv", "--until-end", "--checkpoint-interval", "0"];
+    consume(&tansu, &[&common[..], &["-o", path(&reference), "-g", "reference"]].concat()).await.unwrap();
+    assert!(std::fs::metadata(&reference).unwrap().len() > 8192);
+
+    // A file size limit of 8 KiB, with SIGXFSZ ignored so the write fails with EFBIG.
+    let consumer = env!("CARGO_BIN_EXE_weather-consumer");
+    let script = format!(
+        "ulimit -f 8; trap '' XFSZ; exec {consumer} -b {} {} -o {} -g limited",
+        tansu.bootstrap(),
+        common.join(" "),
+        path(&output)
+    );
+    let out = Command::new("bash").args(["-c", &script]).env("RUST_LOG", "error").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out.csv.checkpoint")).unwrap()).unwrap();
+    let durable = checkpoint["output_len"].as_u64().unwrap();
+    assert!(durable <= 8192 && durable <= std::fs::metadata(&output).unwrap().len(), "checkpoint at {durable}");
+
+    consume(&tansu, &[&common[..], &["-o", path(&output), "-g", "limited"]].concat()).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), std::fs::read_to_string(&reference).unwrap());
+}
