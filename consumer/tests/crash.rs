@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use testkit::{S3Server, Storage, Tansu};
+use weather_consumer::checkpoint::Checkpoint;
 
 /// Readings per sensor, sensors, partitions: 100,000 readings in all.
 const DAYS: u64 = 12_500;
@@ -16,7 +17,7 @@ const PARTITIONS: u32 = 4;
 /// Small fetches stretch a replay to several seconds (many broker round trips), so that
 /// kills land in the middle of it without slowing the consumer's own code.
 const THROTTLE: [&str; 6] =
-    ["-X", "max.partition.fetch.bytes=4096", "-X", "fetch.max.bytes=8192", "-X", "message.max.bytes=8192"];
+    ["-X", "max.partition.fetch.bytes=2048", "-X", "fetch.max.bytes=8192", "-X", "message.max.bytes=8192"];
 
 fn produce(tansu: &Tansu, days: u64, sensors: u32) {
     let (bootstrap, count, sensor_count) = (tansu.bootstrap(), days.to_string(), sensors.to_string());
@@ -66,8 +67,8 @@ fn assert_same_rows(actual: &[String], expected: &[String], context: &str) {
 }
 
 /// SIGKILL at 20 random moments of a replay of 100,000 readings from 8 sensors over 4
-/// partitions (mid-window, mid-write, mid-checkpoint, mid-upload, mid-commit), restarting
-/// with the same flags each time: the final file holds exactly the rows of an uninterrupted
+/// partitions (during start-up, and mid-window, mid-write, mid-checkpoint, mid-upload,
+/// mid-commit once a run has made progress), restarting with the same flags each time: the final file holds exactly the rows of an uninterrupted
 /// run, each once, and the S3 object equals the file.
 #[test]
 fn sigkill_at_random_moments_changes_nothing() {
@@ -89,19 +90,34 @@ fn sigkill_at_random_moments_changes_nothing() {
     let mut flags =
         vec!["-g", "crashed", "--s3-bucket", "crash", "--s3-endpoint", &endpoint, "--upload-interval", "0.2"];
     flags.extend(THROTTLE);
-    let mut kills = 0;
+    let durable = || -> u64 {
+        let checkpoint = std::fs::read(Checkpoint::path_for(&crashed)).unwrap_or_default();
+        serde_json::from_slice::<serde_json::Value>(&checkpoint).map_or(0, |c| c["output_len"].as_u64().unwrap_or(0))
+    };
+    let (mut kills, mut kills_after_progress) = (0, 0);
     while kills < 20 {
+        let before = durable();
         let mut child = consumer(&tansu, &crashed, &flags);
-        std::thread::sleep(Duration::from_millis(rng.random_range(50..900)));
-        match child.try_wait().unwrap() {
-            Some(status) => panic!("the replay ended ({status}) after only {kills} kills: make it longer"),
-            None => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
+        if kills % 4 == 3 {
+            // Now and then during start-up: loading the checkpoint, connecting, cutting the file.
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        } else {
+            // Otherwise at a random moment after this run made progress of its own.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while durable() == before {
+                assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kills} kills");
+                assert!(Instant::now() < deadline, "no progress within 60 s");
+                std::thread::sleep(Duration::from_millis(5));
             }
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
         }
+        assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kills} kills: make it longer");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        kills_after_progress += usize::from(durable() > before);
     }
+    assert!(kills_after_progress >= 15, "only {kills_after_progress} kills came after progress: they must land mid-replay");
     let status = consumer(&tansu, &crashed, &flags).wait().unwrap();
     assert!(status.success(), "the run after {kills} kills failed: {status}");
     assert_same_rows(&rows(&crashed), &expected, &format!("after {kills} kills, CRASH_SEED={seed}"));
