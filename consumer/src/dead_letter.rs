@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -14,7 +15,10 @@ use weather_common::kafka::{self, Deliveries, KafkaArgs};
 
 pub struct DeadLetters {
     topic: String,
-    producer: ThreadedProducer<Deliveries>,
+    kafka: KafkaArgs,
+    runtime: tokio::runtime::Handle,
+    /// Made at the first rejection: most runs reject nothing and need no second client.
+    producer: Option<ThreadedProducer<Deliveries>>,
     counts: BTreeMap<&'static str, u64>,
 }
 
@@ -27,35 +31,23 @@ pub enum DeadLetterError {
 }
 
 impl DeadLetters {
-    /// Dead letters go to `topic`, which is created (one partition) if it does not exist.
-    pub async fn open(args: &KafkaArgs, topic: &str) -> Result<DeadLetters, DeadLetterError> {
-        let admin: AdminClient<DefaultClientContext> = args.client_config(&[]).create()?;
-        let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-        let options = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_secs(10)))
-            .request_timeout(Some(Duration::from_secs(10)));
-        match admin.create_topics([&new_topic], &options).await {
-            Ok(results) => {
-                for result in results {
-                    match result {
-                        Ok(_) => tracing::info!("created dead-letter topic `{topic}`"),
-                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((_, code)) => {
-                            tracing::warn!("could not create dead-letter topic `{topic}` ({code}); it must exist")
-                        }
-                    }
-                }
+    /// Dead letters go to `topic`, which is created (one partition) at the first rejection if
+    /// it does not exist. `runtime` runs the admin request that creates it.
+    pub fn new(args: &KafkaArgs, topic: &str, runtime: tokio::runtime::Handle) -> DeadLetters {
+        DeadLetters { topic: topic.to_string(), kafka: args.clone(), runtime, producer: None, counts: BTreeMap::new() }
+    }
+
+    fn ensure_producer(&mut self) -> Result<(), DeadLetterError> {
+        if self.producer.is_none() {
+            if !exists(&self.kafka, &self.topic)? {
+                self.runtime.block_on(create(&self.kafka, &self.topic));
             }
-            Err(e) => tracing::warn!("could not create dead-letter topic `{topic}` ({e}); it must exist"),
+            // A rejected value may be far larger than a reading (an oversized one is rejected
+            // for that very reason); the client must not refuse to keep it.
+            let extra = [("linger.ms", "20"), ("message.max.bytes", "16777216")];
+            self.producer = Some(kafka::reliable_producer(&self.kafka, &extra, Deliveries::default())?);
         }
-        // A rejected value may be far larger than a reading (an oversized one is rejected
-        // for that very reason); the client must not refuse to keep it.
-        let producer = kafka::reliable_producer(
-            args,
-            &[("linger.ms", "20"), ("message.max.bytes", "16777216")],
-            Deliveries::default(),
-        )?;
-        Ok(DeadLetters { topic: topic.to_string(), producer, counts: BTreeMap::new() })
+        Ok(())
     }
 
     pub fn topic(&self) -> &str {
@@ -70,6 +62,8 @@ impl DeadLetters {
         reason: &str,
     ) -> Result<(), DeadLetterError> {
         *self.counts.entry(category).or_default() += 1;
+        self.ensure_producer()?;
+        let producer = self.producer.as_ref().expect("made just above");
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let headers = OwnedHeaders::new()
@@ -86,7 +80,7 @@ impl DeadLetters {
             record = record.payload(payload);
         }
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
@@ -100,8 +94,9 @@ impl DeadLetters {
     /// Waits until every dead letter sent so far is acknowledged. `Ok(false)` if that took
     /// longer than `timeout` (the broker is slow or away: try again later).
     pub fn flush(&self, timeout: Duration) -> Result<bool, DeadLetterError> {
-        let flushed = self.producer.flush(timeout).is_ok();
-        if let Some(reason) = self.producer.context().first_failure() {
+        let Some(producer) = &self.producer else { return Ok(true) };
+        let flushed = producer.flush(timeout).is_ok();
+        if let Some(reason) = producer.context().first_failure() {
             return Err(DeadLetterError::Lost { topic: self.topic.clone(), reason });
         }
         Ok(flushed)
@@ -110,5 +105,37 @@ impl DeadLetters {
     /// Rejected readings so far, by category.
     pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
         &self.counts
+    }
+}
+
+fn exists(args: &KafkaArgs, topic: &str) -> Result<bool, DeadLetterError> {
+    let metadata = kafka::metadata_client(args)?.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+}
+
+/// Creates the topic; a failure is only reported, since the topic may exist all the same
+/// (created by someone else, or auto-created by the broker).
+async fn create(args: &KafkaArgs, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = match args.client_config(&[]).create() {
+        Ok(admin) => admin,
+        Err(e) => return tracing::warn!("could not create dead-letter topic `{topic}` ({e}); it must exist"),
+    };
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics([&new_topic], &options).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(_) => tracing::info!("created dead-letter topic `{topic}`"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => {
+                        tracing::warn!("could not create dead-letter topic `{topic}` ({code}); it must exist")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!("could not create dead-letter topic `{topic}` ({e}); it must exist"),
     }
 }

@@ -117,7 +117,7 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
     if stop.requested() {
         return Ok(None);
     }
-    let dead_letters = runtime.block_on(DeadLetters::open(&settings.kafka, &settings.dead_letter_topic))?;
+    let dead_letters = DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone());
     let checkpoint = match resumed {
         Some(checkpoint) => checkpoint,
         None => {

@@ -50,13 +50,16 @@ pub struct Progress {
     pub next: BTreeMap<i32, i64>,
     /// For a bounded run: the end of every partition when the run started.
     pub end: Option<BTreeMap<i32, i64>>,
-    /// Partitions that reported their end (nothing more to read for now).
-    at_end: BTreeSet<i32>,
+    /// For a bounded run: the partitions not yet read to their end (kept up to date, so
+    /// that asking whether the run is done costs nothing per message).
+    unfinished: BTreeSet<i32>,
 }
 
 impl Progress {
     pub fn new(next: BTreeMap<i32, i64>, end: Option<BTreeMap<i32, i64>>) -> Self {
-        Progress { next, end, at_end: BTreeSet::new() }
+        let unfinished =
+            end.iter().flatten().filter(|&(p, &e)| next.get(p).is_none_or(|&n| n < e)).map(|(&p, _)| p).collect();
+        Progress { next, end, unfinished }
     }
 
     /// False for a record below the partition's next offset: it was read before (a fetch
@@ -67,17 +70,19 @@ impl Progress {
 
     pub fn consumed(&mut self, partition: i32, offset: i64) {
         self.next.insert(partition, offset + 1);
-        self.at_end.remove(&partition);
+        if self.end.as_ref().and_then(|end| end.get(&partition)).is_some_and(|&e| offset + 1 >= e) {
+            self.unfinished.remove(&partition);
+        }
     }
 
+    /// The broker says there is nothing more to read in `partition` for now.
     pub fn reached_end(&mut self, partition: i32) {
-        self.at_end.insert(partition);
+        self.unfinished.remove(&partition);
     }
 
     /// A bounded run is done once every partition is read up to its end at start.
     pub fn done(&self) -> bool {
-        let Some(end) = &self.end else { return false };
-        end.iter().all(|(p, &e)| self.at_end.contains(p) || self.next.get(p).is_some_and(|&n| n >= e))
+        self.end.is_some() && self.unfinished.is_empty()
     }
 
     /// Readings left to read in a bounded run.
@@ -112,6 +117,14 @@ impl Source {
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "true"),
                 ("fetch.wait.max.ms", "100"),
+                // librdkafka pauses a partition's fetching for this long once its prefetch
+                // queue is full (1 s by default): a consumer that does real work per message
+                // would then drain the queue and sit idle. Refill it promptly instead.
+                ("fetch.queue.backoff.ms", "10"),
+                // ... and keep that queue, and each fetch, small: memory must not grow with
+                // history.
+                ("queued.max.messages.kbytes", "8192"),
+                ("fetch.max.bytes", "4194304"),
             ])
             .create_with_context(LoggingContext)?;
         // Probing reads records; a separate client keeps them out of the consumer's queue.

@@ -14,10 +14,20 @@ use weather_consumer::checkpoint::Checkpoint;
 const DAYS: u64 = 12_500;
 const SENSORS: u32 = 8;
 const PARTITIONS: u32 = 4;
-/// Small fetches stretch a replay to several seconds (many broker round trips), so that
-/// kills land in the middle of it without slowing the consumer's own code.
-const THROTTLE: [&str; 6] =
-    ["-X", "max.partition.fetch.bytes=2048", "-X", "fetch.max.bytes=8192", "-X", "message.max.bytes=8192"];
+/// Small fetches and a short prefetch queue stretch a replay to several seconds (many broker
+/// round trips), so that kills land in the middle of it without slowing the consumer's code.
+const THROTTLE: [&str; 10] = [
+    "-X",
+    "max.partition.fetch.bytes=2048",
+    "-X",
+    "fetch.max.bytes=8192",
+    "-X",
+    "message.max.bytes=8192",
+    "-X",
+    "queued.max.messages.kbytes=64",
+    "-X",
+    "fetch.queue.backoff.ms=200",
+];
 
 fn produce(tansu: &Tansu, days: u64, sensors: u32) {
     let (bootstrap, count, sensor_count) = (tansu.bootstrap(), days.to_string(), sensors.to_string());
@@ -109,7 +119,7 @@ fn sigkill_at_random_moments_changes_nothing() {
                 assert!(Instant::now() < deadline, "no progress within 60 s");
                 std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
         }
         assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kills} kills: make it longer");
         child.kill().unwrap();
@@ -117,7 +127,10 @@ fn sigkill_at_random_moments_changes_nothing() {
         kills += 1;
         kills_after_progress += usize::from(durable() > before);
     }
-    assert!(kills_after_progress >= 15, "only {kills_after_progress} kills came after progress: they must land mid-replay");
+    assert!(
+        kills_after_progress >= 15,
+        "only {kills_after_progress} kills came after progress: they must land mid-replay"
+    );
     let status = consumer(&tansu, &crashed, &flags).wait().unwrap();
     assert!(status.success(), "the run after {kills} kills failed: {status}");
     assert_same_rows(&rows(&crashed), &expected, &format!("after {kills} kills, CRASH_SEED={seed}"));

@@ -66,9 +66,8 @@ pub fn publish(
             if stop.requested() || producer.context().failed() > 0 {
                 break 'rounds;
             }
-            let reading = walk.next_reading();
             payload.clear();
-            reading.write_json(&mut payload);
+            walk.next_reading().write_json(&mut payload);
             let mut record = BaseRecord::to(topic).key(walk.sensor_id()).payload(&payload);
             loop {
                 match producer.send(record) {

@@ -17,7 +17,16 @@ const CO_STEP: i64 = 100;
 pub struct Walk {
     sensor_id: String,
     rng: StdRng,
-    last: Option<Reading<'static>>,
+    last: Option<Step>,
+}
+
+/// Where the walk stands: the values of its last reading.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    record_id: u64,
+    temperature_tenths: i32,
+    co_concentration: u32,
+    humidity: u32,
 }
 
 impl Walk {
@@ -33,6 +42,12 @@ impl Walk {
         let sensor_id = sensor_id.into();
         let resume_at = last.as_ref().map_or(0, |r| r.record_id);
         let rng = StdRng::seed_from_u64(mix(mix(seed ^ fnv1a(sensor_id.as_bytes())) ^ resume_at));
+        let last = last.map(|r| Step {
+            record_id: r.record_id,
+            temperature_tenths: r.temperature_tenths,
+            co_concentration: r.co_concentration,
+            humidity: r.humidity,
+        });
         Walk { sensor_id, rng, last }
     }
 
@@ -41,11 +56,10 @@ impl Walk {
     }
 
     /// The next reading of the walk.
-    pub fn next_reading(&mut self) -> Reading<'static> {
+    pub fn next_reading(&mut self) -> Reading<'_> {
         let rng = &mut self.rng;
-        let reading = match &self.last {
-            None => Reading {
-                sensor_id: self.sensor_id.clone().into(),
+        let step = match self.last {
+            None => Step {
                 record_id: 1,
                 temperature_tenths: to_tenths(
                     rng.random_range(tenths_to_f64(TEMPERATURE_TENTHS.0)..=tenths_to_f64(TEMPERATURE_TENTHS.1)),
@@ -57,8 +71,7 @@ impl Walk {
                 let (low, high) = (tenths_to_f64(TEMPERATURE_TENTHS.0), tenths_to_f64(TEMPERATURE_TENTHS.1));
                 let t = tenths_to_f64(prev.temperature_tenths);
                 let temperature = rng.random_range(t - TEMPERATURE_STEP..=t + TEMPERATURE_STEP).clamp(low, high);
-                Reading {
-                    sensor_id: prev.sensor_id.clone(),
+                Step {
                     record_id: prev.record_id + 1,
                     temperature_tenths: to_tenths(temperature),
                     co_concentration: step(rng, prev.co_concentration, CO_STEP, CO_CONCENTRATION),
@@ -66,8 +79,14 @@ impl Walk {
                 }
             }
         };
-        self.last = Some(reading.clone());
-        reading
+        self.last = Some(step);
+        Reading {
+            sensor_id: self.sensor_id.as_str().into(),
+            record_id: step.record_id,
+            temperature_tenths: step.temperature_tenths,
+            co_concentration: step.co_concentration,
+            humidity: step.humidity,
+        }
     }
 }
 
@@ -104,7 +123,7 @@ mod tests {
     use super::*;
 
     fn readings(walk: &mut Walk, n: usize) -> Vec<Reading<'static>> {
-        (0..n).map(|_| walk.next_reading()).collect()
+        (0..n).map(|_| walk.next_reading().into_owned()).collect()
     }
 
     /// Every value stays inside the sensor's bounds, over many seeds and long walks.
@@ -159,10 +178,10 @@ mod tests {
     fn resume_continues_from_the_last_reading() {
         let first = readings(&mut Walk::new("s", 5), 40);
         let last = first.last().cloned().unwrap();
-        let next = Walk::resume("s", 5, Some(last.clone())).next_reading();
+        let next = Walk::resume("s", 5, Some(last.clone())).next_reading().into_owned();
         assert_eq!(next.record_id, 41);
         assert!((next.temperature_tenths - last.temperature_tenths).abs() <= 50);
         assert!((i64::from(next.humidity) - i64::from(last.humidity)).abs() <= 20);
-        assert_eq!(next, Walk::resume("s", 5, Some(last)).next_reading());
+        assert_eq!(next, Walk::resume("s", 5, Some(last)).next_reading().into_owned());
     }
 }
