@@ -1,0 +1,370 @@
+//! The benchmark: on one broker and the same data, in one run, it measures side by side
+//!
+//! - produce baseline: a minimal rdkafka loop sending ready-made JSON readings, with the
+//!   sensor's delivery settings (idempotent, acks=all);
+//! - producer: `weather-producer --rate 0` sending as many readings;
+//! - consume baseline: a minimal rdkafka loop reading every partition from the beginning to
+//!   the end and discarding the messages;
+//! - replay: `weather-consumer` recomputing version 2 (weekly, °F, CSV, checkpoints on) from
+//!   the beginning to the end of that topic;
+//!
+//! each in a process of its own, so that its peak resident memory is its own. It runs on
+//! Tansu (the local stack's broker) and on librdkafka's in-process mock cluster, with enough
+//! partitions that the mock broker is not the bottleneck. Counts are checked (the run fails
+//! if any is off); `--check-targets` also fails it when a target is missed.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use weather_common::kafka::{self, Deliveries, KafkaArgs};
+
+#[derive(Parser)]
+#[command(name = "weather-bench", about = "Replay and produce throughput and memory, against minimal rdkafka loops")]
+struct Cli {
+    #[command(subcommand)]
+    step: Option<Step>,
+
+    /// Readings in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    readings: u64,
+
+    /// Sensors the readings come from.
+    #[arg(long, default_value_t = 32)]
+    sensors: u32,
+
+    /// Which brokers to run on.
+    #[arg(long, value_enum, default_value = "both")]
+    broker: BrokerChoice,
+
+    /// Runs of each step; the best counts (this machine's timings vary from run to run).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    rounds: u32,
+
+    /// Fail unless every target is met (throughput ratios, consumer memory).
+    #[arg(long)]
+    check_targets: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BrokerChoice {
+    Tansu,
+    Mock,
+    Both,
+}
+
+/// The baseline loops, run as child processes of the benchmark.
+#[derive(Subcommand)]
+enum Step {
+    #[command(hide = true)]
+    ProduceBaseline { bootstrap: String, topic: String, count: u64, sensors: u32 },
+    #[command(hide = true)]
+    ConsumeBaseline { bootstrap: String, topic: String },
+}
+
+/// One measured process.
+struct Measured {
+    name: &'static str,
+    readings: u64,
+    elapsed: Duration,
+    peak_rss_kib: u64,
+    stdout: String,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.readings as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.step {
+        Some(Step::ProduceBaseline { bootstrap, topic, count, sensors }) => {
+            produce_baseline(&bootstrap, &topic, count, sensors)
+        }
+        Some(Step::ConsumeBaseline { bootstrap, topic }) => consume_baseline(&bootstrap, &topic),
+        None => run(&cli),
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    ensure!(cli.readings % u64::from(cli.sensors) == 0, "--readings must be a multiple of --sensors");
+    println!("weather-bench: {} readings from {} sensors, on {}", cli.readings, cli.sensors, machine());
+    let mut missed = Vec::new();
+    if cli.broker != BrokerChoice::Mock {
+        let tansu = testkit::Tansu::start();
+        let partitions = 8;
+        for topic in topics(cli.rounds) {
+            tansu.create_topic(&topic, if topic.ends_with("dlq") { 1 } else { partitions });
+        }
+        missed.extend(bench_on("Tansu (memory storage)", &tansu.bootstrap(), partitions, cli)?);
+    }
+    if cli.broker != BrokerChoice::Tansu {
+        // The mock broker keeps about 5 MiB per partition: room for the readings, twice over.
+        let partitions = ((cli.readings * 2 * 110) / (5 << 20) + 1).clamp(16, 256) as i32;
+        let mock: MockCluster<'static, _> = MockCluster::new(1)?;
+        for topic in topics(cli.rounds) {
+            mock.create_topic(&topic, if topic.ends_with("dlq") { 1 } else { partitions }, 1)?;
+        }
+        missed.extend(bench_on("librdkafka mock cluster", &mock.bootstrap_servers(), partitions as u32, cli)?);
+    }
+    if cli.check_targets && !missed.is_empty() {
+        bail!("targets missed: {}", missed.join("; "));
+    }
+    Ok(())
+}
+
+/// Every round produces into topics of its own, so that every count stays exact.
+fn topics(rounds: u32) -> Vec<String> {
+    (1..=rounds).flat_map(|r| [format!("baseline-{r}"), format!("weather-{r}"), format!("weather-{r}.dlq")]).collect()
+}
+
+/// Runs the four steps on one broker, checks the counts, prints the table, returns the targets
+/// missed.
+fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow::Result<Vec<String>> {
+    let n = cli.readings;
+    let per_sensor = n / u64::from(cli.sensors);
+    let me = std::env::current_exe()?;
+    let dir = tempfile::tempdir()?;
+    let output = dir.path().join("weather_aggregation.csv");
+
+    let best = |a: Measured, b: Measured| {
+        if b.elapsed < a.elapsed {
+            Measured { peak_rss_kib: a.peak_rss_kib.max(b.peak_rss_kib), ..b }
+        } else {
+            Measured { peak_rss_kib: a.peak_rss_kib.max(b.peak_rss_kib), ..a }
+        }
+    };
+    let mut rounds: Vec<[Measured; 4]> = Vec::new();
+    for round in 1..=cli.rounds {
+        let (baseline_topic, topic) = (format!("baseline-{round}"), format!("weather-{round}"));
+        let produce_baseline = measure(
+            "produce baseline",
+            n,
+            Command::new(&me).args([
+                "produce-baseline",
+                bootstrap,
+                &baseline_topic,
+                &n.to_string(),
+                &cli.sensors.to_string(),
+            ]),
+        )?;
+        ensure!(
+            produce_baseline.stdout.trim() == n.to_string(),
+            "the produce baseline acknowledged {}",
+            produce_baseline.stdout
+        );
+        let producer = measure(
+            "producer",
+            n,
+            Command::new(sibling("weather-producer")?)
+                .args(["-b", bootstrap, "-t", &topic, "--rate", "0", "--seed", "1"])
+                .args(["--count", &per_sensor.to_string(), "--sensors", &cli.sensors.to_string()]),
+        )?;
+        // Both consuming steps read the first round's topic.
+        let consume_baseline =
+            measure("consume baseline", n, Command::new(&me).args(["consume-baseline", bootstrap, "weather-1"]))?;
+        ensure!(
+            consume_baseline.stdout.trim() == n.to_string(),
+            "the consume baseline read {} readings",
+            consume_baseline.stdout
+        );
+        let replay = measure(
+            "replay (v2)",
+            n,
+            Command::new(sibling("weather-consumer")?)
+                .args([
+                    "-b",
+                    bootstrap,
+                    "-t",
+                    "weather-1",
+                    "--window",
+                    "week",
+                    "--unit",
+                    "fahrenheit",
+                    "--format",
+                    "csv",
+                ])
+                .args(["--sensor-column", "--from-beginning", "--until-end", "-o"])
+                .arg(&output),
+        )?;
+        ensure!(replay.stdout.contains(&format!("readings consumed:  {n} ")), "the replay read:\n{}", replay.stdout);
+        let weeks = u64::from(cli.sensors) * (per_sensor / 7);
+        ensure!(
+            replay.stdout.contains(&format!("windows written:    {weeks} complete")),
+            "the replay wrote:\n{}",
+            replay.stdout
+        );
+        ensure!(std::fs::read_to_string(&output)?.lines().count() as u64 == weeks + 1, "the output lacks rows");
+        rounds.push([produce_baseline, producer, consume_baseline, replay]);
+    }
+    let [produce_baseline, producer, consume_baseline, replay] = rounds
+        .into_iter()
+        .reduce(|[a, b, c, d], [e, f, g, h]| [best(a, e), best(b, f), best(c, g), best(d, h)])
+        .expect("at least one round");
+
+    println!("\n{broker}, {partitions} partitions, best of {} round(s)", cli.rounds);
+    println!(
+        "{:<18} {:>10} {:>9} {:>13} {:>12} {:>14}",
+        "step", "readings", "seconds", "readings/s", "vs baseline", "peak RSS MiB"
+    );
+    let rows = [
+        (&produce_baseline, None),
+        (&producer, Some(&produce_baseline)),
+        (&consume_baseline, None),
+        (&replay, Some(&consume_baseline)),
+    ];
+    let mut missed = Vec::new();
+    for (m, baseline) in rows {
+        let ratio = baseline.map(|b| m.rate() / b.rate());
+        println!(
+            "{:<18} {:>10} {:>9.2} {:>13.0} {:>12} {:>14.1}",
+            m.name,
+            m.readings,
+            m.elapsed.as_secs_f64(),
+            m.rate(),
+            ratio.map_or("-".to_string(), |r| format!("{r:.2}x")),
+            m.peak_rss_kib as f64 / 1024.0
+        );
+        if ratio.is_some_and(|r| r < 0.8) {
+            missed.push(format!(
+                "{broker}: {} at {:.2}x its baseline (target 0.8x)",
+                m.name,
+                ratio.unwrap_or_default()
+            ));
+        }
+    }
+    if replay.peak_rss_kib > 64 * 1024 {
+        missed.push(format!("{broker}: replay peak RSS {} KiB (target under 64 MiB)", replay.peak_rss_kib));
+    }
+    Ok(missed)
+}
+
+/// Runs `command` to its end; its wall time and peak resident memory.
+fn measure(name: &'static str, readings: u64, command: &mut Command) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let stdout = {
+        let mut out = child.stdout.context("no stdout")?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut out, &mut text)?;
+        text
+    };
+    let (status, usage) = wait_with_usage(pid)?;
+    let elapsed = started.elapsed();
+    ensure!(status == 0, "{name} failed (wait status {status})\n{stdout}");
+    // Linux reports ru_maxrss in KiB.
+    Ok(Measured { name, readings, elapsed, peak_rss_kib: usage.ru_maxrss as u64, stdout })
+}
+
+fn wait_with_usage(pid: libc::pid_t) -> anyhow::Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 only writes into the two out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    ensure!(waited == pid, "wait4: {}", std::io::Error::last_os_error());
+    Ok((status, usage))
+}
+
+/// A binary built beside this one (`cargo build --release` builds them all).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    ensure!(path.is_file(), "{} is not built: run `cargo build --release` (scripts/bench does)", path.display());
+    Ok(path)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "an unknown CPU".into());
+    format!("{} cores of {cpu}", std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The produce baseline: ready-made readings, sent as fast as the client takes them, with the
+/// sensor's delivery settings. Prints how many were acknowledged.
+fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> anyhow::Result<()> {
+    let args = KafkaArgs::new(bootstrap);
+    let producer: ThreadedProducer<Deliveries> =
+        kafka::reliable_producer(&args, &[("linger.ms", "5"), ("compression.type", "lz4")], Deliveries::default())?;
+    let keys: Vec<String> = (1..=sensors).map(|i| format!("sensor-{i}")).collect();
+    let payloads: Vec<Vec<u8>> = (0..1024u64)
+        .map(|i| {
+            format!(
+                r#"{{"sensor_id":"sensor-{}","record_id":{},"temperature":{}.{},"CO_concentration":{},"humidity":{}}}"#,
+                i % u64::from(sensors) + 1,
+                i + 1,
+                i % 35,
+                i % 10,
+                50 + i,
+                1 + i % 100
+            )
+            .into_bytes()
+        })
+        .collect();
+    for i in 0..count {
+        let key = &keys[(i % u64::from(sensors)) as usize];
+        let mut record = BaseRecord::to(topic).key(key).payload(&payloads[(i % 1024) as usize]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    println!("{}", producer.context().acknowledged());
+    Ok(())
+}
+
+/// The consume baseline: every partition from the beginning to its end, messages discarded.
+/// Prints how many were read.
+fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+    let args = KafkaArgs::new(bootstrap);
+    let probe = kafka::metadata_client(&args)?;
+    let partitions = kafka::partitions(&probe, &args, topic)?;
+    let marks = kafka::watermarks(&probe, topic, &partitions)?;
+    drop(probe);
+    let consumer: BaseConsumer =
+        args.client_config(&[("group.id", "weather-bench-baseline"), ("enable.auto.commit", "false")]).create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut expected = 0;
+    for (&p, &(low, high)) in &marks {
+        assignment.add_partition_offset(topic, p, Offset::Offset(low))?;
+        expected += high - low;
+    }
+    consumer.assign(&assignment)?;
+    let mut read = 0i64;
+    let mut bytes = 0usize;
+    while read < expected {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                read += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len);
+            }
+            Some(Err(e)) => eprintln!("consume baseline: {e}"),
+            None => {}
+        }
+    }
+    std::hint::black_box(bytes);
+    println!("{read}");
+    Ok(())
+}
