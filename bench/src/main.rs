@@ -109,8 +109,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         missed.extend(bench_on("Tansu (memory storage)", &tansu.bootstrap(), partitions, cli)?);
     }
     if cli.broker != BrokerChoice::Tansu {
-        // The mock broker keeps about 5 MiB per partition: room for the readings, twice over.
-        let partitions = ((cli.readings * 2 * 110) / (5 << 20) + 1).clamp(16, 256) as i32;
+        // The mock broker keeps about 5 MiB per partition (and drops the rest): room for the
+        // readings (about 200 bytes each as stored), twice over.
+        let partitions = ((cli.readings * 2 * 200) / (5 << 20) + 1).clamp(16, 512) as i32;
         let mock: MockCluster<'static, _> = MockCluster::new(1)?;
         for topic in topics(cli.rounds) {
             mock.create_topic(&topic, if topic.ends_with("dlq") { 1 } else { partitions }, 1)?;

@@ -128,7 +128,9 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
             // checkpoint next to a new, shorter file.
             let mut fresh = Checkpoint::new(rules, Windows::new(settings.layout.size));
             fresh.offsets.clone_from(&source.progress.next);
-            fresh.save(&settings.output).context("saving the checkpoint")?;
+            fresh
+                .save(&settings.output)
+                .with_context(|| format!("writing the checkpoint beside {}", settings.output.display()))?;
             fresh
         }
     };

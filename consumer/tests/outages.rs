@@ -156,3 +156,54 @@ async fn a_failing_write_commits_nothing_past_the_durable_output() {
     consume(&tansu, &[&common[..], &["-o", path(&output), "-g", "limited"]].concat()).await.unwrap();
     assert_eq!(std::fs::read_to_string(&output).unwrap(), std::fs::read_to_string(&reference).unwrap());
 }
+
+/// When S3 comes back in the middle of a run, uploads resume by themselves and the object
+/// catches up with the file, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_coming_back_mid_run_catches_up() {
+    testkit::use_test_credentials();
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 70, 25).await;
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("weekly.csv");
+    let bootstrap = tansu.bootstrap();
+    let argv = ["weather-consumer", "-b", &bootstrap, "--window", "week", "--format", "csv", "-o", path(&output)];
+    let s3_flags = ["--s3-bucket", "back", "--s3-endpoint", &endpoint, "--upload-interval", "0.1"];
+    let settings = Cli::try_parse_from(argv.into_iter().chain(s3_flags)).unwrap().settings().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(weather_consumer::run(settings, async {
+        let _ = stopped.await;
+    }));
+
+    // The consumer follows the topic; wait until all ten weeks are written locally.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&output).map_or(0, |t| t.lines().count()) < 11 {
+        assert!(Instant::now() < deadline, "the weeks were not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s3 = S3Server::start_on(port);
+    s3.create_bucket("back");
+    let file = std::fs::read(&output).unwrap();
+    while s3.object("back", "weekly.csv").as_deref() != Some(file.as_slice()) {
+        assert!(Instant::now() < deadline, "the object did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    let summary = run.await.unwrap().unwrap();
+    let uploads = summary.uploads.unwrap();
+    assert!(uploads.uploads >= 1 && !uploads.behind, "{uploads:?}");
+}
+
+/// An output directory where nothing can be created stops the consumer before it reads,
+/// saying which file it could not write.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unwritable_output_directory_is_reported() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 7, 26).await;
+    let err = consume(&tansu, &["--until-end", "-o", "/proc/weather_aggregation.txt"]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("writing the checkpoint beside /proc/weather_aggregation.txt"), "{err:#}");
+}
