@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -319,17 +318,7 @@ fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> a
         .collect();
     for i in 0..count {
         let key = &keys[(i % u64::from(sensors)) as usize];
-        let mut record = BaseRecord::to(topic).key(key).payload(&payloads[(i % 1024) as usize]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        kafka::send(&producer, BaseRecord::to(topic).key(key).payload(&payloads[(i % 1024) as usize]))?;
     }
     producer.flush(Duration::from_secs(120))?;
     println!("{}", producer.context().acknowledged());

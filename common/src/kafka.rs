@@ -12,8 +12,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::ToBytes;
 use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -145,6 +146,29 @@ pub fn reliable_producer<C: rdkafka::producer::ProducerContext>(
     let mut defaults = vec![("enable.idempotence", "true"), ("acks", "all")];
     defaults.extend_from_slice(extra);
     args.client_config(&defaults).create_with_context(context)
+}
+
+/// Sends `record`, waiting while the producer's queue is full: the broker is slower than we
+/// are, and the queue drains as it acknowledges.
+pub fn send<C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> KafkaResult<()>
+where
+    C: ProducerContext + 'static,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// Counts acknowledgements and failures of a producer, and remembers the first failure.

@@ -79,16 +79,7 @@ impl DeadLetters {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        Ok(kafka::send(producer, record)?)
     }
 
     /// Waits until every dead letter sent so far is acknowledged. `Ok(false)` if that took

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
 use weather_common::shutdown::Stop;
@@ -68,17 +68,7 @@ pub fn publish(
             }
             payload.clear();
             walk.next_reading().write_json(&mut payload);
-            let mut record = BaseRecord::to(topic).key(walk.sensor_id()).payload(&payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            kafka::send(&producer, BaseRecord::to(topic).key(walk.sensor_id()).payload(&payload))?;
             sent += 1;
         }
         round += 1;
