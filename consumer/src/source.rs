@@ -122,9 +122,11 @@ impl Source {
                 // would then drain the queue and sit idle. Refill it promptly instead.
                 ("fetch.queue.backoff.ms", "10"),
                 // ... and keep that queue, and each fetch, small: memory must not grow with
-                // history.
+                // history. Each fetch response stays in memory until its last message is
+                // consumed; 2 MiB fetches halved peak memory on Tansu (94 -> 56 MiB for 1M
+                // readings) for about 5% of throughput (weather-bench).
                 ("queued.max.messages.kbytes", "8192"),
-                ("fetch.max.bytes", "4194304"),
+                ("fetch.max.bytes", "2097152"),
             ])
             .create_with_context(LoggingContext)?;
         // Probing reads records; a separate client keeps them out of the consumer's queue.
