@@ -225,8 +225,8 @@ impl Pipeline {
         if self.settings.layout.sensor_column {
             return Ok(());
         }
-        let sensors: Vec<String> = self.checkpoint.windows.sensors().take(3).collect();
-        if sensors.len() > 1 {
+        if self.checkpoint.windows.sensor_count() > 1 {
+            let sensors: Vec<String> = self.checkpoint.windows.sensors().take(3).collect();
             bail!(
                 "the topic carries more than one sensor ({}, ...): rerun with --sensor-column --from-beginning so that \
                  every row says which sensor it belongs to",

@@ -201,6 +201,10 @@ impl Windows {
             .collect()
     }
 
+    pub fn sensor_count(&self) -> usize {
+        self.sensors.len()
+    }
+
     /// The sensors seen so far, sorted.
     pub fn sensors(&self) -> impl Iterator<Item = String> {
         let mut ids: Vec<String> = self.sensors.keys().cloned().collect();
