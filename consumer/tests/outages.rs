@@ -207,3 +207,22 @@ async fn an_unwritable_output_directory_is_reported() {
     let err = consume(&tansu, &["--until-end", "-o", "/proc/weather_aggregation.txt"]).await.unwrap_err();
     assert!(format!("{err:#}").contains("writing the checkpoint beside /proc/weather_aggregation.txt"), "{err:#}");
 }
+
+/// Readings that retention deleted after the checkpoint stop the consumer with the way out
+/// (Spark's failOnDataLoss); with --allow-data-loss it skips them and goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_readings_stop_the_consumer_unless_allowed() {
+    let tansu = Tansu::start_with(testkit::Storage::Sqlite);
+    tansu.create_topic("weather", 1);
+    produce(&tansu, "weather", 60, 27).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.txt");
+    consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap();
+    produce(&tansu, "weather", 40, 27).await;
+    tansu.apply_retention("weather", 0, 80);
+
+    let err = consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("60..80") && format!("{err:#}").contains("--allow-data-loss"), "{err:#}");
+    let resumed = consume(&tansu, &["--until-end", "--allow-data-loss", "-o", path(&output)]).await.unwrap();
+    assert_eq!(resumed.readings, 20, "it resumes at the earliest reading left");
+}

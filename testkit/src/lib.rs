@@ -106,6 +106,25 @@ impl Tansu {
         assert!(status.success(), "tansu topic delete {name} failed: {status}");
     }
 
+    /// Deletes the records of `partition` of `topic` before offset `before` and moves its low
+    /// watermark there, as retention does. Needs [`Storage::Sqlite`]: Tansu 0.6 acknowledges
+    /// DeleteRecords requests without deleting anything, so this edits its database.
+    pub fn apply_retention(&self, topic: &str, partition: i32, before: i64) {
+        assert_eq!(self.storage, Storage::Sqlite, "retention needs the broker's data on disk");
+        let db = rusqlite::Connection::open(self.dir.path().join("tansu.db")).expect("opening Tansu's database");
+        let topition: i64 = db
+            .query_row(
+                "select tp.id from topition tp join topic t on tp.topic = t.id where t.name = ?1 and tp.partition = ?2",
+                rusqlite::params![topic, partition],
+                |row| row.get(0),
+            )
+            .expect("finding the partition in Tansu's database");
+        db.execute("delete from record where topition = ?1 and offset_id < ?2", rusqlite::params![topition, before])
+            .expect("deleting records");
+        db.execute("update watermark set low = ?2 where topition = ?1", rusqlite::params![topition, before])
+            .expect("moving the low watermark");
+    }
+
     /// Stops the broker (SIGKILL: a crash) and starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
