@@ -31,6 +31,17 @@ pub struct Rules {
     pub sensor_column: bool,
 }
 
+impl Rules {
+    /// The consumer group of an output computed under these rules: derived from what the
+    /// consumer computes and writes, so that a v1 and a v2 consumer never share progress.
+    pub fn default_group(&self, file_name: &str) -> String {
+        let size = crate::window::WindowSize::days(self.window_days)
+            .map_or_else(|| format!("{}d", self.window_days), |s| s.label());
+        let by_sensor = if self.sensor_column { "-by-sensor" } else { "" };
+        format!("weather-consumer-{size}-{}-{}{by_sensor}-{file_name}", self.unit.name(), self.format.name())
+    }
+}
+
 impl std::fmt::Display for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -81,16 +92,20 @@ impl Checkpoint {
         output.with_file_name(name)
     }
 
-    /// The checkpoint of `output`, if there is one, checked against this run's rules.
-    pub fn load(output: &Path, rules: &Rules) -> Result<Option<Checkpoint>, CheckpointError> {
+    /// The checkpoint of `output`, if there is one, as it is.
+    pub fn read(output: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
         let path = Checkpoint::path_for(output);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CheckpointError::Io { path, source }),
         };
-        let checkpoint: Checkpoint =
-            serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Damaged { path: path.clone(), source })?;
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| CheckpointError::Damaged { path, source })
+    }
+
+    /// The checkpoint of `output`, if there is one, checked against this run's rules.
+    pub fn load(output: &Path, rules: &Rules) -> Result<Option<Checkpoint>, CheckpointError> {
+        let Some(checkpoint) = Checkpoint::read(output)? else { return Ok(None) };
         if &checkpoint.rules != rules {
             return Err(CheckpointError::OtherRules {
                 output: output.to_path_buf(),

@@ -36,8 +36,11 @@ pub enum WindowArg {
 /// averages (°C or °F, TXT or CSV, optionally uploaded to S3), and can recompute the whole
 /// history from the beginning of the topic.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "weather-consumer", version)]
+#[command(name = "weather-consumer", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
@@ -132,6 +135,13 @@ pub struct Cli {
     pub allow_data_loss: bool,
 }
 
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Where a consumer stands: per partition the group's committed offset, the end and the
+    /// lag; for its output the last window written per sensor and the last upload.
+    Status(crate::status::StatusArgs),
+}
+
 /// Checked settings of one consumer run.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -215,10 +225,14 @@ impl Cli {
             region: self.s3_region,
         });
         let layout = Layout { size, unit, sensor_column: self.sensor_column };
-        let group = self.group.unwrap_or_else(|| {
-            let by_sensor = if self.sensor_column { "-by-sensor" } else { "" };
-            format!("weather-consumer-{}-{}-{}{by_sensor}-{file_name}", size.label(), unit.name(), format.name())
-        });
+        let rules = Rules {
+            topic: self.topic.clone(),
+            window_days: size.get(),
+            unit,
+            format,
+            sensor_column: self.sensor_column,
+        };
+        let group = self.group.unwrap_or_else(|| rules.default_group(&file_name));
         let dead_letter_topic = self.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", self.topic));
         if dead_letter_topic == self.topic {
             return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));

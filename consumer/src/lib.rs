@@ -8,6 +8,7 @@
 //! - [`source`]: the Kafka side: start offsets, bounded runs, commits.
 //! - [`pipeline`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
+//! - [`status`]: `weather-consumer status`, where a consumer stands.
 
 pub mod checkpoint;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod dead_letter;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod units;
 pub mod window;
 
@@ -24,7 +26,7 @@ use anyhow::Context;
 use weather_common::shutdown::Stop;
 
 use checkpoint::Checkpoint;
-pub use config::{Cli, Settings};
+pub use config::{Cli, Command, Settings};
 use dead_letter::DeadLetters;
 use pipeline::Pipeline;
 pub use pipeline::Summary;

@@ -6,7 +6,7 @@
 //! a replay of millions of readings uploads a handful of times, not once per week.
 //! Credentials come from the standard AWS chain (environment, profile, instance role) only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -86,6 +86,37 @@ pub async fn check_bucket(client: &Client, target: &S3Target) -> Result<(), S3Er
         _ => {
             tracing::warn!("S3 at {endpoint} is not answering yet ({}); uploads will be retried", error_chain(&error));
             Ok(())
+        }
+    }
+}
+
+/// The last successful upload of an output, kept beside it as `<output>.upload` for
+/// `weather-consumer status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadRecord {
+    pub object: String,
+    /// The length of the local file that the object holds.
+    pub bytes: u64,
+    /// RFC 3339, UTC.
+    pub uploaded_at: String,
+}
+
+impl UploadRecord {
+    pub fn path_for(output: &Path) -> PathBuf {
+        let mut name = output.file_name().unwrap_or_default().to_os_string();
+        name.push(".upload");
+        output.with_file_name(name)
+    }
+
+    /// The record of `output`, if it was ever uploaded.
+    pub fn read(output: &Path) -> Option<UploadRecord> {
+        serde_json::from_slice(&std::fs::read(UploadRecord::path_for(output)).ok()?).ok()
+    }
+
+    async fn write(&self, output: &Path) {
+        let json = serde_json::to_vec(self).expect("an upload record always serializes");
+        if let Err(e) = tokio::fs::write(UploadRecord::path_for(output), json).await {
+            tracing::warn!("could not record the upload beside {}: {e}", output.display());
         }
     }
 }
@@ -216,7 +247,7 @@ async fn upload_loop(
 }
 
 /// Puts the first `len` bytes of `path` as the object.
-async fn put(client: &Client, target: &S3Target, path: &std::path::Path, len: u64) -> Result<(), String> {
+async fn put(client: &Client, target: &S3Target, path: &Path, len: u64) -> Result<(), String> {
     let body = ByteStream::read_from()
         .path(path)
         .length(Length::Exact(len))
@@ -233,6 +264,8 @@ async fn put(client: &Client, target: &S3Target, path: &std::path::Path, len: u6
         .await
         .map_err(|e| error_chain(&e))?;
     tracing::debug!("uploaded {len} bytes to {}", target.url());
+    let uploaded_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    UploadRecord { object: target.url(), bytes: len, uploaded_at }.write(path).await;
     Ok(())
 }
 

@@ -1,0 +1,139 @@
+//! `weather-consumer status`: where a consumer stands, as `kafka-consumer-groups --describe`
+//! shows it: per partition the group's committed offset, the end and the lag, and for the
+//! output the last window written per sensor and the last successful upload.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use rdkafka::consumer::BaseConsumer;
+use serde::Serialize;
+use weather_common::kafka::{self, KafkaArgs, LoggingContext};
+
+use crate::checkpoint::Checkpoint;
+use crate::sink::s3::UploadRecord;
+use crate::source;
+
+/// The flags of `weather-consumer status`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Topic the consumer reads.
+    #[arg(short = 't', long, env = "WEATHER_TOPIC", default_value = "weather")]
+    pub topic: String,
+
+    /// The consumer's output file; its checkpoint beside it says how it was computed.
+    #[arg(short = 'o', long, env = "WEATHER_OUTPUT")]
+    pub output: PathBuf,
+
+    /// Consumer group. Default: the one the consumer derives for this output.
+    #[arg(short = 'g', long, env = "WEATHER_GROUP")]
+    pub group: Option<String>,
+
+    /// Print JSON, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub topic: String,
+    pub group: String,
+    pub partitions: Vec<PartitionStatus>,
+    pub total_lag: i64,
+    pub output: OutputStatus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    /// The group's committed offset; `None` if it never committed.
+    pub committed: Option<i64>,
+    pub end: i64,
+    /// Readings not yet consumed by the group.
+    pub lag: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputStatus {
+    pub path: PathBuf,
+    /// How the output is computed, from its checkpoint.
+    pub rules: Option<String>,
+    /// Durable bytes of the output, from its checkpoint.
+    pub bytes: Option<u64>,
+    /// The newest window written, per sensor.
+    pub last_windows: BTreeMap<String, u64>,
+    pub last_upload: Option<UploadRecord>,
+}
+
+/// Looks the status up: the checkpoint beside the output, the group's commits, the topic's ends.
+pub fn status(args: &StatusArgs) -> anyhow::Result<Status> {
+    let checkpoint = Checkpoint::read(&args.output)?;
+    let file_name = args.output.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let group = match (&args.group, &checkpoint) {
+        (Some(group), _) => group.clone(),
+        (None, Some(checkpoint)) => checkpoint.rules.default_group(file_name),
+        (None, None) => {
+            anyhow::bail!("{} has no checkpoint, so its consumer group is unknown: give --group", args.output.display())
+        }
+    };
+    let probe = kafka::metadata_client(&args.kafka).context("creating the Kafka client")?;
+    let partitions = kafka::partitions(&probe, &args.kafka, &args.topic)?;
+    let marks = kafka::watermarks(&probe, &args.topic, &partitions).context("reading the topic's offsets")?;
+    let member: BaseConsumer<LoggingContext> = args
+        .kafka
+        .client_config(&[("group.id", &group), ("enable.auto.commit", "false")])
+        .create_with_context(LoggingContext)?;
+    let committed = source::committed(&member, &args.topic, &partitions).context("reading the group's offsets")?;
+    let partitions: Vec<PartitionStatus> = partitions
+        .iter()
+        .map(|&p| {
+            let (low, end) = marks[&p];
+            let committed = committed.get(&p).copied().flatten();
+            PartitionStatus { partition: p, committed, end, lag: (end - committed.unwrap_or(low)).max(0) }
+        })
+        .collect();
+    Ok(Status {
+        topic: args.topic.clone(),
+        group,
+        total_lag: partitions.iter().map(|p| p.lag).sum(),
+        partitions,
+        output: OutputStatus {
+            path: args.output.clone(),
+            rules: checkpoint.as_ref().map(|c| c.rules.to_string()),
+            bytes: checkpoint.as_ref().map(|c| c.output_len),
+            last_windows: checkpoint.as_ref().map(|c| c.windows.last_written()).unwrap_or_default(),
+            last_upload: UploadRecord::read(&args.output),
+        },
+    })
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "group `{}` on topic `{}`", self.group, self.topic)?;
+        writeln!(f, "{:>9} {:>12} {:>12} {:>10}", "PARTITION", "COMMITTED", "END", "LAG")?;
+        for p in &self.partitions {
+            let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
+            writeln!(f, "{:>9} {:>12} {:>12} {:>10}", p.partition, committed, p.end, p.lag)?;
+        }
+        writeln!(f, "{:>9} {:>12} {:>12} {:>10}", "total", "", "", self.total_lag)?;
+        let o = &self.output;
+        match (&o.rules, o.bytes) {
+            (Some(rules), Some(bytes)) => writeln!(f, "output {}: {bytes} bytes ({rules})", o.path.display())?,
+            _ => writeln!(f, "output {}: no checkpoint yet", o.path.display())?,
+        }
+        let windows: Vec<String> = o.last_windows.iter().map(|(s, w)| format!("{s} {w}")).collect();
+        writeln!(
+            f,
+            "last window written: {}",
+            if windows.is_empty() { "none".to_string() } else { windows.join(", ") }
+        )?;
+        match &o.last_upload {
+            Some(u) => writeln!(f, "last upload: {} ({} bytes) at {}", u.object, u.bytes, u.uploaded_at),
+            None => writeln!(f, "last upload: none"),
+        }
+    }
+}

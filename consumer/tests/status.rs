@@ -1,0 +1,70 @@
+//! `weather-consumer status` against the real stack.
+
+use std::process::Command;
+
+use clap::Parser;
+use testkit::{S3Server, Tansu};
+use weather_consumer::Cli;
+
+/// After a v2 run and 30 more readings, `status` shows per partition the group's committed
+/// offset, the end and the lag (30 in all), the last week written (14) and the last upload
+/// (the whole file); `--json` says the same for scripts.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_lag_last_windows_and_upload() {
+    let (tansu, s3) = (Tansu::start(), S3Server::start());
+    tansu.create_topic("weather", 2);
+    s3.create_bucket("status");
+    let bootstrap = tansu.bootstrap();
+    let produce = |count: &'static str| {
+        let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", count, "--seed", "31"];
+        weather_producer::run(weather_producer::Config::try_parse_from(argv).unwrap(), std::future::pending())
+    };
+    produce("100").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("weekly.csv");
+    let output = output.to_str().unwrap();
+    let endpoint = s3.endpoint();
+    let argv = ["weather-consumer", "-b", &bootstrap, "--preset", "v2", "--until-end", "-o", output];
+    let settings = Cli::try_parse_from(argv.into_iter().chain(["--s3-bucket", "status", "--s3-endpoint", &endpoint]))
+        .unwrap()
+        .settings()
+        .unwrap();
+    weather_consumer::run(settings, std::future::pending()).await.unwrap();
+    produce("30").await.unwrap();
+
+    let status = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["status", "-b", &bootstrap, "-o", output])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&status(&["--json"])).unwrap();
+    assert_eq!(json["group"], "weather-consumer-week-fahrenheit-csv-weekly.csv");
+    assert_eq!(json["total_lag"], 30);
+    let committed: i64 = json["partitions"].as_array().unwrap().iter().map(|p| p["committed"].as_i64().unwrap_or(0)).sum();
+    assert_eq!(committed, 100);
+    assert_eq!(json["output"]["last_windows"]["sensor-1"], 14);
+    let file_len = std::fs::metadata(output).unwrap().len();
+    assert_eq!(json["output"]["last_upload"]["bytes"], file_len);
+    assert_eq!(json["output"]["last_upload"]["object"], "s3://status/weekly.csv");
+
+    let text = status(&[]);
+    assert!(text.contains("PARTITION") && text.contains("LAG") && text.contains("sensor-1 14"), "{text}");
+    assert!(text.contains(&format!("last upload: s3://status/weekly.csv ({file_len} bytes)")), "{text}");
+}
+
+/// Without a checkpoint and without --group, `status` says what it needs.
+#[test]
+fn status_without_a_checkpoint_asks_for_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("never-written.txt");
+    let out = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["status", "-b", "127.0.0.1:9", "-o", output.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --group"));
+}
