@@ -333,18 +333,11 @@ fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
     let partitions = kafka::partitions(&probe, &args, topic)?;
     let marks = kafka::watermarks(&probe, topic, &partitions)?;
     drop(probe);
-    // The consumer's own fetch settings (consumer/src/source.rs), so that the ratio measures
-    // what the consumer does per message, not a difference in configuration.
-    let consumer: BaseConsumer = args
-        .client_config(&[
-            ("group.id", "weather-bench-baseline"),
-            ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "100"),
-            ("fetch.queue.backoff.ms", "10"),
-            ("queued.max.messages.kbytes", "8192"),
-            ("fetch.max.bytes", "2097152"),
-        ])
-        .create()?;
+    // The consumer's own fetch settings, so that the ratio measures what the consumer does
+    // per message, not a difference in configuration.
+    let mut settings = vec![("group.id", "weather-bench-baseline"), ("enable.auto.commit", "false")];
+    settings.extend_from_slice(&weather_consumer::source::FETCH_SETTINGS);
+    let consumer: BaseConsumer = args.client_config(&settings).create()?;
     let mut assignment = TopicPartitionList::new();
     let mut expected = 0;
     for (&p, &(low, high)) in &marks {

@@ -243,15 +243,9 @@ pub fn partitions<C: ConsumerContext>(
         let attempt = deadline
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(200), Duration::from_secs(2));
-        let last = match client.fetch_metadata(Some(topic), attempt) {
-            Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-                    ids.sort_unstable();
-                    return Ok(ids);
-                }
-                _ => KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
-            },
+        let last = match topic_partitions(client, topic, attempt) {
+            Ok(Some(ids)) => return Ok(ids),
+            Ok(None) => KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
             Err(e) => e,
         };
         if Instant::now() + backoff > deadline {
@@ -270,6 +264,21 @@ pub fn partitions<C: ConsumerContext>(
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The sorted partitions of `topic` after one metadata look-up; `None` if the broker does not
+/// know the topic (or it has no partitions yet).
+pub fn topic_partitions<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Option<Vec<i32>>> {
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    Ok(metadata.topics().iter().find(|t| t.name() == topic).and_then(|t| {
+        let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+        ids.sort_unstable();
+        (t.error().is_none() && !ids.is_empty()).then_some(ids)
+    }))
 }
 
 /// Low and high watermark of every partition.

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -100,8 +99,8 @@ impl DeadLetters {
 }
 
 fn exists(args: &KafkaArgs, topic: &str) -> Result<bool, DeadLetterError> {
-    let metadata = kafka::metadata_client(args)?.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    Ok(metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    let client = kafka::metadata_client(args)?;
+    Ok(kafka::topic_partitions(&client, topic, Duration::from_secs(10))?.is_some())
 }
 
 /// Creates the topic; a failure is only reported, since the topic may exist all the same

@@ -92,6 +92,21 @@ impl Progress {
     }
 }
 
+/// How the consumer fetches; the benchmark's consume baseline uses the same.
+pub const FETCH_SETTINGS: [(&str, &str); 4] = [
+    ("fetch.wait.max.ms", "100"),
+    // librdkafka pauses a partition's fetching for this long once its prefetch queue is full
+    // (1 s by default): a consumer that does real work per message would then drain the queue
+    // and sit idle. Refill it promptly instead.
+    ("fetch.queue.backoff.ms", "10"),
+    // ... and keep that queue, and each fetch, small: memory must not grow with history. Each
+    // fetch response stays in memory until its last message is consumed; 2 MiB fetches halved
+    // peak memory on Tansu (94 -> 56 MiB for 1M readings) for about 5% of throughput
+    // (weather-bench).
+    ("queued.max.messages.kbytes", "8192"),
+    ("fetch.max.bytes", "2097152"),
+];
+
 pub struct Source {
     consumer: BaseConsumer<LoggingContext>,
     topic: String,
@@ -109,26 +124,16 @@ impl Source {
         until_end: bool,
         allow_data_loss: bool,
     ) -> Result<Source, SourceError> {
-        let consumer: BaseConsumer<LoggingContext> = args
-            .client_config(&[
-                ("group.id", group),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("enable.partition.eof", "true"),
-                ("fetch.wait.max.ms", "100"),
-                // librdkafka pauses a partition's fetching for this long once its prefetch
-                // queue is full (1 s by default): a consumer that does real work per message
-                // would then drain the queue and sit idle. Refill it promptly instead.
-                ("fetch.queue.backoff.ms", "10"),
-                // ... and keep that queue, and each fetch, small: memory must not grow with
-                // history. Each fetch response stays in memory until its last message is
-                // consumed; 2 MiB fetches halved peak memory on Tansu (94 -> 56 MiB for 1M
-                // readings) for about 5% of throughput (weather-bench).
-                ("queued.max.messages.kbytes", "8192"),
-                ("fetch.max.bytes", "2097152"),
-            ])
-            .create_with_context(LoggingContext)?;
+        let mut settings = vec![
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "true"),
+        ];
+        settings.extend_from_slice(&FETCH_SETTINGS);
+        let consumer: BaseConsumer<LoggingContext> =
+            args.client_config(&settings).create_with_context(LoggingContext)?;
         // Probing reads records; a separate client keeps them out of the consumer's queue.
         let probe = kafka::metadata_client(args)?;
         let partitions = kafka::partitions(&probe, args, topic)?;

@@ -44,7 +44,8 @@ async fn status_shows_lag_last_windows_and_upload() {
     let json: serde_json::Value = serde_json::from_str(&status(&["--json"])).unwrap();
     assert_eq!(json["group"], "weather-consumer-week-fahrenheit-csv-weekly.csv");
     assert_eq!(json["total_lag"], 30);
-    let committed: i64 = json["partitions"].as_array().unwrap().iter().map(|p| p["committed"].as_i64().unwrap_or(0)).sum();
+    let committed: i64 =
+        json["partitions"].as_array().unwrap().iter().map(|p| p["committed"].as_i64().unwrap_or(0)).sum();
     assert_eq!(committed, 100);
     assert_eq!(json["output"]["last_windows"]["sensor-1"], 14);
     let file_len = std::fs::metadata(output).unwrap().len();

@@ -37,10 +37,6 @@ impl OutputFile {
         &self.path
     }
 
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
