@@ -3,7 +3,7 @@
 //!
 //! This is the one place that builds an rdkafka `ClientConfig`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::ToBytes;
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{DeliveryResult, Message, OwnedMessage};
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -371,23 +371,70 @@ fn first_offset<C: ConsumerContext>(
     partition: i32,
     from: i64,
 ) -> KafkaResult<Option<i64>> {
+    Ok(read_from(client, topic, partition, from, 1)?.first().map(|m| m.offset()))
+}
+
+/// Up to `count` records of `partition` that a fetch from `from` returns (from the start of
+/// the next batch on Tansu, see [`fetch_start`]); fewer at the end of the partition or if
+/// the broker stays silent for 3 s. Same requirements on `client` as [`fetch_start`].
+pub fn read_from<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    count: usize,
+) -> KafkaResult<Vec<OwnedMessage>> {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
     client.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let first = loop {
-        if Instant::now() > deadline {
-            break None;
-        }
+    let mut records = Vec::new();
+    let mut deadline = Instant::now() + Duration::from_secs(3);
+    while records.len() < count && Instant::now() < deadline {
         match client.poll(Duration::from_millis(100)) {
             // Records before `from` can only be left over from an earlier assignment.
-            Some(Ok(m)) if m.partition() == partition && m.offset() >= from => break Some(m.offset()),
-            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break None,
+            Some(Ok(m)) if m.partition() == partition && m.offset() >= from => {
+                records.push(m.detach());
+                deadline = Instant::now() + Duration::from_secs(3);
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
             _ => {}
         }
-    };
+    }
     client.unassign()?;
-    Ok(first)
+    Ok(records)
+}
+
+/// Per partition, the offset of the first record stamped at or after `time` (milliseconds
+/// since the epoch); `None` where there is none yet.
+///
+/// Tansu 0.6 answers "none" with offset 0 instead of Kafka's -1, so an answer whose record
+/// is stamped before `time` is read as "none". Same requirements on `client` as [`fetch_start`].
+pub fn offsets_for_time<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    watermarks: &HashMap<i32, (i64, i64)>,
+    time: i64,
+) -> KafkaResult<BTreeMap<i32, Option<i64>>> {
+    let mut query = TopicPartitionList::new();
+    for &p in watermarks.keys() {
+        query.add_partition_offset(topic, p, Offset::Offset(time))?;
+    }
+    let answer = client.offsets_for_times(query, Duration::from_secs(10))?;
+    let mut offsets = BTreeMap::new();
+    for element in answer.elements() {
+        let partition = element.partition();
+        let (low, high) = watermarks[&partition];
+        let found = match element.offset() {
+            Offset::Offset(o) if o < high => {
+                let first = read_from(client, topic, partition, o.max(low), 1)?;
+                let stamped_before = first.first().and_then(|m| m.timestamp().to_millis()).is_some_and(|t| t < time);
+                (!stamped_before).then_some(o.max(low))
+            }
+            _ => None,
+        };
+        offsets.insert(partition, found);
+    }
+    Ok(offsets)
 }
 
 #[cfg(test)]

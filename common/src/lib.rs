@@ -3,17 +3,28 @@
 //! - [`reading`]: the `Reading` and its JSON form, the wire contract on the `weather` topic.
 //! - [`kafka`]: Kafka client settings shared by both sides (brokers, `-X`, secrets).
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
+//! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
 
 pub mod kafka;
+pub mod meter;
 pub mod reading;
 pub mod shutdown;
 
 pub use reading::{BadReading, Reading};
 
-/// Logs to stderr; `RUST_LOG` refines the level (default `info`).
+/// Logs to stderr, above the progress bar if one is drawn; `RUST_LOG` refines the level
+/// (default `info`).
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| meter::Stderr).with_ansi(ansi).try_init();
+}
+
+/// A command-line number of seconds, 0 or more, possibly fractional.
+pub fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(std::time::Duration::from_secs_f64(seconds)),
+        _ => Err(format!("`{s}` is not a number of seconds (0 or more, e.g. 5 or 0.5)")),
+    }
 }

@@ -7,10 +7,12 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use weather_common::kafka::KafkaArgs;
+use weather_common::meter::ProgressArgs;
 
 use crate::checkpoint::Rules;
 use crate::sink::s3::S3Target;
 use crate::sink::{Format, Layout};
+use crate::start::{Start, Until};
 use crate::units::Unit;
 use crate::window::WindowSize;
 
@@ -83,16 +85,35 @@ pub struct Cli {
     #[arg(long, env = "WEATHER_EMIT_PARTIAL")]
     pub emit_partial: bool,
 
+    /// Where reading starts: earliest, latest, committed (the default), time:<RFC 3339>, or
+    /// offset:<partition>=<offset>,... An output with a checkpoint is never moved forward:
+    /// it is rolled back to its last checkpoint before that point, keeps the windows before
+    /// it as they are and recomputes the rest. A new output starts at the point itself.
+    #[arg(long, env = "WEATHER_START", value_name = "POSITION", conflicts_with = "from_beginning")]
+    pub start: Option<Start>,
+
     /// Seek to the beginning of every partition and rebuild the output from scratch under the
-    /// current rules. Without it the consumer resumes where its checkpoint (or, without one,
-    /// its consumer group) left off.
+    /// current rules: the short form of --start earliest.
     #[arg(long, env = "WEATHER_FROM_BEGINNING")]
     pub from_beginning: bool,
 
-    /// Stop once every partition is read up to the end it had at start (a batch run).
-    /// Without it the consumer follows the topic until stopped.
+    /// Make the run bounded: stop at the end every partition has when the run starts (end), or
+    /// before the first reading stamped at or after a time (time:<RFC 3339>). Without it the
+    /// consumer follows the topic until stopped.
+    #[arg(long, env = "WEATHER_UNTIL", value_name = "POSITION", conflicts_with = "until_end")]
+    pub until: Option<Until>,
+
+    /// The short form of --until end (a batch run).
     #[arg(long, env = "WEATHER_UNTIL_END")]
     pub until_end: bool,
+
+    /// Print, per partition, the offsets the run would read and, per sensor, the windows it
+    /// would keep, rewrite and add; then exit without consuming, writing or committing.
+    #[arg(long, env = "WEATHER_DRY_RUN")]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 
     /// Consumer group for offset commits. Default: derived from what this consumer computes
     /// and writes, so a v1 and a v2 consumer never share progress.
@@ -118,12 +139,12 @@ pub struct Cli {
 
     /// Upload after a new window is written, but no more often than this; always once more
     /// at the end.
-    #[arg(long, env = "WEATHER_UPLOAD_INTERVAL", value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, env = "WEATHER_UPLOAD_INTERVAL", value_name = "SECONDS", default_value = "5", value_parser = weather_common::parse_seconds)]
     pub upload_interval: Duration,
 
     /// How often progress is made durable (output fsynced, checkpoint replaced, offsets
     /// committed) while readings keep arriving; when the topic goes quiet it happens at once.
-    #[arg(long, env = "WEATHER_CHECKPOINT_INTERVAL", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    #[arg(long, env = "WEATHER_CHECKPOINT_INTERVAL", value_name = "SECONDS", default_value = "1", value_parser = weather_common::parse_seconds)]
     pub checkpoint_interval: Duration,
 
     /// Topic where rejected readings are kept, with the reason in a header. Default: <topic>.dlq.
@@ -151,8 +172,10 @@ pub struct Settings {
     pub format: Format,
     pub output: PathBuf,
     pub emit_partial: bool,
-    pub from_beginning: bool,
-    pub until_end: bool,
+    pub start: Start,
+    pub until: Until,
+    pub dry_run: bool,
+    pub progress: ProgressArgs,
     pub group: String,
     pub s3: Option<S3Target>,
     pub upload_interval: Duration,
@@ -233,6 +256,16 @@ impl Cli {
             sensor_column: self.sensor_column,
         };
         let group = self.group.unwrap_or_else(|| rules.default_group(&file_name));
+        let start = match (self.start, self.from_beginning || v2) {
+            (Some(start), _) => start,
+            (None, true) => Start::Earliest,
+            (None, false) => Start::Committed,
+        };
+        let until = match (self.until, self.until_end) {
+            (Some(until), _) => until,
+            (None, true) => Until::End,
+            (None, false) => Until::Follow,
+        };
         let dead_letter_topic = self.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", self.topic));
         if dead_letter_topic == self.topic {
             return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
@@ -244,8 +277,10 @@ impl Cli {
             format,
             output,
             emit_partial: self.emit_partial,
-            from_beginning: self.from_beginning || v2,
-            until_end: self.until_end,
+            start,
+            until,
+            dry_run: self.dry_run,
+            progress: self.progress,
             group,
             s3,
             upload_interval: self.upload_interval,
@@ -258,13 +293,6 @@ impl Cli {
 
 fn invalid(message: String) -> clap::Error {
     Cli::command().error(ErrorKind::InvalidValue, message)
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err(format!("`{s}` is not a number of seconds (0 or more, e.g. 5 or 0.5)")),
-    }
 }
 
 #[cfg(test)]
@@ -282,7 +310,7 @@ mod tests {
             let s = settings(args).unwrap();
             assert_eq!((s.layout.size, s.layout.unit, s.format), (WindowSize::MONTH, Unit::Celsius, Format::Txt));
             assert_eq!(s.output, PathBuf::from("weather_aggregation.txt"));
-            assert!(!s.from_beginning && s.s3.is_none());
+            assert!(s.start == Start::Committed && s.until == Until::Follow && s.s3.is_none());
         }
     }
 
@@ -292,7 +320,7 @@ mod tests {
         let s = settings(&["--preset", "v2", "--s3-bucket", "b", "--s3-endpoint", "http://127.0.0.1:1"]).unwrap();
         assert_eq!((s.layout.size, s.layout.unit, s.format), (WindowSize::WEEK, Unit::Fahrenheit, Format::Csv));
         assert_eq!(s.output, PathBuf::from("weather_aggregation.csv"));
-        assert!(s.from_beginning);
+        assert_eq!(s.start, Start::Earliest);
         let s3 = s.s3.unwrap();
         assert_eq!((s3.bucket.as_str(), s3.key.as_str()), ("b", "weather_aggregation.csv"));
     }
@@ -302,6 +330,8 @@ mod tests {
     fn flags_win_over_preset() {
         let s = settings(&["--preset", "v2", "--s3-bucket", "b", "--unit", "celsius", "--window-days", "10"]).unwrap();
         assert_eq!((s.layout.size.get(), s.layout.unit), (10, Unit::Celsius));
+        let s = settings(&["--preset", "v2", "--s3-bucket", "b", "--start", "offset:0=5", "--until-end"]).unwrap();
+        assert_eq!((s.start, s.until), (Start::Offsets([(0, 5)].into()), Until::End));
     }
 
     /// v1 and v2 never share a consumer group.
@@ -328,6 +358,11 @@ mod tests {
             (&["--output", "/no/such/dir/out.txt"], "--output"),
             (&["--upload-interval", "soon"], "--upload-interval"),
             (&["--dead-letter-topic", "weather"], "--dead-letter-topic"),
+            (&["--start", "yesterday"], "--start"),
+            (&["--start", "time:2026-13-01T00:00:00Z"], "--start"),
+            (&["--start", "earliest", "--from-beginning"], "--from-beginning"),
+            (&["--until", "time:noon"], "--until"),
+            (&["--until", "end", "--until-end"], "--until-end"),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

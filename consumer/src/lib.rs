@@ -5,7 +5,8 @@
 //! - [`sink`]: TXT and CSV row formats over any `Write`, the durable output file, S3.
 //! - [`checkpoint`]: ties the output file to Kafka offsets so a crash loses and doubles nothing.
 //! - [`dead_letter`]: rejected readings, kept aside with their reason.
-//! - [`source`]: the Kafka side: start offsets, bounded runs, commits.
+//! - [`start`]: `--start` / `--until` positions, the plan they make, `--dry-run`.
+//! - [`source`]: the Kafka side: the topic's offsets, reading, bounded runs, commits.
 //! - [`pipeline`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
 //! - [`status`]: `weather-consumer status`, where a consumer stands.
@@ -16,10 +17,12 @@ pub mod dead_letter;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod start;
 pub mod status;
 pub mod units;
 pub mod window;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use anyhow::Context;
@@ -30,9 +33,12 @@ pub use config::{Cli, Command, Settings};
 use dead_letter::DeadLetters;
 use pipeline::Pipeline;
 pub use pipeline::Summary;
+use rdkafka::message::Message;
 use sink::file::OutputFile;
 use sink::s3::{self, Uploader};
-use source::{Source, Start};
+use source::{Progress, Source, TopicView};
+use start::{Origin, Plan, Start, Until};
+use weather_common::Reading;
 use window::Windows;
 
 /// Runs the consumer until its bounded run is done or `shutdown` resolves, then makes all
@@ -87,52 +93,158 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
     Ok(summary)
 }
 
-/// Loads the checkpoint, connects to Kafka (retrying while it is unreachable), prepares the
-/// dead-letter topic and the output; `None` if a stop came first.
-fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
-    let rules = settings.rules();
-    let resumed = if settings.from_beginning { None } else { Checkpoint::load(&settings.output, &rules)? };
-    let start = match (&resumed, settings.from_beginning) {
-        (Some(checkpoint), _) => Start::Offsets(checkpoint.offsets.clone()),
-        (None, true) => Start::Earliest,
-        (None, false) => Start::Committed,
+/// Where a run starts and stops, decided before anything is read or written.
+struct Prepared {
+    view: TopicView,
+    /// The output's checkpoint under this run's rules, as found (none for a rebuild).
+    checkpoint: Option<Checkpoint>,
+    plan: Plan,
+    ends: Option<BTreeMap<i32, Option<i64>>>,
+}
+
+/// Loads the checkpoint, connects to Kafka (retrying while it is unreachable), and plans
+/// where every partition starts and stops.
+fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
+    let checkpoint = match settings.start {
+        Start::Earliest => None,
+        _ => Checkpoint::load(&settings.output, &settings.rules())?,
     };
+    let view = TopicView::look_up(&settings.kafka, &settings.topic)?;
+    let positions = view.positions(&settings.kafka, &settings.group, &settings.start)?;
+    if let (Some(c), Start::Committed) = (&checkpoint, &settings.start) {
+        let differ: Vec<String> = positions
+            .iter()
+            .filter_map(|(p, &group)| Some((p, group?, c.offsets.get(p).copied().unwrap_or(0))))
+            .filter(|(_, group, own)| group != own)
+            .map(|(p, group, own)| format!("{p}: group {group}, checkpoint {own}"))
+            .collect();
+        if !differ.is_empty() {
+            tracing::warn!(
+                "group `{}` committed other offsets than the checkpoint of {} ({}); following the checkpoint, which \
+                 matches the output. To replay from the group's offsets, pass them as --start offset:...",
+                settings.group,
+                settings.output.display(),
+                differ.join(", ")
+            );
+        }
+    }
+    let plan = start::plan(
+        &settings.topic,
+        &settings.start,
+        checkpoint.as_ref(),
+        &positions,
+        &view.watermarks,
+        settings.allow_data_loss,
+    )?;
+    let ends = view.ends(settings.until)?;
+    Ok(Prepared { view, checkpoint, plan, ends })
+}
+
+/// The plan in words: where the output's state comes from.
+fn origin(settings: &Settings, prepared: &Prepared) -> String {
+    let output = &settings.output;
+    match (&prepared.plan.origin, &prepared.checkpoint) {
+        (Origin::Resumed, Some(c)) => format!("resumes at its checkpoint ({} bytes)", c.output_len),
+        (Origin::RolledBack { index }, Some(c)) => format!(
+            "rolled back from {} to {} bytes, its last checkpoint before {}: the windows after it are recomputed",
+            c.output_len, c.history[*index].output_len, settings.start
+        ),
+        _ if settings.start == Start::Earliest => "rebuilt from the beginning of every partition".to_string(),
+        (_, Some(_)) => format!("its oldest checkpoint is past {}: written anew from there", settings.start),
+        (_, None) if std::fs::metadata(output).is_ok_and(|m| m.len() > 0) => {
+            format!("has no checkpoint under these rules: written anew from {}", settings.start)
+        }
+        (_, None) => format!("a new output, from {}", settings.start),
+    }
+}
+
+/// What a run with these settings would do, looked up without consuming, writing or
+/// committing anything (`--dry-run`).
+pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
+    /// Records read from the end of each partition's range to see how far each sensor goes.
+    const TAIL: usize = 64;
+    let prepared = prepare(settings)?;
+    let Prepared { view, checkpoint, plan, ends } = &prepared;
+    let mut partitions = Vec::new();
+    let mut last_records: BTreeMap<String, u64> = BTreeMap::new();
+    for (&partition, &from) in &plan.from {
+        let high = view.watermarks[&partition].1;
+        let to = ends.as_ref().and_then(|e| e.get(&partition).copied().flatten());
+        partitions.push((partition, from, to, high));
+        for record in view.tail(partition, to.unwrap_or(high), TAIL)? {
+            if record.offset() < from {
+                continue;
+            }
+            if let Ok(reading) = Reading::parse(record.payload(), record.key()) {
+                let last = last_records.entry(reading.sensor_id.into_owned()).or_default();
+                *last = (*last).max(reading.record_id);
+            }
+        }
+    }
+    let fresh = Windows::new(settings.layout.size);
+    let start_windows = match (&plan.origin, checkpoint) {
+        (Origin::Resumed, Some(c)) => &c.windows,
+        (Origin::RolledBack { index }, Some(c)) => &c.history[*index].windows,
+        _ => &fresh,
+    };
+    // For a rebuild the checkpoint was not loaded; what it wrote is rewritten if the rules match.
+    let current = match checkpoint {
+        Some(c) => Some(c.clone()),
+        None => Checkpoint::read(&settings.output)?.filter(|c| c.rules == settings.rules()),
+    };
+    Ok(start::DryRun {
+        output: settings.output.display().to_string(),
+        origin: origin(settings, &prepared),
+        partitions,
+        until: match settings.until {
+            Until::Follow => "follows the topic until stopped".to_string(),
+            Until::End => "stops at the end every partition has now".to_string(),
+            Until::Time(t) => format!("stops before the first reading stamped {} or later", start::format_time(t)),
+        },
+        window_days: settings.layout.size.get(),
+        sensors: start::sensor_plans(start_windows, current.as_ref().map(|c| &c.windows), &last_records),
+    })
+}
+
+/// Plans the run, assigns the partitions, and prepares the checkpoint (rolled back or new),
+/// the dead-letter topic and the output; `None` if a stop came first.
+fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
+    let prepared = prepare(&settings)?;
     tracing::info!(
-        "reading `{}` on {} as group `{}`, from {}",
+        "reading `{}` on {} as group `{}`: {} {}",
         settings.topic,
         settings.kafka.bootstrap_servers,
         settings.group,
-        match &start {
-            Start::Earliest => "the beginning (rebuilding the output)".to_string(),
-            Start::Committed => "the group's committed offsets (no checkpoint yet)".to_string(),
-            Start::Offsets(o) => format!("the checkpoint ({} partitions)", o.len()),
-        }
+        settings.output.display(),
+        origin(&settings, &prepared)
     );
-    let source = Source::open(
-        &settings.kafka,
-        &settings.group,
-        &settings.topic,
-        start,
-        settings.until_end,
-        settings.allow_data_loss,
-    )?;
+    let Prepared { view, checkpoint, plan, ends } = prepared;
+    let until_time = match settings.until {
+        Until::Time(t) => Some(t),
+        _ => None,
+    };
+    let source = Source::open(&settings.kafka, &settings.group, view, &plan.from)?;
+    let progress = Progress::new(plan.from.clone(), ends, until_time);
     if stop.requested() {
         return Ok(None);
     }
     let dead_letters = DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone());
-    let checkpoint = match resumed {
-        Some(checkpoint) => checkpoint,
-        None => {
-            if std::fs::metadata(&settings.output).is_ok_and(|m| m.len() > 0) {
-                tracing::info!("{} has no checkpoint under these rules: writing it afresh", settings.output.display());
-            }
+    let saving = || format!("writing the checkpoint beside {}", settings.output.display());
+    let checkpoint = match (plan.origin, checkpoint) {
+        (Origin::Resumed, Some(checkpoint)) => checkpoint,
+        (Origin::RolledBack { index }, Some(mut checkpoint)) => {
+            // Saved before the file is cut back, as for a new output below.
+            checkpoint.roll_back(index);
+            checkpoint.save(&settings.output).with_context(saving)?;
+            checkpoint
+        }
+        _ => {
             // Recorded before the file is emptied, so a crash in between cannot leave an old
             // checkpoint next to a new, shorter file.
-            let mut fresh = Checkpoint::new(rules, Windows::new(settings.layout.size));
-            fresh.offsets.clone_from(&source.progress.next);
-            fresh
-                .save(&settings.output)
-                .with_context(|| format!("writing the checkpoint beside {}", settings.output.display()))?;
+            let mut fresh = Checkpoint::new(settings.rules(), Windows::new(settings.layout.size));
+            fresh.offsets = plan.from;
+            fresh.remember();
+            fresh.save(&settings.output).with_context(saving)?;
             fresh
         }
     };
@@ -142,5 +254,5 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
     if output.is_empty() {
         format.write_header(&mut output).context("writing the output header")?;
     }
-    Ok(Some(Pipeline { settings, checkpoint, source, output, format, dead_letters, uploads: None }))
+    Ok(Some(Pipeline { settings, checkpoint, source, progress, output, format, dead_letters, uploads: None }))
 }

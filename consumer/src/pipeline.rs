@@ -5,7 +5,7 @@
 //! and checks the stop flag between polls. A checkpoint is taken when readings stop arriving
 //! or every checkpoint interval while they keep coming, and once more at the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use weather_common::meter::Meter;
 use weather_common::shutdown::Stop;
 use weather_common::Reading;
 
@@ -23,12 +24,12 @@ use crate::dead_letter::DeadLetters;
 use crate::sink::file::OutputFile;
 use crate::sink::s3::{Announcer, UploadReport};
 use crate::sink::RowFormat;
-use crate::source::Source;
+use crate::source::{Admit, Progress, Source};
+use crate::start;
 use crate::window::Outcome;
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Reading the clock for every message costs more than the message: look every so often.
 const CLOCK_EVERY: u64 = 256;
 
@@ -88,6 +89,7 @@ pub struct Pipeline {
     pub settings: Settings,
     pub checkpoint: Checkpoint,
     pub source: Source,
+    pub progress: Progress,
     pub output: OutputFile,
     pub format: Box<dyn RowFormat>,
     pub dead_letters: DeadLetters,
@@ -106,14 +108,16 @@ impl Pipeline {
         };
         let mut dirty = false;
         let mut last_checkpoint = Instant::now();
-        let mut last_report = Instant::now();
+        let total = self.progress.remaining().map(|r| r as u64);
+        let mut meter = Meter::new(self.settings.progress.display(), "readings", total);
         let mut last_error: Option<(String, Instant)> = None;
-        while !stop.requested() && !self.source.progress.done() {
+        let mut paused = BTreeSet::new();
+        while !stop.requested() && !self.progress.done() {
             let mut idle = false;
             match self.source.poll(POLL_TIMEOUT) {
                 None => idle = true,
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    self.source.progress.reached_end(partition);
+                    self.progress.reached_end(partition, start::now_ms());
                     idle = true;
                 }
                 Some(Err(e)) => {
@@ -127,9 +131,18 @@ impl Pipeline {
                     }
                     idle = true;
                 }
-                Some(Ok(message)) if !self.source.progress.is_new(message.partition(), message.offset()) => {}
                 Some(Ok(message)) => {
                     let (partition, offset) = (message.partition(), message.offset());
+                    match self.progress.admit(partition, offset, message.timestamp().to_millis()) {
+                        Admit::New => {}
+                        Admit::Old => continue,
+                        Admit::Beyond => {
+                            if paused.insert(partition) {
+                                self.source.pause(partition);
+                            }
+                            continue;
+                        }
+                    }
                     match Reading::parse(message.payload(), message.key()) {
                         Ok(reading) => match self.checkpoint.windows.add(&reading) {
                             Outcome::Counted => {}
@@ -154,13 +167,16 @@ impl Pipeline {
                         Err(bad) => self.dead_letters.keep(&message, bad.category(), &bad.to_string())?,
                     }
                     drop(message);
-                    self.source.progress.consumed(partition, offset);
+                    self.progress.consumed(partition, offset);
                     summary.readings += 1;
                     dirty = true;
                 }
             }
             if !idle && summary.readings % CLOCK_EVERY != 0 {
                 continue;
+            }
+            if idle {
+                self.progress.tick(start::now_ms());
             }
             if dirty
                 && (idle || last_checkpoint.elapsed() >= self.settings.checkpoint_interval)
@@ -169,12 +185,9 @@ impl Pipeline {
                 dirty = false;
                 last_checkpoint = Instant::now();
             }
-            if last_report.elapsed() >= PROGRESS_EVERY {
-                last_report = Instant::now();
-                let remaining = self.source.progress.remaining().map_or(String::new(), |r| format!(", {r} to go"));
-                tracing::info!("{} readings, {} windows written{remaining}", summary.readings, summary.windows_written);
-            }
+            meter.update(summary.readings, || format!("{} windows written", summary.windows_written));
         }
+        meter.finish();
         if self.settings.emit_partial {
             for window in self.checkpoint.windows.drain_partial() {
                 self.format.write_row(&mut self.output, &window).context("writing the output")?;
@@ -206,7 +219,8 @@ impl Pipeline {
         }
         self.checkpoint.output_len =
             self.output.sync().with_context(|| format!("writing {}", self.output.path().display()))?;
-        self.checkpoint.offsets.clone_from(&self.source.progress.next);
+        self.checkpoint.offsets.clone_from(&self.progress.next);
+        self.checkpoint.remember();
         self.checkpoint
             .save(&self.settings.output)
             .with_context(|| format!("saving the checkpoint beside {}", self.settings.output.display()))?;

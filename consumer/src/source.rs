@@ -5,25 +5,16 @@
 //! the group, decides where reading starts, as in Spark's file sink. The group still receives
 //! commits, so `kafka-consumer-groups` and `weather-consumer status` show the lag.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::kafka::{self, KafkaArgs, LoggingContext};
 
-/// Where reading starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
-    /// The beginning of every partition.
-    Earliest,
-    /// The consumer group's committed offsets (the beginning where there are none).
-    Committed,
-    /// These offsets (from a checkpoint); partitions not listed start at the beginning.
-    Offsets(BTreeMap<i32, i64>),
-}
+use crate::start::{Start, Until};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -37,9 +28,11 @@ pub enum SourceError {
          was deleted and created again; rebuild with --from-beginning"
     )]
     AheadOfTopic { topic: String, partition: i32, resume: i64, high: i64 },
+    #[error("--start offset: {0}")]
+    BadOffset(String),
     #[error(transparent)]
     Topic(#[from] kafka::TopicError),
-    #[error("Kafka: {0}")]
+    #[error("Kafka")]
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
@@ -48,47 +41,90 @@ pub enum SourceError {
 pub struct Progress {
     /// Next offset to read, per partition.
     pub next: BTreeMap<i32, i64>,
-    /// For a bounded run: the end of every partition when the run started.
-    pub end: Option<BTreeMap<i32, i64>>,
+    /// For a bounded run: where each partition ends (`None`: at its first reading stamped at
+    /// or after `until_time`, or at its end once that time has passed).
+    pub end: Option<BTreeMap<i32, Option<i64>>>,
+    until_time: Option<i64>,
     /// For a bounded run: the partitions not yet read to their end (kept up to date, so
     /// that asking whether the run is done costs nothing per message).
     unfinished: BTreeSet<i32>,
+    /// Partitions whose last news was "nothing more for now".
+    at_end: BTreeSet<i32>,
+}
+
+/// What to do with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Read it.
+    New,
+    /// It was read before (a fetch may start early, see `kafka::fetch_start`): skip it.
+    Old,
+    /// It lies past the end of a bounded run: leave it, and the partition is done.
+    Beyond,
 }
 
 impl Progress {
-    pub fn new(next: BTreeMap<i32, i64>, end: Option<BTreeMap<i32, i64>>) -> Self {
-        let unfinished =
-            end.iter().flatten().filter(|&(p, &e)| next.get(p).is_none_or(|&n| n < e)).map(|(&p, _)| p).collect();
-        Progress { next, end, unfinished }
+    pub fn new(next: BTreeMap<i32, i64>, end: Option<BTreeMap<i32, Option<i64>>>, until_time: Option<i64>) -> Self {
+        let unfinished = end
+            .iter()
+            .flatten()
+            .filter(|&(p, &e)| e.is_none_or(|e| next.get(p).is_none_or(|&n| n < e)))
+            .map(|(&p, _)| p)
+            .collect();
+        Progress { next, end, until_time, unfinished, at_end: BTreeSet::new() }
     }
 
-    /// False for a record below the partition's next offset: it was read before (a fetch
-    /// may start early, see `kafka::fetch_start`), and is skipped.
-    pub fn is_new(&self, partition: i32, offset: i64) -> bool {
-        self.next.get(&partition).is_none_or(|&next| offset >= next)
+    /// Decides about a record of `partition` at `offset`, stamped `timestamp` (ms).
+    pub fn admit(&mut self, partition: i32, offset: i64, timestamp: Option<i64>) -> Admit {
+        if self.next.get(&partition).is_some_and(|&next| offset < next) {
+            return Admit::Old;
+        }
+        if let Some(end) = &self.end {
+            let past_end = end.get(&partition).copied().flatten().is_some_and(|e| offset >= e);
+            let past_time = self.until_time.zip(timestamp).is_some_and(|(until, t)| t >= until);
+            if past_end || past_time {
+                self.unfinished.remove(&partition);
+                return Admit::Beyond;
+            }
+        }
+        if !self.at_end.is_empty() {
+            self.at_end.remove(&partition);
+        }
+        Admit::New
     }
 
     pub fn consumed(&mut self, partition: i32, offset: i64) {
         self.next.insert(partition, offset + 1);
-        if self.end.as_ref().and_then(|end| end.get(&partition)).is_some_and(|&e| offset + 1 >= e) {
+        if self.end.as_ref().and_then(|end| end.get(&partition)).is_some_and(|&e| e.is_some_and(|e| offset + 1 >= e)) {
             self.unfinished.remove(&partition);
         }
     }
 
-    /// The broker says there is nothing more to read in `partition` for now.
-    pub fn reached_end(&mut self, partition: i32) {
-        self.unfinished.remove(&partition);
+    /// The broker says there is nothing more to read in `partition` for now (`now` in ms).
+    pub fn reached_end(&mut self, partition: i32, now: i64) {
+        self.at_end.insert(partition);
+        self.tick(now);
     }
 
-    /// A bounded run is done once every partition is read up to its end at start.
+    /// Ends the partitions of a run bounded by time that sit at their end once the time has
+    /// passed; without a time bound, reaching the end is enough.
+    pub fn tick(&mut self, now: i64) {
+        if self.until_time.is_none_or(|until| now >= until) {
+            for p in &self.at_end {
+                self.unfinished.remove(p);
+            }
+        }
+    }
+
+    /// A bounded run is done once every partition is read up to its end.
     pub fn done(&self) -> bool {
         self.end.is_some() && self.unfinished.is_empty()
     }
 
-    /// Readings left to read in a bounded run.
+    /// Readings left to read up to the ends known now (`None` for a run that follows the topic).
     pub fn remaining(&self) -> Option<i64> {
         let end = self.end.as_ref()?;
-        Some(end.iter().map(|(p, &e)| (e - self.next.get(p).copied().unwrap_or(0)).max(0)).sum())
+        Some(end.iter().filter_map(|(p, &e)| Some((e? - self.next.get(p).copied().unwrap_or(0)).max(0))).sum())
     }
 }
 
@@ -107,22 +143,107 @@ pub const FETCH_SETTINGS: [(&str, &str); 4] = [
     ("fetch.max.bytes", "2097152"),
 ];
 
+/// The topic as it is when a run starts: its partitions and their offsets, and a client to
+/// look up positions in it.
+pub struct TopicView {
+    topic: String,
+    /// Probing reads records; a client of its own keeps them out of the consumer's queue.
+    probe: BaseConsumer<LoggingContext>,
+    pub partitions: Vec<i32>,
+    /// (low, high) offsets per partition, now.
+    pub watermarks: HashMap<i32, (i64, i64)>,
+}
+
+impl TopicView {
+    /// Connects (retrying while the broker is unreachable) and looks the topic up.
+    pub fn look_up(args: &KafkaArgs, topic: &str) -> Result<TopicView, SourceError> {
+        let probe = kafka::metadata_client(args)?;
+        let partitions = kafka::partitions(&probe, args, topic)?;
+        let watermarks = kafka::watermarks(&probe, topic, &partitions)?;
+        Ok(TopicView { topic: topic.to_string(), probe, partitions, watermarks })
+    }
+
+    /// `start` as an offset per partition (`None`: the beginning, or no constraint).
+    pub fn positions(
+        &self,
+        args: &KafkaArgs,
+        group: &str,
+        start: &Start,
+    ) -> Result<BTreeMap<i32, Option<i64>>, SourceError> {
+        let every = |offset: &dyn Fn(i32) -> Option<i64>| self.partitions.iter().map(|&p| (p, offset(p))).collect();
+        Ok(match start {
+            Start::Earliest => every(&|_| None),
+            Start::Latest => every(&|p| Some(self.watermarks[&p].1)),
+            Start::Committed => {
+                let member: BaseConsumer<LoggingContext> = args
+                    .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
+                    .create_with_context(LoggingContext)?;
+                committed(&member, &self.topic, &self.partitions)?
+            }
+            Start::Time(time) => {
+                let found = self.offsets_for_time(*time)?;
+                // No reading stamped at or after the time yet: nothing to read before the end.
+                every(&|p| found[&p].or(Some(self.watermarks[&p].1)))
+            }
+            Start::Offsets(offsets) => {
+                for (p, &offset) in offsets {
+                    let Some(&(_, high)) = self.watermarks.get(p) else {
+                        let partitions = &self.partitions;
+                        return Err(SourceError::BadOffset(format!(
+                            "`{}` has no partition {p} (it has {partitions:?})",
+                            self.topic
+                        )));
+                    };
+                    if offset > high {
+                        return Err(SourceError::BadOffset(format!(
+                            "partition {p} ends at offset {high}, before the {offset} asked for"
+                        )));
+                    }
+                }
+                every(&|p| offsets.get(&p).copied())
+            }
+        })
+    }
+
+    /// Where a bounded run stops, per partition (`None` for a run that follows the topic).
+    pub fn ends(&self, until: Until) -> Result<Option<BTreeMap<i32, Option<i64>>>, SourceError> {
+        Ok(match until {
+            Until::Follow => None,
+            Until::End => Some(self.watermarks.iter().map(|(&p, &(_, high))| (p, Some(high))).collect()),
+            Until::Time(time) => Some(self.offsets_for_time(time)?),
+        })
+    }
+
+    fn offsets_for_time(&self, time: i64) -> Result<BTreeMap<i32, Option<i64>>, SourceError> {
+        Ok(kafka::offsets_for_time(&self.probe, &self.topic, &self.watermarks, time)?)
+    }
+
+    /// Up to `count` of the last records before `to` in `partition`.
+    pub fn tail(&self, partition: i32, to: i64, count: usize) -> Result<Vec<OwnedMessage>, SourceError> {
+        let (low, _) = self.watermarks[&partition];
+        let from = (to - count as i64).max(low);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let start = kafka::fetch_start(&self.probe, &self.topic, partition, from, self.watermarks[&partition])?;
+        let mut records = kafka::read_from(&self.probe, &self.topic, partition, start, (to - start) as usize)?;
+        records.retain(|m| m.offset() >= from && m.offset() < to);
+        Ok(records)
+    }
+}
+
 pub struct Source {
     consumer: BaseConsumer<LoggingContext>,
     topic: String,
-    pub progress: Progress,
 }
 
 impl Source {
-    /// Connects (retrying while the broker is unreachable), resolves where every partition
-    /// starts, and assigns them all.
+    /// Assigns every partition of `view`, reading from `from`.
     pub fn open(
         args: &KafkaArgs,
         group: &str,
-        topic: &str,
-        start: Start,
-        until_end: bool,
-        allow_data_loss: bool,
+        view: TopicView,
+        from: &BTreeMap<i32, i64>,
     ) -> Result<Source, SourceError> {
         let mut settings = vec![
             ("group.id", group),
@@ -134,29 +255,27 @@ impl Source {
         settings.extend_from_slice(&FETCH_SETTINGS);
         let consumer: BaseConsumer<LoggingContext> =
             args.client_config(&settings).create_with_context(LoggingContext)?;
-        // Probing reads records; a separate client keeps them out of the consumer's queue.
-        let probe = kafka::metadata_client(args)?;
-        let partitions = kafka::partitions(&probe, args, topic)?;
-        let watermarks = kafka::watermarks(&probe, topic, &partitions)?;
-        let requested: BTreeMap<i32, Option<i64>> = match &start {
-            Start::Earliest => partitions.iter().map(|&p| (p, None)).collect(),
-            Start::Offsets(offsets) => partitions.iter().map(|&p| (p, offsets.get(&p).copied())).collect(),
-            Start::Committed => committed(&consumer, topic, &partitions)?,
-        };
-        let next = resolve_start(topic, &requested, &watermarks, allow_data_loss)?;
+        let topic = view.topic.as_str();
         let mut assignment = TopicPartitionList::new();
-        for (&partition, &offset) in &next {
-            let from = kafka::fetch_start(&probe, topic, partition, offset, watermarks[&partition])?;
-            assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+        for (&partition, &offset) in from {
+            let start = kafka::fetch_start(&view.probe, topic, partition, offset, view.watermarks[&partition])?;
+            assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
         }
-        drop(probe);
         consumer.assign(&assignment)?;
-        let end = until_end.then(|| watermarks.iter().map(|(&p, &(_, high))| (p, high)).collect());
-        Ok(Source { consumer, topic: topic.to_string(), progress: Progress::new(next, end) })
+        Ok(Source { consumer, topic: view.topic })
     }
 
     pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
         self.consumer.poll(timeout)
+    }
+
+    /// Stops fetching `partition`: a bounded run has read it to its end.
+    pub fn pause(&self, partition: i32) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, partition);
+        if let Err(e) = self.consumer.pause(&list) {
+            tracing::debug!("pausing partition {partition}: {e}");
+        }
     }
 
     /// Tells the consumer group how far the durable output goes (for lag tools).
@@ -167,38 +286,6 @@ impl Source {
         }
         self.consumer.commit(&list, mode)
     }
-}
-
-/// Where each partition starts: the requested offset (`None`: the beginning), checked against
-/// what the topic still holds.
-pub fn resolve_start(
-    topic: &str,
-    requested: &BTreeMap<i32, Option<i64>>,
-    watermarks: &std::collections::HashMap<i32, (i64, i64)>,
-    allow_data_loss: bool,
-) -> Result<BTreeMap<i32, i64>, SourceError> {
-    let mut next = BTreeMap::new();
-    for (&partition, &resume) in requested {
-        let (low, high) = watermarks[&partition];
-        let offset = match resume {
-            None => low,
-            Some(resume) if resume > high => {
-                return Err(SourceError::AheadOfTopic { topic: topic.into(), partition, resume, high })
-            }
-            Some(resume) if resume < low && !allow_data_loss => {
-                return Err(SourceError::DataLoss { topic: topic.into(), partition, resume, low })
-            }
-            Some(resume) if resume < low => {
-                tracing::warn!(
-                    "partition {partition}: offsets {resume}..{low} were deleted by retention; skipping them (--allow-data-loss)"
-                );
-                low
-            }
-            Some(resume) => resume,
-        };
-        next.insert(partition, offset);
-    }
-    Ok(next)
 }
 
 /// The group's committed offset of every partition (`None` where it has none).
@@ -232,46 +319,54 @@ mod tests {
     /// offsets or by the broker saying so; an unbounded run never is.
     #[test]
     fn bounded_runs_end_at_the_start_time_ends() {
-        let mut p = Progress::new(BTreeMap::from([(0, 0), (1, 5)]), Some(BTreeMap::from([(0, 3), (1, 5)])));
+        let ends = BTreeMap::from([(0, Some(3)), (1, Some(5))]);
+        let mut p = Progress::new(BTreeMap::from([(0, 0), (1, 5)]), Some(ends), None);
         assert!(!p.done());
         assert_eq!(p.remaining(), Some(3));
         p.consumed(0, 1);
         assert!(!p.done());
         p.consumed(0, 2);
         assert!(p.done());
-        let mut q = Progress::new(BTreeMap::from([(0, 0)]), Some(BTreeMap::from([(0, 10)])));
-        q.reached_end(0);
+        let mut q = Progress::new(BTreeMap::from([(0, 0)]), Some(BTreeMap::from([(0, Some(10))])), None);
+        q.reached_end(0, 0);
         assert!(q.done());
-        assert!(!Progress::new(BTreeMap::from([(0, 9)]), None).done());
+        assert!(!Progress::new(BTreeMap::from([(0, 9)]), None, None).done());
     }
 
-    /// A resume point that retention deleted stops the run unless data loss is allowed; one
-    /// past the end means the topic was created anew; no resume point means the beginning.
+    /// Records below a partition's next offset were read before and are not new; records at
+    /// or past a bounded run's end are beyond it and end their partition.
     #[test]
-    fn start_offsets_are_checked_against_the_topic() {
-        let marks = std::collections::HashMap::from([(0, (100, 500)), (1, (0, 50))]);
-        let requested = BTreeMap::from([(0, Some(40)), (1, None)]);
-        let err = resolve_start("weather", &requested, &marks, false).unwrap_err().to_string();
-        assert!(
-            err.contains("--from-beginning") && err.contains("--allow-data-loss") && err.contains("40..100"),
-            "{err}"
-        );
-        assert_eq!(resolve_start("weather", &requested, &marks, true).unwrap(), BTreeMap::from([(0, 100), (1, 0)]));
-        let ahead = BTreeMap::from([(0, Some(200)), (1, Some(51))]);
-        let err = resolve_start("weather", &ahead, &marks, true).unwrap_err().to_string();
-        assert!(err.contains("created again") && err.contains("--from-beginning"), "{err}");
-        let fine = BTreeMap::from([(0, Some(500)), (1, Some(7))]);
-        assert_eq!(resolve_start("weather", &fine, &marks, false).unwrap(), BTreeMap::from([(0, 500), (1, 7)]));
-    }
-
-    /// Records below a partition's next offset were read before and are not new.
-    #[test]
-    fn records_before_the_next_offset_are_not_new() {
-        let mut p = Progress::new(BTreeMap::from([(0, 100)]), None);
-        assert!(!p.is_new(0, 99));
-        assert!(p.is_new(0, 100));
+    fn records_are_admitted_between_next_and_end() {
+        let ends = BTreeMap::from([(0, Some(102)), (1, Some(9))]);
+        let mut p = Progress::new(BTreeMap::from([(0, 100), (1, 0)]), Some(ends), None);
+        assert_eq!(p.admit(0, 99, None), Admit::Old);
+        assert_eq!(p.admit(0, 100, None), Admit::New);
         p.consumed(0, 100);
-        assert!(!p.is_new(0, 100));
-        assert!(p.is_new(1, 0), "a partition not yet seen starts anywhere");
+        assert_eq!(p.admit(0, 100, None), Admit::Old);
+        assert_eq!(p.admit(1, 9, None), Admit::Beyond);
+        assert_eq!(p.admit(0, 101, None), Admit::New);
+        assert!(!p.done());
+        p.consumed(0, 101);
+        assert!(p.done());
+        let mut follow = Progress::new(BTreeMap::from([(0, 0)]), None, None);
+        assert_eq!(follow.admit(0, 1_000_000, Some(i64::MAX)), Admit::New);
+    }
+
+    /// Bounded by time, a partition ends at its first reading stamped at or after the time,
+    /// or, with none yet, at its end once the time has passed.
+    #[test]
+    fn time_bounds_end_partitions_by_stamp_or_clock() {
+        let end = BTreeMap::from([(0, Some(50)), (1, None)]);
+        let mut p = Progress::new(BTreeMap::from([(0, 0), (1, 0)]), Some(end), Some(1_000));
+        assert_eq!(p.remaining(), Some(50));
+        assert_eq!(p.admit(1, 0, Some(999)), Admit::New);
+        p.consumed(1, 0);
+        p.reached_end(1, 500);
+        assert_eq!(p.admit(0, 7, Some(1_000)), Admit::Beyond, "stamped at the bound");
+        assert!(!p.done(), "partition 1 may still get readings stamped before the bound");
+        p.tick(999);
+        assert!(!p.done());
+        p.tick(1_000);
+        assert!(p.done());
     }
 }

@@ -7,21 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use testkit::{free_port, S3Server, Tansu};
-use weather_consumer::{Cli, Summary};
-
-async fn produce(tansu: &Tansu, topic: &str, count: u64, seed: u64) {
-    let (bootstrap, count, seed) = (tansu.bootstrap(), count.to_string(), seed.to_string());
-    let argv = ["weather-producer", "-b", &bootstrap, "-t", topic, "--rate", "0", "--count", &count, "--seed", &seed];
-    let config = weather_producer::Config::try_parse_from(argv).unwrap();
-    weather_producer::run(config, std::future::pending()).await.expect("producing readings");
-}
-
-async fn consume(tansu: &Tansu, args: &[&str]) -> anyhow::Result<Summary> {
-    let bootstrap = tansu.bootstrap();
-    let argv =
-        ["weather-consumer", "-b", &bootstrap, "--connect-timeout", "20"].into_iter().chain(args.iter().copied());
-    weather_consumer::run(Cli::try_parse_from(argv)?.settings()?, std::future::pending()).await
-}
+use weather_consumer::Cli;
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -82,7 +68,7 @@ async fn s3_outage_keeps_local_output_and_the_next_run_uploads() {
     testkit::use_test_credentials();
     let tansu = Tansu::start();
     tansu.create_topic("weather", 2);
-    produce(&tansu, "weather", 70, 21).await;
+    tansu.produce("weather", 1, 70, 21).await;
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
@@ -90,14 +76,14 @@ async fn s3_outage_keeps_local_output_and_the_next_run_uploads() {
     let args =
         ["--preset", "v2", "--until-end", "-o", path(&output), "--s3-bucket", "later", "--s3-endpoint", &endpoint];
 
-    let err = consume(&tansu, &args).await.unwrap_err().to_string();
+    let err = tansu.consume(&args).await.unwrap_err().to_string();
     assert!(err.contains("s3://later/weekly.csv could not be updated") && err.contains("next run uploads it"), "{err}");
     let local = std::fs::read_to_string(&output).unwrap();
     assert_eq!(local.lines().count(), 1 + 10, "the local output is complete:\n{local}");
 
     let s3 = S3Server::start_on(port);
     s3.create_bucket("later");
-    let summary = consume(&tansu, &args).await.unwrap();
+    let summary = tansu.consume(&args).await.unwrap();
     assert_eq!(summary.uploads.map(|u| u.behind), Some(false));
     assert_eq!(s3.object("later", "weekly.csv").as_deref(), Some(std::fs::read(&output).unwrap().as_slice()));
     assert_eq!(std::fs::read_to_string(&output).unwrap(), local, "the rebuild gives the same file");
@@ -109,16 +95,16 @@ async fn s3_outage_keeps_local_output_and_the_next_run_uploads() {
 async fn a_recreated_topic_needs_a_rebuild() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 60, 22).await;
+    tansu.produce("weather", 1, 60, 22).await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.txt");
-    consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap();
+    tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap();
     tansu.delete_topic("weather");
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 10, 23).await;
-    let err = consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap_err();
+    tansu.produce("weather", 1, 10, 23).await;
+    let err = tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("created again") && format!("{err:#}").contains("--from-beginning"), "{err:#}");
-    let rebuilt = consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&output)]).await.unwrap();
+    let rebuilt = tansu.consume(&["--until-end", "--from-beginning", "-o", path(&output)]).await.unwrap();
     assert_eq!(rebuilt.readings, 10);
 }
 
@@ -129,11 +115,11 @@ async fn a_recreated_topic_needs_a_rebuild() {
 async fn a_failing_write_commits_nothing_past_the_durable_output() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 7000, 24).await;
+    tansu.produce("weather", 1, 7000, 24).await;
     let dir = tempfile::tempdir().unwrap();
     let (reference, output) = (dir.path().join("reference.csv"), dir.path().join("out.csv"));
     let common = ["--window", "week", "--format", "csv", "--until-end", "--checkpoint-interval", "0"];
-    consume(&tansu, &[&common[..], &["-o", path(&reference), "-g", "reference"]].concat()).await.unwrap();
+    tansu.consume(&[&common[..], &["-o", path(&reference), "-g", "reference"]].concat()).await.unwrap();
     assert!(std::fs::metadata(&reference).unwrap().len() > 8192);
 
     // A file size limit of 8 KiB, with SIGXFSZ ignored so the write fails with EFBIG.
@@ -153,7 +139,7 @@ async fn a_failing_write_commits_nothing_past_the_durable_output() {
     let durable = checkpoint["output_len"].as_u64().unwrap();
     assert!(durable <= 8192 && durable <= std::fs::metadata(&output).unwrap().len(), "checkpoint at {durable}");
 
-    consume(&tansu, &[&common[..], &["-o", path(&output), "-g", "limited"]].concat()).await.unwrap();
+    tansu.consume(&[&common[..], &["-o", path(&output), "-g", "limited"]].concat()).await.unwrap();
     assert_eq!(std::fs::read_to_string(&output).unwrap(), std::fs::read_to_string(&reference).unwrap());
 }
 
@@ -164,7 +150,7 @@ async fn s3_coming_back_mid_run_catches_up() {
     testkit::use_test_credentials();
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 70, 25).await;
+    tansu.produce("weather", 1, 70, 25).await;
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
@@ -203,8 +189,8 @@ async fn s3_coming_back_mid_run_catches_up() {
 async fn an_unwritable_output_directory_is_reported() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 7, 26).await;
-    let err = consume(&tansu, &["--until-end", "-o", "/proc/weather_aggregation.txt"]).await.unwrap_err();
+    tansu.produce("weather", 1, 7, 26).await;
+    let err = tansu.consume(&["--until-end", "-o", "/proc/weather_aggregation.txt"]).await.unwrap_err();
     assert!(format!("{err:#}").contains("writing the checkpoint beside /proc/weather_aggregation.txt"), "{err:#}");
 }
 
@@ -214,15 +200,15 @@ async fn an_unwritable_output_directory_is_reported() {
 async fn deleted_readings_stop_the_consumer_unless_allowed() {
     let tansu = Tansu::start_with(testkit::Storage::Sqlite);
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 60, 27).await;
+    tansu.produce("weather", 1, 60, 27).await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.txt");
-    consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap();
-    produce(&tansu, "weather", 40, 27).await;
+    tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap();
+    tansu.produce("weather", 1, 40, 27).await;
     tansu.apply_retention("weather", 0, 80);
 
-    let err = consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap_err();
+    let err = tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("60..80") && format!("{err:#}").contains("--allow-data-loss"), "{err:#}");
-    let resumed = consume(&tansu, &["--until-end", "--allow-data-loss", "-o", path(&output)]).await.unwrap();
+    let resumed = tansu.consume(&["--until-end", "--allow-data-loss", "-o", path(&output)]).await.unwrap();
     assert_eq!(resumed.readings, 20, "it resumes at the earliest reading left");
 }

@@ -2,9 +2,7 @@
 
 use std::process::Command;
 
-use clap::Parser;
 use testkit::{S3Server, Tansu};
-use weather_consumer::Cli;
 
 /// After a v2 run and 30 more readings, `status` shows per partition the group's committed
 /// offset, the end and the lag (30 in all), the last week written (14) and the last upload
@@ -15,22 +13,14 @@ async fn status_shows_lag_last_windows_and_upload() {
     tansu.create_topic("weather", 2);
     s3.create_bucket("status");
     let bootstrap = tansu.bootstrap();
-    let produce = |count: &'static str| {
-        let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", count, "--seed", "31"];
-        weather_producer::run(weather_producer::Config::try_parse_from(argv).unwrap(), std::future::pending())
-    };
-    produce("100").await.unwrap();
+    tansu.produce("weather", 1, 100, 31).await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("weekly.csv");
     let output = output.to_str().unwrap();
     let endpoint = s3.endpoint();
-    let argv = ["weather-consumer", "-b", &bootstrap, "--preset", "v2", "--until-end", "-o", output];
-    let settings = Cli::try_parse_from(argv.into_iter().chain(["--s3-bucket", "status", "--s3-endpoint", &endpoint]))
-        .unwrap()
-        .settings()
-        .unwrap();
-    weather_consumer::run(settings, std::future::pending()).await.unwrap();
-    produce("30").await.unwrap();
+    let v2 = ["--preset", "v2", "--until-end", "-o", output, "--s3-bucket", "status", "--s3-endpoint", &endpoint];
+    tansu.consume(&v2).await.unwrap();
+    tansu.produce("weather", 1, 30, 31).await;
 
     let status = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))

@@ -5,28 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use clap::Parser;
 use serde_json::Value;
 use testkit::{S3Server, Tansu};
-use weather_consumer::{Cli, Summary};
-
-async fn produce(tansu: &Tansu, topic: &str, sensors: u32, count: u64, seed: u64) -> weather_producer::Sent {
-    let (bootstrap, count, sensors, seed) =
-        (tansu.bootstrap(), count.to_string(), sensors.to_string(), seed.to_string());
-    let argv = ["weather-producer", "-b", &bootstrap, "-t", topic, "--rate", "0", "--count", &count];
-    let config =
-        weather_producer::Config::try_parse_from(argv.into_iter().chain(["--sensors", &sensors, "--seed", &seed]))
-            .unwrap();
-    weather_producer::run(config, std::future::pending()).await.expect("producing readings")
-}
-
-async fn consume(tansu: &Tansu, args: &[&str]) -> anyhow::Result<Summary> {
-    let bootstrap = tansu.bootstrap();
-    let argv =
-        ["weather-consumer", "-b", &bootstrap, "--connect-timeout", "20"].into_iter().chain(args.iter().copied());
-    let settings = Cli::try_parse_from(argv)?.settings()?;
-    weather_consumer::run(settings, std::future::pending()).await
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -93,10 +73,10 @@ fn csv_rows_by_sensor(csv: &str) -> BTreeMap<String, Vec<String>> {
 async fn v1_writes_the_walkthrough_txt() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 2);
-    produce(&tansu, "weather", 1, 95, 11).await;
+    tansu.produce("weather", 1, 95, 11).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("weather_aggregation.txt");
-    let summary = consume(&tansu, &["--preset", "v1", "--until-end", "-o", path(&out)]).await.unwrap();
+    let summary = tansu.consume(&["--preset", "v1", "--until-end", "-o", path(&out)]).await.unwrap();
     let expected: String =
         oracle(&tansu, "weather", 30, false)["sensor-1"].iter().map(|row| format!("{row},")).collect();
     let written = std::fs::read_to_string(&out).unwrap();
@@ -112,14 +92,14 @@ async fn v2_replays_the_whole_history_and_uploads_it() {
     let (tansu, s3) = (Tansu::start(), S3Server::start());
     tansu.create_topic("weather", 3);
     s3.create_bucket("weather-bucket");
-    produce(&tansu, "weather", 3, 100, 12).await;
+    tansu.produce("weather", 3, 100, 12).await;
     let dir = tempfile::tempdir().unwrap();
     let (v1, v2) = (dir.path().join("v1.txt"), dir.path().join("v2.csv"));
-    consume(&tansu, &["--preset", "v1", "--sensor-column", "--until-end", "-o", path(&v1)]).await.unwrap();
+    tansu.consume(&["--preset", "v1", "--sensor-column", "--until-end", "-o", path(&v1)]).await.unwrap();
     let endpoint = s3.endpoint();
     let v2_args = ["--preset", "v2", "--sensor-column", "--until-end", "-o", path(&v2)];
     let s3_args = ["--s3-bucket", "weather-bucket", "--s3-endpoint", &endpoint, "--upload-interval", "0"];
-    let summary = consume(&tansu, &[&v2_args[..], &s3_args[..]].concat()).await.unwrap();
+    let summary = tansu.consume(&[&v2_args[..], &s3_args[..]].concat()).await.unwrap();
 
     let csv = std::fs::read_to_string(&v2).unwrap();
     assert!(csv.starts_with("sensor_id,week_id,avg_temp,avg_co,avg_humidity\n"), "{csv}");
@@ -140,18 +120,18 @@ async fn v2_replays_the_whole_history_and_uploads_it() {
 async fn restart_resumes_without_duplicates() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 2);
-    produce(&tansu, "weather", 1, 50, 13).await;
+    tansu.produce("weather", 1, 50, 13).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("v1.txt");
-    let first = consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
+    let first = tansu.consume(&["--until-end", "-o", path(&out)]).await.unwrap();
     assert_eq!((first.readings, first.windows_written), (50, 1));
-    produce(&tansu, "weather", 1, 70, 13).await;
-    let second = consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
+    tansu.produce("weather", 1, 70, 13).await;
+    let second = tansu.consume(&["--until-end", "-o", path(&out)]).await.unwrap();
     assert_eq!((second.readings, second.windows_written), (70, 3), "only the new readings are read");
     let resumed = std::fs::read(&out).unwrap();
 
     let rebuilt_path = dir.path().join("rebuilt.txt");
-    consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&rebuilt_path)]).await.unwrap();
+    tansu.consume(&["--until-end", "--from-beginning", "-o", path(&rebuilt_path)]).await.unwrap();
     assert_eq!(
         String::from_utf8(resumed.clone()).unwrap(),
         String::from_utf8(std::fs::read(&rebuilt_path).unwrap()).unwrap()
@@ -159,7 +139,7 @@ async fn restart_resumes_without_duplicates() {
     let expected: String = oracle(&tansu, "weather", 30, false)["sensor-1"].iter().map(|r| format!("{r},")).collect();
     assert_eq!(String::from_utf8(resumed).unwrap(), expected);
     // Rebuilding in place replaces the file; it never appends a second copy.
-    consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&out)]).await.unwrap();
+    tansu.consume(&["--until-end", "--from-beginning", "-o", path(&out)]).await.unwrap();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
 }
 
@@ -168,13 +148,13 @@ async fn restart_resumes_without_duplicates() {
 async fn new_rules_need_a_rebuild() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 1, 10, 14).await;
+    tansu.produce("weather", 1, 10, 14).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.txt");
-    consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
-    let err = consume(&tansu, &["--until-end", "--unit", "fahrenheit", "-o", path(&out)]).await.unwrap_err();
+    tansu.consume(&["--until-end", "-o", path(&out)]).await.unwrap();
+    let err = tansu.consume(&["--until-end", "--unit", "fahrenheit", "-o", path(&out)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("--from-beginning"), "{err:#}");
-    consume(&tansu, &["--until-end", "--unit", "fahrenheit", "--from-beginning", "-o", path(&out)]).await.unwrap();
+    tansu.consume(&["--until-end", "--unit", "fahrenheit", "--from-beginning", "-o", path(&out)]).await.unwrap();
 }
 
 /// Without --sensor-column, a second sensor stops the consumer with advice instead of
@@ -183,10 +163,10 @@ async fn new_rules_need_a_rebuild() {
 async fn several_sensors_need_the_sensor_column() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 2, 7, 15).await;
+    tansu.produce("weather", 2, 7, 15).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.csv");
-    let err = consume(&tansu, &["--until-end", "--window", "week", "-o", path(&out)]).await.unwrap_err();
+    let err = tansu.consume(&["--until-end", "--window", "week", "-o", path(&out)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("--sensor-column"), "{err:#}");
 }
 
@@ -197,7 +177,7 @@ async fn several_sensors_need_the_sensor_column() {
 async fn bad_messages_are_kept_aside() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 1, 7, 16).await;
+    tansu.produce("weather", 1, 7, 16).await;
     let duplicate = tansu.read_all("weather")[3].value.clone().unwrap();
     let oversized = vec![b'x'; 1 << 20];
     let bad: Vec<testkit::RawMessage<'_>> = vec![
@@ -221,7 +201,7 @@ async fn bad_messages_are_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.csv");
     let summary =
-        consume(&tansu, &["--until-end", "--window", "week", "--format", "csv", "-o", path(&out)]).await.unwrap();
+        tansu.consume(&["--until-end", "--window", "week", "--format", "csv", "-o", path(&out)]).await.unwrap();
     let counts: Vec<(&str, u64)> = summary.rejected.iter().map(|(c, n)| (*c, *n)).collect();
     assert_eq!(
         counts,
@@ -253,17 +233,17 @@ async fn bad_messages_are_kept_aside() {
 async fn late_readings_never_rewrite_a_written_window() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    produce(&tansu, "weather", 1, 10, 17).await;
+    tansu.produce("weather", 1, 10, 17).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.csv");
     let args = ["--until-end", "--window", "week", "--format", "csv", "--emit-partial", "-o", path(&out)];
-    let first = consume(&tansu, &args).await.unwrap();
+    let first = tansu.consume(&args).await.unwrap();
     assert_eq!((first.windows_written, first.partial_windows), (1, 1));
     let written = std::fs::read_to_string(&out).unwrap();
     assert_eq!(written.lines().count(), 3, "{written}");
 
-    produce(&tansu, "weather", 1, 1, 17).await; // record_id 11, in the partial week 2
-    let second = consume(&tansu, &args).await.unwrap();
+    tansu.produce("weather", 1, 1, 17).await; // record_id 11, in the partial week 2
+    let second = tansu.consume(&args).await.unwrap();
     assert_eq!(second.rejected.get("late"), Some(&1));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), written, "week 2 is not rewritten");
     let late = tansu.read_all("weather.dlq");

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use weather_common::kafka::KafkaArgs;
+use weather_common::meter::ProgressArgs;
 
 /// The weather sensor: publishes a bounded random walk of readings (one per simulated day)
 /// to a Kafka topic, as JSON keyed by sensor id. On restart each sensor continues where the
@@ -33,6 +34,9 @@ pub struct Config {
     /// Number of independent sensors, `sensor-1` .. `sensor-N`.
     #[arg(long, env = "WEATHER_SENSORS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub sensors: u32,
+
+    #[command(flatten)]
+    pub progress: ProgressArgs,
 }
 
 impl Config {

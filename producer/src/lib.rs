@@ -59,7 +59,8 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
         if config.rate > 0.0 { format!("{} reading(s)/s each", config.rate) } else { "as fast as possible".into() },
         config.count.map_or("until stopped".into(), |n| format!("{n} reading(s) each")),
     );
-    let sent = publish::publish(&config.kafka, &config.topic, &mut walks, config.rate, config.count, stop)?;
-    tracing::info!("sent {} reading(s), {} acknowledged, {} failed", sent.sent, sent.acknowledged, sent.failed);
+    let display = config.progress.display();
+    let sent = publish::publish(&config.kafka, &config.topic, &mut walks, config.rate, config.count, display, stop)?;
+    tracing::info!("{sent}");
     Ok(sent)
 }

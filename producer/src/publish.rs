@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
+use weather_common::meter::{Display, Meter};
 use weather_common::shutdown::Stop;
 
 use crate::walk::Walk;
@@ -21,7 +22,23 @@ pub struct Sent {
     pub sent: u64,
     pub acknowledged: u64,
     pub failed: u64,
+    pub elapsed: Duration,
 }
+
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        let rate = if seconds > 0.0 { self.acknowledged as f64 / seconds } else { 0.0 };
+        write!(
+            f,
+            "sent {} reading(s): {} acknowledged, {} failed, in {seconds:.1} s ({rate:.0}/s)",
+            self.sent, self.acknowledged, self.failed
+        )
+    }
+}
+
+/// How often the progress meter is told, in readings: it reads the clock.
+const METER_EVERY: u64 = 256;
 
 /// Why the sensor stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +61,7 @@ pub fn publish(
     walks: &mut [Walk],
     rate: f64,
     count: Option<u64>,
+    display: Display,
     stop: &Stop,
 ) -> Result<Sent, PublishError> {
     let producer: ThreadedProducer<Deliveries> = kafka::reliable_producer(
@@ -52,6 +70,7 @@ pub fn publish(
         Deliveries::default(),
     )?;
     let started = Instant::now();
+    let mut meter = Meter::new(display, "readings sent", count.map(|n| n * walks.len() as u64));
     let tick = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let mut sent = 0u64;
     let mut round = 0u64;
@@ -70,12 +89,18 @@ pub fn publish(
             walk.next_reading().write_json(&mut payload);
             kafka::send(&producer, BaseRecord::to(topic).key(walk.sensor_id()).payload(&payload))?;
             sent += 1;
+            if tick.is_some() || sent % METER_EVERY == 0 {
+                let context = producer.context();
+                meter.update(sent, || format!("{} acknowledged, {} failed", context.acknowledged(), context.failed()));
+            }
         }
         round += 1;
     }
+    meter.finish();
     let flushed = producer.flush(FLUSH_TIMEOUT);
     let context = producer.context();
-    let outcome = Sent { sent, acknowledged: context.acknowledged(), failed: context.failed() };
+    let outcome =
+        Sent { sent, acknowledged: context.acknowledged(), failed: context.failed(), elapsed: started.elapsed() };
     if let Some(failure) = context.first_failure() {
         return Err(PublishError::Delivery(failure));
     }

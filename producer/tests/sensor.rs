@@ -6,18 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use testkit::Tansu;
 use weather_common::Reading;
-use weather_producer::Config;
-
-async fn produce(tansu: &Tansu, topic: &str, sensors: u32, count: u64, seed: u64) -> weather_producer::Sent {
-    let (bootstrap, count, sensors, seed) =
-        (tansu.bootstrap(), count.to_string(), sensors.to_string(), seed.to_string());
-    let argv = ["weather-producer", "-b", &bootstrap, "-t", topic, "--rate", "0", "--count", &count];
-    let config = Config::try_parse_from(argv.into_iter().chain(["--sensors", &sensors, "--seed", &seed])).unwrap();
-    weather_producer::run(config, std::future::pending()).await.expect("producing readings")
-}
 
 /// The readings of each sensor in the topic, in offset order.
 fn readings_by_sensor(tansu: &Tansu, topic: &str) -> BTreeMap<String, Vec<Reading<'static>>> {
@@ -37,9 +27,9 @@ fn readings_by_sensor(tansu: &Tansu, topic: &str) -> BTreeMap<String, Vec<Readin
 async fn restart_continues_the_walk() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 2);
-    let first = produce(&tansu, "weather", 3, 4000, 1).await;
+    let first = tansu.produce("weather", 3, 4000, 1).await;
     assert_eq!((first.sent, first.acknowledged, first.failed), (12_000, 12_000, 0));
-    produce(&tansu, "weather", 3, 25, 1).await;
+    tansu.produce("weather", 3, 25, 1).await;
     let by_sensor = readings_by_sensor(&tansu, "weather");
     assert_eq!(by_sensor.len(), 3);
     for (sensor, readings) in by_sensor {
@@ -58,8 +48,8 @@ async fn same_seed_same_readings() {
     let tansu = Tansu::start();
     tansu.create_topic("a", 1);
     tansu.create_topic("b", 1);
-    produce(&tansu, "a", 2, 30, 77).await;
-    produce(&tansu, "b", 2, 30, 77).await;
+    tansu.produce("a", 2, 30, 77).await;
+    tansu.produce("b", 2, 30, 77).await;
     assert_eq!(readings_by_sensor(&tansu, "a"), readings_by_sensor(&tansu, "b"));
 }
 
@@ -87,10 +77,11 @@ fn sigterm_loses_nothing_reported_as_sent() {
     assert!(status.success());
     let last: Vec<String> = log.map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success(), "{last:?}");
-    let report = last.iter().find(|l| l.contains("acknowledged")).expect("a final report");
-    let acknowledged: usize = report.split(", ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let report = last.iter().find(|l| l.contains(" reading(s): ")).expect("a final report");
+    let acknowledged: usize = report.split(" reading(s): ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(acknowledged >= 20, "{report}");
-    assert!(report.contains("0 failed") && report.contains(&format!("sent {acknowledged} reading(s)")), "{report}");
+    let sent = format!("sent {acknowledged} reading(s): {acknowledged} acknowledged, 0 failed");
+    assert!(report.contains(&sent), "{report}");
     assert_eq!(tansu.read_all("weather").len(), acknowledged, "{report}");
 }
 
@@ -143,4 +134,29 @@ fn sigkill_then_restart_leaves_no_gap_and_no_duplicate() {
         assert!(ids == expected, "{sensor}: record ids are not 1..={} in order (seed {seed})", ids.len());
         assert!(ids.len() > 10, "{sensor}: the killed runs sent nothing");
     }
+}
+
+/// Off a terminal, the sensor logs progress lines (sent, rate, what is left, acknowledged and
+/// failed) at --progress-interval, and its rate at the end; --quiet silences the lines.
+#[test]
+fn progress_lines_off_a_terminal_and_quiet() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weather-producer"))
+            .args(["-b", &tansu.bootstrap(), "--rate", "0", "--count", "3000"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let log = run(&["--progress-interval", "0"]);
+    let line = log.lines().find(|l| l.contains(" readings sent (")).expect("a progress line");
+    assert!(line.contains("/s), ") && line.contains(" to go, ") && line.contains(" acknowledged, 0 failed"), "{line}");
+    assert!(log.contains("sent 3000 reading(s): 3000 acknowledged, 0 failed, in "), "{log}");
+    let quiet = run(&["--progress-interval", "0", "--quiet"]);
+    assert!(!quiet.contains(" readings sent ("), "{quiet}");
+    assert!(quiet.contains("sent 3000 reading(s): 3000 acknowledged"), "{quiet}");
 }

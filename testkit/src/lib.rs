@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -83,6 +84,33 @@ impl Tansu {
         let mut args = KafkaArgs::new(self.bootstrap());
         args.connect_timeout = 20;
         args
+    }
+
+    /// Publishes `count` readings from each of `sensors` sensors to `topic`, as fast as the
+    /// broker takes them, with `weather-producer`'s own code and flags.
+    pub async fn produce(&self, topic: &str, sensors: u32, count: u64, seed: u64) -> weather_producer::Sent {
+        let (bootstrap, count, sensors, seed) =
+            (self.bootstrap(), count.to_string(), sensors.to_string(), seed.to_string());
+        let argv = ["weather-producer", "-b", &bootstrap, "-t", topic, "--rate", "0", "--count", &count];
+        let config = weather_producer::Config::try_parse_from(argv.into_iter().chain([
+            "--sensors",
+            &sensors,
+            "--seed",
+            &seed,
+            "--quiet",
+        ]))
+        .expect("valid producer flags");
+        weather_producer::run(config, std::future::pending()).await.expect("producing readings")
+    }
+
+    /// Runs `weather-consumer` with these flags against this broker, in-process, as its
+    /// command line would.
+    pub async fn consume(&self, args: &[&str]) -> anyhow::Result<weather_consumer::Summary> {
+        let bootstrap = self.bootstrap();
+        let argv = ["weather-consumer", "-b", &bootstrap, "--connect-timeout", "20", "--quiet"];
+        let settings =
+            weather_consumer::Cli::try_parse_from(argv.into_iter().chain(args.iter().copied()))?.settings()?;
+        weather_consumer::run(settings, std::future::pending()).await
     }
 
     /// Creates a topic with the Tansu CLI, as `scripts/stack` does.

@@ -1,0 +1,171 @@
+//! How a long run shows its progress: a progress bar (indicatif) on a terminal, a plain log
+//! line every 10 s otherwise (a file, a pipe, a container's log), nothing with `--quiet`.
+//!
+//! Log lines written while a bar is drawn go above it (see [`crate::init_logging`]).
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+/// How a binary shows its progress: flattened into both command lines.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProgressArgs {
+    /// No progress bar (on a terminal) and no progress lines (otherwise); warnings, errors
+    /// and the summary at the end are still printed.
+    #[arg(short = 'q', long, env = "WEATHER_QUIET")]
+    pub quiet: bool,
+
+    /// When standard error is not a terminal, log a progress line this often.
+    #[arg(long, env = "WEATHER_PROGRESS_INTERVAL", value_name = "SECONDS", default_value = "10", value_parser = crate::parse_seconds)]
+    pub progress_interval: Duration,
+}
+
+impl ProgressArgs {
+    /// A bar on a terminal, lines otherwise, nothing when asked to be quiet.
+    pub fn display(&self) -> Display {
+        match (self.quiet, io::stderr().is_terminal()) {
+            (true, _) => Display::Quiet,
+            (false, true) => Display::Bar,
+            (false, false) => Display::Lines { every: self.progress_interval },
+        }
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    Bar,
+    Lines { every: Duration },
+    Quiet,
+}
+
+/// A bar redraws at most this often; updating it more often costs for nothing.
+const BAR_EVERY: Duration = Duration::from_millis(100);
+
+/// The bar being drawn, if any, so that log lines can be written above it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// The progress of one run: a count of `unit`s, out of `total` when the run is bounded.
+pub struct Meter {
+    display: Display,
+    unit: &'static str,
+    total: Option<u64>,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    last: Instant,
+}
+
+impl Meter {
+    pub fn new(display: Display, unit: &'static str, total: Option<u64>) -> Meter {
+        let bar = (display == Display::Bar).then(|| {
+            let template = match total {
+                Some(_) => {
+                    "{spinner} {elapsed_precise} [{bar:24}] {human_pos}/{human_len} {prefix} ({rate}, ETA {eta}) {msg}"
+                }
+                None => "{spinner} {elapsed_precise} {human_pos} {prefix} ({rate}) {msg}",
+            };
+            let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr())
+                .with_style(
+                    ProgressStyle::with_template(template)
+                        .expect("a valid template")
+                        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.0}/s", state.per_sec());
+                        })
+                        .progress_chars("=> "),
+                )
+                .with_prefix(unit);
+            bar.enable_steady_tick(Duration::from_millis(250));
+            *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+            bar
+        });
+        let now = Instant::now();
+        Meter { display, unit, total, bar, started: now, last: now }
+    }
+
+    /// Reports `done` units so far; `detail` (e.g. "12 windows written") is asked for only
+    /// when something is shown. Cheap enough to call every few hundred units.
+    pub fn update(&mut self, done: u64, detail: impl FnOnce() -> String) {
+        let every = match self.display {
+            Display::Quiet => return,
+            Display::Bar => BAR_EVERY,
+            Display::Lines { every } => every,
+        };
+        if self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(done);
+                bar.set_message(detail());
+            }
+            None => tracing::info!("{}", self.line(done, &detail())),
+        }
+    }
+
+    /// One progress line: count, rate, what is left, and the detail.
+    fn line(&self, done: u64, detail: &str) -> String {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let rate = if seconds > 0.0 { done as f64 / seconds } else { 0.0 };
+        let mut line = format!("{done} {} ({rate:.0}/s)", self.unit);
+        if let Some(total) = self.total {
+            line += &format!(", {} to go", total.saturating_sub(done));
+        }
+        if !detail.is_empty() {
+            line += ", ";
+            line += detail;
+        }
+        line
+    }
+
+    /// Removes the bar; the caller prints its summary next.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+            ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+}
+
+/// Standard error, written above the progress bar when one is drawn.
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let bar = ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| io::stderr().write(buf)),
+            None => io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A progress line says how many, how fast, how many are left, and the detail.
+    #[test]
+    fn lines_say_count_rate_and_what_is_left() {
+        let meter = Meter::new(Display::Lines { every: Duration::ZERO }, "readings", Some(1000));
+        let line = meter.line(250, "3 windows written");
+        assert!(line.starts_with("250 readings ("), "{line}");
+        assert!(line.ends_with("/s), 750 to go, 3 windows written"), "{line}");
+        let open = Meter::new(Display::Lines { every: Duration::ZERO }, "readings", None);
+        assert!(!open.line(5, "").contains("to go"));
+    }
+
+    /// Quiet shows nothing and never asks for the detail.
+    #[test]
+    fn quiet_never_asks_for_the_detail() {
+        let mut meter = Meter::new(Display::Quiet, "readings", None);
+        meter.last -= Duration::from_secs(60);
+        meter.update(1, || panic!("asked for the detail"));
+    }
+}

@@ -1,0 +1,142 @@
+//! Replay controls and progress against the real broker: `--start` (time, offsets, latest),
+//! `--until time:`, `--dry-run`, and the progress lines of both binaries.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use testkit::Tansu;
+use weather_consumer::start::now_ms;
+
+const SENSORS: u32 = 3;
+/// Weekly windows in °F with a sensor column, as version 2 computes them, without S3.
+const WEEKLY: [&str; 7] = ["--window", "week", "--unit", "fahrenheit", "--format", "csv", "--sensor-column"];
+
+fn with<'a>(output: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    WEEKLY.iter().copied().chain(["-o", output.to_str().unwrap()]).chain(extra.iter().copied()).collect()
+}
+
+fn consumer(tansu: &Tansu, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["-b", &tansu.bootstrap()])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "weather-consumer {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn sorted_rows(bytes: &[u8]) -> Vec<String> {
+    let mut rows: Vec<String> = String::from_utf8_lossy(bytes).lines().map(String::from).collect();
+    rows.sort();
+    rows
+}
+
+/// Waits until the clock has passed the returned time, so that every reading sent before
+/// this call is stamped before it and every reading sent after is stamped at or after it.
+fn a_moment_between_batches() -> i64 {
+    let moment = now_ms() + 1;
+    while now_ms() <= moment {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    moment
+}
+
+/// 20 weeks per sensor, a moment, 10 more weeks, all aggregated. Then `--start time:` that
+/// moment: the dry run says what will happen, touching nothing; the replay cuts the output
+/// back to the checkpoint taken before the moment, keeps the 20 weeks before it byte for
+/// byte, reads only the readings after it, and ends with the same rows as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn start_at_a_time_recomputes_only_the_windows_after_it() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("weekly.csv");
+    tansu.produce("weather", SENSORS, 140, 41).await;
+    let first = tansu.consume(&with(&output, &["--until-end"])).await.unwrap();
+    assert_eq!(first.readings, 420);
+    let before_moment = std::fs::read(&output).unwrap();
+    let moment = a_moment_between_batches();
+    tansu.produce("weather", SENSORS, 70, 41).await;
+    let second = tansu.consume(&with(&output, &["--until-end"])).await.unwrap();
+    assert_eq!((second.readings, second.windows_written), (210, 30));
+    let complete = std::fs::read(&output).unwrap();
+    let checkpoint = dir.path().join("weekly.csv.checkpoint");
+    let checkpoint_bytes = std::fs::read(&checkpoint).unwrap();
+
+    let start = format!("time:{}", weather_consumer::start::format_time(moment));
+    let dry = consumer(&tansu, &with(&output, &["--start", &start, "--until-end", "--dry-run"]));
+    let plan = String::from_utf8(dry.stdout).unwrap();
+    let rolled_back = format!("rolled back from {} to {} bytes", complete.len(), before_moment.len());
+    assert!(plan.contains(&rolled_back), "{plan}");
+    for sensor in 1..=SENSORS {
+        assert!(plan.contains(&format!("sensor-{sensor}         kept 1-20; rewritten 21-30; new from 31")), "{plan}");
+    }
+    let total_line = plan.lines().find(|l| l.trim_start().starts_with("total")).expect("a total line");
+    assert!(total_line.ends_with(" 210"), "{plan}");
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), checkpoint_bytes, "a dry run changes nothing");
+    assert_eq!(std::fs::read(&output).unwrap(), complete);
+
+    let replay = tansu.consume(&with(&output, &["--start", &start, "--until-end"])).await.unwrap();
+    assert_eq!((replay.readings, replay.windows_written), (210, 30));
+    let replayed = std::fs::read(&output).unwrap();
+    assert_eq!(replayed[..before_moment.len()], before_moment[..], "the weeks before the moment are kept");
+    assert_eq!(sorted_rows(&replayed), sorted_rows(&complete));
+}
+
+/// `--until time:` stops by itself before the first reading stamped at or after the time;
+/// `--start offset:` starts a new output at those offsets (others from the beginning);
+/// `--start latest` starts a new output at the end, and resumes an existing one.
+#[tokio::test(flavor = "multi_thread")]
+async fn until_a_time_and_start_at_offsets_or_the_end() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    let dir = tempfile::tempdir().unwrap();
+    tansu.produce("weather", SENSORS, 140, 43).await;
+    let moment = a_moment_between_batches();
+    tansu.produce("weather", SENSORS, 70, 43).await;
+
+    let until = format!("time:{}", weather_consumer::start::format_time(moment));
+    let bounded = dir.path().join("until.csv");
+    let summary = tansu.consume(&with(&bounded, &["--start", "earliest", "--until", &until])).await.unwrap();
+    assert_eq!((summary.readings, summary.windows_written), (420, 60));
+    let at_moment = summary.offsets.clone();
+
+    let (&partition, &offset) = at_moment.iter().max_by_key(|&(_, &o)| o).unwrap();
+    let from_offsets = dir.path().join("offsets.csv");
+    let start = format!("offset:{partition}={offset}");
+    let summary = tansu.consume(&with(&from_offsets, &["--start", &start, "--until-end"])).await.unwrap();
+    assert_eq!(summary.readings as i64, 630 - offset, "partition {partition} from {offset}, the others from 0");
+
+    let latest = dir.path().join("latest.csv");
+    let summary = tansu.consume(&with(&latest, &["--start", "latest", "--until-end"])).await.unwrap();
+    assert_eq!(summary.readings, 0);
+    assert_eq!(summary.offsets.values().sum::<i64>(), 630, "a new output starts at the end");
+    let summary = tansu.consume(&with(&bounded, &["--start", "latest", "--until-end"])).await.unwrap();
+    assert_eq!(summary.readings, 210, "an existing output is never moved forward: it resumes");
+
+    let err = tansu.consume(&with(&latest, &["--start", "offset:7=0", "--until-end"])).await.unwrap_err();
+    assert!(format!("{err:#}").contains("no partition 7"), "{err:#}");
+}
+
+/// Off a terminal, the consumer logs progress lines (count, rate, what is left, windows) at
+/// --progress-interval; --quiet silences them; the summary is printed either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_lines_off_a_terminal_and_quiet() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    tansu.produce("weather", 1, 3000, 47).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("weekly.csv");
+    let loud = consumer(&tansu, &with(&output, &["--until-end", "--progress-interval", "0"]));
+    let log = String::from_utf8(loud.stderr).unwrap();
+    assert!(log.contains(" readings (") && log.contains(" to go, ") && log.contains(" windows written"), "{log}");
+    assert!(String::from_utf8(loud.stdout).unwrap().contains("readings consumed:  3000"));
+
+    let quiet = consumer(&tansu, &with(&output, &["--from-beginning", "--until-end", "-q"]));
+    let log = String::from_utf8(quiet.stderr).unwrap();
+    assert!(!log.contains(" readings ("), "{log}");
+    assert!(String::from_utf8(quiet.stdout).unwrap().contains("readings consumed:  3000"));
+}
