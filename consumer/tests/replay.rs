@@ -86,7 +86,7 @@ async fn start_at_a_time_recomputes_only_the_windows_after_it() {
 }
 
 /// `--until time:` stops by itself before the first reading stamped at or after the time;
-/// `--start offset:` starts a new output at those offsets (others from the beginning);
+/// `--start committed` starts a new output where its group's commits are; `--start offset:` starts a new output at those offsets (others from the beginning);
 /// `--start latest` starts a new output at the end, and resumes an existing one.
 #[tokio::test(flavor = "multi_thread")]
 async fn until_a_time_and_start_at_offsets_or_the_end() {
@@ -102,6 +102,12 @@ async fn until_a_time_and_start_at_offsets_or_the_end() {
     let summary = tansu.consume(&with(&bounded, &["--start", "earliest", "--until", &until])).await.unwrap();
     assert_eq!((summary.readings, summary.windows_written), (420, 60));
     let at_moment = summary.offsets.clone();
+
+    let group = "weather-consumer-week-fahrenheit-csv-by-sensor-until.csv";
+    let committed = dir.path().join("committed.csv");
+    let args = with(&committed, &["-g", group, "--start", "committed", "--until-end"]);
+    let summary = tansu.consume(&args).await.unwrap();
+    assert_eq!(summary.readings, 210, "a new output starts at the group's committed offsets");
 
     let (&partition, &offset) = at_moment.iter().max_by_key(|&(_, &o)| o).unwrap();
     let from_offsets = dir.path().join("offsets.csv");
