@@ -189,9 +189,10 @@ impl Checkpoint {
         let mut staging = path.clone().into_os_string();
         staging.push(".tmp");
         let staging = PathBuf::from(staging);
+        let mut json = serde_json::to_vec(self)?;
+        json.push(b'\n');
         let mut file = File::create(&staging)?;
-        serde_json::to_writer(&mut file, self)?;
-        file.write_all(b"\n")?;
+        file.write_all(&json)?;
         file.sync_all()?;
         fs::rename(&staging, &path)?;
         sync_dir(&path)

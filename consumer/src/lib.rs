@@ -254,5 +254,15 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
     if output.is_empty() {
         format.write_header(&mut output).context("writing the output header")?;
     }
-    Ok(Some(Pipeline { settings, checkpoint, source, progress, output, format, dead_letters, uploads: None }))
+    Ok(Some(Pipeline {
+        settings,
+        checkpoint,
+        source,
+        progress,
+        output,
+        format,
+        dead_letters,
+        uploads: None,
+        row: Vec::new(),
+    }))
 }
