@@ -103,7 +103,10 @@ impl<'a> Reading<'a> {
             Some(v) if v.len() > MAX_READING_BYTES => return Err(BadReading::Oversized { bytes: v.len() }),
             Some(v) => v,
         };
-        let wire: Wire<'a> = serde_json::from_slice(value).map_err(|e| diagnose(value, e))?;
+        let wire = match canonical(value) {
+            Some(wire) => wire,
+            None => serde_json::from_slice(value).map_err(|e| diagnose(value, e))?,
+        };
         let sensor_id = match wire.sensor_id {
             Some(id) => id,
             None => match key.map(std::str::from_utf8) {
@@ -185,6 +188,78 @@ fn out_of_bounds(field: &'static str, value: impl fmt::Display, expected: &'stat
     BadReading::OutOfBounds { field, value: value.to_string(), expected }
 }
 
+/// The fast path, for exactly the bytes the sensor writes ([`Reading::write_json`]): the
+/// five fields in that order, no whitespace, no escapes, plain decimal numbers. Anything else
+/// is `None` and goes to serde_json; either way the values are then checked alike. A replay
+/// spends a third of its time parsing JSON, and nearly every message takes this path.
+fn canonical(value: &[u8]) -> Option<Wire<'_>> {
+    let mut rest = value.strip_prefix(br#"{"sensor_id":""#)?;
+    let id_len = rest.iter().position(|&b| b == b'"')?;
+    let (id, after) = rest.split_at(id_len);
+    if !id.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return None;
+    }
+    rest = after.strip_prefix(br#"","record_id":"#)?;
+    let record_id = integer(&mut rest)?;
+    rest = rest.strip_prefix(br#","temperature":"#)?;
+    let temperature = decimal(&mut rest)?;
+    rest = rest.strip_prefix(br#","CO_concentration":"#)?;
+    let co_concentration = integer(&mut rest)?;
+    rest = rest.strip_prefix(br#","humidity":"#)?;
+    let humidity = integer(&mut rest)?;
+    if rest != b"}" {
+        return None;
+    }
+    let sensor_id = std::str::from_utf8(id).ok()?;
+    Some(Wire { sensor_id: Some(Cow::Borrowed(sensor_id)), record_id, temperature, co_concentration, humidity })
+}
+
+/// The digits at the start of `rest`, as JSON writes them: no leading zero, at most 18.
+fn digits<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
+    let (digits, after) = rest.split_at(len);
+    if digits.is_empty() || digits.len() > 18 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    *rest = after;
+    Some(digits)
+}
+
+/// A non-negative JSON integer at the start of `rest`.
+fn integer(rest: &mut &[u8]) -> Option<i64> {
+    Some(digits(rest)?.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')))
+}
+
+/// A JSON number without exponent at the start of `rest`: `-`, digits, `.` and digits, at most
+/// 15 digits in all. Its value is the digits as an integer over a power of ten, which IEEE
+/// division rounds exactly as a decimal parser rounds the number (both operands are exact).
+fn decimal(rest: &mut &[u8]) -> Option<f64> {
+    let negative = match rest.strip_prefix(b"-") {
+        Some(after) => {
+            *rest = after;
+            true
+        }
+        None => false,
+    };
+    let whole = digits(rest)?;
+    let mut fraction: &[u8] = &[];
+    if let Some(after) = rest.strip_prefix(b".") {
+        let len = after.iter().position(|b| !b.is_ascii_digit()).unwrap_or(after.len());
+        (fraction, *rest) = after.split_at(len);
+        if fraction.is_empty() {
+            return None;
+        }
+    }
+    if whole.len() + fraction.len() > 15 {
+        return None;
+    }
+    const POWERS_OF_TEN: [f64; 16] =
+        [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let mantissa = whole.iter().chain(fraction).fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    let value = mantissa as f64 / POWERS_OF_TEN[fraction.len()];
+    Some(if negative { -value } else { value })
+}
+
 /// The slow path, taken only for a message the typed parse refused: says precisely why.
 fn diagnose(value: &[u8], parse_error: serde_json::Error) -> BadReading {
     let Ok(text) = std::str::from_utf8(value) else {
@@ -214,6 +289,8 @@ fn diagnose(value: &[u8], parse_error: serde_json::Error) -> BadReading {
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     fn parse(value: &str) -> Result<Reading<'_>, BadReading> {
@@ -322,5 +399,117 @@ mod tests {
         assert!(ok("0", 60, 0).is_err());
         assert!(ok("0", 60, 101).is_err());
         assert!(ok("21.45", 60, 50).is_err());
+    }
+
+    /// The fast path reads what the sensor writes, as serde_json does.
+    #[test]
+    fn the_fast_path_reads_what_the_sensor_writes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..10_000 {
+            let r = Reading {
+                sensor_id: format!("s.{}_-{}", rng.random_range(0..1000), rng.random_range(0..9)).into(),
+                record_id: rng.random_range(1..u64::from(u32::MAX)),
+                temperature_tenths: rng.random_range(-100..=350),
+                co_concentration: rng.random_range(50..=1500),
+                humidity: rng.random_range(1..=100),
+            };
+            let json = r.to_json();
+            let fast = canonical(&json).expect("the sensor's bytes take the fast path");
+            let slow: Wire = serde_json::from_slice(&json).unwrap();
+            assert_eq!(fast.sensor_id, slow.sensor_id);
+            assert_eq!(
+                (fast.record_id, fast.co_concentration, fast.humidity),
+                (slow.record_id, slow.co_concentration, slow.humidity)
+            );
+            assert_eq!(fast.temperature.to_bits(), slow.temperature.to_bits(), "{}", String::from_utf8_lossy(&json));
+            assert_eq!(Reading::parse(Some(&json), None).unwrap(), r);
+        }
+    }
+
+    /// Decimals are read to the same double as a correctly rounding parser reads them.
+    #[test]
+    fn decimals_round_like_a_parser() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for _ in 0..100_000 {
+            let digits = rng.random_range(1..=15);
+            let point = rng.random_range(0..digits);
+            let mut text: String = (0..digits).map(|_| char::from(b'0' + rng.random_range(0..10))).collect();
+            let text = {
+                let whole = text[..digits - point].trim_start_matches('0').to_string();
+                let whole = if whole.is_empty() { "0".to_string() } else { whole };
+                let fraction = text.split_off(digits - point);
+                let sign = if rng.random_bool(0.5) { "-" } else { "" };
+                if fraction.is_empty() {
+                    format!("{sign}{whole}")
+                } else {
+                    format!("{sign}{whole}.{fraction}")
+                }
+            };
+            let mut rest = text.as_bytes();
+            let fast = decimal(&mut rest).unwrap_or_else(|| panic!("{text} declined"));
+            assert!(rest.is_empty());
+            assert_eq!(fast.to_bits(), text.parse::<f64>().unwrap().to_bits(), "{text}");
+        }
+    }
+
+    /// Whatever the bytes, the fast path never changes the outcome: damaged copies of the
+    /// sensor's messages parse (or are refused, with the same reason) as serde_json alone would.
+    #[test]
+    fn the_fast_path_never_changes_the_outcome() {
+        let general = |value: &[u8]| -> Result<(Option<String>, i64, u64, i64, i64), String> {
+            let wire: Wire = serde_json::from_slice(value).map_err(|e| diagnose(value, e).to_string())?;
+            Ok((
+                wire.sensor_id.map(|s| s.into_owned()),
+                wire.record_id,
+                wire.temperature.to_bits(),
+                wire.co_concentration,
+                wire.humidity,
+            ))
+        };
+        let fast = |value: &[u8]| -> Result<(Option<String>, i64, u64, i64, i64), String> {
+            let wire = match canonical(value) {
+                Some(wire) => wire,
+                None => return general(value),
+            };
+            Ok((
+                wire.sensor_id.map(|s| s.into_owned()),
+                wire.record_id,
+                wire.temperature.to_bits(),
+                wire.co_concentration,
+                wire.humidity,
+            ))
+        };
+        let base =
+            br#"{"sensor_id":"sensor-12","record_id":1017,"temperature":-3.5,"CO_concentration":734,"humidity":52}"#;
+        let alphabet = b"0123456789-.,:{}\" eE+sx";
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..50_000 {
+            let mut value = base.to_vec();
+            for _ in 0..rng.random_range(1..=3) {
+                let at = rng.random_range(0..value.len());
+                let byte = alphabet[rng.random_range(0..alphabet.len())];
+                match rng.random_range(0..3) {
+                    0 => value[at] = byte,
+                    1 => value.insert(at, byte),
+                    _ => {
+                        value.remove(at);
+                    }
+                }
+            }
+            assert_eq!(fast(&value), general(&value), "{}", String::from_utf8_lossy(&value));
+        }
+        for edge in [
+            &br#"{"sensor_id":"a","record_id":0,"temperature":0,"CO_concentration":0,"humidity":0}"#[..],
+            br#"{"sensor_id":"a","record_id":01,"temperature":0,"CO_concentration":50,"humidity":1}"#,
+            br#"{"sensor_id":"a","record_id":1,"temperature":-0.0,"CO_concentration":50,"humidity":1}"#,
+            br#"{"sensor_id":"a","record_id":1,"temperature":-0,"CO_concentration":50,"humidity":1}"#,
+            br#"{"sensor_id":"a","record_id":1,"temperature":0.10000000000000000001,"CO_concentration":50,"humidity":1}"#,
+            br#"{"sensor_id":"a","record_id":1,"temperature":123456789012345678,"CO_concentration":50,"humidity":1}"#,
+            br#"{"sensor_id":"a","record_id":1,"temperature":1.,"CO_concentration":50,"humidity":1}"#,
+            br#"{"sensor_id":"a","record_id":99999999999999999999,"temperature":1,"CO_concentration":50,"humidity":1}"#,
+            br#"{"sensor_id":"","record_id":1,"temperature":1,"CO_concentration":50,"humidity":1} "#,
+        ] {
+            assert_eq!(fast(edge), general(edge), "{}", String::from_utf8_lossy(edge));
+        }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! It runs on a thread of its own with a blocking poll (the fastest way to drain librdkafka)
 //! and checks the stop flag between polls. A checkpoint is taken when readings stop arriving
-//! or every checkpoint interval while they keep coming, and once more at the end.
+//! (nothing for a poll's timeout) or every checkpoint interval while they keep coming, and
+//! once more at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -116,12 +117,14 @@ impl Pipeline {
         let mut last_error: Option<(String, Instant)> = None;
         let mut paused = BTreeSet::new();
         while !stop.requested() && !self.progress.done() {
+            // Nothing arrived for a while: the time to make progress durable at once. The end of
+            // one partition is not: during a replay the others are still being read, and a
+            // checkpoint (three fsyncs) per partition end would cost more than the reading.
             let mut idle = false;
             match self.source.poll(POLL_TIMEOUT) {
                 None => idle = true,
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     self.progress.reached_end(partition, start::now_ms());
-                    idle = true;
                 }
                 Some(Err(e)) => {
                     let text = e.to_string();
@@ -136,7 +139,7 @@ impl Pipeline {
                 }
                 Some(Ok(message)) => {
                     let (partition, offset) = (message.partition(), message.offset());
-                    match self.progress.admit(partition, offset, message.timestamp().to_millis()) {
+                    match self.progress.admit(partition, offset, || message.timestamp().to_millis()) {
                         Admit::New => {}
                         Admit::Old => continue,
                         Admit::Beyond => {
@@ -222,7 +225,7 @@ impl Pipeline {
         }
         self.checkpoint.output_len =
             self.output.sync().with_context(|| format!("writing {}", self.output.path().display()))?;
-        self.checkpoint.offsets.clone_from(&self.progress.next);
+        self.checkpoint.offsets = self.progress.next();
         self.checkpoint.remember();
         self.checkpoint
             .save(&self.settings.output)

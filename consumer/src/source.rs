@@ -36,17 +36,18 @@ pub enum SourceError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// How far every partition has been read, and how far a bounded run must read.
+/// How far every partition has been read, and how far a bounded run must read. Looked at
+/// for every record, so kept in vectors indexed by partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
-    /// Next offset to read, per partition.
-    pub next: BTreeMap<i32, i64>,
+    /// Next offset to read, by partition (`None`: not read).
+    next: Vec<Option<i64>>,
     /// For a bounded run: where each partition ends (`None`: at its first reading stamped at
     /// or after `until_time`, or at its end once that time has passed).
-    pub end: Option<BTreeMap<i32, Option<i64>>>,
+    end: Option<Vec<Option<i64>>>,
     until_time: Option<i64>,
     /// For a bounded run: the partitions not yet read to their end (kept up to date, so
-    /// that asking whether the run is done costs nothing per message).
+    /// that asking whether the run is done costs nothing per record).
     unfinished: BTreeSet<i32>,
     /// Partitions whose last news was "nothing more for now".
     at_end: BTreeSet<i32>,
@@ -71,17 +72,30 @@ impl Progress {
             .filter(|&(p, &e)| e.is_none_or(|e| next.get(p).is_none_or(|&n| n < e)))
             .map(|(&p, _)| p)
             .collect();
-        Progress { next, end, until_time, unfinished, at_end: BTreeSet::new() }
+        Progress {
+            next: by_partition(&next),
+            end: end.as_ref().map(|end| by_partition(end).into_iter().map(Option::flatten).collect()),
+            until_time,
+            unfinished,
+            at_end: BTreeSet::new(),
+        }
     }
 
-    /// Decides about a record of `partition` at `offset`, stamped `timestamp` (ms).
-    pub fn admit(&mut self, partition: i32, offset: i64, timestamp: Option<i64>) -> Admit {
-        if self.next.get(&partition).is_some_and(|&next| offset < next) {
+    /// Next offset to read, per partition read.
+    pub fn next(&self) -> BTreeMap<i32, i64> {
+        self.next.iter().enumerate().filter_map(|(p, &n)| Some((p as i32, n?))).collect()
+    }
+
+    /// Decides about a record of `partition` at `offset`; `timestamp` (ms) is asked for only
+    /// when the run is bounded by time.
+    pub fn admit(&mut self, partition: i32, offset: i64, timestamp: impl FnOnce() -> Option<i64>) -> Admit {
+        let index = partition as usize;
+        if self.next.get(index).copied().flatten().is_some_and(|next| offset < next) {
             return Admit::Old;
         }
         if let Some(end) = &self.end {
-            let past_end = end.get(&partition).copied().flatten().is_some_and(|e| offset >= e);
-            let past_time = self.until_time.zip(timestamp).is_some_and(|(until, t)| t >= until);
+            let past_end = end.get(index).copied().flatten().is_some_and(|e| offset >= e);
+            let past_time = self.until_time.is_some_and(|until| timestamp().is_some_and(|t| t >= until));
             if past_end || past_time {
                 self.unfinished.remove(&partition);
                 return Admit::Beyond;
@@ -94,8 +108,12 @@ impl Progress {
     }
 
     pub fn consumed(&mut self, partition: i32, offset: i64) {
-        self.next.insert(partition, offset + 1);
-        if self.end.as_ref().and_then(|end| end.get(&partition)).is_some_and(|&e| e.is_some_and(|e| offset + 1 >= e)) {
+        let index = partition as usize;
+        if index >= self.next.len() {
+            self.next.resize(index + 1, None);
+        }
+        self.next[index] = Some(offset + 1);
+        if self.end.as_ref().and_then(|end| end.get(index).copied().flatten()).is_some_and(|e| offset + 1 >= e) {
             self.unfinished.remove(&partition);
         }
     }
@@ -124,8 +142,19 @@ impl Progress {
     /// Readings left to read up to the ends known now (`None` for a run that follows the topic).
     pub fn remaining(&self) -> Option<i64> {
         let end = self.end.as_ref()?;
-        Some(end.iter().filter_map(|(p, &e)| Some((e? - self.next.get(p).copied().unwrap_or(0)).max(0))).sum())
+        let next = |p: usize| self.next.get(p).copied().flatten().unwrap_or(0);
+        Some(end.iter().enumerate().filter_map(|(p, &e)| Some((e? - next(p)).max(0))).sum())
     }
+}
+
+/// A map by partition as a vector indexed by partition.
+fn by_partition<T: Copy>(map: &BTreeMap<i32, T>) -> Vec<Option<T>> {
+    let len = map.keys().next_back().map_or(0, |&p| p as usize + 1);
+    let mut v = vec![None; len];
+    for (&p, &value) in map {
+        v[p as usize] = Some(value);
+    }
+    v
 }
 
 /// How the consumer fetches; the benchmark's consume baseline uses the same.
@@ -339,17 +368,17 @@ mod tests {
     fn records_are_admitted_between_next_and_end() {
         let ends = BTreeMap::from([(0, Some(102)), (1, Some(9))]);
         let mut p = Progress::new(BTreeMap::from([(0, 100), (1, 0)]), Some(ends), None);
-        assert_eq!(p.admit(0, 99, None), Admit::Old);
-        assert_eq!(p.admit(0, 100, None), Admit::New);
+        assert_eq!(p.admit(0, 99, || None), Admit::Old);
+        assert_eq!(p.admit(0, 100, || None), Admit::New);
         p.consumed(0, 100);
-        assert_eq!(p.admit(0, 100, None), Admit::Old);
-        assert_eq!(p.admit(1, 9, None), Admit::Beyond);
-        assert_eq!(p.admit(0, 101, None), Admit::New);
+        assert_eq!(p.admit(0, 100, || None), Admit::Old);
+        assert_eq!(p.admit(1, 9, || None), Admit::Beyond);
+        assert_eq!(p.admit(0, 101, || None), Admit::New);
         assert!(!p.done());
         p.consumed(0, 101);
         assert!(p.done());
         let mut follow = Progress::new(BTreeMap::from([(0, 0)]), None, None);
-        assert_eq!(follow.admit(0, 1_000_000, Some(i64::MAX)), Admit::New);
+        assert_eq!(follow.admit(0, 1_000_000, || Some(i64::MAX)), Admit::New);
     }
 
     /// Bounded by time, a partition ends at its first reading stamped at or after the time,
@@ -359,10 +388,10 @@ mod tests {
         let end = BTreeMap::from([(0, Some(50)), (1, None)]);
         let mut p = Progress::new(BTreeMap::from([(0, 0), (1, 0)]), Some(end), Some(1_000));
         assert_eq!(p.remaining(), Some(50));
-        assert_eq!(p.admit(1, 0, Some(999)), Admit::New);
+        assert_eq!(p.admit(1, 0, || Some(999)), Admit::New);
         p.consumed(1, 0);
         p.reached_end(1, 500);
-        assert_eq!(p.admit(0, 7, Some(1_000)), Admit::Beyond, "stamped at the bound");
+        assert_eq!(p.admit(0, 7, || Some(1_000)), Admit::Beyond, "stamped at the bound");
         assert!(!p.done(), "partition 1 may still get readings stamped before the bound");
         p.tick(999);
         assert!(!p.done());
