@@ -25,6 +25,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
+use weather_producer::walk::Walk;
 
 #[derive(Parser)]
 #[command(name = "weather-bench", about = "Replay and produce throughput and memory, against minimal rdkafka loops")]
@@ -73,15 +74,28 @@ enum Step {
 struct Measured {
     name: &'static str,
     readings: u64,
+    /// The whole process, start-up and connection included.
     elapsed: Duration,
+    /// From its first reading to its last, as the process reports it: what the rates compare.
+    /// Start-up (connecting, looking up metadata) is a fixed cost of a few hundred
+    /// milliseconds that moves in steps of librdkafka's 100 ms timers, which at a million
+    /// readings would swamp the difference being measured.
+    data_seconds: f64,
     peak_rss_kib: u64,
     stdout: String,
 }
 
 impl Measured {
     fn rate(&self) -> f64 {
-        self.readings as f64 / self.elapsed.as_secs_f64()
+        self.readings as f64 / self.data_seconds
     }
+}
+
+/// The rate a binary prints at the end of its summary line, `... (<rate>/s)`.
+fn reported_rate(stdout: &str, line_start: &str) -> anyhow::Result<f64> {
+    let line = stdout.lines().find(|l| l.starts_with(line_start)).context("no summary line")?;
+    let rate = line.rsplit_once('(').and_then(|(_, r)| r.strip_suffix("/s)")).context("no rate in the summary")?;
+    Ok(rate.parse()?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -158,11 +172,7 @@ fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow
                 &cli.sensors.to_string(),
             ]),
         )?;
-        ensure!(
-            produce_baseline.stdout.trim() == n.to_string(),
-            "the produce baseline acknowledged {}",
-            produce_baseline.stdout
-        );
+        let produce_baseline = with_data_seconds(produce_baseline, n)?;
         let producer = measure(
             "producer",
             n,
@@ -170,14 +180,13 @@ fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow
                 .args(["-b", bootstrap, "-t", &topic, "--rate", "0", "--seed", "1"])
                 .args(["--count", &per_sensor.to_string(), "--sensors", &cli.sensors.to_string()]),
         )?;
+        let ack = format!("sent {n} reading(s): {n} acknowledged, 0 failed");
+        ensure!(producer.stdout.starts_with(&ack), "the producer reported: {}", producer.stdout);
+        let producer = Measured { data_seconds: n as f64 / reported_rate(&producer.stdout, "sent ")?, ..producer };
         // Both consuming steps read the first round's topic.
         let consume_baseline =
             measure("consume baseline", n, Command::new(&me).args(["consume-baseline", bootstrap, "weather-1"]))?;
-        ensure!(
-            consume_baseline.stdout.trim() == n.to_string(),
-            "the consume baseline read {} readings",
-            consume_baseline.stdout
-        );
+        let consume_baseline = with_data_seconds(consume_baseline, n)?;
         let replay = measure(
             "replay (v2)",
             n,
@@ -198,6 +207,8 @@ fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow
                 .arg(&output),
         )?;
         ensure!(replay.stdout.contains(&format!("readings consumed:  {n} ")), "the replay read:\n{}", replay.stdout);
+        let replay =
+            Measured { data_seconds: n as f64 / reported_rate(&replay.stdout, "readings consumed:")?, ..replay };
         let weeks = u64::from(cli.sensors) * (per_sensor / 7);
         ensure!(
             replay.stdout.contains(&format!("windows written:    {weeks} complete")),
@@ -214,8 +225,8 @@ fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow
 
     println!("\n{broker}, {partitions} partitions, best of {} round(s)", cli.rounds);
     println!(
-        "{:<18} {:>10} {:>9} {:>13} {:>12} {:>14}",
-        "step", "readings", "seconds", "readings/s", "vs baseline", "peak RSS MiB"
+        "{:<18} {:>10} {:>8} {:>8} {:>13} {:>12} {:>14}",
+        "step", "readings", "wall s", "data s", "readings/s", "vs baseline", "peak RSS MiB"
     );
     let rows = [
         (&produce_baseline, None),
@@ -227,10 +238,11 @@ fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow
     for (m, baseline) in rows {
         let ratio = baseline.map(|b| m.rate() / b.rate());
         println!(
-            "{:<18} {:>10} {:>9.2} {:>13.0} {:>12} {:>14.1}",
+            "{:<18} {:>10} {:>8.2} {:>8.2} {:>13.0} {:>12} {:>14.1}",
             m.name,
             m.readings,
             m.elapsed.as_secs_f64(),
+            m.data_seconds,
             m.rate(),
             ratio.map_or("-".to_string(), |r| format!("{r:.2}x")),
             m.peak_rss_kib as f64 / 1024.0
@@ -264,7 +276,16 @@ fn measure(name: &'static str, readings: u64, command: &mut Command) -> anyhow::
     let elapsed = started.elapsed();
     ensure!(status == 0, "{name} failed (wait status {status})\n{stdout}");
     // Linux reports ru_maxrss in KiB.
-    Ok(Measured { name, readings, elapsed, peak_rss_kib: usage.ru_maxrss as u64, stdout })
+    let data_seconds = elapsed.as_secs_f64();
+    Ok(Measured { name, readings, elapsed, data_seconds, peak_rss_kib: usage.ru_maxrss as u64, stdout })
+}
+
+/// A baseline prints `<readings> <seconds from its first reading to its last>`.
+fn with_data_seconds(m: Measured, expected: u64) -> anyhow::Result<Measured> {
+    let (count, seconds) =
+        m.stdout.trim().split_once(' ').with_context(|| format!("{} printed {}", m.name, m.stdout))?;
+    ensure!(count == expected.to_string(), "{} handled {count} readings, not {expected}", m.name);
+    Ok(Measured { data_seconds: seconds.parse()?, ..m })
 }
 
 fn wait_with_usage(pid: libc::pid_t) -> anyhow::Result<(i32, libc::rusage)> {
@@ -295,38 +316,37 @@ fn machine() -> String {
     format!("{} cores of {cpu}", std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Distinct readings the produce baseline cycles through: enough that a record batch never
+/// holds a repeat.
+const POOL: usize = 1 << 16;
+
 /// The produce baseline: ready-made readings, sent as fast as the client takes them, with the
-/// sensor's delivery settings. Prints how many were acknowledged.
+/// sensor's delivery settings. Prints how many were acknowledged, and the seconds from the
+/// first send to the last acknowledgement.
 fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> anyhow::Result<()> {
     let args = KafkaArgs::new(bootstrap);
     let producer: ThreadedProducer<Deliveries> =
         kafka::reliable_producer(&args, &[("linger.ms", "5"), ("compression.type", "lz4")], Deliveries::default())?;
-    let keys: Vec<String> = (1..=sensors).map(|i| format!("sensor-{i}")).collect();
-    let payloads: Vec<Vec<u8>> = (0..1024u64)
-        .map(|i| {
-            format!(
-                r#"{{"sensor_id":"sensor-{}","record_id":{},"temperature":{}.{},"CO_concentration":{},"humidity":{}}}"#,
-                i % u64::from(sensors) + 1,
-                i + 1,
-                i % 35,
-                i % 10,
-                50 + i,
-                1 + i % 100
-            )
-            .into_bytes()
+    // Ready-made readings of the sensor's own walk (as the producer sends them, sensors in
+    // turn), so that the data, and how well it compresses, is the producer's.
+    let mut walks: Vec<Walk> = (1..=sensors).map(|i| Walk::new(format!("sensor-{i}"), 1)).collect();
+    let readings: Vec<(String, Vec<u8>)> = (0..POOL / sensors as usize)
+        .flat_map(|_| {
+            walks.iter_mut().map(|w| (w.sensor_id().to_string(), w.next_reading().to_json())).collect::<Vec<_>>()
         })
         .collect();
+    let started = Instant::now();
     for i in 0..count {
-        let key = &keys[(i % u64::from(sensors)) as usize];
-        kafka::send(&producer, BaseRecord::to(topic).key(key).payload(&payloads[(i % 1024) as usize]))?;
+        let (key, payload) = &readings[(i % readings.len() as u64) as usize];
+        kafka::send(&producer, BaseRecord::to(topic).key(key).payload(payload))?;
     }
     producer.flush(Duration::from_secs(120))?;
-    println!("{}", producer.context().acknowledged());
+    println!("{} {}", producer.context().acknowledged(), started.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// The consume baseline: every partition from the beginning to its end, messages discarded.
-/// Prints how many were read.
+/// Prints how many were read, and the seconds from the assignment to the last one.
 fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
     let args = KafkaArgs::new(bootstrap);
     let probe = kafka::metadata_client(&args)?;
@@ -345,6 +365,7 @@ fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
         expected += high - low;
     }
     consumer.assign(&assignment)?;
+    let started = Instant::now();
     let mut read = 0i64;
     let mut bytes = 0usize;
     while read < expected {
@@ -358,6 +379,6 @@ fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
         }
     }
     std::hint::black_box(bytes);
-    println!("{read}");
+    println!("{read} {}", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -137,8 +137,34 @@ impl<'a> Reading<'a> {
         out
     }
 
-    /// [`Reading::to_json`] into a buffer the caller reuses.
+    /// [`Reading::to_json`] into a buffer the caller reuses. Written directly, byte for byte
+    /// what serde_json writes for the same fields (a test compares them), because the sensor
+    /// spends a fifth of its time here otherwise; an id that would need escaping goes through
+    /// serde_json.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        if !is_valid_sensor_id(&self.sensor_id) {
+            return self.write_json_with_serde(out);
+        }
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(br#"{"sensor_id":""#);
+        out.extend_from_slice(self.sensor_id.as_bytes());
+        out.extend_from_slice(br#"","record_id":"#);
+        out.extend_from_slice(number.format(self.record_id).as_bytes());
+        out.extend_from_slice(br#","temperature":"#);
+        if self.temperature_tenths < 0 {
+            out.push(b'-');
+        }
+        let tenths = self.temperature_tenths.unsigned_abs();
+        out.extend_from_slice(number.format(tenths / 10).as_bytes());
+        out.extend_from_slice(&[b'.', b'0' + (tenths % 10) as u8]);
+        out.extend_from_slice(br#","CO_concentration":"#);
+        out.extend_from_slice(number.format(self.co_concentration).as_bytes());
+        out.extend_from_slice(br#","humidity":"#);
+        out.extend_from_slice(number.format(self.humidity).as_bytes());
+        out.push(b'}');
+    }
+
+    fn write_json_with_serde(&self, out: &mut Vec<u8>) {
         let wire = Wire {
             sensor_id: Some(Cow::Borrowed(&self.sensor_id)),
             record_id: self.record_id as i64,
@@ -327,6 +353,34 @@ mod tests {
             let json = r.to_json();
             assert_eq!(Reading::parse(Some(&json), None).unwrap(), r, "{}", String::from_utf8_lossy(&json));
         }
+    }
+
+    /// The sensor's JSON is byte for byte what serde_json writes, for every temperature the
+    /// sensor can measure and any record id, CO and humidity.
+    #[test]
+    fn written_json_is_serde_jsons() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for tenths in -1000..=1000 {
+            let r = Reading {
+                sensor_id: format!("sensor-{}", rng.random_range(1..100)).into(),
+                record_id: rng.random_range(1..u64::MAX / 2),
+                temperature_tenths: tenths,
+                co_concentration: rng.random(),
+                humidity: rng.random(),
+            };
+            let (mut ours, mut serde) = (Vec::new(), Vec::new());
+            r.write_json(&mut ours);
+            r.write_json_with_serde(&mut serde);
+            assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(serde).unwrap());
+        }
+        let odd = Reading {
+            sensor_id: "a\"b".into(),
+            record_id: 1,
+            temperature_tenths: 0,
+            co_concentration: 50,
+            humidity: 1,
+        };
+        assert!(String::from_utf8(odd.to_json()).unwrap().contains(r#""a\"b""#), "escaped by serde_json");
     }
 
     /// The JSON carries the walkthrough's field names, including the capitalised CO field.

@@ -33,6 +33,7 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
     if config.seed.is_none() {
         tracing::info!("random walk seed {seed} (pass --seed {seed} to repeat this run)");
     }
+    let producer = publish::producer(&config.kafka).context("creating the Kafka producer")?;
     let client = kafka::metadata_client(&config.kafka).context("creating the Kafka client")?;
     let partitions = kafka::partitions(&client, &config.kafka, &config.topic)?;
     let watermarks = kafka::watermarks(&client, &config.topic, &partitions).context("reading the topic's offsets")?;
@@ -60,7 +61,5 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
         config.count.map_or("until stopped".into(), |n| format!("{n} reading(s) each")),
     );
     let display = config.progress.display();
-    let sent = publish::publish(&config.kafka, &config.topic, &mut walks, config.rate, config.count, display, stop)?;
-    tracing::info!("{sent}");
-    Ok(sent)
+    Ok(publish::publish(producer, &config.topic, &mut walks, config.rate, config.count, display, stop)?)
 }
