@@ -68,6 +68,12 @@ enum Step {
     ProduceBaseline { bootstrap: String, topic: String, count: u64, sensors: u32 },
     #[command(hide = true)]
     ConsumeBaseline { bootstrap: String, topic: String },
+    /// Runs a command and prints its peak resident memory after its output (see `measure`).
+    #[command(hide = true)]
+    Launch {
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 /// One measured process.
@@ -105,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             produce_baseline(&bootstrap, &topic, count, sensors)
         }
         Some(Step::ConsumeBaseline { bootstrap, topic }) => consume_baseline(&bootstrap, &topic),
+        Some(Step::Launch { command }) => launch(&command),
         None => run(&cli),
     }
 }
@@ -114,22 +121,28 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     println!("weather-bench: {} readings from {} sensors, on {}", cli.readings, cli.sensors, machine());
     let mut missed = Vec::new();
     if cli.broker != BrokerChoice::Mock {
-        let tansu = testkit::Tansu::start();
         let partitions = 8;
-        for topic in topics(cli.rounds) {
-            tansu.create_topic(&topic, if topic.ends_with("dlq") { 1 } else { partitions });
-        }
-        missed.extend(bench_on("Tansu (memory storage)", &tansu.bootstrap(), partitions, cli)?);
+        let fresh = || -> anyhow::Result<Broker> {
+            let tansu = testkit::Tansu::start();
+            for (topic, count) in topics(partitions) {
+                tansu.create_topic(topic, count);
+            }
+            Ok(Broker::Tansu(tansu))
+        };
+        missed.extend(bench_on("Tansu (memory storage)", &fresh, partitions, cli)?);
     }
     if cli.broker != BrokerChoice::Tansu {
         // The mock broker keeps about 5 MiB per partition (and drops the rest): room for the
         // readings (about 200 bytes each as stored), twice over.
-        let partitions = ((cli.readings * 2 * 200) / (5 << 20) + 1).clamp(16, 512) as i32;
-        let mock: MockCluster<'static, _> = MockCluster::new(1)?;
-        for topic in topics(cli.rounds) {
-            mock.create_topic(&topic, if topic.ends_with("dlq") { 1 } else { partitions }, 1)?;
-        }
-        missed.extend(bench_on("librdkafka mock cluster", &mock.bootstrap_servers(), partitions as u32, cli)?);
+        let partitions = ((cli.readings * 2 * 200) / (5 << 20) + 1).clamp(16, 512) as u32;
+        let fresh = || -> anyhow::Result<Broker> {
+            let mock: MockCluster<'static, _> = MockCluster::new(1)?;
+            for (topic, count) in topics(partitions) {
+                mock.create_topic(topic, count as i32, 1)?;
+            }
+            Ok(Broker::Mock(mock))
+        };
+        missed.extend(bench_on("librdkafka mock cluster", &fresh, partitions, cli)?);
     }
     if cli.check_targets && !missed.is_empty() {
         bail!("targets missed: {}", missed.join("; "));
@@ -137,14 +150,35 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every round produces into topics of its own, so that every count stays exact.
-fn topics(rounds: u32) -> Vec<String> {
-    (1..=rounds).flat_map(|r| [format!("baseline-{r}"), format!("weather-{r}"), format!("weather-{r}.dlq")]).collect()
+/// The topics of a round, with their partition counts: every round runs on a fresh broker,
+/// so that no round sees (or pays for) another's data.
+fn topics(partitions: u32) -> [(&'static str, u32); 3] {
+    [("baseline", partitions), ("weather", partitions), ("weather.dlq", 1)]
+}
+
+/// A broker for one round; stopped when dropped.
+enum Broker {
+    Tansu(testkit::Tansu),
+    Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+}
+
+impl Broker {
+    fn bootstrap(&self) -> String {
+        match self {
+            Broker::Tansu(tansu) => tansu.bootstrap(),
+            Broker::Mock(mock) => mock.bootstrap_servers(),
+        }
+    }
 }
 
 /// Runs the four steps on one broker, checks the counts, prints the table, returns the targets
 /// missed.
-fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow::Result<Vec<String>> {
+fn bench_on(
+    broker: &str,
+    fresh: &dyn Fn() -> anyhow::Result<Broker>,
+    partitions: u32,
+    cli: &Cli,
+) -> anyhow::Result<Vec<String>> {
     let n = cli.readings;
     let per_sensor = n / u64::from(cli.sensors);
     let me = std::env::current_exe()?;
@@ -159,15 +193,18 @@ fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow
         }
     };
     let mut rounds: Vec<[Measured; 4]> = Vec::new();
-    for round in 1..=cli.rounds {
-        let (baseline_topic, topic) = (format!("baseline-{round}"), format!("weather-{round}"));
+    for _ in 0..cli.rounds {
+        let server = fresh()?;
+        let bootstrap = server.bootstrap();
+        let bootstrap = bootstrap.as_str();
+        let (baseline_topic, topic) = ("baseline", "weather");
         let produce_baseline = measure(
             "produce baseline",
             n,
             Command::new(&me).args([
                 "produce-baseline",
                 bootstrap,
-                &baseline_topic,
+                baseline_topic,
                 &n.to_string(),
                 &cli.sensors.to_string(),
             ]),
@@ -177,32 +214,20 @@ fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow
             "producer",
             n,
             Command::new(sibling("weather-producer")?)
-                .args(["-b", bootstrap, "-t", &topic, "--rate", "0", "--seed", "1"])
+                .args(["-b", bootstrap, "-t", topic, "--rate", "0", "--seed", "1"])
                 .args(["--count", &per_sensor.to_string(), "--sensors", &cli.sensors.to_string()]),
         )?;
         let ack = format!("sent {n} reading(s): {n} acknowledged, 0 failed");
         ensure!(producer.stdout.starts_with(&ack), "the producer reported: {}", producer.stdout);
         let producer = Measured { data_seconds: n as f64 / reported_rate(&producer.stdout, "sent ")?, ..producer };
-        // Both consuming steps read the first round's topic.
         let consume_baseline =
-            measure("consume baseline", n, Command::new(&me).args(["consume-baseline", bootstrap, "weather-1"]))?;
+            measure("consume baseline", n, Command::new(&me).args(["consume-baseline", bootstrap, topic]))?;
         let consume_baseline = with_data_seconds(consume_baseline, n)?;
         let replay = measure(
             "replay (v2)",
             n,
             Command::new(sibling("weather-consumer")?)
-                .args([
-                    "-b",
-                    bootstrap,
-                    "-t",
-                    "weather-1",
-                    "--window",
-                    "week",
-                    "--unit",
-                    "fahrenheit",
-                    "--format",
-                    "csv",
-                ])
+                .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
                 .args(["--sensor-column", "--from-beginning", "--until-end", "-o"])
                 .arg(&output),
         )?;
@@ -262,22 +287,41 @@ fn bench_on(broker: &str, bootstrap: &str, partitions: u32, cli: &Cli) -> anyhow
 }
 
 /// Runs `command` to its end; its wall time and peak resident memory.
+///
+/// The peak is measured by a small launcher process (`weather-bench launch`) and not by
+/// waiting for the command here: Linux carries the peak of the process image an `exec`
+/// replaces over into the new one, and a child spawned from this process starts out sharing
+/// its memory, which holds the whole mock cluster.
 fn measure(name: &'static str, readings: u64, command: &mut Command) -> anyhow::Result<Measured> {
     let started = Instant::now();
-    let child = command.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let stdout = {
-        let mut out = child.stdout.context("no stdout")?;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut out, &mut text)?;
-        text
-    };
-    let (status, usage) = wait_with_usage(pid)?;
+    let output = Command::new(std::env::current_exe()?)
+        .arg("launch")
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()?;
     let elapsed = started.elapsed();
-    ensure!(status == 0, "{name} failed (wait status {status})\n{stdout}");
-    // Linux reports ru_maxrss in KiB.
+    let text = String::from_utf8(output.stdout)?;
+    ensure!(output.status.success(), "{name} failed ({})\n{text}", output.status);
+    let (stdout, peak) = text.rsplit_once(PEAK_RSS).context("the launcher reported no peak memory")?;
     let data_seconds = elapsed.as_secs_f64();
-    Ok(Measured { name, readings, elapsed, data_seconds, peak_rss_kib: usage.ru_maxrss as u64, stdout })
+    let peak_rss_kib = peak.trim().parse()?;
+    Ok(Measured { name, readings, elapsed, data_seconds, peak_rss_kib, stdout: stdout.to_string() })
+}
+
+/// What the launcher prints before the peak resident memory of the command it ran, in KiB.
+const PEAK_RSS: &str = "\nweather-bench peak RSS KiB: ";
+
+/// The launcher: a fresh small process that runs the command (output passed through) and
+/// prints its peak resident memory; exits as the command did.
+fn launch(command: &[String]) -> anyhow::Result<()> {
+    let child = Command::new(&command[0]).args(&command[1..]).spawn()?;
+    let (status, usage) = wait_with_usage(child.id() as libc::pid_t)?;
+    // Linux reports ru_maxrss in KiB.
+    println!("{PEAK_RSS}{}", usage.ru_maxrss);
+    ensure!(status == 0, "{} failed (wait status {status})", command[0]);
+    Ok(())
 }
 
 /// A baseline prints `<readings> <seconds from its first reading to its last>`.
