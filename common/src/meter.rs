@@ -120,9 +120,14 @@ impl Meter {
         line
     }
 
-    /// Removes the bar; the caller prints its summary next.
-    pub fn finish(self) {
-        if let Some(bar) = self.bar {
+    /// Removes the bar; the caller prints its summary next. (Dropping the meter, as on an
+    /// error, does the same.)
+    pub fn finish(self) {}
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()).take();
         }

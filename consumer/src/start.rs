@@ -164,6 +164,15 @@ pub fn plan(
     watermarks: &HashMap<i32, (i64, i64)>,
     allow_data_loss: bool,
 ) -> Result<Plan, SourceError> {
+    if let Some(c) = checkpoint.filter(|_| *start != Start::Earliest) {
+        // Marks of a topic that was deleted and created again say nothing about the new one.
+        for (&partition, &resume) in &c.offsets {
+            let high = watermarks.get(&partition).map_or(0, |&(_, high)| high);
+            if resume > high {
+                return Err(SourceError::AheadOfTopic { topic: topic.into(), partition, resume, high });
+            }
+        }
+    }
     let constraints: BTreeMap<i32, i64> = positions.iter().filter_map(|(&p, &o)| Some((p, o?))).collect();
     let (origin, requested) = match (checkpoint, start) {
         (None, _) | (Some(_), Start::Earliest) => (Origin::Fresh, positions.clone()),
@@ -384,6 +393,9 @@ mod tests {
         assert_eq!(committed.origin, Origin::Resumed, "the checkpoint, not the group, says where the output is");
         let rebuild = plan_for(&Start::Earliest, at(None, None));
         assert_eq!(rebuild, Plan { origin: Origin::Fresh, from: BTreeMap::from([(0, 0), (1, 0)]) });
+        let recreated = HashMap::from([(0, (0, 50)), (1, (0, 100))]);
+        let err = plan("weather", &Start::Latest, Some(&c), &at(Some(50), Some(100)), &recreated, false).unwrap_err();
+        assert!(err.to_string().contains("created again"), "no rolling back into another topic's history: {err}");
         let fresh = plan("weather", &Start::Latest, None, &at(Some(100), Some(100)), &marks, false).unwrap();
         assert_eq!(fresh, Plan { origin: Origin::Fresh, from: BTreeMap::from([(0, 100), (1, 100)]) });
     }
