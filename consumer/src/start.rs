@@ -195,7 +195,7 @@ fn resume_at(offsets: &BTreeMap<i32, i64>, partitions: &BTreeMap<i32, Option<i64
 
 /// Where each partition starts: the requested offset (`None`: the beginning), checked against
 /// what the topic still holds.
-pub fn checked(
+fn checked(
     topic: &str,
     requested: &BTreeMap<i32, Option<i64>>,
     watermarks: &HashMap<i32, (i64, i64)>,
