@@ -353,7 +353,7 @@ pub fn fetch_start<C: ConsumerContext>(
     let mut from = offset.min(listed_end - 1).max(low);
     let mut step = 1;
     loop {
-        match first_offset(client, topic, partition, from)? {
+        match first_record(client, topic, partition, from)?.map(|m| m.offset()) {
             Some(first) if first <= offset => return Ok(from),
             _ if from <= low => return Ok(low),
             _ => {
@@ -364,45 +364,68 @@ pub fn fetch_start<C: ConsumerContext>(
     }
 }
 
-/// The offset of the first record a fetch from `from` returns; `None` if it reaches the end
-/// or returns nothing for a while.
-fn first_offset<C: ConsumerContext>(
+/// The first record a fetch from `from` returns (from the start of the next batch on Tansu,
+/// see [`fetch_start`]); `None` if it reaches the end or returns nothing for a while.
+fn first_record<C: ConsumerContext>(
     client: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
     from: i64,
-) -> KafkaResult<Option<i64>> {
-    Ok(read_from(client, topic, partition, from, 1)?.first().map(|m| m.offset()))
-}
-
-/// Up to `count` records of `partition` that a fetch from `from` returns (from the start of
-/// the next batch on Tansu, see [`fetch_start`]); fewer at the end of the partition or if
-/// the broker stays silent for 3 s. Same requirements on `client` as [`fetch_start`].
-pub fn read_from<C: ConsumerContext>(
-    client: &BaseConsumer<C>,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    count: usize,
-) -> KafkaResult<Vec<OwnedMessage>> {
+) -> KafkaResult<Option<OwnedMessage>> {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
     client.assign(&assignment)?;
-    let mut records = Vec::new();
-    let mut deadline = Instant::now() + Duration::from_secs(3);
-    while records.len() < count && Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let first = loop {
+        if Instant::now() > deadline {
+            break None;
+        }
         match client.poll(Duration::from_millis(100)) {
             // Records before `from` can only be left over from an earlier assignment.
-            Some(Ok(m)) if m.partition() == partition && m.offset() >= from => {
-                records.push(m.detach());
-                deadline = Instant::now() + Duration::from_secs(3);
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
+            Some(Ok(m)) if m.partition() == partition && m.offset() >= from => break Some(m.detach()),
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break None,
             _ => {}
         }
-    }
+    };
     client.unassign()?;
-    Ok(records)
+    Ok(first)
+}
+
+/// Calls `visit(key, value)` for every record of `partition` with an offset in `[start, end)`,
+/// reading from where [`fetch_start`] says. Same requirements on `client` as [`fetch_start`].
+pub fn read_range<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    (start, end): (i64, i64),
+    watermarks: (i64, i64),
+    mut visit: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+) -> KafkaResult<()> {
+    const READ_TIMEOUT: Duration = Duration::from_secs(30);
+    let from = fetch_start(client, topic, partition, start, watermarks)?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    client.assign(&assignment)?;
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut next = start;
+    while next < end {
+        if Instant::now() > deadline {
+            return Err(KafkaError::PartitionEOF(partition));
+        }
+        match client.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => tracing::debug!("while reading {topic}/{partition}: {e}"),
+            Some(Ok(message)) if message.partition() == partition && message.offset() >= from => {
+                next = message.offset() + 1;
+                if (start..end).contains(&message.offset()) {
+                    visit(message.key(), message.payload());
+                }
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    client.unassign()
 }
 
 /// Per partition, the offset of the first record stamped at or after `time` (milliseconds
@@ -427,8 +450,8 @@ pub fn offsets_for_time<C: ConsumerContext>(
         let (low, high) = watermarks[&partition];
         let found = match element.offset() {
             Offset::Offset(o) if o < high => {
-                let first = read_from(client, topic, partition, o.max(low), 1)?;
-                let stamped_before = first.first().and_then(|m| m.timestamp().to_millis()).is_some_and(|t| t < time);
+                let first = first_record(client, topic, partition, o.max(low))?;
+                let stamped_before = first.and_then(|m| m.timestamp().to_millis()).is_some_and(|t| t < time);
                 (!stamped_before).then_some(o.max(low))
             }
             _ => None,

@@ -510,28 +510,16 @@ mod tests {
     /// sensor's messages parse (or are refused, with the same reason) as serde_json alone would.
     #[test]
     fn the_fast_path_never_changes_the_outcome() {
-        let general = |value: &[u8]| -> Result<(Option<String>, i64, u64, i64, i64), String> {
-            let wire: Wire = serde_json::from_slice(value).map_err(|e| diagnose(value, e).to_string())?;
-            Ok((
-                wire.sensor_id.map(|s| s.into_owned()),
-                wire.record_id,
-                wire.temperature.to_bits(),
-                wire.co_concentration,
-                wire.humidity,
-            ))
+        type Fields = (Option<String>, i64, u64, i64, i64);
+        let fields = |wire: Wire| -> Fields {
+            let Wire { sensor_id, record_id, temperature, co_concentration, humidity } = wire;
+            (sensor_id.map(Cow::into_owned), record_id, temperature.to_bits(), co_concentration, humidity)
         };
-        let fast = |value: &[u8]| -> Result<(Option<String>, i64, u64, i64, i64), String> {
-            let wire = match canonical(value) {
-                Some(wire) => wire,
-                None => return general(value),
-            };
-            Ok((
-                wire.sensor_id.map(|s| s.into_owned()),
-                wire.record_id,
-                wire.temperature.to_bits(),
-                wire.co_concentration,
-                wire.humidity,
-            ))
+        let general = |value: &[u8]| -> Result<Fields, String> {
+            serde_json::from_slice(value).map(fields).map_err(|e| diagnose(value, e).to_string())
+        };
+        let fast = |value: &[u8]| -> Result<Fields, String> {
+            canonical(value).map_or_else(|| general(value), |w| Ok(fields(w)))
         };
         let base =
             br#"{"sensor_id":"sensor-12","record_id":1017,"temperature":-3.5,"CO_concentration":734,"humidity":52}"#;

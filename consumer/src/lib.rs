@@ -33,7 +33,6 @@ pub use config::{Cli, Command, Settings};
 use dead_letter::DeadLetters;
 use pipeline::Pipeline;
 pub use pipeline::Summary;
-use rdkafka::message::Message;
 use sink::file::OutputFile;
 use sink::s3::{self, Uploader};
 use source::{Progress, Source, TopicView};
@@ -162,7 +161,7 @@ fn origin(settings: &Settings, prepared: &Prepared) -> String {
 /// committing anything (`--dry-run`).
 pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
     /// Records read from the end of each partition's range to see how far each sensor goes.
-    const TAIL: usize = 64;
+    const TAIL: i64 = 64;
     let prepared = prepare(settings)?;
     let Prepared { view, checkpoint, plan, ends } = &prepared;
     let mut partitions = Vec::new();
@@ -171,15 +170,13 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
         let high = view.watermarks[&partition].1;
         let to = ends.as_ref().and_then(|e| e.get(&partition).copied().flatten());
         partitions.push((partition, from, to, high));
-        for record in view.tail(partition, to.unwrap_or(high), TAIL)? {
-            if record.offset() < from {
-                continue;
-            }
-            if let Ok(reading) = Reading::parse(record.payload(), record.key()) {
+        let end = to.unwrap_or(high);
+        view.read_range(partition, ((end - TAIL).max(from), end), |key, value| {
+            if let Ok(reading) = Reading::parse(value, key) {
                 let last = last_records.entry(reading.sensor_id.into_owned()).or_default();
                 *last = (*last).max(reading.record_id);
             }
-        }
+        })?;
     }
     let fresh = Windows::new(settings.layout.size);
     let start_windows = match (&plan.origin, checkpoint) {

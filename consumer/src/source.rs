@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::kafka::{self, KafkaArgs, LoggingContext};
 
@@ -247,17 +247,14 @@ impl TopicView {
         Ok(kafka::offsets_for_time(&self.probe, &self.topic, &self.watermarks, time)?)
     }
 
-    /// Up to `count` of the last records before `to` in `partition`.
-    pub fn tail(&self, partition: i32, to: i64, count: usize) -> Result<Vec<OwnedMessage>, SourceError> {
-        let (low, _) = self.watermarks[&partition];
-        let from = (to - count as i64).max(low);
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let start = kafka::fetch_start(&self.probe, &self.topic, partition, from, self.watermarks[&partition])?;
-        let mut records = kafka::read_from(&self.probe, &self.topic, partition, start, (to - start) as usize)?;
-        records.retain(|m| m.offset() >= from && m.offset() < to);
-        Ok(records)
+    /// Calls `visit(key, value)` for every record of `partition` in `[start, end)`.
+    pub fn read_range(
+        &self,
+        partition: i32,
+        range: (i64, i64),
+        visit: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+    ) -> Result<(), SourceError> {
+        Ok(kafka::read_range(&self.probe, &self.topic, partition, range, self.watermarks[&partition], visit)?)
     }
 }
 

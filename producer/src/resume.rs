@@ -5,17 +5,13 @@
 //! is about to drive, or reached the beginning, and continues the walk from there.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use weather_common::kafka;
 use weather_common::Reading;
 
 const FIRST_CHUNK: i64 = 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The newest reading of each of `sensors` found in `topic`; sensors never seen are absent.
 pub fn last_readings<C: ConsumerContext>(
@@ -34,7 +30,7 @@ pub fn last_readings<C: ConsumerContext>(
             let start = (end - chunk).max(low);
             // Within a chunk the newest reading wins; a sensor found in a newer chunk is done.
             let mut newest: HashMap<String, Reading<'static>> = HashMap::new();
-            read_range(client, topic, partition, (start, end), (low, high), |key, value| {
+            kafka::read_range(client, topic, partition, (start, end), (low, high), |key, value| {
                 let Ok(reading) = Reading::parse(value, key) else { return };
                 if sensors.contains(reading.sensor_id.as_ref()) && !found.contains_key(reading.sensor_id.as_ref()) {
                     newest.insert(reading.sensor_id.to_string(), reading.into_owned());
@@ -53,39 +49,4 @@ pub fn last_readings<C: ConsumerContext>(
         }
     }
     Ok(found)
-}
-
-/// Calls `visit(key, value)` for every message with an offset in `[start, end)`.
-fn read_range<C: ConsumerContext>(
-    client: &BaseConsumer<C>,
-    topic: &str,
-    partition: i32,
-    (start, end): (i64, i64),
-    watermarks: (i64, i64),
-    mut visit: impl FnMut(Option<&[u8]>, Option<&[u8]>),
-) -> KafkaResult<()> {
-    let from = kafka::fetch_start(client, topic, partition, start, watermarks)?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
-    client.assign(&assignment)?;
-    let deadline = Instant::now() + READ_TIMEOUT;
-    let mut next = start;
-    while next < end {
-        if Instant::now() > deadline {
-            return Err(KafkaError::PartitionEOF(partition));
-        }
-        match client.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => tracing::debug!("while reading the tail of {topic}/{partition}: {e}"),
-            Some(Ok(message)) if message.partition() == partition && message.offset() >= from => {
-                next = message.offset() + 1;
-                if (start..end).contains(&message.offset()) {
-                    visit(message.key(), message.payload());
-                }
-            }
-            Some(Ok(_)) => {}
-        }
-    }
-    client.unassign()
 }
