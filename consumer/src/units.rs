@@ -18,15 +18,14 @@ pub enum Unit {
 impl Unit {
     /// The mean of `count` temperatures summing to `sum_celsius_tenths`, in tenths of this unit:
     /// F = C x 1.8 + 32, rounded once.
-    pub fn mean_tenths(self, sum_celsius_tenths: i64, count: u64) -> i64 {
-        let (sum, count) = (i128::from(sum_celsius_tenths), i128::from(count));
-        let tenths = match self {
-            Unit::Celsius => div_round_half_even(sum, count),
+    pub fn mean_tenths(self, sum_celsius_tenths: i64, count: u32) -> i64 {
+        let count = i64::from(count);
+        match self {
+            Unit::Celsius => div_round_half_even(sum_celsius_tenths, count),
             // C x 1.8 in tenths is sum x 18 / (10 x count); +32 °F is +320 tenths, an integer,
             // so adding it after rounding is exact.
-            Unit::Fahrenheit => div_round_half_even(9 * sum, 5 * count) + 320,
-        };
-        tenths as i64
+            Unit::Fahrenheit => div_round_half_even(9 * sum_celsius_tenths, 5 * count) + 320,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -37,8 +36,10 @@ impl Unit {
     }
 }
 
-/// `num / den` rounded to the nearest integer, exact ties to the even neighbour.
-pub fn div_round_half_even(num: i128, den: i128) -> i128 {
+/// `num / den` rounded to the nearest integer, exact ties to the even neighbour. A window's
+/// sums are bounded (at most [`crate::window::WindowSize::MAX_DAYS`] readings of bounded
+/// values), far from overflowing an `i64`.
+pub fn div_round_half_even(num: i64, den: i64) -> i64 {
     assert!(den > 0, "a mean over no readings");
     let (floor, rest) = (num.div_euclid(den), num.rem_euclid(den));
     match (2 * rest).cmp(&den) {

@@ -77,10 +77,10 @@ pub struct Averages {
 
 impl WindowSummary {
     pub fn averages(&self, unit: Unit) -> Averages {
-        let n = u64::from(self.readings);
-        let mean = |sum: u64| crate::units::div_round_half_even(i128::from(sum), i128::from(n)) as i64;
+        let n = i64::from(self.readings);
+        let mean = |sum: u64| crate::units::div_round_half_even(sum as i64, n);
         Averages {
-            temperature_tenths: unit.mean_tenths(self.temperature_tenths, n),
+            temperature_tenths: unit.mean_tenths(self.temperature_tenths, self.readings),
             co_concentration: mean(self.co_concentration),
             humidity: mean(self.humidity),
         }
