@@ -2,7 +2,7 @@
 //!
 //! - [`window`]: pure; readings in, finished window summaries out, by `record_id`.
 //! - [`units`]: °C/°F and exact rounding (ties to even).
-//! - [`sink`]: TXT and CSV row formats over any `Write`, the durable output file, S3.
+//! - [`sink`]: TXT and CSV row formats, the durable output file, S3.
 //! - [`checkpoint`]: ties the output file to Kafka offsets so a crash loses and doubles nothing.
 //! - [`dead_letter`]: rejected readings, kept aside with their reason.
 //! - [`start`]: `--start` / `--until` positions, the plan they make, `--dry-run`.
@@ -24,6 +24,7 @@ pub mod window;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io::Write;
 
 use anyhow::Context;
 use weather_common::shutdown::Stop;
@@ -245,21 +246,11 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
             fresh
         }
     };
-    let format = sink::row_format(settings.format, settings.layout);
+    let mut format = sink::row_format(settings.format, settings.layout);
     let mut output = OutputFile::open(&settings.output, checkpoint.output_len)
         .with_context(|| format!("opening the output {}", settings.output.display()))?;
     if output.is_empty() {
-        format.write_header(&mut output).context("writing the output header")?;
+        output.write_all(format.header()).context("writing the output header")?;
     }
-    Ok(Some(Pipeline {
-        settings,
-        checkpoint,
-        source,
-        progress,
-        output,
-        format,
-        dead_letters,
-        uploads: None,
-        row: Vec::new(),
-    }))
+    Ok(Some(Pipeline { settings, checkpoint, source, progress, output, format, dead_letters, uploads: None }))
 }

@@ -96,8 +96,6 @@ pub struct Pipeline {
     pub format: Box<dyn RowFormat>,
     pub dead_letters: DeadLetters,
     pub uploads: Option<Announcer>,
-    /// The row being formatted, reused.
-    pub row: Vec<u8>,
 }
 
 impl Pipeline {
@@ -154,7 +152,7 @@ impl Pipeline {
                             Outcome::Counted => {}
                             Outcome::Finished(window) => {
                                 self.check_single_sensor()?;
-                                append(&mut self.output, &*self.format, &mut self.row, &window)?;
+                                append(&mut self.output, &mut *self.format, &window)?;
                                 summary.windows_written += 1;
                             }
                             Outcome::Duplicate => {
@@ -196,7 +194,7 @@ impl Pipeline {
         meter.finish();
         if self.settings.emit_partial {
             for window in self.checkpoint.windows.drain_partial() {
-                append(&mut self.output, &*self.format, &mut self.row, &window)?;
+                append(&mut self.output, &mut *self.format, &window)?;
                 summary.partial_windows += 1;
             }
         }
@@ -258,15 +256,7 @@ impl Pipeline {
 }
 
 /// Appends the row of a finished window to the output (buffered; durable at the next
-/// checkpoint). The row is formatted in `row` first: the CSV writer flushes its sink after
-/// every row, which on the file itself would cost a system call per window.
-fn append(
-    output: &mut OutputFile,
-    format: &dyn RowFormat,
-    row: &mut Vec<u8>,
-    window: &WindowSummary,
-) -> anyhow::Result<()> {
-    row.clear();
-    format.write_row(row, window)?;
-    output.write_all(row).context("writing the output")
+/// checkpoint).
+fn append(output: &mut OutputFile, format: &mut dyn RowFormat, window: &WindowSummary) -> anyhow::Result<()> {
+    output.write_all(format.row(window)).context("writing the output")
 }

@@ -1,44 +1,51 @@
 //! The CSV format of version 2: a header, then one row per window.
 
-use std::io;
+use std::fmt::Write as _;
 
 use super::{Layout, RowFormat};
 use crate::units::Tenths;
 use crate::window::WindowSummary;
 
-pub struct Csv(pub Layout);
+pub struct Csv {
+    layout: Layout,
+    /// The header or row being formatted, reused.
+    text: Vec<u8>,
+    /// The temperature's text, reused.
+    temperature: String,
+}
 
 impl Csv {
-    fn writer<'a>(&self, out: &'a mut dyn io::Write) -> csv::Writer<&'a mut dyn io::Write> {
-        csv::WriterBuilder::new().buffer_capacity(256).from_writer(out)
+    pub fn new(layout: Layout) -> Csv {
+        Csv { layout, text: Vec::new(), temperature: String::new() }
     }
 }
 
+/// `fields` as one CSV record, in `text`.
+fn record<'a, 'f>(text: &'a mut Vec<u8>, fields: impl IntoIterator<Item = &'f [u8]>) -> &'a [u8] {
+    text.clear();
+    let mut writer = csv::WriterBuilder::new().buffer_capacity(256).from_writer(&mut *text);
+    writer.write_record(fields).expect("writing into memory");
+    writer.flush().expect("writing into memory");
+    drop(writer);
+    text
+}
+
 impl RowFormat for Csv {
-    fn write_header(&self, out: &mut dyn io::Write) -> io::Result<()> {
-        let mut header = vec![self.0.size.id_column(), "avg_temp", "avg_co", "avg_humidity"];
-        if self.0.sensor_column {
-            header.insert(0, "sensor_id");
-        }
-        let mut writer = self.writer(out);
-        writer.write_record(&header)?;
-        writer.flush()
+    fn header(&mut self) -> &[u8] {
+        let sensor = self.layout.sensor_column.then_some("sensor_id");
+        let columns = [self.layout.size.id_column(), "avg_temp", "avg_co", "avg_humidity"];
+        record(&mut self.text, sensor.into_iter().chain(columns).map(str::as_bytes))
     }
 
-    fn write_row(&self, out: &mut dyn io::Write, w: &WindowSummary) -> io::Result<()> {
-        let a = w.averages(self.0.unit);
-        let values = [
-            w.window_id.to_string(),
-            Tenths(a.temperature_tenths).to_string(),
-            a.co_concentration.to_string(),
-            a.humidity.to_string(),
-        ];
-        let mut writer = self.writer(out);
-        if self.0.sensor_column {
-            writer.write_field(&w.sensor_id)?;
-        }
-        writer.write_record(&values)?;
-        writer.flush()
+    fn row(&mut self, w: &WindowSummary) -> &[u8] {
+        let a = w.averages(self.layout.unit);
+        self.temperature.clear();
+        write!(self.temperature, "{}", Tenths(a.temperature_tenths)).expect("formatting into memory");
+        let (mut id, mut co, mut humidity) = (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
+        let sensor = self.layout.sensor_column.then_some(w.sensor_id.as_str());
+        let values =
+            [id.format(w.window_id), &self.temperature, co.format(a.co_concentration), humidity.format(a.humidity)];
+        record(&mut self.text, sensor.into_iter().chain(values).map(str::as_bytes))
     }
 }
 
@@ -50,11 +57,10 @@ mod tests {
     use crate::window::WindowSize;
 
     fn render(layout: Layout, windows: &[WindowSummary]) -> String {
-        let csv = Csv(layout);
-        let mut out = Vec::new();
-        csv.write_header(&mut out).unwrap();
+        let mut csv = Csv::new(layout);
+        let mut out = csv.header().to_vec();
         for w in windows {
-            csv.write_row(&mut out, w).unwrap();
+            out.extend_from_slice(csv.row(w));
         }
         String::from_utf8(out).unwrap()
     }

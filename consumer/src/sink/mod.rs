@@ -1,12 +1,10 @@
-//! Where finished windows go: a row format over any `Write` ([`txt`], [`csv`]), the local
-//! output file that tracks its durable length ([`file`]), and the S3 copy ([`s3`]).
+//! Where finished windows go: row formats that turn a window into bytes ([`txt`], [`csv`]),
+//! the local output file that tracks its durable length ([`file`]), and the S3 copy ([`s3`]).
 
 pub mod csv;
 pub mod file;
 pub mod s3;
 pub mod txt;
-
-use std::io;
 
 use crate::units::Unit;
 use crate::window::{WindowSize, WindowSummary};
@@ -40,18 +38,19 @@ pub struct Layout {
     pub sensor_column: bool,
 }
 
-/// A row format: the file's opening bytes and one row per window.
+/// A row format: the file's opening bytes and one row per window, formatted in a buffer the
+/// format keeps (a replay formats hundreds of thousands of rows).
 pub trait RowFormat: Send {
     /// Written once, to an empty file.
-    fn write_header(&self, out: &mut dyn io::Write) -> io::Result<()>;
-    fn write_row(&self, out: &mut dyn io::Write, window: &WindowSummary) -> io::Result<()>;
+    fn header(&mut self) -> &[u8];
+    fn row(&mut self, window: &WindowSummary) -> &[u8];
 }
 
 /// The row format for `format`.
 pub fn row_format(format: Format, layout: Layout) -> Box<dyn RowFormat> {
     match format {
-        Format::Txt => Box::new(txt::Txt(layout)),
-        Format::Csv => Box::new(csv::Csv(layout)),
+        Format::Txt => Box::new(txt::Txt::new(layout)),
+        Format::Csv => Box::new(csv::Csv::new(layout)),
     }
 }
 

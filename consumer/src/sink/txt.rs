@@ -1,25 +1,38 @@
 //! The walkthrough's text format: everything on one line, each window contributing
 //! `id,avg_temp,avg_co,avg_humidity,` (every value followed by a comma), no header.
 
-use std::io;
+use std::io::Write as _;
 
 use super::{Layout, RowFormat};
 use crate::units::Tenths;
 use crate::window::WindowSummary;
 
-pub struct Txt(pub Layout);
+pub struct Txt {
+    layout: Layout,
+    /// The row being formatted, reused.
+    text: Vec<u8>,
+}
+
+impl Txt {
+    pub fn new(layout: Layout) -> Txt {
+        Txt { layout, text: Vec::new() }
+    }
+}
 
 impl RowFormat for Txt {
-    fn write_header(&self, _out: &mut dyn io::Write) -> io::Result<()> {
-        Ok(())
+    fn header(&mut self) -> &[u8] {
+        &[]
     }
 
-    fn write_row(&self, out: &mut dyn io::Write, w: &WindowSummary) -> io::Result<()> {
-        let a = w.averages(self.0.unit);
-        if self.0.sensor_column {
-            write!(out, "{},", w.sensor_id)?;
+    fn row(&mut self, w: &WindowSummary) -> &[u8] {
+        let a = w.averages(self.layout.unit);
+        self.text.clear();
+        if self.layout.sensor_column {
+            write!(self.text, "{},", w.sensor_id).expect("formatting into memory");
         }
-        write!(out, "{},{},{},{},", w.window_id, Tenths(a.temperature_tenths), a.co_concentration, a.humidity)
+        write!(self.text, "{},{},{},{},", w.window_id, Tenths(a.temperature_tenths), a.co_concentration, a.humidity)
+            .expect("formatting into memory");
+        &self.text
     }
 }
 
@@ -31,11 +44,10 @@ mod tests {
     use crate::window::WindowSize;
 
     fn render(layout: Layout, windows: &[WindowSummary]) -> String {
-        let txt = Txt(layout);
-        let mut out = Vec::new();
-        txt.write_header(&mut out).unwrap();
+        let mut txt = Txt::new(layout);
+        let mut out = txt.header().to_vec();
         for w in windows {
-            txt.write_row(&mut out, w).unwrap();
+            out.extend_from_slice(txt.row(w));
         }
         String::from_utf8(out).unwrap()
     }
