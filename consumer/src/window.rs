@@ -105,7 +105,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Windows {
     size: WindowSize,
-    sensors: HashMap<String, SensorWindows>,
+    /// Looked up for every reading: a fast hash, seeded per process like the default one.
+    sensors: HashMap<String, SensorWindows, foldhash::fast::RandomState>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -129,7 +130,7 @@ struct OpenWindow {
 
 impl Windows {
     pub fn new(size: WindowSize) -> Self {
-        Windows { size, sensors: HashMap::new() }
+        Windows { size, sensors: HashMap::default() }
     }
 
     pub fn size(&self) -> WindowSize {
