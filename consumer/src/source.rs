@@ -167,10 +167,11 @@ pub const FETCH_SETTINGS: [(&str, &str); 4] = [
     // ... and keep that queue, and each fetch, small: memory must not grow with history. Each
     // fetch response stays in memory until its last message is consumed (2 MiB fetches halved
     // the peak on Tansu, 94 -> 56 MiB for 1M readings), and a queued reading of 100 bytes
-    // costs librdkafka several hundred. A 4 MiB queue instead of 8 took the peak on the mock
-    // cluster from about 59 to 42 MiB, for 0.9x the baseline on Tansu instead of 1.0x
-    // (weather-bench).
-    ("queued.max.messages.kbytes", "4096"),
+    // costs librdkafka several hundred. Measured with weather-bench (peak memory of a replay
+    // of 1M readings on the mock cluster, replay against baseline on Tansu): an 8 MiB queue
+    // peaked at 56-64 MiB, 6 MiB at 46-51 MiB with the same rate, 4 MiB at 35-42 MiB but with
+    // Tansu's replay down from about 1.0x to 0.9x.
+    ("queued.max.messages.kbytes", "6144"),
     ("fetch.max.bytes", "2097152"),
 ];
 
