@@ -224,8 +224,9 @@ fn out_of_bounds(field: &'static str, value: impl fmt::Display, expected: &'stat
 /// The fast path, for exactly the bytes the sensor writes ([`Reading::write_json`]) when they
 /// hold a valid reading: the five fields in that order, no whitespace, no escapes, plain
 /// decimal numbers, a temperature with at most one decimal, every value within its bounds.
-/// Anything else is `None` and goes to serde_json, which accepts or diagnoses it. A replay
-/// spends a third of its time parsing JSON, and nearly every message takes this path.
+/// Anything else is `None` and goes to serde_json, which accepts or diagnoses it. Parsing is
+/// the largest part of a replay's own work per reading, and nearly every message takes this
+/// path.
 fn canonical(value: &[u8]) -> Option<Reading<'_>> {
     let mut rest = value.strip_prefix(br#"{"sensor_id":""#)?;
     let (id, after) = rest.split_at(rest.iter().position(|&b| !is_sensor_id_byte(b))?);
@@ -274,8 +275,8 @@ fn bounded(rest: &mut &[u8], (low, high): (u32, u32)) -> Option<u32> {
     integer(rest).and_then(|n| u32::try_from(n).ok()).filter(|n| (low..=high).contains(n))
 }
 
-/// A temperature at the start of `rest` as the sensor writes it, `-`, digits, `.` and one
-/// digit, in tenths and within the sensor's bounds.
+/// A temperature at the start of `rest` as the sensor writes it (an optional `-`, digits, and
+/// an optional `.` with one digit), in tenths and within the sensor's bounds.
 fn tenths(rest: &mut &[u8]) -> Option<i32> {
     let negative = rest.first() == Some(&b'-');
     if negative {
