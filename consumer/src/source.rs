@@ -49,8 +49,8 @@ pub struct Progress {
     /// For a bounded run: the partitions not yet read to their end (kept up to date, so
     /// that asking whether the run is done costs nothing per record).
     unfinished: BTreeSet<i32>,
-    /// Partitions whose last news was "nothing more for now".
-    at_end: BTreeSet<i32>,
+    /// By partition: its last news was "nothing more for now".
+    at_end: Vec<bool>,
 }
 
 /// What to do with a record.
@@ -77,7 +77,7 @@ impl Progress {
             end: end.as_ref().map(|end| by_partition(end).into_iter().map(Option::flatten).collect()),
             until_time,
             unfinished,
-            at_end: BTreeSet::new(),
+            at_end: Vec::new(),
         }
     }
 
@@ -101,8 +101,8 @@ impl Progress {
                 return Admit::Beyond;
             }
         }
-        if !self.at_end.is_empty() {
-            self.at_end.remove(&partition);
+        if let Some(at_end) = self.at_end.get_mut(index) {
+            *at_end = false;
         }
         Admit::New
     }
@@ -120,7 +120,11 @@ impl Progress {
 
     /// The broker says there is nothing more to read in `partition` for now (`now` in ms).
     pub fn reached_end(&mut self, partition: i32, now: i64) {
-        self.at_end.insert(partition);
+        let index = partition as usize;
+        if index >= self.at_end.len() {
+            self.at_end.resize(index + 1, false);
+        }
+        self.at_end[index] = true;
         self.tick(now);
     }
 
@@ -128,8 +132,8 @@ impl Progress {
     /// passed; without a time bound, reaching the end is enough.
     pub fn tick(&mut self, now: i64) {
         if self.until_time.is_none_or(|until| now >= until) {
-            for p in &self.at_end {
-                self.unfinished.remove(p);
+            for (p, _) in self.at_end.iter().enumerate().filter(|&(_, &at_end)| at_end) {
+                self.unfinished.remove(&(p as i32));
             }
         }
     }
