@@ -47,7 +47,7 @@ struct Cli {
 
     /// Rounds of the four steps, each on a fresh broker; each step's best rate counts (this
     /// machine's timings vary from run to run).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
     rounds: u32,
 
     /// Fail unless every target is met (throughput ratios, consumer memory).
