@@ -4,6 +4,7 @@
 //! This is the one place that builds an rdkafka `ClientConfig`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::ToBytes;
-use rdkafka::message::{DeliveryResult, Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, DeliveryResult, Message, OwnedMessage};
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -365,29 +366,18 @@ pub fn fetch_start<C: ConsumerContext>(
 }
 
 /// The first record a fetch from `from` returns (from the start of the next batch on Tansu,
-/// see [`fetch_start`]); `None` if it reaches the end or returns nothing for a while.
+/// see [`fetch_start`]); `None` if it reaches the end or returns nothing for 3 s.
 fn first_record<C: ConsumerContext>(
     client: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
     from: i64,
 ) -> KafkaResult<Option<OwnedMessage>> {
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
-    client.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let first = loop {
-        if Instant::now() > deadline {
-            break None;
-        }
-        match client.poll(Duration::from_millis(100)) {
-            // Records before `from` can only be left over from an earlier assignment.
-            Some(Ok(m)) if m.partition() == partition && m.offset() >= from => break Some(m.detach()),
-            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break None,
-            _ => {}
-        }
-    };
-    client.unassign()?;
+    let mut first = None;
+    fetch_from(client, topic, partition, from, Duration::from_secs(3), |m| {
+        first = Some(m.detach());
+        ControlFlow::Break(())
+    })?;
     Ok(first)
 }
 
@@ -401,31 +391,66 @@ pub fn read_range<C: ConsumerContext>(
     watermarks: (i64, i64),
     mut visit: impl FnMut(Option<&[u8]>, Option<&[u8]>),
 ) -> KafkaResult<()> {
-    const READ_TIMEOUT: Duration = Duration::from_secs(30);
+    if start >= end {
+        return Ok(());
+    }
     let from = fetch_start(client, topic, partition, start, watermarks)?;
+    let read = fetch_from(client, topic, partition, from, Duration::from_secs(30), |m| {
+        if (start..end).contains(&m.offset()) {
+            visit(m.key(), m.payload());
+        }
+        if m.offset() + 1 >= end {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    match read {
+        Fetched::TimedOut => Err(KafkaError::PartitionEOF(partition)),
+        Fetched::Stopped | Fetched::AtEnd => Ok(()),
+    }
+}
+
+/// How [`fetch_from`] ended.
+enum Fetched {
+    /// The visitor asked to stop.
+    Stopped,
+    /// The partition has nothing more for now.
+    AtEnd,
+    TimedOut,
+}
+
+/// Assigns `partition` to `client` from `from` alone, hands `visit` its records at or after
+/// `from` (earlier ones can only be left over from an earlier assignment) until `visit` stops,
+/// the partition's end, or `timeout`, and unassigns it again.
+fn fetch_from<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    timeout: Duration,
+    mut visit: impl FnMut(&BorrowedMessage<'_>) -> ControlFlow<()>,
+) -> KafkaResult<Fetched> {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
     client.assign(&assignment)?;
-    let deadline = Instant::now() + READ_TIMEOUT;
-    let mut next = start;
-    while next < end {
+    let deadline = Instant::now() + timeout;
+    let fetched = loop {
         if Instant::now() > deadline {
-            return Err(KafkaError::PartitionEOF(partition));
+            break Fetched::TimedOut;
         }
-        match client.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+        match client.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.partition() == partition && m.offset() >= from => match visit(&m) {
+                ControlFlow::Break(()) => break Fetched::Stopped,
+                ControlFlow::Continue(()) => {}
+            },
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break Fetched::AtEnd,
             Some(Err(e)) => tracing::debug!("while reading {topic}/{partition}: {e}"),
-            Some(Ok(message)) if message.partition() == partition && message.offset() >= from => {
-                next = message.offset() + 1;
-                if (start..end).contains(&message.offset()) {
-                    visit(message.key(), message.payload());
-                }
-            }
-            Some(Ok(_)) => {}
+            _ => {}
         }
-    }
-    client.unassign()
+    };
+    client.unassign()?;
+    Ok(fetched)
 }
 
 /// Per partition, the offset of the first record stamped at or after `time` (milliseconds
