@@ -86,7 +86,8 @@ async fn start_at_a_time_recomputes_only_the_windows_after_it() {
 }
 
 /// `--until time:` stops by itself before the first reading stamped at or after the time;
-/// `--start committed` starts a new output where its group's commits are; `--start offset:` starts a new output at those offsets (others from the beginning);
+/// `--start committed` starts a new output where its group's commits are; `--start offset:`
+/// starts a new output at those offsets (others from the beginning);
 /// `--start latest` starts a new output at the end, and resumes an existing one.
 #[tokio::test(flavor = "multi_thread")]
 async fn until_a_time_and_start_at_offsets_or_the_end() {
