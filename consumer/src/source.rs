@@ -402,4 +402,20 @@ mod tests {
         p.tick(1_000);
         assert!(p.done());
     }
+
+    /// A partition that gets a reading after reaching its end is no longer at its end: the
+    /// time passing does not end it until the broker says so again.
+    #[test]
+    fn a_reading_after_the_end_reopens_its_partition() {
+        let end = BTreeMap::from([(0, None), (1, None)]);
+        let mut p = Progress::new(BTreeMap::from([(0, 0), (1, 0)]), Some(end), Some(1_000));
+        p.reached_end(0, 100);
+        p.reached_end(1, 100);
+        assert_eq!(p.admit(1, 0, || Some(999)), Admit::New);
+        p.consumed(1, 0);
+        p.tick(1_000);
+        assert!(!p.done(), "partition 1 read a reading since its end");
+        p.reached_end(1, 1_001);
+        assert!(p.done());
+    }
 }
