@@ -25,6 +25,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
+use weather_common::meter::{counted, thousands};
 use weather_producer::walk::Walk;
 
 #[derive(Parser)]
@@ -102,7 +103,7 @@ impl Measured {
 fn reported_rate(stdout: &str, line_start: &str) -> anyhow::Result<f64> {
     let line = stdout.lines().find(|l| l.starts_with(line_start)).context("no summary line")?;
     let rate = line.rsplit_once('(').and_then(|(_, r)| r.strip_suffix("/s)")).context("no rate in the summary")?;
-    Ok(rate.parse()?)
+    Ok(rate.replace(',', "").parse()?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,7 +119,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    ensure!(cli.readings % u64::from(cli.sensors) == 0, "--readings must be a multiple of --sensors");
+    ensure!(cli.readings.is_multiple_of(u64::from(cli.sensors)), "--readings must be a multiple of --sensors");
     println!("weather-bench: {} readings from {} sensors, on {}", cli.readings, cli.sensors, machine());
     let mut missed = Vec::new();
     if cli.broker != BrokerChoice::Mock {
@@ -220,7 +221,7 @@ fn bench_on(
                 .args(["-b", bootstrap, "-t", topic, "--rate", "0", "--seed", "1"])
                 .args(["--count", &per_sensor.to_string(), "--sensors", &cli.sensors.to_string()]),
         )?;
-        let ack = format!("sent {n} reading(s): {n} acknowledged, 0 failed");
+        let ack = format!("sent {}: {} acknowledged, 0 failed", counted(n, "reading"), thousands(n));
         ensure!(producer.stdout.starts_with(&ack), "the producer reported: {}", producer.stdout);
         let producer = Measured { data_seconds: n as f64 / reported_rate(&producer.stdout, "sent ")?, ..producer };
         let consume_baseline =
@@ -234,12 +235,16 @@ fn bench_on(
                 .args(["--sensor-column", "--from-beginning", "--until-end", "-o"])
                 .arg(&output),
         )?;
-        ensure!(replay.stdout.contains(&format!("readings consumed:  {n} ")), "the replay read:\n{}", replay.stdout);
+        ensure!(
+            replay.stdout.contains(&format!("readings consumed:  {} ", thousands(n))),
+            "the replay read:\n{}",
+            replay.stdout
+        );
         let replay =
             Measured { data_seconds: n as f64 / reported_rate(&replay.stdout, "readings consumed:")?, ..replay };
         let weeks = u64::from(cli.sensors) * (per_sensor / 7);
         ensure!(
-            replay.stdout.contains(&format!("windows written:    {weeks} complete")),
+            replay.stdout.contains(&format!("windows written:    {} complete", thousands(weeks))),
             "the replay wrote:\n{}",
             replay.stdout
         );

@@ -19,6 +19,8 @@ use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::shutdown::Stop;
+
 /// Environment variables read for secrets, so they never appear in flags, shell history or logs.
 pub const SECRET_ENV: [(&str, &str); 2] =
     [("KAFKA_SASL_USERNAME", "sasl.username"), ("KAFKA_SASL_PASSWORD", "sasl.password")];
@@ -224,48 +226,107 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// The partition of a record keyed `key` among `count` partitions: librdkafka's default
+/// (`consistent_random`) placement, CRC-32 of the key modulo the count. The sensor places its
+/// readings with it explicitly, so that it knows where each sensor's readings are whatever
+/// partitioner a `-X` names, and finds those written by earlier versions where they are.
+pub fn partition_of(key: &[u8], count: usize) -> i32 {
+    assert!(count > 0, "a topic has partitions");
+    (crc32fast::hash(key) % count as u32) as i32
+}
+
 /// Why the topic could not be looked up.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
-    #[error("topic `{topic}` does not exist on {brokers}: create it first (scripts/stack up creates `weather`)")]
-    Missing { topic: String, brokers: String },
+    #[error(
+        "topic `{topic}` does not exist on {brokers}{}: create it first, e.g. `kafka-topics.sh --bootstrap-server \
+         {brokers} --create --topic {topic} --partitions 3` (scripts/stack up creates `weather`)",
+        others(.existing)
+    )]
+    Missing { topic: String, brokers: String, existing: Vec<String> },
     #[error("no Kafka broker answered at {brokers} within {seconds} s (last error: {last}); is it running? (scripts/stack up starts one)")]
     Unreachable { brokers: String, seconds: u64, last: KafkaError },
+    #[error("stopped while waiting for the Kafka broker at {brokers}")]
+    Stopped { brokers: String },
 }
 
-/// The partitions of `topic`, retrying with backoff while the broker is unreachable.
+fn others(existing: &[String]) -> String {
+    match existing {
+        [] => " (it has no topics)".to_string(),
+        topics => format!(" (it has {})", topics.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// How long a topic the broker says it does not know is waited for (it may be being created)
+/// before that is reported.
+const MISSING_TOPIC_GRACE: Duration = Duration::from_secs(2);
+
+/// The partitions of `topic`, retrying with backoff while the broker is unreachable (up to
+/// `--connect-timeout`) or, briefly, while it does not know the topic.
 pub fn partitions<C: ConsumerContext>(
     client: &BaseConsumer<C>,
     args: &KafkaArgs,
     topic: &str,
 ) -> Result<Vec<i32>, TopicError> {
+    partitions_unless(client, args, topic, &Stop::default())
+}
+
+/// [`partitions`], giving up as soon as `stop` is requested.
+pub fn partitions_unless<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    args: &KafkaArgs,
+    topic: &str,
+    stop: &Stop,
+) -> Result<Vec<i32>, TopicError> {
+    let brokers = &args.bootstrap_servers;
     let deadline = Instant::now() + args.connect_timeout();
     let mut backoff = Duration::from_millis(200);
+    let mut unknown_since: Option<Instant> = None;
     loop {
         let attempt = deadline
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(200), Duration::from_secs(2));
         let last = match topic_partitions(client, topic, attempt) {
             Ok(Some(ids)) => return Ok(ids),
-            Ok(None) => KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
-            Err(e) => e,
-        };
-        if Instant::now() + backoff > deadline {
-            return Err(match last {
-                KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition) => {
-                    TopicError::Missing { topic: topic.to_string(), brokers: args.bootstrap_servers.clone() }
+            Ok(None) => {
+                // The broker answered: it does not know the topic.
+                let since = *unknown_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= MISSING_TOPIC_GRACE || Instant::now() + backoff > deadline {
+                    let existing = client
+                        .fetch_metadata(None, Duration::from_secs(5))
+                        .map(|m| m.topics().iter().map(|t| t.name().to_string()).collect())
+                        .unwrap_or_default();
+                    return Err(TopicError::Missing { topic: topic.to_string(), brokers: brokers.clone(), existing });
                 }
-                last => TopicError::Unreachable {
-                    brokers: args.bootstrap_servers.clone(),
-                    seconds: args.connect_timeout,
-                    last,
-                },
-            });
+                tracing::debug!("{brokers} does not know topic `{topic}` yet; asking again in {backoff:?}");
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if let Some(last) = last {
+            if Instant::now() + backoff > deadline {
+                return Err(TopicError::Unreachable { brokers: brokers.clone(), seconds: args.connect_timeout, last });
+            }
+            tracing::warn!("no Kafka broker answered at {brokers} yet ({last}); retrying in {backoff:?}");
         }
-        tracing::warn!("waiting for topic `{topic}` on {}: {last}; retrying in {backoff:?}", args.bootstrap_servers);
-        std::thread::sleep(backoff);
+        if sleep_unless(backoff, stop) {
+            return Err(TopicError::Stopped { brokers: brokers.clone() });
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Sleeps for `duration` unless `stop` is requested first; true if it was.
+fn sleep_unless(duration: Duration, stop: &Stop) -> bool {
+    let until = Instant::now() + duration;
+    while !stop.requested() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+    true
 }
 
 /// The sorted partitions of `topic` after one metadata look-up; `None` if the broker does not
@@ -381,7 +442,7 @@ fn first_record<C: ConsumerContext>(
     Ok(first)
 }
 
-/// Calls `visit(key, value)` for every record of `partition` with an offset in `[start, end)`,
+/// Calls `visit(offset, key, value)` for every record of `partition` with an offset in `[start, end)`,
 /// reading from where [`fetch_start`] says. Same requirements on `client` as [`fetch_start`].
 pub fn read_range<C: ConsumerContext>(
     client: &BaseConsumer<C>,
@@ -389,7 +450,7 @@ pub fn read_range<C: ConsumerContext>(
     partition: i32,
     (start, end): (i64, i64),
     watermarks: (i64, i64),
-    mut visit: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+    mut visit: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>),
 ) -> KafkaResult<()> {
     if start >= end {
         return Ok(());
@@ -397,7 +458,7 @@ pub fn read_range<C: ConsumerContext>(
     let from = fetch_start(client, topic, partition, start, watermarks)?;
     let read = fetch_from(client, topic, partition, from, Duration::from_secs(30), |m| {
         if (start..end).contains(&m.offset()) {
-            visit(m.key(), m.payload());
+            visit(m.offset(), m.key(), m.payload());
         }
         if m.offset() + 1 >= end {
             ControlFlow::Break(())
@@ -506,6 +567,23 @@ mod tests {
         assert!(err.contains("KAFKA_SASL_PASSWORD"), "{err}");
         assert!(!err.contains("hunter2"), "the secret must not be echoed: {err}");
         assert!(parse_override("ssl.key.password=x").is_err());
+    }
+
+    /// `partition_of` places a key where librdkafka's default partitioner does, so that the
+    /// sensor finds the readings that earlier versions (which let librdkafka choose) wrote.
+    #[tokio::test]
+    async fn partition_of_agrees_with_librdkafka() {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        const PARTITIONS: i32 = 7;
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("placed", PARTITIONS, 1).unwrap();
+        let producer: FutureProducer = KafkaArgs::new(cluster.bootstrap_servers()).client_config(&[]).create().unwrap();
+        for i in 1..=50 {
+            let key = format!("sensor-{i}");
+            let record: FutureRecord<'_, str, str> = FutureRecord::to("placed").key(key.as_str()).payload("{}");
+            let delivered = producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+            assert_eq!(delivered.partition, partition_of(key.as_bytes(), PARTITIONS as usize), "{key}");
+        }
     }
 
     /// Overrides win over the project's defaults.

@@ -4,8 +4,10 @@
 //! - [`kafka`]: Kafka client settings shared by both sides (brokers, `-X`, secrets).
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
+//! - [`lock`]: one writer per output, by an advisory lock the kernel releases.
 
 pub mod kafka;
+pub mod lock;
 pub mod meter;
 pub mod reading;
 pub mod shutdown;

@@ -73,6 +73,9 @@ impl Meter {
                         .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
                             let _ = write!(w, "{:.0}/s", state.per_sec());
                         })
+                        .with_key("eta", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = w.write_str(&eta(state.pos(), state.len(), state.elapsed()));
+                        })
                         .progress_chars("=> "),
                 )
                 .with_prefix(unit);
@@ -109,9 +112,9 @@ impl Meter {
     fn line(&self, done: u64, detail: &str) -> String {
         let seconds = self.started.elapsed().as_secs_f64();
         let rate = if seconds > 0.0 { done as f64 / seconds } else { 0.0 };
-        let mut line = format!("{done} {} ({rate:.0}/s)", self.unit);
+        let mut line = format!("{} {} ({}/s)", thousands(done), self.unit, thousands(rate as u64));
         if let Some(total) = self.total {
-            line += &format!(", {} to go", total.saturating_sub(done));
+            line += &format!(", {} to go", thousands(total.saturating_sub(done)));
         }
         if !detail.is_empty() {
             line += ", ";
@@ -132,6 +135,29 @@ impl Drop for Meter {
             ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
     }
+}
+
+/// The time left at the average rate of the whole run so far, which a broker that serves
+/// partitions one after the other or pauses for seconds does not throw off as a rate of the
+/// last few seconds does; `?` until there is a rate to go by.
+fn eta(done: u64, total: Option<u64>, elapsed: Duration) -> String {
+    match total {
+        Some(total) if done > 0 && elapsed >= Duration::from_secs(1) => {
+            let left = elapsed.as_secs_f64() * (total.saturating_sub(done) as f64 / done as f64);
+            format!("{:#}", indicatif::HumanDuration(Duration::from_secs_f64(left.round())))
+        }
+        _ => "?".to_string(),
+    }
+}
+
+/// A count as people read it, with thousands separators (`1,600,000`), as the bar shows counts.
+pub fn thousands(n: u64) -> String {
+    indicatif::HumanCount(n).to_string()
+}
+
+/// `n` things, in the plural unless there is one: `1 checkpoint`, `1,024 checkpoints`.
+pub fn counted(n: u64, noun: &str) -> String {
+    format!("{} {noun}{}", thousands(n), if n == 1 { "" } else { "s" })
 }
 
 /// Standard error, written above the progress bar when one is drawn.
@@ -162,8 +188,31 @@ mod tests {
         let line = meter.line(250, "3 windows written");
         assert!(line.starts_with("250 readings ("), "{line}");
         assert!(line.ends_with("/s), 750 to go, 3 windows written"), "{line}");
+        let big = Meter::new(Display::Lines { every: Duration::ZERO }, "readings", Some(2_000_000));
+        assert!(
+            big.line(1_600_000, "").contains("1,600,000 readings (") && big.line(0, "").contains("2,000,000 to go")
+        );
         let open = Meter::new(Display::Lines { every: Duration::ZERO }, "readings", None);
         assert!(!open.line(5, "").contains("to go"));
+    }
+
+    /// No ETA before there is a rate to go by; then the average rate of the run.
+    #[test]
+    fn eta_goes_by_the_average_rate() {
+        assert_eq!(eta(0, Some(100), Duration::from_secs(12)), "?");
+        assert_eq!(eta(10, Some(100), Duration::from_millis(200)), "?");
+        assert_eq!(eta(25, Some(100), Duration::from_secs(10)), "30s");
+        assert_eq!(eta(100, Some(100), Duration::from_secs(10)), "0s");
+    }
+
+    /// Counts read as people write them.
+    #[test]
+    fn counts_have_separators_and_plurals() {
+        assert_eq!(thousands(1_600_000), "1,600,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(counted(1, "checkpoint"), "1 checkpoint");
+        assert_eq!(counted(0, "partition"), "0 partitions");
+        assert_eq!(counted(4096, "reading"), "4,096 readings");
     }
 
     /// Quiet shows nothing and never asks for the detail.

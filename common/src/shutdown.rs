@@ -7,8 +7,20 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on Ctrl-C or SIGTERM, asking the run to finish what is in flight. A second one
+/// quits at once (exit code 130): every binary here is safe to kill at any moment, so nobody has
+/// to wait for a slow broker to let go.
 pub async fn signal() {
+    one_signal().await;
+    tracing::warn!("stopping: finishing what is in flight (Ctrl-C again quits at once)");
+    tokio::spawn(async {
+        one_signal().await;
+        eprintln!("quitting at once");
+        std::process::exit(130);
+    });
+}
+
+async fn one_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

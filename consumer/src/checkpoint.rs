@@ -34,13 +34,29 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// The consumer group of an output computed under these rules: derived from what the
-    /// consumer computes and writes, so that a v1 and a v2 consumer never share progress.
-    pub fn default_group(&self, file_name: &str) -> String {
+    /// The consumer group of `output` computed under these rules: derived from what the
+    /// consumer computes and from the output's absolute path, so that a v1 and a v2 consumer,
+    /// or two files of the same name in different directories, never share progress.
+    pub fn default_group(&self, output: &Path) -> String {
         let size = crate::window::WindowSize::days(self.window_days)
             .map_or_else(|| format!("{}d", self.window_days), |s| s.label());
         let by_sensor = if self.sensor_column { "-by-sensor" } else { "" };
-        format!("weather-consumer-{size}-{}-{}{by_sensor}-{file_name}", self.unit.name(), self.format.name())
+        format!(
+            "weather-consumer-{size}-{}-{}{by_sensor}:{}",
+            self.unit.name(),
+            self.format.name(),
+            absolute(output).display()
+        )
+    }
+}
+
+/// `path` made absolute, its directory with symbolic links resolved where it exists, so that
+/// one file has one name however it is given.
+pub fn absolute(path: &Path) -> PathBuf {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match (fs::canonicalize(dir), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
     }
 }
 
@@ -121,7 +137,14 @@ impl Checkpoint {
     /// stay, and of the others the one whose neighbours are closest goes, so the marks stay
     /// spread over the whole topic.
     pub fn remember(&mut self) {
-        let mark = self.mark();
+        self.remember_mark(self.mark());
+    }
+
+    /// Adds `mark`, a state between this checkpoint's last mark and its current state, to the
+    /// history, as [`Checkpoint::remember`] does. A mark may be taken between checkpoints (its
+    /// output length is durable once the next checkpoint is saved), so that a short run still
+    /// leaves states to roll back to.
+    pub fn remember_mark(&mut self, mark: Mark) {
         if self.history.last().is_some_and(|last| last.position() == mark.position()) {
             self.history.pop();
         }

@@ -85,10 +85,12 @@ pub struct Cli {
     #[arg(long, env = "WEATHER_EMIT_PARTIAL")]
     pub emit_partial: bool,
 
-    /// Where reading starts: earliest, latest, committed (the default), time:<RFC 3339>, or
-    /// offset:<partition>=<offset>,... An output with a checkpoint is never moved forward:
-    /// it is rolled back to its last checkpoint before that point, keeps the windows before
-    /// it as they are and recomputes the rest. A new output starts at the point itself.
+    /// Where reading starts: resume (the default: where the output's checkpoint left off, a new
+    /// output from the beginning), earliest, latest, committed (the group's offsets),
+    /// time:<RFC 3339>, or offset:<partition>=<offset>,... An output with a checkpoint is never
+    /// moved forward: it is rolled back to its last checkpoint before that point, keeps the
+    /// windows before it as they are and recomputes the rest. A new output starts at the point
+    /// itself, and says how many readings that skips.
     #[arg(long, env = "WEATHER_START", value_name = "POSITION", conflicts_with = "from_beginning")]
     pub start: Option<Start>,
 
@@ -227,12 +229,20 @@ impl Cli {
                 "--preset v2 uploads to S3: give --s3-bucket (or WEATHER_S3_BUCKET)",
             ));
         }
-        for (flag, given) in
-            [("--s3-key", &self.s3_key), ("--s3-endpoint", &self.s3_endpoint), ("--s3-region", &self.s3_region)]
-        {
-            if given.is_some() && self.s3_bucket.is_none() {
+        // An endpoint or region from the environment (`scripts/stack env` sets one) applies
+        // only to the runs that upload; given as a flag without a bucket, it is a mistake.
+        let from_env = |var: &str, value: &Option<String>| std::env::var(var).ok() == *value;
+        for (flag, given, var) in [
+            ("--s3-key", &self.s3_key, None),
+            ("--s3-endpoint", &self.s3_endpoint, Some("WEATHER_S3_ENDPOINT")),
+            ("--s3-region", &self.s3_region, Some("WEATHER_S3_REGION")),
+        ] {
+            if given.is_some() && self.s3_bucket.is_none() && !var.is_some_and(|var| from_env(var, given)) {
                 return Err(invalid(format!("{flag} needs --s3-bucket")));
             }
+        }
+        if let Some(bucket) = &self.s3_bucket {
+            crate::sink::s3::check_bucket_name(bucket).map_err(|e| invalid(format!("--s3-bucket: {e}")))?;
         }
         if let Some(endpoint) = &self.s3_endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
@@ -243,7 +253,7 @@ impl Cli {
         }
         let s3 = self.s3_bucket.map(|bucket| S3Target {
             bucket,
-            key: self.s3_key.unwrap_or_else(|| file_name.clone()),
+            key: self.s3_key.unwrap_or(file_name),
             endpoint: self.s3_endpoint,
             region: self.s3_region,
         });
@@ -255,11 +265,11 @@ impl Cli {
             format,
             sensor_column: self.sensor_column,
         };
-        let group = self.group.unwrap_or_else(|| rules.default_group(&file_name));
+        let group = self.group.unwrap_or_else(|| rules.default_group(&output));
         let start = match (self.start, self.from_beginning || v2) {
             (Some(start), _) => start,
             (None, true) => Start::Earliest,
-            (None, false) => Start::Committed,
+            (None, false) => Start::Resume,
         };
         let until = match (self.until, self.until_end) {
             (Some(until), _) => until,
@@ -310,37 +320,50 @@ mod tests {
             let s = settings(args).unwrap();
             assert_eq!((s.layout.size, s.layout.unit, s.format), (WindowSize::MONTH, Unit::Celsius, Format::Txt));
             assert_eq!(s.output, PathBuf::from("weather_aggregation.txt"));
-            assert!(s.start == Start::Committed && s.until == Until::Follow && s.s3.is_none());
+            assert!(s.start == Start::Resume && s.until == Until::Follow && s.s3.is_none());
         }
     }
 
     /// Version 2 in one flag: week, Fahrenheit, CSV, replay from the beginning, S3 upload.
     #[test]
     fn v2_preset() {
-        let s = settings(&["--preset", "v2", "--s3-bucket", "b", "--s3-endpoint", "http://127.0.0.1:1"]).unwrap();
+        let s = settings(&["--preset", "v2", "--s3-bucket", "bucket", "--s3-endpoint", "http://127.0.0.1:1"]).unwrap();
         assert_eq!((s.layout.size, s.layout.unit, s.format), (WindowSize::WEEK, Unit::Fahrenheit, Format::Csv));
         assert_eq!(s.output, PathBuf::from("weather_aggregation.csv"));
         assert_eq!(s.start, Start::Earliest);
         let s3 = s.s3.unwrap();
-        assert_eq!((s3.bucket.as_str(), s3.key.as_str()), ("b", "weather_aggregation.csv"));
+        assert_eq!((s3.bucket.as_str(), s3.key.as_str()), ("bucket", "weather_aggregation.csv"));
     }
 
     /// Explicit flags win over the preset.
     #[test]
     fn flags_win_over_preset() {
-        let s = settings(&["--preset", "v2", "--s3-bucket", "b", "--unit", "celsius", "--window-days", "10"]).unwrap();
+        let s =
+            settings(&["--preset", "v2", "--s3-bucket", "bucket", "--unit", "celsius", "--window-days", "10"]).unwrap();
         assert_eq!((s.layout.size.get(), s.layout.unit), (10, Unit::Celsius));
-        let s = settings(&["--preset", "v2", "--s3-bucket", "b", "--start", "offset:0=5", "--until-end"]).unwrap();
+        let s = settings(&["--preset", "v2", "--s3-bucket", "bucket", "--start", "offset:0=5", "--until-end"]).unwrap();
         assert_eq!((s.start, s.until), (Start::Offsets([(0, 5)].into()), Until::End));
     }
 
-    /// v1 and v2 never share a consumer group.
+    /// v1 and v2 never share a consumer group, nor do two files of one name in two
+    /// directories; one file has one group however its path is written.
     #[test]
-    fn groups_follow_what_is_computed() {
+    fn groups_follow_what_is_computed_and_where() {
         let v1 = settings(&["--preset", "v1"]).unwrap().group;
-        let v2 = settings(&["--preset", "v2", "--s3-bucket", "b"]).unwrap().group;
+        let v2 = settings(&["--preset", "v2", "--s3-bucket", "bucket"]).unwrap().group;
         assert_ne!(v1, v2);
-        assert_eq!(v1, "weather-consumer-month-celsius-txt-weather_aggregation.txt");
+        let here = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert_eq!(
+            v1,
+            format!("weather-consumer-month-celsius-txt:{}", here.join("weather_aggregation.txt").display())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let group_of = |path: std::path::PathBuf| settings(&["-o", path.to_str().unwrap()]).unwrap().group;
+        assert_ne!(group_of(a.join("out.txt")), group_of(b.join("out.txt")));
+        assert_eq!(group_of(a.join("out.txt")), group_of(b.join("../a/out.txt")));
         assert_eq!(settings(&["-g", "mine"]).unwrap().group, "mine");
     }
 
@@ -354,10 +377,12 @@ mod tests {
             (&["--unit", "kelvin"], "--unit"),
             (&["--preset", "v2"], "--s3-bucket"),
             (&["--s3-key", "k"], "--s3-bucket"),
-            (&["--s3-bucket", "b", "--s3-endpoint", "localhost:9000"], "--s3-endpoint"),
+            (&["--s3-bucket", "bucket", "--s3-endpoint", "localhost:9000"], "--s3-endpoint"),
             (&["--output", "/no/such/dir/out.txt"], "--output"),
             (&["--upload-interval", "soon"], "--upload-interval"),
             (&["--dead-letter-topic", "weather"], "--dead-letter-topic"),
+            (&["--s3-bucket", "ab"], "--s3-bucket: `ab` is not a valid S3 bucket name: it must be 3 to 63"),
+            (&["--s3-bucket", "Weather"], "lowercase letters"),
             (&["--start", "yesterday"], "--start"),
             (&["--start", "time:2026-13-01T00:00:00Z"], "--start"),
             (&["--start", "earliest", "--from-beginning"], "--from-beginning"),

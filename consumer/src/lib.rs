@@ -27,6 +27,8 @@ use std::future::Future;
 use std::io::Write;
 
 use anyhow::Context;
+use weather_common::lock::WriterLock;
+use weather_common::meter::{counted, thousands};
 use weather_common::shutdown::Stop;
 
 use checkpoint::Checkpoint;
@@ -44,6 +46,8 @@ use window::Windows;
 /// Runs the consumer until its bounded run is done or `shutdown` resolves, then makes all
 /// progress durable, uploads the final state and returns what it did.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Summary> {
+    // Held until the end of the run, the final upload included.
+    let _writer = WriterLock::acquire(&settings.output, &settings.output.display().to_string())?;
     let stop = Stop::when(shutdown);
     let s3 = match &settings.s3 {
         Some(target) => {
@@ -104,12 +108,12 @@ struct Prepared {
 
 /// Loads the checkpoint, connects to Kafka (retrying while it is unreachable), and plans
 /// where every partition starts and stops.
-fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
+fn prepare(settings: &Settings, stop: &Stop) -> anyhow::Result<Prepared> {
     let checkpoint = match settings.start {
         Start::Earliest => None,
         _ => Checkpoint::load(&settings.output, &settings.rules())?,
     };
-    let view = TopicView::look_up(&settings.kafka, &settings.topic)?;
+    let view = TopicView::look_up(&settings.kafka, &settings.topic, stop)?;
     let positions = view.positions(&settings.kafka, &settings.group, &settings.start)?;
     if let (Some(c), Start::Committed) = (&checkpoint, &settings.start) {
         let differ: Vec<String> = positions
@@ -144,17 +148,45 @@ fn prepare(settings: &Settings) -> anyhow::Result<Prepared> {
 fn origin(settings: &Settings, prepared: &Prepared) -> String {
     let output = &settings.output;
     match (&prepared.plan.origin, &prepared.checkpoint) {
-        (Origin::Resumed, Some(c)) => format!("resumes at its checkpoint ({} bytes)", c.output_len),
-        (Origin::RolledBack { index }, Some(c)) => format!(
-            "rolled back from {} to {} bytes, its last checkpoint before {}: the windows after it are recomputed",
-            c.output_len, c.history[*index].output_len, settings.start
-        ),
+        (Origin::Resumed, Some(c)) => format!("resumes at its checkpoint ({})", counted(c.output_len, "byte")),
+        (Origin::RolledBack { index }, Some(c)) => match c.history[*index].output_len {
+            0 => format!(
+                "rolled back from {} to its start (it has no mark before {}): written anew",
+                counted(c.output_len, "byte"),
+                settings.start
+            ),
+            len => format!(
+                "rolled back from {} to {}, its last mark before {}: the windows after it are recomputed",
+                thousands(c.output_len),
+                counted(len, "byte"),
+                settings.start
+            ),
+        },
         _ if settings.start == Start::Earliest => "rebuilt from the beginning of every partition".to_string(),
-        (_, Some(_)) => format!("its oldest checkpoint is past {}: written anew from there", settings.start),
-        (_, None) if std::fs::metadata(output).is_ok_and(|m| m.len() > 0) => {
-            format!("has no checkpoint under these rules: written anew from {}", settings.start)
+        (_, Some(_)) => {
+            format!("its oldest checkpoint is past {}: written anew from there{}", settings.start, skips(prepared))
         }
-        (_, None) => format!("a new output, from {}", settings.start),
+        (_, None) if std::fs::metadata(output).is_ok_and(|m| m.len() > 0) => {
+            format!("has no checkpoint under these rules: written anew from {}{}", settings.start, skips(prepared))
+        }
+        (_, None) => format!("a new output, from {}{}", settings.start, skips(prepared)),
+    }
+}
+
+/// Readings before the planned start of a new output that it will never see.
+fn skipped(prepared: &Prepared) -> i64 {
+    let low = |p: &i32| prepared.view.watermarks.get(p).map_or(0, |&(low, _)| low);
+    prepared.plan.from.iter().map(|(p, &from)| (from - low(p)).max(0)).sum()
+}
+
+fn skips(prepared: &Prepared) -> String {
+    match skipped(prepared) {
+        0 => String::new(),
+        n => format!(
+            ": the {} reading{} before it are not read (--start earliest reads them)",
+            thousands(n as u64),
+            if n == 1 { "" } else { "s" }
+        ),
     }
 }
 
@@ -163,7 +195,7 @@ fn origin(settings: &Settings, prepared: &Prepared) -> String {
 pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
     /// Records read from the end of each partition's range to see how far each sensor goes.
     const TAIL: i64 = 64;
-    let prepared = prepare(settings)?;
+    let prepared = prepare(settings, &Stop::default())?;
     let Prepared { view, checkpoint, plan, ends } = &prepared;
     let mut partitions = Vec::new();
     let mut last_records: BTreeMap<String, u64> = BTreeMap::new();
@@ -172,7 +204,7 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
         let to = ends.as_ref().and_then(|e| e.get(&partition).copied().flatten());
         partitions.push((partition, from, to, high));
         let end = to.unwrap_or(high);
-        view.read_range(partition, ((end - TAIL).max(from), end), |key, value| {
+        view.read_range(partition, ((end - TAIL).max(from), end), |_, key, value| {
             if let Ok(reading) = Reading::parse(value, key) {
                 let last = last_records.entry(reading.sensor_id.into_owned()).or_default();
                 *last = (*last).max(reading.record_id);
@@ -199,6 +231,15 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
             Until::End => "stops at the end every partition has now".to_string(),
             Until::Time(t) => format!("stops before the first reading stamped {} or later", start::format_time(t)),
         },
+        uploads: match &settings.s3 {
+            Some(target) => format!(
+                "{} at {}, at most every {:?} and once at the end",
+                target.url(),
+                target.endpoint_name(),
+                settings.upload_interval
+            ),
+            None => "none (no --s3-bucket)".to_string(),
+        },
         window_days: settings.layout.size.get(),
         sensors: start::sensor_plans(start_windows, current.as_ref().map(|c| &c.windows), &last_records),
     })
@@ -207,8 +248,8 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
 /// Plans the run, assigns the partitions, and prepares the checkpoint (rolled back or new),
 /// the dead-letter topic and the output; `None` if a stop came first.
 fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
-    let prepared = prepare(&settings)?;
-    tracing::info!(
+    let prepared = prepare(&settings, stop)?;
+    let message = format!(
         "reading `{}` on {} as group `{}`: {} {}",
         settings.topic,
         settings.kafka.bootstrap_servers,
@@ -216,6 +257,13 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
         settings.output.display(),
         origin(&settings, &prepared)
     );
+    // A new output that leaves history out is said loudly: silently skipped history is the
+    // one result this consumer exists to prevent.
+    if prepared.plan.origin == Origin::Fresh && skipped(&prepared) > 0 {
+        tracing::warn!("{message}");
+    } else {
+        tracing::info!("{message}");
+    }
     let Prepared { view, checkpoint, plan, ends } = prepared;
     let until_time = match settings.until {
         Until::Time(t) => Some(t),

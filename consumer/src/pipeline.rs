@@ -16,11 +16,11 @@ use anyhow::{bail, Context};
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use weather_common::meter::Meter;
+use weather_common::meter::{counted, thousands, Meter};
 use weather_common::shutdown::Stop;
 use weather_common::Reading;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Mark, HISTORY};
 use crate::config::Settings;
 use crate::dead_letter::DeadLetters;
 use crate::sink::file::OutputFile;
@@ -34,6 +34,9 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
 /// Reading the clock for every message costs more than the message: look every so often.
 const CLOCK_EVERY: u64 = 256;
+/// Readings between two marks at the least: a short replay of a few thousand readings can
+/// still be rolled back to within a few weeks.
+const MIN_MARK_SPACING: u64 = 64;
 
 /// What a consumer run did.
 #[derive(Debug, Clone, Default)]
@@ -57,12 +60,22 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let seconds = self.elapsed.as_secs_f64();
         let rate = if seconds > 0.0 { self.readings as f64 / seconds } else { 0.0 };
-        writeln!(f, "readings consumed:  {} in {seconds:.1} s ({rate:.0}/s)", self.readings)?;
-        writeln!(f, "windows written:    {} complete, {} partial", self.windows_written, self.partial_windows)?;
+        writeln!(
+            f,
+            "readings consumed:  {} in {seconds:.1} s ({}/s)",
+            thousands(self.readings),
+            thousands(rate as u64)
+        )?;
+        writeln!(
+            f,
+            "windows written:    {} complete, {} partial",
+            thousands(self.windows_written),
+            thousands(self.partial_windows)
+        )?;
         let rejected: u64 = self.rejected.values().sum();
-        write!(f, "readings rejected:  {rejected}")?;
+        write!(f, "readings rejected:  {}", thousands(rejected))?;
         if rejected > 0 {
-            let by: Vec<String> = self.rejected.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            let by: Vec<String> = self.rejected.iter().map(|(c, n)| format!("{c} {}", thousands(*n))).collect();
             write!(f, " ({}), kept in `{}`", by.join(", "), self.dead_letter_topic)?;
         }
         writeln!(f)?;
@@ -70,13 +83,18 @@ impl fmt::Display for Summary {
         writeln!(f, "offsets committed:  {}", offsets.join(" "))?;
         writeln!(
             f,
-            "output:             {} ({} bytes, {} checkpoints)",
+            "output:             {} ({}, {})",
             self.output.display(),
-            self.output_len,
-            self.checkpoints
+            counted(self.output_len, "byte"),
+            counted(self.checkpoints, "checkpoint")
         )?;
         if let Some(u) = &self.uploads {
-            write!(f, "uploads:            {} ({} failed attempts)", u.uploads, u.failed_attempts)?;
+            write!(
+                f,
+                "uploads:            {} ({})",
+                thousands(u.uploads),
+                counted(u.failed_attempts, "failed attempt")
+            )?;
             if u.behind {
                 write!(f, ", BEHIND the local file")?;
             }
@@ -114,6 +132,7 @@ impl Pipeline {
         let mut meter = Meter::new(self.settings.progress.display(), "readings", total);
         let mut last_error: Option<(String, Instant)> = None;
         let mut paused = BTreeSet::new();
+        let mut next_mark = MIN_MARK_SPACING;
         while !stop.requested() && !self.progress.done() {
             // Nothing arrived for a while: the time to make progress durable at once. The end of
             // one partition is not: during a replay the others are still being read, and a
@@ -174,9 +193,12 @@ impl Pipeline {
                     self.progress.consumed(partition, offset);
                     summary.readings += 1;
                     dirty = true;
+                    if summary.readings >= next_mark {
+                        next_mark = summary.readings + self.take_mark();
+                    }
                 }
             }
-            if !idle && summary.readings % CLOCK_EVERY != 0 {
+            if !idle && !summary.readings.is_multiple_of(CLOCK_EVERY) {
                 continue;
             }
             if idle {
@@ -236,6 +258,21 @@ impl Pipeline {
             tracing::debug!("commit to the consumer group failed: {e}");
         }
         Ok(true)
+    }
+
+    /// Remembers the state now as a mark to roll back to (saved with the next checkpoint), and
+    /// says how many readings to consume before the next one: marks are taken as often as the
+    /// history can keep them spread over the topic, so that `--start time:` keeps all but a
+    /// few percent of the output even after a single short run.
+    fn take_mark(&mut self) -> u64 {
+        let mark = Mark {
+            output_len: self.output.len(),
+            offsets: self.progress.next(),
+            windows: self.checkpoint.windows.clone(),
+        };
+        let spacing = (mark.position().max(0) as u64 / HISTORY as u64).max(MIN_MARK_SPACING);
+        self.checkpoint.remember_mark(mark);
+        spacing
     }
 
     /// Without a sensor column, rows of two sensors could not be told apart.

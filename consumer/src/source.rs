@@ -13,6 +13,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::kafka::{self, KafkaArgs, LoggingContext};
+use weather_common::shutdown::Stop;
 
 use crate::start::{Start, Until};
 
@@ -192,9 +193,9 @@ pub struct TopicView {
 
 impl TopicView {
     /// Connects (retrying while the broker is unreachable) and looks the topic up.
-    pub fn look_up(args: &KafkaArgs, topic: &str) -> Result<TopicView, SourceError> {
+    pub fn look_up(args: &KafkaArgs, topic: &str, stop: &Stop) -> Result<TopicView, SourceError> {
         let probe = kafka::metadata_client(args)?;
-        let partitions = kafka::partitions(&probe, args, topic)?;
+        let partitions = kafka::partitions_unless(&probe, args, topic, stop)?;
         let watermarks = kafka::watermarks(&probe, topic, &partitions)?;
         Ok(TopicView { topic: topic.to_string(), probe, partitions, watermarks })
     }
@@ -208,7 +209,7 @@ impl TopicView {
     ) -> Result<BTreeMap<i32, Option<i64>>, SourceError> {
         let every = |offset: &dyn Fn(i32) -> Option<i64>| self.partitions.iter().map(|&p| (p, offset(p))).collect();
         Ok(match start {
-            Start::Earliest => every(&|_| None),
+            Start::Earliest | Start::Resume => every(&|_| None),
             Start::Latest => every(&|p| Some(self.watermarks[&p].1)),
             Start::Committed => {
                 let member: BaseConsumer<LoggingContext> = args
@@ -254,12 +255,12 @@ impl TopicView {
         Ok(kafka::offsets_for_time(&self.probe, &self.topic, &self.watermarks, time)?)
     }
 
-    /// Calls `visit(key, value)` for every record of `partition` in `[start, end)`.
+    /// Calls `visit(offset, key, value)` for every record of `partition` in `[start, end)`.
     pub fn read_range(
         &self,
         partition: i32,
         range: (i64, i64),
-        visit: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+        visit: impl FnMut(i64, Option<&[u8]>, Option<&[u8]>),
     ) -> Result<(), SourceError> {
         Ok(kafka::read_range(&self.probe, &self.topic, partition, range, self.watermarks[&partition], visit)?)
     }

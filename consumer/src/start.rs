@@ -5,7 +5,7 @@
 //! Spark: it can only take the output back. For an output with a checkpoint, the output is
 //! rolled back to the newest checkpoint mark that has not read past the position in any
 //! partition, and recomputed from there; the windows before that mark are kept as they are. A
-//! new output (no checkpoint yet) starts at the position itself.
+//! new output (no checkpoint yet) starts at the position itself; by default, at the beginning.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -22,8 +22,12 @@ pub enum Start {
     Earliest,
     /// The end of every partition: a new output sees only readings published from now on.
     Latest,
-    /// Where this output left off: its checkpoint, or for a new output the consumer group's
-    /// committed offsets (the beginning where there are none). The default.
+    /// Where this output left off: its checkpoint; a new output starts at the beginning, as the
+    /// walkthrough's consumer did. The default.
+    Resume,
+    /// The consumer group's committed offsets. An output with a checkpoint still resumes at
+    /// its checkpoint; a new output starts at the group's offsets, skipping what came before
+    /// (the beginning where the group has no offset).
     Committed,
     /// The first reading stamped at or after this time (milliseconds since the epoch), by the
     /// broker's offsets-for-times look-up.
@@ -52,6 +56,7 @@ impl FromStr for Start {
         match s {
             "earliest" => Ok(Start::Earliest),
             "latest" => Ok(Start::Latest),
+            "resume" => Ok(Start::Resume),
             "committed" => Ok(Start::Committed),
             _ => {
                 if let Some(time) = s.strip_prefix("time:") {
@@ -61,7 +66,7 @@ impl FromStr for Start {
                     return parse_offsets(list).map(Start::Offsets);
                 }
                 Err(format!(
-                    "`{s}` is not a start position: use earliest, latest, committed, time:<RFC 3339> \
+                    "`{s}` is not a start position: use resume, earliest, latest, committed, time:<RFC 3339> \
                      (e.g. time:2026-11-22T06:00:00Z) or offset:<partition>=<offset>,..."
                 ))
             }
@@ -90,6 +95,7 @@ impl fmt::Display for Start {
         match self {
             Start::Earliest => f.write_str("the beginning"),
             Start::Latest => f.write_str("the end"),
+            Start::Resume => f.write_str("the beginning"),
             Start::Committed => f.write_str("the group's committed offsets"),
             Start::Time(t) => write!(f, "{}", format_time(*t)),
             Start::Offsets(offsets) => {
@@ -176,7 +182,7 @@ pub fn plan(
     let constraints: BTreeMap<i32, i64> = positions.iter().filter_map(|(&p, &o)| Some((p, o?))).collect();
     let (origin, requested) = match (checkpoint, start) {
         (None, _) | (Some(_), Start::Earliest) => (Origin::Fresh, positions.clone()),
-        (Some(c), Start::Committed) => (Origin::Resumed, resume_at(&c.offsets, positions)),
+        (Some(c), Start::Resume | Start::Committed) => (Origin::Resumed, resume_at(&c.offsets, positions)),
         (Some(c), _) => match c.last_mark_not_after(&constraints) {
             Some(index) if index + 1 == c.history.len() => (Origin::Resumed, resume_at(&c.offsets, positions)),
             Some(index) => (Origin::RolledBack { index }, resume_at(&c.history[index].offsets, positions)),
@@ -236,6 +242,8 @@ pub struct DryRun {
     pub partitions: Vec<(i32, i64, Option<i64>, i64)>,
     /// How the run ends, in words.
     pub until: String,
+    /// Where the output would be uploaded, in words.
+    pub uploads: String,
     /// The window length, in days.
     pub window_days: u32,
     /// Per sensor: windows kept, rewritten and written anew (inclusive ranges; the last
@@ -304,6 +312,7 @@ impl fmt::Display for DryRun {
             writeln!(f, "{:>9} {:>12} {:>12} {total:>12}", "total", "", "")?;
         }
         writeln!(f, "then: {}", self.until)?;
+        writeln!(f, "uploads: {}", self.uploads)?;
         writeln!(f, "{}-day windows, per sensor:", self.window_days)?;
         if self.sensors.is_empty() {
             writeln!(f, "  none yet: the readings in range will say")?;
@@ -336,13 +345,14 @@ mod tests {
         assert_eq!("earliest".parse(), Ok(Start::Earliest));
         assert_eq!("latest".parse(), Ok(Start::Latest));
         assert_eq!("committed".parse(), Ok(Start::Committed));
+        assert_eq!("resume".parse(), Ok(Start::Resume));
         assert_eq!("time:1970-01-01T00:00:01.5Z".parse(), Ok(Start::Time(1500)));
         assert_eq!("time:1970-01-01T01:00:00+01:00".parse(), Ok(Start::Time(0)));
         assert_eq!("offset:0=12, 2=7".parse(), Ok(Start::Offsets(BTreeMap::from([(0, 12), (2, 7)]))));
         assert_eq!("end".parse(), Ok(Until::End));
         assert_eq!("time:1970-01-01T00:00:02Z".parse(), Ok(Until::Time(2000)));
         for (bad, needle) in [
-            ("begin", "earliest, latest, committed"),
+            ("begin", "resume, earliest, latest, committed"),
             ("time:yesterday", "RFC 3339"),
             ("offset:0", "<partition>=<offset>"),
             ("offset:0=1,0=2", "partition 0 is given twice"),

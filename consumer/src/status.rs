@@ -1,10 +1,10 @@
 //! `weather-consumer status`: where a consumer stands, as `kafka-consumer-groups --describe`
-//! shows it: per partition the group's committed offset, the end and the lag, and for the
-//! output the last window written per sensor and the last successful upload.
+//! shows it: per partition the group's committed offset, the end and the lag, and, given the
+//! output, the last window written per sensor and the last successful upload.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rdkafka::consumer::BaseConsumer;
@@ -25,11 +25,12 @@ pub struct StatusArgs {
     #[arg(short = 't', long, env = "WEATHER_TOPIC", default_value = "weather")]
     pub topic: String,
 
-    /// The consumer's output file; its checkpoint beside it says how it was computed.
-    #[arg(short = 'o', long, env = "WEATHER_OUTPUT")]
-    pub output: PathBuf,
+    /// The consumer's output file; its checkpoint beside it says how it was computed, which
+    /// windows it holds and which group it commits to.
+    #[arg(short = 'o', long, env = "WEATHER_OUTPUT", required_unless_present = "group")]
+    pub output: Option<PathBuf>,
 
-    /// Consumer group. Default: the one the consumer derives for this output.
+    /// Consumer group. Default: the one the consumer derives for the output.
     #[arg(short = 'g', long, env = "WEATHER_GROUP")]
     pub group: Option<String>,
 
@@ -44,7 +45,8 @@ pub struct Status {
     pub group: String,
     pub partitions: Vec<PartitionStatus>,
     pub total_lag: i64,
-    pub output: OutputStatus,
+    /// The output's side; `None` when only the group was given.
+    pub output: Option<OutputStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,16 +71,20 @@ pub struct OutputStatus {
     pub last_upload: Option<UploadRecord>,
 }
 
-/// Looks the status up: the checkpoint beside the output, the group's commits, the topic's ends.
+/// Looks the status up: the checkpoint beside the output (if given), the group's commits, the
+/// topic's ends.
 pub fn status(args: &StatusArgs) -> anyhow::Result<Status> {
-    let checkpoint = Checkpoint::read(&args.output)?;
-    let file_name = args.output.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let group = match (&args.group, &checkpoint) {
-        (Some(group), _) => group.clone(),
-        (None, Some(checkpoint)) => checkpoint.rules.default_group(file_name),
-        (None, None) => {
-            anyhow::bail!("{} has no checkpoint, so its consumer group is unknown: give --group", args.output.display())
-        }
+    let checkpoint = match &args.output {
+        Some(output) => Checkpoint::read(output)?,
+        None => None,
+    };
+    let group = match (&args.group, &checkpoint, &args.output) {
+        (Some(group), _, _) => group.clone(),
+        (None, Some(checkpoint), Some(output)) => checkpoint.rules.default_group(output),
+        (None, _, output) => anyhow::bail!(
+            "{} has no checkpoint, so its consumer group is unknown: give --group",
+            output.as_deref().unwrap_or(Path::new("the output")).display()
+        ),
     };
     let probe = kafka::metadata_client(&args.kafka).context("creating the Kafka client")?;
     let partitions = kafka::partitions(&probe, &args.kafka, &args.topic)?;
@@ -101,13 +107,13 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<Status> {
         group,
         total_lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
-        output: OutputStatus {
-            path: args.output.clone(),
+        output: args.output.as_ref().map(|output| OutputStatus {
+            path: output.clone(),
             rules: checkpoint.as_ref().map(|c| c.rules.to_string()),
             bytes: checkpoint.as_ref().map(|c| c.output_len),
             last_windows: checkpoint.as_ref().map(|c| c.windows.last_written()).unwrap_or_default(),
-            last_upload: UploadRecord::read(&args.output),
-        },
+            last_upload: UploadRecord::read(output),
+        }),
     })
 }
 
@@ -120,7 +126,9 @@ impl fmt::Display for Status {
             writeln!(f, "{:>9} {:>12} {:>12} {:>10}", p.partition, committed, p.end, p.lag)?;
         }
         writeln!(f, "{:>9} {:>12} {:>12} {:>10}", "total", "", "", self.total_lag)?;
-        let o = &self.output;
+        let Some(o) = &self.output else {
+            return writeln!(f, "output: not given (-o OUTPUT shows its windows and uploads)");
+        };
         match (&o.rules, o.bytes) {
             (Some(rules), Some(bytes)) => writeln!(f, "output {}: {bytes} bytes ({rules})", o.path.display())?,
             _ => writeln!(f, "output {}: no checkpoint yet", o.path.display())?,

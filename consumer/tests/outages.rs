@@ -36,6 +36,26 @@ fn unreachable_broker_is_retried_then_reported() {
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
+/// A topic the broker says it does not know is reported within seconds, not after the
+/// connect timeout, with the topics the broker has and how to create it; the log never speaks
+/// of an unanswered broker.
+#[test]
+fn a_missing_topic_is_reported_at_once() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.txt");
+    let bootstrap = tansu.bootstrap();
+    let args = ["-b", bootstrap.as_str(), "-t", "wether", "--until-end", "-o", path(&output)];
+    let (out, took) = run_binary(env!("CARGO_BIN_EXE_weather-consumer"), &args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("topic `wether` does not exist on {bootstrap} (it has `weather`)")), "{stderr}");
+    assert!(stderr.contains("--create --topic wether"), "says how to create it: {stderr}");
+    assert!(!stderr.contains("no Kafka broker answered"), "{stderr}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
 /// A missing bucket and refused credentials stop the consumer at once, naming the endpoint
 /// and the bucket; the secret is never printed.
 #[test]
@@ -57,8 +77,14 @@ fn s3_misconfiguration_names_endpoint_and_bucket() {
     let (out, _) = run_binary(consumer, &[&base[..], &["--s3-bucket", "present"]].concat(), &wrong);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("access to bucket `present` at {endpoint} was refused")), "{stderr}");
+    assert!(stderr.contains(&format!("{endpoint} does not accept these credentials (HTTP 403 ")), "{stderr}");
     assert!(!stderr.contains("not-the-secret"), "the secret must not be printed: {stderr}");
+
+    // A name S3 would reject is a bad flag, named as such before anything is sent.
+    let (out, _) = run_binary(consumer, &[&base[..], &["--s3-bucket", "ab"]].concat(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--s3-bucket: `ab` is not a valid S3 bucket name"), "{stderr}");
 }
 
 /// While S3 is away the local output goes on and the run reports the object as behind; once
@@ -184,14 +210,18 @@ async fn s3_coming_back_mid_run_catches_up() {
 }
 
 /// An output directory where nothing can be created stops the consumer before it reads,
-/// saying which file it could not write.
+/// saying which file it could not create (the output's lock, its first).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unwritable_output_directory_is_reported() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
     tansu.produce("weather", 1, 7, 26).await;
     let err = tansu.consume(&["--until-end", "-o", "/proc/weather_aggregation.txt"]).await.unwrap_err();
-    assert!(format!("{err:#}").contains("writing the checkpoint beside /proc/weather_aggregation.txt"), "{err:#}");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("cannot lock /proc/weather_aggregation.txt.lock for writing /proc/weather_aggregation.txt: "),
+        "{err}"
+    );
 }
 
 /// Readings that retention deleted after the checkpoint stop the consumer with the way out

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use testkit::Tansu;
+use weather_consumer::checkpoint::Checkpoint;
 use weather_consumer::start::now_ms;
 
 const SENSORS: u32 = 3;
@@ -68,7 +69,8 @@ async fn start_at_a_time_recomputes_only_the_windows_after_it() {
     let start = format!("time:{}", weather_consumer::start::format_time(moment));
     let dry = consumer(&tansu, &with(&output, &["--start", &start, "--until-end", "--dry-run"]));
     let plan = String::from_utf8(dry.stdout).unwrap();
-    let rolled_back = format!("rolled back from {} to {} bytes", complete.len(), before_moment.len());
+    let bytes = |b: &[u8]| weather_common::meter::thousands(b.len() as u64);
+    let rolled_back = format!("rolled back from {} to {} bytes", bytes(&complete), bytes(&before_moment));
     assert!(plan.contains(&rolled_back), "{plan}");
     for sensor in 1..=SENSORS {
         assert!(plan.contains(&format!("sensor-{sensor}         kept 1-20; rewritten 21-30; new from 31")), "{plan}");
@@ -104,9 +106,9 @@ async fn until_a_time_and_start_at_offsets_or_the_end() {
     assert_eq!((summary.readings, summary.windows_written), (420, 60));
     let at_moment = summary.offsets.clone();
 
-    let group = "weather-consumer-week-fahrenheit-csv-by-sensor-until.csv";
+    let group = Checkpoint::read(&bounded).unwrap().unwrap().rules.default_group(&bounded);
     let committed = dir.path().join("committed.csv");
-    let args = with(&committed, &["-g", group, "--start", "committed", "--until-end"]);
+    let args = with(&committed, &["-g", &group, "--start", "committed", "--until-end"]);
     let summary = tansu.consume(&args).await.unwrap();
     assert_eq!(summary.readings, 210, "a new output starts at the group's committed offsets");
 
@@ -127,6 +129,46 @@ async fn until_a_time_and_start_at_offsets_or_the_end() {
     assert!(format!("{err:#}").contains("no partition 7"), "{err:#}");
 }
 
+/// Two outputs of the same name in two directories never share progress: each new output
+/// reads the topic from the beginning, whatever another one committed. A new output that is
+/// asked to start at a group's commits says loudly how many readings it leaves out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_output_never_skips_history_silently() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    tansu.produce("weather", 1, 100, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("exercise"), dir.path().join("walkthrough"));
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    let mut files = Vec::new();
+    for output in [first.join("weather_aggregation.txt"), second.join("weather_aggregation.txt")] {
+        let out = consumer(&tansu, &["--preset", "v1", "--until-end", "-o", output.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("readings consumed:  100 "), "{stdout}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("a new output, from the beginning"));
+        files.push(std::fs::read_to_string(&output).unwrap());
+    }
+    assert!(files[0].starts_with("1,") && files[0].contains(",3,"), "{}", files[0]);
+    assert_eq!(files[0], files[1], "the second output holds the whole history too");
+
+    let group = Checkpoint::read(&first.join("weather_aggregation.txt"))
+        .unwrap()
+        .unwrap()
+        .rules
+        .default_group(&first.join("weather_aggregation.txt"));
+    let late = dir.path().join("late.txt");
+    let out = consumer(&tansu, &["--start", "committed", "-g", &group, "--until-end", "-o", late.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let warning =
+        log.lines().find(|l| l.contains("WARN") && l.contains("a new output, from the group's committed offsets"));
+    assert!(
+        warning.is_some_and(|w| w.contains("the 100 readings before it are not read (--start earliest reads them)")),
+        "{log}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("readings consumed:  0 "));
+}
+
 /// Off a terminal, the consumer logs progress lines (count, rate, what is left, windows) at
 /// --progress-interval; --quiet silences them; the summary is printed either way.
 #[tokio::test(flavor = "multi_thread")]
@@ -140,10 +182,10 @@ async fn progress_lines_off_a_terminal_and_quiet() {
     let loud = consumer(&tansu, &with(&output, &["--until-end", "--progress-interval", "0"]));
     let log = String::from_utf8(loud.stderr).unwrap();
     assert!(log.contains(" readings (") && log.contains(" to go, ") && log.contains(" windows written"), "{log}");
-    assert!(String::from_utf8(loud.stdout).unwrap().contains("readings consumed:  3000"));
+    assert!(String::from_utf8(loud.stdout).unwrap().contains("readings consumed:  3,000"));
 
     let quiet = consumer(&tansu, &with(&output, &["--from-beginning", "--until-end", "-q"]));
     let log = String::from_utf8(quiet.stderr).unwrap();
     assert!(!log.contains(" readings ("), "{log}");
-    assert!(String::from_utf8(quiet.stdout).unwrap().contains("readings consumed:  3000"));
+    assert!(String::from_utf8(quiet.stdout).unwrap().contains("readings consumed:  3,000"));
 }

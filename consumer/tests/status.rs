@@ -32,7 +32,9 @@ async fn status_shows_lag_last_windows_and_upload() {
         String::from_utf8(out.stdout).unwrap()
     };
     let json: serde_json::Value = serde_json::from_str(&status(&["--json"])).unwrap();
-    assert_eq!(json["group"], "weather-consumer-week-fahrenheit-csv-weekly.csv");
+    let real_dir = dir.path().canonicalize().unwrap();
+    let group = format!("weather-consumer-week-fahrenheit-csv:{}", real_dir.join("weekly.csv").display());
+    assert_eq!(json["group"], group.as_str());
     assert_eq!(json["total_lag"], 30);
     let committed: i64 =
         json["partitions"].as_array().unwrap().iter().map(|p| p["committed"].as_i64().unwrap_or(0)).sum();
@@ -45,6 +47,33 @@ async fn status_shows_lag_last_windows_and_upload() {
     let text = status(&[]);
     assert!(text.contains("PARTITION") && text.contains("LAG") && text.contains("sensor-1 14"), "{text}");
     assert!(text.contains(&format!("last upload: s3://status/weekly.csv ({file_len} bytes)")), "{text}");
+
+    // By group alone, as `kafka-consumer-groups --describe --group G`: the same offsets and
+    // lag, and where the output's details would come from.
+    let out = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["status", "-b", &bootstrap, "-g", &group, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let by_group: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&by_group["partitions"], &by_group["total_lag"]), (&json["partitions"], &json["total_lag"]));
+    assert!(by_group["output"].is_null(), "{by_group}");
+    let out = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["status", "-b", &bootstrap, "-g", &group])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("total") && text.contains("output: not given (-o OUTPUT shows"), "{text}");
+}
+
+/// `status` needs an output or a group, and says so by flag.
+#[test]
+fn status_needs_an_output_or_a_group() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_weather-consumer")).args(["status", "-b", "127.0.0.1:9"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--output"), "{stderr}");
 }
 
 /// Without a checkpoint and without --group, `status` says what it needs.

@@ -26,7 +26,9 @@ pub struct Config {
     #[arg(long, env = "WEATHER_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
-    /// Seed of the random walk: the same seed gives the same readings. Default: a random seed,
+    /// Seed of the random walk: the same seed on the same topic gives the same readings. On a
+    /// topic that already holds readings of a sensor, its walk continues from the last one, so
+    /// the same seed then gives other readings than on an empty topic. Default: a random seed,
     /// logged so the run can be repeated.
     #[arg(long, env = "WEATHER_SEED")]
     pub seed: Option<u64>,

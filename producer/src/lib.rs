@@ -10,11 +10,11 @@ pub mod publish;
 pub mod resume;
 pub mod walk;
 
-use std::collections::HashSet;
 use std::future::Future;
 
 use anyhow::Context;
 use weather_common::kafka;
+use weather_common::meter::counted;
 use weather_common::shutdown::Stop;
 
 pub use config::Config;
@@ -35,31 +35,42 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
     }
     let producer = publish::producer(&config.kafka).context("creating the Kafka producer")?;
     let client = kafka::metadata_client(&config.kafka).context("creating the Kafka client")?;
-    let partitions = kafka::partitions(&client, &config.kafka, &config.topic)?;
+    let partitions = kafka::partitions_unless(&client, &config.kafka, &config.topic, stop)?;
     let watermarks = kafka::watermarks(&client, &config.topic, &partitions).context("reading the topic's offsets")?;
-    let sensors: HashSet<String> = config.sensor_ids().into_iter().collect();
-    let mut last = resume::last_readings(&client, &config.topic, &watermarks, &sensors)
-        .context("reading where each sensor left off")?;
+    let sensor_ids = config.sensor_ids();
+    let placed = resume::placement(sensor_ids.iter().map(String::as_str), &partitions);
+    let Some(mut last) = resume::last_readings(&client, &config.topic, &watermarks, &placed, stop)
+        .context("reading where each sensor left off")?
+    else {
+        return Ok(Sent::default());
+    };
     drop(client);
-    let mut walks: Vec<Walk> = config
-        .sensor_ids()
+    let mut walks: Vec<Walk> = sensor_ids
         .into_iter()
         .map(|id| {
             let previous = last.remove(&id);
-            if let Some(r) = &previous {
-                tracing::info!("{id} continues after record_id {}", r.record_id);
+            if let Some(found) = &previous {
+                let at = format!("partition {}, offset {}", found.partition, found.offset);
+                match found.stray {
+                    None => tracing::info!("{id} continues after record_id {} ({at})", found.last.record_id),
+                    Some((offset, stray)) => tracing::warn!(
+                        "{id} continues after its highest record_id {} ({at}); the newer reading at offset {offset} \
+                         repeats record_id {stray} and is not where its walk stopped",
+                        found.last.record_id
+                    ),
+                }
             }
-            Walk::resume(id, seed, previous)
+            Walk::resume(id, seed, previous.map(|found| found.last))
         })
         .collect();
     tracing::info!(
-        "sending to `{}` on {}: {} sensor(s), {}, {}",
+        "sending to `{}` on {}: {}, {}, {}",
         config.topic,
         config.kafka.bootstrap_servers,
-        walks.len(),
-        if config.rate > 0.0 { format!("{} reading(s)/s each", config.rate) } else { "as fast as possible".into() },
-        config.count.map_or("until stopped".into(), |n| format!("{n} reading(s) each")),
+        counted(walks.len() as u64, "sensor"),
+        if config.rate > 0.0 { format!("{} reading/s each", config.rate) } else { "as fast as possible".into() },
+        config.count.map_or("until stopped".into(), |n| format!("{} each", counted(n, "reading"))),
     );
     let display = config.progress.display();
-    Ok(publish::publish(producer, &config.topic, &mut walks, config.rate, config.count, display, stop)?)
+    Ok(publish::publish(producer, &config.topic, &partitions, &mut walks, config.rate, config.count, display, stop)?)
 }

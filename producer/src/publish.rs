@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
-use weather_common::meter::{Display, Meter};
+use weather_common::meter::{counted, thousands, Display, Meter};
 use weather_common::shutdown::Stop;
 
 use crate::walk::Walk;
@@ -31,8 +31,11 @@ impl std::fmt::Display for Sent {
         let rate = if seconds > 0.0 { self.acknowledged as f64 / seconds } else { 0.0 };
         write!(
             f,
-            "sent {} reading(s): {} acknowledged, {} failed, in {seconds:.1} s ({rate:.0}/s)",
-            self.sent, self.acknowledged, self.failed
+            "sent {}: {} acknowledged, {} failed, in {seconds:.1} s ({}/s)",
+            counted(self.sent, "reading"),
+            thousands(self.acknowledged),
+            thousands(self.failed),
+            thousands(rate as u64)
         )
     }
 }
@@ -62,11 +65,13 @@ pub fn producer(kafka_args: &KafkaArgs) -> Result<ThreadedProducer<Deliveries>, 
 }
 
 /// Sends readings from `walks` with `producer` until `count` per sensor are sent or `stop` is
-/// requested. `rate` is readings per second per sensor; 0 sends as fast as the broker takes
-/// them.
+/// requested, each sensor's to its partition among `partitions` ([`kafka::partition_of`]).
+/// `rate` is readings per second per sensor; 0 sends as fast as the broker takes them.
+#[allow(clippy::too_many_arguments)]
 pub fn publish(
     producer: ThreadedProducer<Deliveries>,
     topic: &str,
+    partitions: &[i32],
     walks: &mut [Walk],
     rate: f64,
     count: Option<u64>,
@@ -79,6 +84,10 @@ pub fn publish(
     if let Err(e) = producer.client().fetch_metadata(Some(topic), FLUSH_TIMEOUT) {
         tracing::debug!("looking up `{topic}` before sending: {e}");
     }
+    let placed: Vec<i32> = walks
+        .iter()
+        .map(|walk| partitions[kafka::partition_of(walk.sensor_id().as_bytes(), partitions.len()) as usize])
+        .collect();
     let started = Instant::now();
     let mut meter = Meter::new(display, "readings sent", count.map(|n| n * walks.len() as u64));
     let tick = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
@@ -91,15 +100,15 @@ pub fn publish(
                 break;
             }
         }
-        for walk in walks.iter_mut() {
+        for (walk, &partition) in walks.iter_mut().zip(&placed) {
             if stop.requested() || producer.context().failed() > 0 {
                 break 'rounds;
             }
             payload.clear();
             walk.next_reading().write_json(&mut payload);
-            kafka::send(&producer, BaseRecord::to(topic).key(walk.sensor_id()).payload(&payload))?;
+            kafka::send(&producer, BaseRecord::to(topic).partition(partition).key(walk.sensor_id()).payload(&payload))?;
             sent += 1;
-            if tick.is_some() || sent % METER_EVERY == 0 {
+            if tick.is_some() || sent.is_multiple_of(METER_EVERY) {
                 let context = producer.context();
                 meter.update(sent, || format!("{} acknowledged, {} failed", context.acknowledged(), context.failed()));
             }

@@ -81,11 +81,13 @@ fn sigterm_loses_nothing_reported_as_sent() {
     assert!(child.wait().unwrap().success(), "{last:?}");
     let mut report = String::new();
     std::io::Read::read_to_string(&mut summary, &mut report).unwrap();
-    let acknowledged: usize = report.split(" reading(s): ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let acknowledged: u64 =
+        report.split(" readings: ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "").parse().unwrap();
     assert!(acknowledged >= 20, "{report}");
-    let sent = format!("sent {acknowledged} reading(s): {acknowledged} acknowledged, 0 failed");
+    let count = weather_common::meter::thousands(acknowledged);
+    let sent = format!("sent {count} readings: {count} acknowledged, 0 failed");
     assert!(report.contains(&sent), "{report}");
-    assert_eq!(tansu.read_all("weather").len(), acknowledged, "{report}");
+    assert_eq!(tansu.read_all("weather").len() as u64, acknowledged, "{report}");
 }
 
 /// A broker that does not answer at start is retried with backoff, then reported by address
@@ -159,9 +161,9 @@ fn progress_lines_off_a_terminal_and_quiet() {
     let (log, summary) = run(&["--progress-interval", "0"]);
     let line = log.lines().find(|l| l.contains(" readings sent (")).expect("a progress line");
     assert!(line.contains("/s), ") && line.contains(" to go, ") && line.contains(" acknowledged, 0 failed"), "{line}");
-    assert!(summary.starts_with("sent 3000 reading(s): 3000 acknowledged, 0 failed, in "), "{summary}");
+    assert!(summary.starts_with("sent 3,000 readings: 3,000 acknowledged, 0 failed, in "), "{summary}");
     assert!(summary.trim_end().ends_with("/s)"), "{summary}");
     let (quiet, summary) = run(&["--progress-interval", "0", "--quiet"]);
     assert!(!quiet.contains(" readings sent ("), "{quiet}");
-    assert!(summary.starts_with("sent 3000 reading(s): 3000 acknowledged"), "{summary}");
+    assert!(summary.starts_with("sent 3,000 readings: 3,000 acknowledged"), "{summary}");
 }

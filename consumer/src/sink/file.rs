@@ -41,6 +41,11 @@ impl OutputFile {
         self.len == 0
     }
 
+    /// Bytes written so far, buffered or not: durable at the next [`OutputFile::sync`].
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Flushes and fsyncs; returns the length that is now durable.
     pub fn sync(&mut self) -> io::Result<u64> {
         self.file.flush()?;
