@@ -211,7 +211,7 @@ impl Pipeline {
                 dirty = false;
                 last_checkpoint = Instant::now();
             }
-            meter.update(summary.readings, || format!("{} windows written", summary.windows_written));
+            meter.update(summary.readings, || format!("{} written", counted(summary.windows_written, "window")));
         }
         meter.finish();
         if self.settings.emit_partial {

@@ -110,7 +110,13 @@ pub fn publish(
             sent += 1;
             if tick.is_some() || sent.is_multiple_of(METER_EVERY) {
                 let context = producer.context();
-                meter.update(sent, || format!("{} acknowledged, {} failed", context.acknowledged(), context.failed()));
+                meter.update(sent, || {
+                    format!(
+                        "{} acknowledged, {} failed",
+                        thousands(context.acknowledged()),
+                        thousands(context.failed())
+                    )
+                });
             }
         }
         round += 1;
