@@ -1,7 +1,7 @@
 //! The benchmark: on one broker and the same data, in one run, it measures side by side
 //!
 //! - produce baseline: a minimal rdkafka loop sending ready-made JSON readings, with the
-//!   sensor's delivery settings (idempotent, acks=all);
+//!   sensor's delivery settings (idempotent, acks=all) and its warm-up before the clock starts;
 //! - producer: `weather-producer --rate 0` sending as many readings;
 //! - consume baseline: a minimal rdkafka loop reading every partition from the beginning to
 //!   the end and discarding the messages;
@@ -381,8 +381,8 @@ fn machine() -> String {
 const POOL: usize = 1 << 16;
 
 /// The produce baseline: ready-made readings, sent as fast as the client takes them, with the
-/// sensor's delivery settings. Prints how many were acknowledged, and the seconds from the
-/// first send to the last acknowledgement.
+/// sensor's delivery settings and warm-up. Prints how many were acknowledged, and the seconds
+/// from the first send to the last acknowledgement.
 fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> anyhow::Result<()> {
     let args = KafkaArgs::new(bootstrap);
     let producer: ThreadedProducer<Deliveries> =
@@ -395,6 +395,15 @@ fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> a
             walks.iter_mut().map(|w| (w.sensor_id().to_string(), w.next_reading().to_json())).collect::<Vec<_>>()
         })
         .collect();
+    // The sensor's warm-up: it creates its producer first, looks the topic up with a client of
+    // its own (partitions, offsets, its tail) while the producer connects and gets its
+    // idempotent producer id, then looks the topic up on the producer, and only then starts its
+    // clock. The same here, so that neither rate counts start-up.
+    let probe = kafka::metadata_client(&args)?;
+    let partitions = kafka::partitions(&probe, &args, topic)?;
+    kafka::watermarks(&probe, topic, &partitions)?;
+    drop(probe);
+    producer.client().fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let started = Instant::now();
     for i in 0..count {
         let (key, payload) = &readings[(i % readings.len() as u64) as usize];
@@ -404,6 +413,9 @@ fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> a
     println!("{} {}", producer.context().acknowledged(), started.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// How long the consume baseline waits for a message before it gives up.
+const STALL: Duration = Duration::from_secs(30);
 
 /// The consume baseline: every partition from the beginning to its end, messages discarded.
 /// Prints how many were read, and the seconds from the assignment to the last one.
@@ -428,6 +440,9 @@ fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut read = 0i64;
     let mut bytes = 0usize;
+    // A message that never comes fails the run rather than hanging it. The clock is read only
+    // when a poll comes back empty, never per message.
+    let (mut read_at, mut since) = (0, Instant::now());
     while read < expected {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
@@ -435,7 +450,11 @@ fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
                 bytes += m.payload().map_or(0, <[u8]>::len);
             }
             Some(Err(e)) => eprintln!("consume baseline: {e}"),
-            None => {}
+            None if read != read_at => (read_at, since) = (read, Instant::now()),
+            None => ensure!(
+                since.elapsed() < STALL,
+                "consume baseline: {read} of {expected} messages, then none for {STALL:?}"
+            ),
         }
     }
     std::hint::black_box(bytes);

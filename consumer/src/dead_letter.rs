@@ -129,3 +129,108 @@ async fn create(args: &KafkaArgs, topic: &str) {
         Err(e) => tracing::warn!("could not create dead-letter topic `{topic}` ({e}); it must exist"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, OwnedMessage};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    use super::*;
+
+    /// A consumer of partition 0 of `topic` on `bootstrap`, from the beginning.
+    fn reader(bootstrap: &str, topic: &str) -> BaseConsumer {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "dead-letter-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+        consumer.assign(&assignment).unwrap();
+        consumer
+    }
+
+    /// Polls `consumer` until it yields a message, within 30 s.
+    fn next(consumer: &BaseConsumer) -> OwnedMessage {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no message within 30 s");
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                return m.detach();
+            }
+        }
+    }
+
+    /// A run that rejects nothing makes no client and has nothing to flush.
+    #[test]
+    fn nothing_rejected_needs_no_client() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // Nothing listens on port 9: any client would fail to connect.
+        let dead = DeadLetters::new(&KafkaArgs::new("127.0.0.1:9"), "weather.dlq", runtime.handle().clone());
+        assert_eq!(dead.topic(), "weather.dlq");
+        assert!(dead.counts().is_empty());
+        assert!(dead.flush(Duration::ZERO).unwrap());
+    }
+
+    /// A kept message arrives in the dead-letter topic with its original key and bytes (or
+    /// none), the reason, the category and its origin in headers, and is counted by category.
+    #[test]
+    fn kept_messages_carry_their_bytes_reason_and_origin() {
+        let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
+        mock.create_topic("weather", 1, 1).unwrap();
+        mock.create_topic("weather.dlq", 1, 1).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        let args = KafkaArgs::new(bootstrap.clone());
+        let producer: ThreadedProducer<Deliveries> =
+            kafka::reliable_producer(&args, &[], Deliveries::default()).unwrap();
+        kafka::send(&producer, BaseRecord::to("weather").key(b"sensor-1".as_slice()).payload(b"\xff\xfe".as_slice()))
+            .unwrap();
+        kafka::send(&producer, BaseRecord::<[u8], [u8]>::to("weather")).unwrap();
+        producer.flush(Duration::from_secs(30)).unwrap();
+
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut dead = DeadLetters::new(&args, "weather.dlq", runtime.handle().clone());
+        let source = reader(&bootstrap, "weather");
+        for (category, reason) in [("not-utf8", "value is not UTF-8"), ("empty", "empty or null value")] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let message = loop {
+                assert!(Instant::now() < deadline, "the source message did not arrive");
+                if let Some(Ok(m)) = source.poll(Duration::from_millis(100)) {
+                    break m;
+                }
+            };
+            dead.keep(&message, category, reason).unwrap();
+        }
+        assert!(dead.flush(Duration::from_secs(30)).unwrap());
+        assert_eq!(dead.counts(), &BTreeMap::from([("empty", 1), ("not-utf8", 1)]));
+
+        let letters = reader(&bootstrap, "weather.dlq");
+        let headers = |m: &OwnedMessage| -> Vec<(String, String)> {
+            let h = m.headers().expect("headers");
+            h.iter().map(|h| (h.key.to_string(), String::from_utf8(h.value.unwrap().to_vec()).unwrap())).collect()
+        };
+        let expected = |reason: &str, category: &str, offset: &str| -> Vec<(String, String)> {
+            [
+                ("weather.reason", reason),
+                ("weather.category", category),
+                ("weather.source.topic", "weather"),
+                ("weather.source.partition", "0"),
+                ("weather.source.offset", offset),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .to_vec()
+        };
+        let first = next(&letters);
+        assert_eq!((first.key(), first.payload()), (Some(b"sensor-1".as_slice()), Some(b"\xff\xfe".as_slice())));
+        assert_eq!(headers(&first), expected("value is not UTF-8", "not-utf8", "0"));
+        let second = next(&letters);
+        assert_eq!((second.key(), second.payload()), (None, None));
+        assert_eq!(headers(&second), expected("empty or null value", "empty", "1"));
+    }
+}

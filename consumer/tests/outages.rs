@@ -88,7 +88,8 @@ fn s3_misconfiguration_names_endpoint_and_bucket() {
 }
 
 /// While S3 is away the local output goes on and the run reports the object as behind; once
-/// S3 is back, the next run uploads the file and the object equals it.
+/// S3 is back, the next run, a resume with nothing new to read, uploads the file and the
+/// object equals it.
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_outage_keeps_local_output_and_the_next_run_uploads() {
     testkit::use_test_credentials();
@@ -99,8 +100,22 @@ async fn s3_outage_keeps_local_output_and_the_next_run_uploads() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("weekly.csv");
-    let args =
-        ["--preset", "v2", "--until-end", "-o", path(&output), "--s3-bucket", "later", "--s3-endpoint", &endpoint];
+    // Version 2's rules, without its --from-beginning: the second run resumes.
+    let args = [
+        "--window",
+        "week",
+        "--unit",
+        "fahrenheit",
+        "--format",
+        "csv",
+        "--until-end",
+        "-o",
+        path(&output),
+        "--s3-bucket",
+        "later",
+        "--s3-endpoint",
+        &endpoint,
+    ];
 
     let err = tansu.consume(&args).await.unwrap_err().to_string();
     assert!(err.contains("s3://later/weekly.csv could not be updated") && err.contains("next run uploads it"), "{err}");
@@ -110,9 +125,32 @@ async fn s3_outage_keeps_local_output_and_the_next_run_uploads() {
     let s3 = S3Server::start_on(port);
     s3.create_bucket("later");
     let summary = tansu.consume(&args).await.unwrap();
-    assert_eq!(summary.uploads.map(|u| u.behind), Some(false));
-    assert_eq!(s3.object("later", "weekly.csv").as_deref(), Some(std::fs::read(&output).unwrap().as_slice()));
-    assert_eq!(std::fs::read_to_string(&output).unwrap(), local, "the rebuild gives the same file");
+    assert_eq!(summary.readings, 0, "the second run resumes at the end: nothing to read");
+    assert_eq!(summary.uploads.map(|u| (u.uploads, u.behind)), Some((1, false)));
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), local, "the resume leaves the file as it was");
+    assert_eq!(s3.object("later", "weekly.csv").as_deref(), Some(local.as_bytes()));
+}
+
+/// A checkpoint save interrupted by a crash leaves its temporary file beside the checkpoint,
+/// half written: the next run ignores it, resumes at the checkpoint, and replaces it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_checkpoint_save_does_not_break_the_resume() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    tansu.produce("weather", 1, 40, 28).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (output, reference) = (dir.path().join("out.txt"), dir.path().join("reference.txt"));
+    tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap();
+    let checkpoint = std::fs::read_to_string(dir.path().join("out.txt.checkpoint")).unwrap();
+    let staging = dir.path().join("out.txt.checkpoint.tmp");
+    std::fs::write(&staging, &checkpoint[..checkpoint.len() / 2]).unwrap();
+
+    tansu.produce("weather", 1, 30, 28).await;
+    let resumed = tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap();
+    assert_eq!((resumed.readings, resumed.windows_written), (30, 1), "it resumes at the checkpoint");
+    assert!(!staging.exists(), "the temporary file was replaced and renamed");
+    tansu.consume(&["--until-end", "--from-beginning", "-o", path(&reference)]).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), std::fs::read_to_string(&reference).unwrap());
 }
 
 /// A checkpoint that points past the end of its topic (the topic was deleted and created

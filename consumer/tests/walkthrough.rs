@@ -17,10 +17,16 @@ fn path(p: &Path) -> &str {
 /// round once with ties to even. Returns per sensor the rows `id,avg_temp,avg_co,avg_humidity`
 /// in window order.
 fn oracle(tansu: &Tansu, topic: &str, size: u64, fahrenheit: bool) -> BTreeMap<String, Vec<String>> {
+    oracle_of(&tansu.read_all(topic), size, fahrenheit, false)
+}
+
+/// [`oracle`] of these records (good readings only); with `partial`, the incomplete windows
+/// too, averaged over the readings they have (as `--emit-partial` writes them).
+fn oracle_of(records: &[testkit::Record], size: u64, fahrenheit: bool, partial: bool) -> BTreeMap<String, Vec<String>> {
     // (sensor, window id) -> day -> (temperature tenths, CO, humidity)
     type Days = BTreeMap<u64, (i64, i64, i64)>;
     let mut windows: BTreeMap<(String, u64), Days> = BTreeMap::new();
-    for record in tansu.read_all(topic) {
+    for record in records {
         let Some(Ok(v)) = record.value.as_deref().map(serde_json::from_slice::<Value>) else { continue };
         let (Some(sensor), Some(day)) = (v["sensor_id"].as_str(), v["record_id"].as_u64()) else { continue };
         let tenths = (v["temperature"].as_f64().unwrap() * 10.0).round() as i64;
@@ -40,10 +46,10 @@ fn oracle(tansu: &Tansu, topic: &str, size: u64, fahrenheit: bool) -> BTreeMap<S
     }
     let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ((sensor, id), days) in windows {
-        if days.len() as u64 != size {
+        if days.len() as u64 != size && !partial {
             continue;
         }
-        let n = size as i64;
+        let n = days.len() as i64;
         let sum = |f: fn(&(i64, i64, i64)) -> i64| days.values().map(f).sum::<i64>();
         let t = if fahrenheit { round(18 * sum(|d| d.0), 10 * n) + 320 } else { round(sum(|d| d.0), n) };
         let temp = format!("{}{}.{}", if t < 0 { "-" } else { "" }, t.abs() / 10, t.abs() % 10);
@@ -143,18 +149,33 @@ async fn restart_resumes_without_duplicates() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
 }
 
-/// Changing the rules for an existing output without a rebuild is refused, with the way out.
+/// Changing the rules for an existing output without a rebuild is refused, with the way out,
+/// and leaves the file and its checkpoint as they were, byte for byte.
 #[tokio::test(flavor = "multi_thread")]
 async fn new_rules_need_a_rebuild() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    tansu.produce("weather", 1, 10, 14).await;
+    tansu.produce("weather", 1, 70, 14).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.txt");
-    tansu.consume(&["--until-end", "-o", path(&out)]).await.unwrap();
+    let first = tansu.consume(&["--until-end", "-o", path(&out)]).await.unwrap();
+    assert_eq!(first.windows_written, 2);
+    let checkpoint = weather_consumer::checkpoint::Checkpoint::path_for(&out);
+    let (written, checkpointed) = (std::fs::read(&out).unwrap(), std::fs::read(&checkpoint).unwrap());
+    let celsius: String = oracle(&tansu, "weather", 30, false)["sensor-1"].iter().map(|r| format!("{r},")).collect();
+    assert_eq!(String::from_utf8(written.clone()).unwrap(), celsius);
+
+    tansu.produce("weather", 1, 30, 14).await; // a month the refused run must not touch
     let err = tansu.consume(&["--until-end", "--unit", "fahrenheit", "-o", path(&out)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("--from-beginning"), "{err:#}");
-    tansu.consume(&["--until-end", "--unit", "fahrenheit", "--from-beginning", "-o", path(&out)]).await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), written, "the refusal changed the file");
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), checkpointed, "the refusal changed the checkpoint");
+
+    let rebuilt =
+        tansu.consume(&["--until-end", "--unit", "fahrenheit", "--from-beginning", "-o", path(&out)]).await.unwrap();
+    assert_eq!((rebuilt.readings, rebuilt.windows_written), (100, 3));
+    let fahrenheit: String = oracle(&tansu, "weather", 30, true)["sensor-1"].iter().map(|r| format!("{r},")).collect();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), fahrenheit);
 }
 
 /// Without --sensor-column, a second sensor stops the consumer with advice instead of
@@ -170,61 +191,92 @@ async fn several_sensors_need_the_sensor_column() {
     assert!(format!("{err:#}").contains("--sensor-column"), "{err:#}");
 }
 
-/// Malformed messages never stop the consumer: each is counted by category and kept in the
-/// dead-letter topic with its original bytes and the reason, and the good readings around
-/// them are aggregated as if the bad ones were not there.
+/// Malformed messages never stop the consumer: one of every category the README lists is
+/// counted under it and kept in the dead-letter topic with its original key and bytes, the
+/// reason, and where it came from; the good readings are aggregated as if the bad ones were
+/// not there (checked against the oracle), and the output is not touched by them.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_messages_are_kept_aside() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    tansu.produce("weather", 1, 7, 16).await;
-    let duplicate = tansu.read_all("weather")[3].value.clone().unwrap();
-    let oversized = vec![b'x'; 1 << 20];
-    let bad: Vec<testkit::RawMessage<'_>> = vec![
-        (Some(b"sensor-1"), Some(b"\xff\xfe\xfd")),
-        (Some(b"sensor-1"), Some(b"temperature=21")),
-        (Some(b"sensor-1"), Some(br#"{"sensor_id":"sensor-1","record_id":8,"temperature":1.0,"humidity":5}"#)),
-        (
-            Some(b"sensor-1"),
-            Some(br#"{"sensor_id":"sensor-1","record_id":8,"temperature":"warm","CO_concentration":60,"humidity":5}"#),
-        ),
-        (
-            Some(b"sensor-1"),
-            Some(br#"{"sensor_id":"sensor-1","record_id":8,"temperature":99.0,"CO_concentration":60,"humidity":5}"#),
-        ),
-        (Some(b"sensor-1"), None),
-        (Some(b"sensor-1"), Some(b"null")),
-        (Some(b"sensor-1"), Some(&oversized)),
-        (Some(b"sensor-1"), Some(&duplicate)),
-    ];
-    tansu.send_raw("weather", &bad);
+    tansu.produce("weather", 1, 10, 16).await;
+    let good = tansu.read_all("weather");
+    assert_eq!(good.len(), 10);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.csv");
-    let summary =
-        tansu.consume(&["--until-end", "--window", "week", "--format", "csv", "-o", path(&out)]).await.unwrap();
-    let counts: Vec<(&str, u64)> = summary.rejected.iter().map(|(c, n)| (*c, *n)).collect();
-    assert_eq!(
-        counts,
-        [
-            ("duplicate", 1),
-            ("empty", 2),
-            ("missing-field", 1),
-            ("not-json", 1),
-            ("not-utf8", 1),
-            ("out-of-bounds", 1),
-            ("oversized", 1),
-            ("wrong-type", 1)
-        ]
+    // --emit-partial writes week 2 (days 8 to 10) as partial: a reading of it is then late.
+    let args = ["--until-end", "--window", "week", "--format", "csv", "--emit-partial", "-o", path(&out)];
+    let first = tansu.consume(&args).await.unwrap();
+    assert_eq!((first.readings, first.windows_written, first.partial_windows), (10, 1, 1));
+    assert!(first.rejected.is_empty(), "{:?}", first.rejected);
+    let expected: String = oracle_of(&good, 7, false, true)["sensor-1"].iter().map(|r| format!("{r}\n")).collect();
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(written, format!("week_id,avg_temp,avg_co,avg_humidity\n{expected}"));
+
+    let duplicate = good[3].value.clone().unwrap();
+    let oversized = vec![b'x'; 1 << 20];
+    let reading = |fields: &str| format!(r#"{{"sensor_id":"sensor-1",{fields}}}"#).into_bytes();
+    let (missing, wrong_type, out_of_bounds, late) = (
+        reading(r#""record_id":8,"temperature":1.0,"humidity":5"#),
+        reading(r#""record_id":8,"temperature":"warm","CO_concentration":60,"humidity":5"#),
+        reading(r#""record_id":8,"temperature":99.0,"CO_concentration":60,"humidity":5"#),
+        reading(r#""record_id":11,"temperature":20.0,"CO_concentration":500,"humidity":50"#),
     );
-    assert_eq!(summary.windows_written, 1);
+    let invalid_id = br#"{"sensor_id":"sensor 1","record_id":8,"temperature":1.0,"CO_concentration":60,"humidity":5}"#;
+    /// Key, value, category.
+    type Bad<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a str);
+    let bad: Vec<Bad<'_>> = vec![
+        (Some(b"sensor-1"), Some(b"\xff\xfe\xfd"), "not-utf8"),
+        (Some(b"sensor-1"), Some(b"temperature=21"), "not-json"),
+        (Some(b"sensor-1"), Some(&missing), "missing-field"),
+        (None, Some(&wrong_type), "wrong-type"),
+        (Some(b"sensor-1"), Some(&out_of_bounds), "out-of-bounds"),
+        (Some(b"sensor-1"), None, "empty"),
+        (Some(b"k"), Some(b"null"), "empty"),
+        (Some(b"sensor-1"), Some(&oversized), "oversized"),
+        (Some(b"sensor 1"), Some(invalid_id), "invalid-sensor-id"),
+        (Some(b"sensor-1"), Some(&duplicate), "duplicate"),
+        (Some(b"sensor-1"), Some(&late), "late"),
+    ];
+    let raw: Vec<testkit::RawMessage<'_>> = bad.iter().map(|&(key, value, _)| (key, value)).collect();
+    tansu.send_raw("weather", &raw);
+    let second = tansu.consume(&args).await.unwrap();
+    assert_eq!((second.readings, second.windows_written, second.partial_windows), (bad.len() as u64, 0, 0));
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, _, category) in &bad {
+        *counts.entry(category).or_default() += 1;
+    }
+    let categories = [
+        "not-utf8",
+        "not-json",
+        "missing-field",
+        "wrong-type",
+        "out-of-bounds",
+        "empty",
+        "oversized",
+        "invalid-sensor-id",
+        "duplicate",
+        "late",
+    ];
+    assert_eq!(counts.len(), categories.len(), "one of every category the README lists");
+    assert!(categories.iter().all(|c| counts.contains_key(c)));
+    assert_eq!(second.rejected.iter().map(|(c, n)| (*c, *n)).collect::<BTreeMap<_, _>>(), counts);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written, "bad messages changed the output");
+
     let dead = tansu.read_all("weather.dlq");
     assert_eq!(dead.len(), bad.len());
-    for (letter, (_, value)) in dead.iter().zip(&bad) {
-        assert_eq!(letter.value.as_deref(), *value, "original bytes are kept");
-        assert!(!letter.headers["weather.reason"].is_empty());
-        assert_eq!(letter.headers["weather.source.topic"], "weather");
+    for (i, (letter, &(key, value, category))) in dead.iter().zip(&bad).enumerate() {
+        let h = &letter.headers;
+        assert_eq!(letter.key.as_deref(), key, "{category}: the original key is kept");
+        assert_eq!(letter.value.as_deref(), value, "{category}: the original bytes are kept");
+        assert_eq!(h["weather.category"], category, "{h:?}");
+        assert!(!h["weather.reason"].is_empty(), "{h:?}");
+        assert_eq!(h["weather.source.topic"], "weather", "{h:?}");
+        assert_eq!(h["weather.source.partition"], "0", "{h:?}");
+        assert_eq!(h["weather.source.offset"], (good.len() + i).to_string(), "{category}: {h:?}");
     }
     assert_eq!(dead[2].headers["weather.reason"], "field `CO_concentration` is missing");
+    assert_eq!(dead[9].headers["weather.reason"], "duplicate record_id 4 of sensor-1");
 }
 
 /// A reading that arrives after its window was written (here as partial, with

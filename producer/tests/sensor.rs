@@ -66,18 +66,51 @@ fn sigterm_loses_nothing_reported_as_sent() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The log, line by line, from a thread of its own: waiting for a line must not block
+    // past a deadline.
+    let (lines, log) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut summary = child.stdout.take().unwrap();
     // Wait for the sensor to be sending, then for readings to reach the topic.
-    assert!(log.by_ref().map_while(Result::ok).any(|line| line.contains("sending to `weather`")));
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(|line: &String| line.contains("sending to `weather`")) {
+        match log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the sensor did not start sending within 30 s ({e}); its log: {seen:?}");
+            }
+        }
+    }
     while tansu.read_all("weather").len() < 20 {
         assert!(Instant::now() < deadline, "no readings arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let last: Vec<String> = log.map_while(Result::ok).collect();
+    // The rest of the log, up to its end: the sensor exits.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    loop {
+        match log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => last.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the sensor did not exit within 30 s of SIGTERM; its log: {last:?}");
+            }
+        }
+    }
     assert!(child.wait().unwrap().success(), "{last:?}");
     let mut report = String::new();
     std::io::Read::read_to_string(&mut summary, &mut report).unwrap();

@@ -6,10 +6,11 @@
 //! `scripts/stack install` puts them. A missing binary fails the test with the command that
 //! installs it: no test is skipped because a server is missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -52,11 +53,21 @@ impl Tansu {
 
     pub fn start_with(storage: Storage) -> Tansu {
         let mut tansu = Tansu { child: None, port: free_port(), storage, dir: tempdir("tansu") };
-        tansu.launch();
+        // Another process may take the port between `free_port` and the broker's bind: then
+        // the broker exits at once, and it starts again on another port.
+        for _ in 1..START_ATTEMPTS {
+            match tansu.launch() {
+                Ok(()) => return tansu,
+                Err(log) => eprintln!("tansu could not start on port {} (trying another); its log:\n{log}", tansu.port),
+            }
+            tansu.port = free_port();
+        }
+        tansu.launch().unwrap_or_else(|log| panic!("tansu did not start on 127.0.0.1:{}; its log:\n{log}", tansu.port));
         tansu
     }
 
-    fn launch(&mut self) {
+    /// Starts the broker on its port; the broker's log if it exited before listening.
+    fn launch(&mut self) -> Result<(), String> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let engine = match self.storage {
             Storage::Memory => "memory://tansu/",
@@ -71,8 +82,8 @@ impl Tansu {
             .stderr(log)
             .spawn()
             .expect("starting tansu");
-        self.child = Some(child);
-        wait_for_port(self.port, "tansu", &self.dir.path().join("tansu.log"));
+        let child = self.child.insert(child);
+        wait_for_port(child, self.port, "tansu", &self.dir.path().join("tansu.log"))
     }
 
     /// `127.0.0.1:PORT`, for `bootstrap.servers`.
@@ -156,10 +167,17 @@ impl Tansu {
     /// Stops the broker (SIGKILL: a crash) and starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
-        self.launch();
+        self.launch()
+            .unwrap_or_else(|log| panic!("tansu did not start again on {}; its log:\n{log}", self.bootstrap()));
     }
 
-    /// Stops the broker; it can be started again with [`Tansu::restart`].
+    /// True if `topic` exists (no error in its metadata, and at least one partition).
+    pub fn topic_exists(&self, topic: &str) -> bool {
+        let client = kafka::metadata_client(&self.kafka_args()).expect("creating a client");
+        kafka::topic_partitions(&client, topic, Duration::from_secs(10)).expect("reading metadata").is_some()
+    }
+
+    /// Stops the broker (SIGKILL: a crash); [`Tansu::restart`] starts it again.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -271,18 +289,31 @@ impl S3Server {
     /// Starts a server and sets the standard AWS credential variables to its demo keys, so
     /// that code using the AWS credential chain reaches it.
     pub fn start() -> S3Server {
+        // As for Tansu: another process may take the port before the server binds it.
+        for _ in 1..START_ATTEMPTS {
+            let port = free_port();
+            match S3Server::try_start_on(port) {
+                Ok(server) => return server,
+                Err(log) => eprintln!("s3s-fs could not start on port {port} (trying another); its log:\n{log}"),
+            }
+        }
         S3Server::start_on(free_port())
     }
 
     /// [`S3Server::start`] on a given port of 127.0.0.1.
     pub fn start_on(port: u16) -> S3Server {
+        S3Server::try_start_on(port)
+            .unwrap_or_else(|log| panic!("s3s-fs did not start on 127.0.0.1:{port}; its log:\n{log}"))
+    }
+
+    fn try_start_on(port: u16) -> Result<S3Server, String> {
         use_test_credentials();
         let dir = tempdir("s3s-fs");
         let root = dir.path().join("data");
         std::fs::create_dir(&root).expect("creating the S3 root");
         let log_path = dir.path().join("s3s-fs.log");
         let log = std::fs::File::create(&log_path).expect("creating the S3 log");
-        let child = Command::new(binary("s3s-fs", "S3S_FS_BIN", &format!("s3s-fs-{S3S_FS_VERSION}")))
+        let mut child = Command::new(binary("s3s-fs", "S3S_FS_BIN", &format!("s3s-fs-{S3S_FS_VERSION}")))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
             .arg(&root)
@@ -290,8 +321,8 @@ impl S3Server {
             .stderr(log)
             .spawn()
             .expect("starting s3s-fs");
-        wait_for_port(port, "s3s-fs", &log_path);
-        S3Server { child, port, dir }
+        wait_for_port(&mut child, port, "s3s-fs", &log_path)?;
+        Ok(S3Server { child, port, dir })
     }
 
     pub fn endpoint(&self) -> String {
@@ -323,20 +354,57 @@ pub fn use_test_credentials() {
     std::env::set_var("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
 }
 
-/// A free TCP port of 127.0.0.1.
+/// Attempts at starting a server on a fresh port before giving up.
+const START_ATTEMPTS: usize = 3;
+
+/// A free TCP port of 127.0.0.1, never the same twice in one test process (tests run in
+/// parallel threads), and below the kernel's ephemeral range, so that no client connection
+/// of a test takes it as its own local port before the server binds it. Another process can
+/// still take it in between: the servers here notice that (they exit) and start again on
+/// another port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("finding a free port").port()
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const LOWEST: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&low| low > LOWEST + 1000)
+        .unwrap_or(32_768);
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..1000 {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = LOWEST + (random % u64::from(ephemeral - LOWEST)) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port of 127.0.0.1 between {LOWEST} and {ephemeral}");
 }
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().expect("creating a temporary directory")
 }
 
-/// Waits until the server accepts connections (its only readiness signal).
-fn wait_for_port(port: u16, name: &str, log: &Path) {
+/// Waits until the server accepts connections (its only readiness signal) while it still
+/// runs. If it exited (say, the port was taken), the error is its log; a server that does not
+/// listen within 30 s fails the test.
+fn wait_for_port(child: &mut Child, port: u16, name: &str, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        let listening = TcpStream::connect(("127.0.0.1", port)).is_ok();
+        // Checked after connecting too: what answered may be another process on that port.
+        if let Some(status) = child.try_wait().expect("checking on the server") {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("{name} exited ({status}) before it listened on 127.0.0.1:{port}\n{log}"));
+        }
+        if listening {
+            return Ok(());
+        }
         if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
             let log = std::fs::read_to_string(log).unwrap_or_default();
             panic!("{name} did not start listening on 127.0.0.1:{port} within 30 s; its log:\n{log}");
         }
@@ -364,4 +432,31 @@ pub fn binary(name: &str, env: &str, tools_dir: &str) -> PathBuf {
     let cached = tools.join(tools_dir).join("bin").join(name);
     assert!(cached.is_file(), "{name} is not installed: run `scripts/stack install` (or set {env})");
     cached
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that exits before it listens is reported at once, with its log, not after
+    /// the 30 s a slow start may take.
+    #[test]
+    fn wait_for_port_notices_a_server_that_exited() {
+        let dir = tempdir("testkit");
+        let log = dir.path().join("server.log");
+        std::fs::write(&log, "bind: address in use").unwrap();
+        let mut child = Command::new("true").spawn().unwrap();
+        let started = Instant::now();
+        let err = wait_for_port(&mut child, free_port(), "server", &log).unwrap_err();
+        assert!(err.contains("exited") && err.contains("address in use"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
+
+    /// Ports handed out are distinct and outside the well-known range.
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports: BTreeSet<u16> = (0..50).map(|_| free_port()).collect();
+        assert_eq!(ports.len(), 50);
+        assert!(ports.iter().all(|&p| p >= 10_000), "{ports:?}");
+    }
 }
