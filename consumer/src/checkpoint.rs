@@ -14,68 +14,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sink::Format;
-use crate::units::Unit;
+use crate::rules::Rules;
 use crate::window::Windows;
 
 const VERSION: u32 = 1;
 /// Marks kept in the history: enough to roll back to within a few percent of the topic.
 pub const HISTORY: usize = 32;
-
-/// The rules an output file was computed under. A checkpoint is only resumed under the same
-/// rules: anything else needs a rebuild.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rules {
-    pub topic: String,
-    pub window_days: u32,
-    pub unit: Unit,
-    pub format: Format,
-    pub sensor_column: bool,
-}
-
-impl Rules {
-    /// The consumer group of `output` computed under these rules: derived from what the
-    /// consumer computes and from the output's absolute path, so that a v1 and a v2 consumer,
-    /// or two files of the same name in different directories, never share progress.
-    pub fn default_group(&self, output: &Path) -> String {
-        let size = crate::window::WindowSize::days(self.window_days)
-            .map_or_else(|| format!("{}d", self.window_days), |s| s.label());
-        let by_sensor = if self.sensor_column { "-by-sensor" } else { "" };
-        format!(
-            "weather-consumer-{size}-{}-{}{by_sensor}:{}",
-            self.unit.name(),
-            self.format.name(),
-            absolute(output).display()
-        )
-    }
-}
-
-/// `path` made absolute, its directory with symbolic links resolved where it exists, so that
-/// one file has one name however it is given.
-pub fn absolute(path: &Path) -> PathBuf {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    match (fs::canonicalize(dir), path.file_name()) {
-        (Ok(dir), Some(name)) => dir.join(name),
-        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
-    }
-}
-
-impl std::fmt::Display for Rules {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "topic {}, {}-day windows, {}, {}",
-            self.topic,
-            self.window_days,
-            self.unit.name(),
-            self.format.name()
-        )?;
-        if self.sensor_column {
-            f.write_str(", sensor column")?;
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -243,12 +187,14 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::Format;
+    use crate::units::Unit;
     use crate::window::WindowSize;
 
     fn rules() -> Rules {
         Rules {
             topic: "weather".into(),
-            window_days: 7,
+            window: WindowSize::WEEK,
             unit: Unit::Fahrenheit,
             format: Format::Csv,
             sensor_column: false,

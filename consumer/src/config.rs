@@ -1,7 +1,7 @@
 //! What a user sets on the consumer. The raw command line ([`Cli`]) is turned into checked
 //! [`Settings`] before any work starts, so a bad flag is reported by name, at once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::error::ErrorKind;
@@ -9,9 +9,9 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
 
-use crate::checkpoint::Rules;
+use crate::rules::Rules;
 use crate::sink::s3::S3Target;
-use crate::sink::{Format, Layout};
+use crate::sink::Format;
 use crate::start::{Start, Until};
 use crate::units::Unit;
 use crate::window::WindowSize;
@@ -169,9 +169,8 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub kafka: KafkaArgs,
-    pub topic: String,
-    pub layout: Layout,
-    pub format: Format,
+    /// What the output computes and how it writes it; the topic is among them.
+    pub rules: Rules,
     pub output: PathBuf,
     pub emit_partial: bool,
     pub start: Start,
@@ -186,37 +185,68 @@ pub struct Settings {
     pub allow_data_loss: bool,
 }
 
-impl Settings {
-    /// The rules the output is computed under, as recorded in its checkpoint.
-    pub fn rules(&self) -> Rules {
-        Rules {
-            topic: self.topic.clone(),
-            window_days: self.layout.size.get(),
-            unit: self.layout.unit,
-            format: self.format,
-            sensor_column: self.layout.sensor_column,
-        }
-    }
-}
-
 impl Cli {
     /// Checks the flags together and applies the preset.
-    pub fn settings(self) -> Result<Settings, clap::Error> {
-        let preset = self.preset;
-        let v2 = preset == Some(Preset::V2);
-        let size = match (self.window, self.window_days) {
+    pub fn settings(mut self) -> Result<Settings, clap::Error> {
+        let v2 = self.preset == Some(Preset::V2);
+        let rules = self.rules(v2);
+        let output =
+            self.output.take().unwrap_or_else(|| format!("weather_aggregation.{}", rules.format.name()).into());
+        let s3 = self.s3_target(v2, &output)?;
+        let group = self.group.take().unwrap_or_else(|| rules.default_group(&output));
+        let dead_letter_topic = self.dead_letter_topic.take().unwrap_or_else(|| format!("{}.dlq", rules.topic));
+        if dead_letter_topic == rules.topic {
+            return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
+        }
+        Ok(Settings {
+            start: match (self.start.take(), self.from_beginning || v2) {
+                (Some(start), _) => start,
+                (None, true) => Start::Earliest,
+                (None, false) => Start::Resume,
+            },
+            until: match (self.until, self.until_end) {
+                (Some(until), _) => until,
+                (None, true) => Until::End,
+                (None, false) => Until::Follow,
+            },
+            kafka: self.kafka,
+            rules,
+            output,
+            emit_partial: self.emit_partial,
+            dry_run: self.dry_run,
+            progress: self.progress,
+            group,
+            s3,
+            upload_interval: self.upload_interval,
+            checkpoint_interval: self.checkpoint_interval,
+            dead_letter_topic,
+            allow_data_loss: self.allow_data_loss,
+        })
+    }
+
+    /// What the output computes and how it writes it: the flags given, else the preset's.
+    fn rules(&self, v2: bool) -> Rules {
+        let window = match (self.window, self.window_days) {
             (_, Some(days)) => WindowSize::days(days).expect("clap checked the range"),
             (Some(WindowArg::Week), None) => WindowSize::WEEK,
             (Some(WindowArg::Month), None) => WindowSize::MONTH,
             (None, None) if v2 => WindowSize::WEEK,
             (None, None) => WindowSize::MONTH,
         };
-        let unit = self.unit.unwrap_or(if v2 { Unit::Fahrenheit } else { Unit::Celsius });
-        let format = self.format.unwrap_or(if v2 { Format::Csv } else { Format::Txt });
-        let output = self.output.unwrap_or_else(|| PathBuf::from(format!("weather_aggregation.{}", format.name())));
-        let file_name = match output.file_name().and_then(|n| n.to_str()) {
-            Some(name) => name.to_string(),
-            None => return Err(invalid(format!("--output `{}` does not name a file", output.display()))),
+        Rules {
+            topic: self.topic.clone(),
+            window,
+            unit: self.unit.unwrap_or(if v2 { Unit::Fahrenheit } else { Unit::Celsius }),
+            format: self.format.unwrap_or(if v2 { Format::Csv } else { Format::Txt }),
+            sensor_column: self.sensor_column,
+        }
+    }
+
+    /// Where the output is uploaded, if anywhere, after checking the output's path and the
+    /// S3 flags together.
+    fn s3_target(&mut self, v2: bool, output: &Path) -> Result<Option<S3Target>, clap::Error> {
+        let Some(file_name) = output.file_name().and_then(|n| n.to_str()) else {
+            return Err(invalid(format!("--output `{}` does not name a file", output.display())));
         };
         if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
@@ -241,9 +271,8 @@ impl Cli {
                 return Err(invalid(format!("{flag} needs --s3-bucket")));
             }
         }
-        if let Some(bucket) = &self.s3_bucket {
-            crate::sink::s3::check_bucket_name(bucket).map_err(|e| invalid(format!("--s3-bucket: {e}")))?;
-        }
+        let Some(bucket) = self.s3_bucket.take() else { return Ok(None) };
+        crate::sink::s3::check_bucket_name(&bucket).map_err(|e| invalid(format!("--s3-bucket: {e}")))?;
         if let Some(endpoint) = &self.s3_endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 return Err(invalid(format!(
@@ -251,53 +280,12 @@ impl Cli {
                 )));
             }
         }
-        let s3 = self.s3_bucket.map(|bucket| S3Target {
+        Ok(Some(S3Target {
             bucket,
-            key: self.s3_key.unwrap_or(file_name),
-            endpoint: self.s3_endpoint,
-            region: self.s3_region,
-        });
-        let layout = Layout { size, unit, sensor_column: self.sensor_column };
-        let rules = Rules {
-            topic: self.topic.clone(),
-            window_days: size.get(),
-            unit,
-            format,
-            sensor_column: self.sensor_column,
-        };
-        let group = self.group.unwrap_or_else(|| rules.default_group(&output));
-        let start = match (self.start, self.from_beginning || v2) {
-            (Some(start), _) => start,
-            (None, true) => Start::Earliest,
-            (None, false) => Start::Resume,
-        };
-        let until = match (self.until, self.until_end) {
-            (Some(until), _) => until,
-            (None, true) => Until::End,
-            (None, false) => Until::Follow,
-        };
-        let dead_letter_topic = self.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", self.topic));
-        if dead_letter_topic == self.topic {
-            return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
-        }
-        Ok(Settings {
-            kafka: self.kafka,
-            topic: self.topic,
-            layout,
-            format,
-            output,
-            emit_partial: self.emit_partial,
-            start,
-            until,
-            dry_run: self.dry_run,
-            progress: self.progress,
-            group,
-            s3,
-            upload_interval: self.upload_interval,
-            checkpoint_interval: self.checkpoint_interval,
-            dead_letter_topic,
-            allow_data_loss: self.allow_data_loss,
-        })
+            key: self.s3_key.take().unwrap_or_else(|| file_name.to_string()),
+            endpoint: self.s3_endpoint.take(),
+            region: self.s3_region.take(),
+        }))
     }
 }
 
@@ -318,7 +306,7 @@ mod tests {
     fn v1_preset() {
         for args in [&[][..], &["--preset", "v1"]] {
             let s = settings(args).unwrap();
-            assert_eq!((s.layout.size, s.layout.unit, s.format), (WindowSize::MONTH, Unit::Celsius, Format::Txt));
+            assert_eq!((s.rules.window, s.rules.unit, s.rules.format), (WindowSize::MONTH, Unit::Celsius, Format::Txt));
             assert_eq!(s.output, PathBuf::from("weather_aggregation.txt"));
             assert!(s.start == Start::Resume && s.until == Until::Follow && s.s3.is_none());
         }
@@ -328,7 +316,7 @@ mod tests {
     #[test]
     fn v2_preset() {
         let s = settings(&["--preset", "v2", "--s3-bucket", "bucket", "--s3-endpoint", "http://127.0.0.1:1"]).unwrap();
-        assert_eq!((s.layout.size, s.layout.unit, s.format), (WindowSize::WEEK, Unit::Fahrenheit, Format::Csv));
+        assert_eq!((s.rules.window, s.rules.unit, s.rules.format), (WindowSize::WEEK, Unit::Fahrenheit, Format::Csv));
         assert_eq!(s.output, PathBuf::from("weather_aggregation.csv"));
         assert_eq!(s.start, Start::Earliest);
         let s3 = s.s3.unwrap();
@@ -340,7 +328,7 @@ mod tests {
     fn flags_win_over_preset() {
         let s =
             settings(&["--preset", "v2", "--s3-bucket", "bucket", "--unit", "celsius", "--window-days", "10"]).unwrap();
-        assert_eq!((s.layout.size.get(), s.layout.unit), (10, Unit::Celsius));
+        assert_eq!((s.rules.window.get(), s.rules.unit), (10, Unit::Celsius));
         let s = settings(&["--preset", "v2", "--s3-bucket", "bucket", "--start", "offset:0=5", "--until-end"]).unwrap();
         assert_eq!((s.start, s.until), (Start::Offsets([(0, 5)].into()), Until::End));
     }

@@ -8,6 +8,7 @@
 //! - [`start`]: `--start` / `--until` positions, the plan they make, `--dry-run`.
 //! - [`source`]: the Kafka side: the topic's offsets, reading, bounded runs, commits.
 //! - [`pipeline`]: the loop that joins them.
+//! - [`rules`]: what an output computes and how it writes it, recorded once.
 //! - [`config`]: the command line, checked into [`config::Settings`].
 //! - [`status`]: `weather-consumer status`, where a consumer stands.
 
@@ -15,6 +16,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;
 pub mod pipeline;
+pub mod rules;
 pub mod sink;
 pub mod source;
 pub mod start;
@@ -111,9 +113,9 @@ struct Prepared {
 fn prepare(settings: &Settings, stop: &Stop) -> anyhow::Result<Prepared> {
     let checkpoint = match settings.start {
         Start::Earliest => None,
-        _ => Checkpoint::load(&settings.output, &settings.rules())?,
+        _ => Checkpoint::load(&settings.output, &settings.rules)?,
     };
-    let view = TopicView::look_up(&settings.kafka, &settings.topic, stop)?;
+    let view = TopicView::look_up(&settings.kafka, &settings.rules.topic, stop)?;
     let positions = view.positions(&settings.kafka, &settings.group, &settings.start)?;
     if let (Some(c), Start::Committed) = (&checkpoint, &settings.start) {
         let differ: Vec<String> = positions
@@ -133,7 +135,7 @@ fn prepare(settings: &Settings, stop: &Stop) -> anyhow::Result<Prepared> {
         }
     }
     let plan = start::plan(
-        &settings.topic,
+        &settings.rules.topic,
         &settings.start,
         checkpoint.as_ref(),
         &positions,
@@ -211,7 +213,7 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
             }
         })?;
     }
-    let fresh = Windows::new(settings.layout.size);
+    let fresh = Windows::new(settings.rules.window);
     let start_windows = match (&plan.origin, checkpoint) {
         (Origin::Resumed, Some(c)) => &c.windows,
         (Origin::RolledBack { index }, Some(c)) => &c.history[*index].windows,
@@ -220,7 +222,7 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
     // For a rebuild the checkpoint was not loaded; what it wrote is rewritten if the rules match.
     let current = match checkpoint {
         Some(c) => Some(c.clone()),
-        None => Checkpoint::read(&settings.output)?.filter(|c| c.rules == settings.rules()),
+        None => Checkpoint::read(&settings.output)?.filter(|c| c.rules == settings.rules),
     };
     Ok(start::DryRun {
         output: settings.output.display().to_string(),
@@ -240,7 +242,7 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
             ),
             None => "none (no --s3-bucket)".to_string(),
         },
-        window_days: settings.layout.size.get(),
+        window_days: settings.rules.window.get(),
         sensors: start::sensor_plans(start_windows, current.as_ref().map(|c| &c.windows), &last_records),
     })
 }
@@ -251,7 +253,7 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
     let prepared = prepare(&settings, stop)?;
     let message = format!(
         "reading `{}` on {} as group `{}`: {} {}",
-        settings.topic,
+        settings.rules.topic,
         settings.kafka.bootstrap_servers,
         settings.group,
         settings.output.display(),
@@ -287,14 +289,14 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
         _ => {
             // Recorded before the file is emptied, so a crash in between cannot leave an old
             // checkpoint next to a new, shorter file.
-            let mut fresh = Checkpoint::new(settings.rules(), Windows::new(settings.layout.size));
+            let mut fresh = Checkpoint::new(settings.rules.clone(), Windows::new(settings.rules.window));
             fresh.offsets = plan.from;
             fresh.remember();
             fresh.save(&settings.output).with_context(saving)?;
             fresh
         }
     };
-    let mut format = sink::row_format(settings.format, settings.layout);
+    let mut format = sink::row_format(&settings.rules);
     let mut output = OutputFile::open(&settings.output, checkpoint.output_len)
         .with_context(|| format!("opening the output {}", settings.output.display()))?;
     if output.is_empty() {

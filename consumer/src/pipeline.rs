@@ -277,7 +277,7 @@ impl Pipeline {
 
     /// Without a sensor column, rows of two sensors could not be told apart.
     fn check_single_sensor(&self) -> anyhow::Result<()> {
-        if self.settings.layout.sensor_column {
+        if self.settings.rules.sensor_column {
             return Ok(());
         }
         if self.checkpoint.windows.sensor_count() > 1 {
@@ -301,7 +301,7 @@ fn append(output: &mut OutputFile, format: &mut dyn RowFormat, window: &WindowSu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::{row_format, week, Format, Layout};
+    use crate::sink::{row_format, rules, week, Format};
     use crate::units::Unit;
     use crate::window::WindowSize;
 
@@ -354,8 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
         let mut output = OutputFile::open(&path, 0).unwrap();
-        let layout = Layout { size: WindowSize::WEEK, unit: Unit::Celsius, sensor_column: true };
-        let mut format = row_format(Format::Csv, layout);
+        let mut format = row_format(&rules(WindowSize::WEEK, Unit::Celsius, Format::Csv, true));
         append(&mut output, &mut *format, &week("sensor-1", 1, 7 * 203, 7 * 700, 7 * 55)).unwrap();
         append(&mut output, &mut *format, &week("sensor-2", 1, -7 * 15, 7 * 60, 7)).unwrap();
         assert_eq!(output.sync().unwrap(), std::fs::metadata(&path).unwrap().len());

@@ -334,7 +334,7 @@ impl fmt::Display for DryRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Rules;
+    use crate::rules::Rules;
     use crate::sink::Format;
     use crate::units::Unit;
     use crate::window::{WindowSize, Windows};
@@ -369,7 +369,7 @@ mod tests {
     fn checkpoint_with_marks(marks: &[(i64, i64, u64)]) -> Checkpoint {
         let rules = Rules {
             topic: "weather".into(),
-            window_days: 7,
+            window: WindowSize::WEEK,
             unit: Unit::Celsius,
             format: Format::Csv,
             sensor_column: false,

@@ -12,9 +12,20 @@ use weather_common::Reading;
 
 use crate::units::Unit;
 
-/// Days per window: 30 is the walkthrough's month, 7 its week.
+/// Days per window: 30 is the walkthrough's month, 7 its week. Written as the number of days,
+/// and checked when read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32")]
 pub struct WindowSize(u32);
+
+impl TryFrom<u32> for WindowSize {
+    type Error = String;
+
+    fn try_from(days: u32) -> Result<WindowSize, String> {
+        WindowSize::days(days)
+            .ok_or_else(|| format!("a window of {days} days is not between 1 and {} days", WindowSize::MAX_DAYS))
+    }
+}
 
 impl WindowSize {
     pub const MONTH: WindowSize = WindowSize(30);

@@ -6,8 +6,8 @@ pub mod file;
 pub mod s3;
 pub mod txt;
 
-use crate::units::Unit;
-use crate::window::{WindowSize, WindowSummary};
+use crate::rules::Rules;
+use crate::window::WindowSummary;
 
 /// The output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -28,16 +28,6 @@ impl Format {
     }
 }
 
-/// What every row format is told once: which columns to write and in which unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
-    pub size: WindowSize,
-    pub unit: Unit,
-    /// Start every row (CSV) or group (TXT) with the sensor id: needed when the topic
-    /// carries several sensors.
-    pub sensor_column: bool,
-}
-
 /// A row format: the file's opening bytes and one row per window, formatted in a buffer the
 /// format keeps (a replay formats hundreds of thousands of rows).
 pub trait RowFormat: Send {
@@ -46,12 +36,23 @@ pub trait RowFormat: Send {
     fn row(&mut self, window: &WindowSummary) -> &[u8];
 }
 
-/// The row format for `format`.
-pub fn row_format(format: Format, layout: Layout) -> Box<dyn RowFormat> {
-    match format {
-        Format::Txt => Box::new(txt::Txt::new(layout)),
-        Format::Csv => Box::new(csv::Csv::new(layout)),
+/// The row format of `rules`: its format, with the columns and unit they say.
+pub fn row_format(rules: &Rules) -> Box<dyn RowFormat> {
+    match rules.format {
+        Format::Txt => Box::new(txt::Txt::new(rules.clone())),
+        Format::Csv => Box::new(csv::Csv::new(rules.clone())),
     }
+}
+
+/// The rules of a test output.
+#[cfg(test)]
+pub(crate) fn rules(
+    window: crate::window::WindowSize,
+    unit: crate::units::Unit,
+    format: Format,
+    sensor_column: bool,
+) -> Rules {
+    Rules { topic: "weather".into(), window, unit, format, sensor_column }
 }
 
 #[cfg(test)]

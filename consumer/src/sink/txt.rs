@@ -3,19 +3,20 @@
 
 use std::io::Write as _;
 
-use super::{Layout, RowFormat};
+use super::RowFormat;
+use crate::rules::Rules;
 use crate::units::Tenths;
 use crate::window::WindowSummary;
 
 pub struct Txt {
-    layout: Layout,
+    rules: Rules,
     /// The row being formatted, reused.
     text: Vec<u8>,
 }
 
 impl Txt {
-    pub fn new(layout: Layout) -> Txt {
-        Txt { layout, text: Vec::new() }
+    pub fn new(rules: Rules) -> Txt {
+        Txt { rules, text: Vec::new() }
     }
 }
 
@@ -25,9 +26,9 @@ impl RowFormat for Txt {
     }
 
     fn row(&mut self, w: &WindowSummary) -> &[u8] {
-        let a = w.averages(self.layout.unit);
+        let a = w.averages(self.rules.unit);
         self.text.clear();
-        if self.layout.sensor_column {
+        if self.rules.sensor_column {
             write!(self.text, "{},", w.sensor_id).expect("formatting into memory");
         }
         write!(self.text, "{},{},{},{},", w.window_id, Tenths(a.temperature_tenths), a.co_concentration, a.humidity)
@@ -39,12 +40,12 @@ impl RowFormat for Txt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::week;
+    use crate::sink::{rules, week, Format};
     use crate::units::Unit;
     use crate::window::WindowSize;
 
-    fn render(layout: Layout, windows: &[WindowSummary]) -> String {
-        let mut txt = Txt::new(layout);
+    fn render(rules: Rules, windows: &[WindowSummary]) -> String {
+        let mut txt = Txt::new(rules);
         let mut out = txt.header().to_vec();
         for w in windows {
             out.extend_from_slice(txt.row(w));
@@ -55,7 +56,7 @@ mod tests {
     /// The exact bytes of the walkthrough's file: one line, a comma after every value.
     #[test]
     fn walkthrough_bytes() {
-        let layout = Layout { size: WindowSize::MONTH, unit: Unit::Celsius, sensor_column: false };
+        let layout = rules(WindowSize::MONTH, Unit::Celsius, Format::Txt, false);
         let month = |id, t, co, h| WindowSummary { readings: 30, ..week("sensor-1", id, t, co, h) };
         let text = render(layout, &[month(1, 203 * 30, 702 * 30, 55 * 30), month(2, 189 * 30 - 1, 688 * 30, 61 * 30)]);
         assert_eq!(text, "1,20.3,702,55,2,18.9,688,61,");
@@ -64,7 +65,7 @@ mod tests {
     /// With several sensors every group starts with the sensor id.
     #[test]
     fn sensor_column_leads_each_group() {
-        let layout = Layout { size: WindowSize::WEEK, unit: Unit::Fahrenheit, sensor_column: true };
+        let layout = rules(WindowSize::WEEK, Unit::Fahrenheit, Format::Txt, true);
         let text = render(layout, &[week("sensor-2", 1, 200 * 7, 700, 70), week("sensor-1", 1, -100 * 7, 350, 7)]);
         assert_eq!(text, "sensor-2,1,68.0,100,10,sensor-1,1,14.0,50,1,");
     }
