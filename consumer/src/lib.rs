@@ -36,8 +36,8 @@ use weather_common::shutdown::Stop;
 use checkpoint::Checkpoint;
 pub use config::{Cli, Command, Settings};
 use dead_letter::DeadLetters;
-use pipeline::Pipeline;
 pub use pipeline::Summary;
+use pipeline::{Pipeline, Writer};
 use sink::file::OutputFile;
 use sink::s3::{self, Uploader};
 use source::{Progress, Source, TopicView};
@@ -73,10 +73,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
             target,
             settings.output.clone(),
             settings.upload_interval,
-            pipeline.checkpoint.output_len,
+            pipeline.writer.checkpoint.output_len,
         )
     });
-    pipeline.uploads = uploader.as_ref().map(Uploader::announcer);
+    pipeline.writer.uploads = uploader.as_ref().map(Uploader::announcer);
     let consumed =
         tokio::task::spawn_blocking(move || pipeline.run(&stop)).await.context("the consumer thread panicked")?;
     let report = match uploader {
@@ -302,5 +302,6 @@ fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> an
     if output.is_empty() {
         output.write_all(format.header()).context("writing the output header")?;
     }
-    Ok(Some(Pipeline { settings, checkpoint, source, progress, output, format, dead_letters, uploads: None }))
+    let writer = Writer { settings, checkpoint, progress, output, format, dead_letters, uploads: None };
+    Ok(Some(Pipeline { source, writer }))
 }

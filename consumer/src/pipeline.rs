@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use weather_common::meter::{counted, thousands, Meter};
 use weather_common::shutdown::Stop;
 use weather_common::Reading;
@@ -104,11 +104,17 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Everything the loop owns.
+/// Everything the loop owns: where readings come from, and what they go into.
 pub struct Pipeline {
+    pub source: Source,
+    pub writer: Writer,
+}
+
+/// The output side of a run: the windows and the file they are written to, the checkpoint
+/// that ties them to the offsets read, and the dead letters.
+pub struct Writer {
     pub settings: Settings,
     pub checkpoint: Checkpoint,
-    pub source: Source,
     pub progress: Progress,
     pub output: OutputFile,
     pub format: Box<dyn RowFormat>,
@@ -116,24 +122,35 @@ pub struct Pipeline {
     pub uploads: Option<Announcer>,
 }
 
+/// What became of one message.
+enum Taken {
+    /// A reading of this run: counted, kept aside, or the last of a window written.
+    Read,
+    /// Read before (a re-delivery after a rebalance or a seek): nothing to do.
+    Again,
+    /// Past this run's bound: its partition is done.
+    Beyond,
+}
+
 impl Pipeline {
     /// Consumes until the bounded run is done or a stop is requested, then makes everything
     /// durable and reports.
     pub fn run(mut self, stop: &Stop) -> anyhow::Result<Summary> {
         let started = Instant::now();
+        let writer = &mut self.writer;
         let mut summary = Summary {
-            dead_letter_topic: self.dead_letters.topic().to_string(),
-            output: self.output.path().to_path_buf(),
+            dead_letter_topic: writer.dead_letters.topic().to_string(),
+            output: writer.output.path().to_path_buf(),
             ..Summary::default()
         };
         let mut dirty = false;
         let mut last_checkpoint = Instant::now();
-        let total = self.progress.remaining().map(|r| r as u64);
-        let mut meter = Meter::new(self.settings.progress.display(), "readings", total);
-        let mut last_error: Option<(String, Instant)> = None;
+        let total = writer.progress.remaining().map(|r| r as u64);
+        let mut meter = Meter::new(writer.settings.progress.display(), "readings", total);
+        let mut warnings = Warnings::default();
         let mut paused = BTreeSet::new();
         let mut next_mark = MIN_MARK_SPACING;
-        while !stop.requested() && !self.progress.done() {
+        while !stop.requested() && !writer.progress.done() {
             // Nothing arrived for a while: the time to make progress durable at once. The end of
             // one partition is not: during a replay the others are still being read, and a
             // checkpoint (three fsyncs) per partition end would cost more than the reading.
@@ -141,72 +158,37 @@ impl Pipeline {
             match self.source.poll(POLL_TIMEOUT) {
                 None => idle = true,
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    self.progress.reached_end(partition, start::now_ms());
+                    writer.progress.reached_end(partition, start::now_ms());
                 }
                 Some(Err(e)) => {
-                    let text = e.to_string();
-                    if last_error
-                        .as_ref()
-                        .is_none_or(|(prev, at)| *prev != text || at.elapsed() > Duration::from_secs(30))
-                    {
-                        tracing::warn!("while consuming: {text} (librdkafka retries)");
-                        last_error = Some((text, Instant::now()));
-                    }
+                    warnings.say(&e);
                     idle = true;
                 }
-                Some(Ok(message)) => {
-                    let (partition, offset) = (message.partition(), message.offset());
-                    match self.progress.admit(partition, offset, || message.timestamp().to_millis()) {
-                        Admit::New => {}
-                        Admit::Old => continue,
-                        Admit::Beyond => {
-                            if paused.insert(partition) {
-                                self.source.pause(partition);
-                            }
-                            continue;
+                Some(Ok(message)) => match writer.take(&message, &mut summary)? {
+                    Taken::Read => {
+                        dirty = true;
+                        if summary.readings >= next_mark {
+                            next_mark = summary.readings + writer.take_mark();
                         }
                     }
-                    match Reading::parse(message.payload(), message.key()) {
-                        Ok(reading) => match self.checkpoint.windows.add(&reading) {
-                            Outcome::Counted => {}
-                            Outcome::Finished(window) => {
-                                self.check_single_sensor()?;
-                                append(&mut self.output, &mut *self.format, &window)?;
-                                summary.windows_written += 1;
-                            }
-                            Outcome::Duplicate => {
-                                let reason =
-                                    format!("duplicate record_id {} of {}", reading.record_id, reading.sensor_id);
-                                self.dead_letters.keep(&message, "duplicate", &reason)?;
-                            }
-                            Outcome::Late => {
-                                let reason = format!(
-                                    "record_id {} of {} arrived after its window was written",
-                                    reading.record_id, reading.sensor_id
-                                );
-                                self.dead_letters.keep(&message, "late", &reason)?;
-                            }
-                        },
-                        Err(bad) => self.dead_letters.keep(&message, bad.category(), &bad.to_string())?,
+                    Taken::Again => continue,
+                    Taken::Beyond => {
+                        if paused.insert(message.partition()) {
+                            self.source.pause(message.partition());
+                        }
+                        continue;
                     }
-                    drop(message);
-                    self.progress.consumed(partition, offset);
-                    summary.readings += 1;
-                    dirty = true;
-                    if summary.readings >= next_mark {
-                        next_mark = summary.readings + self.take_mark();
-                    }
-                }
+                },
             }
             if !idle && !summary.readings.is_multiple_of(CLOCK_EVERY) {
                 continue;
             }
             if idle {
-                self.progress.tick(start::now_ms());
+                writer.progress.tick(start::now_ms());
             }
             if dirty
-                && (idle || last_checkpoint.elapsed() >= self.settings.checkpoint_interval)
-                && self.checkpoint(&mut summary)?
+                && (idle || last_checkpoint.elapsed() >= writer.settings.checkpoint_interval)
+                && writer.checkpoint(&self.source, &mut summary)?
             {
                 dirty = false;
                 last_checkpoint = Instant::now();
@@ -214,31 +196,71 @@ impl Pipeline {
             meter.update(summary.readings, || format!("{} written", counted(summary.windows_written, "window")));
         }
         meter.finish();
-        if self.settings.emit_partial {
-            for window in self.checkpoint.windows.drain_partial() {
-                append(&mut self.output, &mut *self.format, &window)?;
-                summary.partial_windows += 1;
-            }
-        }
-        if !self.checkpoint(&mut summary)? {
-            bail!(
-                "rejected readings could not be kept aside in `{}`: progress stays at the last checkpoint",
-                self.dead_letters.topic()
-            );
-        }
-        if let Err(e) = self.source.commit(&self.checkpoint.offsets, CommitMode::Sync) {
-            tracing::warn!("final commit to the consumer group failed: {e} (the checkpoint holds the progress)");
-        }
-        summary.rejected = self.dead_letters.counts().clone();
-        summary.offsets = self.checkpoint.offsets.clone();
-        summary.output_len = self.checkpoint.output_len;
+        writer.finish(&self.source, &mut summary)?;
         summary.elapsed = started.elapsed();
         Ok(summary)
+    }
+}
+
+/// Errors while consuming, said once each unless they change or 30 s have passed: librdkafka
+/// retries, and repeats them while a broker is away.
+#[derive(Default)]
+struct Warnings {
+    last: Option<(String, Instant)>,
+}
+
+impl Warnings {
+    fn say(&mut self, error: &KafkaError) {
+        let text = error.to_string();
+        let repeated =
+            self.last.as_ref().is_some_and(|(prev, at)| *prev == text && at.elapsed() <= Duration::from_secs(30));
+        if !repeated {
+            tracing::warn!("while consuming: {text} (librdkafka retries)");
+            self.last = Some((text, Instant::now()));
+        }
+    }
+}
+
+impl Writer {
+    /// Takes one message in: admitted by the run's bounds, then parsed and counted into its
+    /// window, which is written once complete; a reading that cannot count is kept aside.
+    fn take(&mut self, message: &BorrowedMessage<'_>, summary: &mut Summary) -> anyhow::Result<Taken> {
+        let (partition, offset) = (message.partition(), message.offset());
+        match self.progress.admit(partition, offset, || message.timestamp().to_millis()) {
+            Admit::New => {}
+            Admit::Old => return Ok(Taken::Again),
+            Admit::Beyond => return Ok(Taken::Beyond),
+        }
+        match Reading::parse(message.payload(), message.key()) {
+            Ok(reading) => match self.checkpoint.windows.add(&reading) {
+                Outcome::Counted => {}
+                Outcome::Finished(window) => {
+                    self.check_single_sensor()?;
+                    append(&mut self.output, &mut *self.format, &window)?;
+                    summary.windows_written += 1;
+                }
+                Outcome::Duplicate => {
+                    let reason = format!("duplicate record_id {} of {}", reading.record_id, reading.sensor_id);
+                    self.dead_letters.keep(message, "duplicate", &reason)?;
+                }
+                Outcome::Late => {
+                    let reason = format!(
+                        "record_id {} of {} arrived after its window was written",
+                        reading.record_id, reading.sensor_id
+                    );
+                    self.dead_letters.keep(message, "late", &reason)?;
+                }
+            },
+            Err(bad) => self.dead_letters.keep(message, bad.category(), &bad.to_string())?,
+        }
+        self.progress.consumed(partition, offset);
+        summary.readings += 1;
+        Ok(Taken::Read)
     }
 
     /// Makes progress durable: dead letters acknowledged, output fsynced, then the checkpoint
     /// replaced, then the group told. False if dead letters are not acknowledged yet.
-    fn checkpoint(&mut self, summary: &mut Summary) -> anyhow::Result<bool> {
+    fn checkpoint(&mut self, source: &Source, summary: &mut Summary) -> anyhow::Result<bool> {
         if !self.dead_letters.flush(DEAD_LETTER_FLUSH)? {
             tracing::warn!("dead letters not yet acknowledged; checkpoint postponed");
             return Ok(false);
@@ -254,10 +276,34 @@ impl Pipeline {
         if let Some(uploads) = &self.uploads {
             uploads.announce(self.checkpoint.output_len);
         }
-        if let Err(e) = self.source.commit(&self.checkpoint.offsets, CommitMode::Async) {
+        if let Err(e) = source.commit(&self.checkpoint.offsets, CommitMode::Async) {
             tracing::debug!("commit to the consumer group failed: {e}");
         }
         Ok(true)
+    }
+
+    /// The end of a run: the incomplete windows if asked for, a last checkpoint and a
+    /// synchronous commit, and the summary's final figures.
+    fn finish(&mut self, source: &Source, summary: &mut Summary) -> anyhow::Result<()> {
+        if self.settings.emit_partial {
+            for window in self.checkpoint.windows.drain_partial() {
+                append(&mut self.output, &mut *self.format, &window)?;
+                summary.partial_windows += 1;
+            }
+        }
+        if !self.checkpoint(source, summary)? {
+            bail!(
+                "rejected readings could not be kept aside in `{}`: progress stays at the last checkpoint",
+                self.dead_letters.topic()
+            );
+        }
+        if let Err(e) = source.commit(&self.checkpoint.offsets, CommitMode::Sync) {
+            tracing::warn!("final commit to the consumer group failed: {e} (the checkpoint holds the progress)");
+        }
+        summary.rejected = self.dead_letters.counts().clone();
+        summary.offsets = self.checkpoint.offsets.clone();
+        summary.output_len = self.checkpoint.output_len;
+        Ok(())
     }
 
     /// Remembers the state now as a mark to roll back to (saved with the next checkpoint), and
