@@ -386,7 +386,7 @@ const POOL: usize = 1 << 16;
 fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> anyhow::Result<()> {
     let args = KafkaArgs::new(bootstrap);
     let producer: ThreadedProducer<Deliveries> =
-        kafka::reliable_producer(&args, &[("linger.ms", "5"), ("compression.type", "lz4")], Deliveries::default())?;
+        kafka::reliable_producer(&args, &weather_producer::publish::DELIVERY_SETTINGS, Deliveries::default())?;
     // Ready-made readings of the sensor's own walk (as the producer sends them, sensors in
     // turn), so that the data, and how well it compresses, is the producer's.
     let mut walks: Vec<Walk> = (1..=sensors).map(|i| Walk::new(format!("sensor-{i}"), 1)).collect();

@@ -65,6 +65,11 @@ impl KafkaArgs {
         }
         for (key, value) in &self.overrides {
             config.set(key, value);
+            // rdkafka sets librdkafka's log level from `set_log_level` (Warning, above) once
+            // the client exists, which would drop the very lines `-X debug=...` asks for.
+            if key == "debug" && !value.is_empty() {
+                config.set_log_level(RDKafkaLogLevel::Debug);
+            }
         }
         config
     }

@@ -37,10 +37,14 @@ const THROTTLE: [&str; 10] = [
     "fetch.queue.backoff.ms=200",
 ];
 
+/// Publishes the readings in record batches of at most 5 ms each (the sensor batches for up to
+/// 100 ms): a broker answers a fetch with at least one whole batch, so small batches are what
+/// makes the throttled replay below take many round trips.
 fn produce(tansu: &Tansu, days: u64, sensors: u32) {
     let (bootstrap, count, sensor_count) = (tansu.bootstrap(), days.to_string(), sensors.to_string());
     let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", &count, "--sensors", &sensor_count];
-    let config = weather_producer::Config::try_parse_from(argv.into_iter().chain(["--seed", "9"])).unwrap();
+    let small_batches = ["--seed", "9", "-X", "linger.ms=5"];
+    let config = weather_producer::Config::try_parse_from(argv.into_iter().chain(small_batches)).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sent = runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap();
     assert_eq!(sent.acknowledged, days * u64::from(sensors));

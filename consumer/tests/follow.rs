@@ -1,0 +1,164 @@
+//! Follow mode keeps up: while the sensors keep publishing, the consumer's durable progress
+//! never lags the topic by more than a few seconds.
+//!
+//! On Tansu with memory storage a fetch costs time in proportion to the record batches the
+//! partition holds, and is answered only once a pass over the partition finds no new batch
+//! (README, Notes). A sensor fleet that sends many small batches then holds a following
+//! consumer's fetch for tens of seconds at a time, once the topic has a few minutes of
+//! history. A test cannot wait minutes: it gives the topic that history first, as
+//! single-reading batches sent as fast as the broker takes them, in one partition (so that
+//! each fetch lists them all), then follows the fleet. It catches the stall only in part: with
+//! the sensor's old 5 ms batches (`KAFKA_X=linger.ms=5`) both runs of it failed (lags of 3.0
+//! and 4.7 s, where the minutes-long run stalled for tens of seconds), but a run with more
+//! history measured 2.2 s and passed; with the sensor's 100 ms batches, 0.6 to 1.0 s.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use testkit::Tansu;
+use weather_consumer::checkpoint::Checkpoint;
+use weather_producer::Sent;
+
+const SENSORS: u32 = 8;
+const PARTITIONS: u32 = 1;
+/// History, in readings per sensor, each in a record batch of its own: about the batches a
+/// few minutes of the fleet below leave when the sensor batches for 5 ms.
+const HISTORY_DAYS: u64 = 12_500;
+/// The fleet followed: readings per second per sensor, and for how long.
+const RATE: u32 = 250;
+const FOLLOW: Duration = Duration::from_secs(30);
+/// The longest the durable output may lag a reading that the topic had.
+const MAX_LAG: Duration = Duration::from_secs(3);
+
+/// Runs `weather-producer` in-process with these flags (on a thread of its own).
+fn sensor(tansu: &Tansu, flags: &[&str]) -> std::thread::JoinHandle<Sent> {
+    let bootstrap = tansu.bootstrap();
+    let sensors = SENSORS.to_string();
+    let argv: Vec<String> = ["weather-producer", "-b", &bootstrap, "--sensors", &sensors, "--seed", "5", "--quiet"]
+        .iter()
+        .chain(flags)
+        .map(|s| s.to_string())
+        .collect();
+    let config = weather_producer::Config::try_parse_from(argv).expect("valid producer flags");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(weather_producer::run(config, std::future::pending())).expect("the sensor failed")
+    })
+}
+
+/// The consumer's process, killed when dropped (a failed assertion included).
+struct Follower(Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn follower(tansu: &Tansu, output: &Path) -> Follower {
+    Follower(
+        Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["-b", &tansu.bootstrap(), "--preset", "v1", "--sensor-column", "--quiet"])
+            .args(["--checkpoint-interval", "0.2", "-o", output.to_str().unwrap()])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting weather-consumer"),
+    )
+}
+
+/// The offsets the output's checkpoint holds (nothing yet: none).
+fn durable(output: &Path) -> BTreeMap<i32, i64> {
+    let checkpoint = std::fs::read(Checkpoint::path_for(output)).unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&checkpoint)
+        .ok()
+        .and_then(|c| c["offsets"].as_object().cloned())
+        .map(|o| o.iter().map(|(p, v)| (p.parse().unwrap(), v.as_i64().unwrap())).collect())
+        .unwrap_or_default()
+}
+
+/// The end of every partition, as the broker lists it. Tansu 0.6 lists the start of the last
+/// record batch + 1, short of the end by at most a batch: the lag measured against it is at
+/// most one batch's time short.
+fn ends(probe: &BaseConsumer) -> BTreeMap<i32, i64> {
+    (0..PARTITIONS as i32)
+        .map(|p| (p, probe.fetch_watermarks("weather", p, Duration::from_secs(5)).expect("listing the end").1))
+        .collect()
+}
+
+fn covers(durable: &BTreeMap<i32, i64>, ends: &BTreeMap<i32, i64>) -> bool {
+    ends.iter().all(|(p, &end)| durable.get(p).copied().unwrap_or(0) >= end)
+}
+
+/// A consumer following a fleet of 8 sensors at 2,000 readings per second on a topic with
+/// history: every end the topic had is in the durable output within `MAX_LAG`, all along.
+#[test]
+fn following_a_fleet_never_lags_by_seconds() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", PARTITIONS);
+    let days = HISTORY_DAYS.to_string();
+    let history = sensor(&tansu, &["--rate", "0", "--count", &days, "-X", "linger.ms=0", "-X", "batch.num.messages=1"]);
+    assert_eq!(history.join().unwrap().acknowledged, HISTORY_DAYS * u64::from(SENSORS));
+
+    let probe: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("group.id", "follow-test-probe")
+        .create()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("follow.txt");
+    let mut consumer = follower(&tansu, &output);
+    // First the history: a replay, not what this test is about.
+    let history_end = ends(&probe);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !covers(&durable(&output), &history_end) {
+        assert!(consumer.0.try_wait().unwrap().is_none(), "the consumer ended");
+        assert!(Instant::now() < deadline, "the history was not read within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (rate, count) = (RATE.to_string(), (u64::from(RATE) * FOLLOW.as_secs()).to_string());
+    let fleet = sensor(&tansu, &["--rate", &rate, "--count", &count]);
+    // Every half second, the topic's end; each end seen must be durable within MAX_LAG.
+    let mut pending: Vec<(Instant, BTreeMap<i32, i64>)> = Vec::new();
+    let (mut worst, mut sampled) = (Duration::ZERO, Instant::now() - Duration::from_secs(1));
+    let mut fleet_done = None;
+    loop {
+        if fleet_done.is_none() && fleet.is_finished() {
+            fleet_done = Some(Instant::now());
+        }
+        if sampled.elapsed() >= Duration::from_millis(500) && fleet_done.is_none() {
+            sampled = Instant::now();
+            pending.push((sampled, ends(&probe)));
+        }
+        let now = durable(&output);
+        pending.retain(|(at, end)| {
+            let covered = covers(&now, end);
+            if covered {
+                worst = worst.max(at.elapsed());
+            }
+            !covered
+        });
+        if let Some((at, end)) = pending.first() {
+            assert!(
+                at.elapsed() <= MAX_LAG,
+                "the output lags the topic by more than {MAX_LAG:?}: the end {end:?} listed {:?} ago is not durable \
+                 yet (the checkpoint holds {now:?})",
+                at.elapsed()
+            );
+        } else if fleet_done.is_some() {
+            break;
+        }
+        assert!(consumer.0.try_wait().unwrap().is_none(), "the consumer ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = fleet.join().unwrap();
+    assert_eq!(sent.acknowledged, u64::from(RATE) * FOLLOW.as_secs() * u64::from(SENSORS));
+    drop(consumer);
+    println!("worst lag of the durable output behind the topic: {worst:?}");
+}
