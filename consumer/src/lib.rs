@@ -184,11 +184,8 @@ fn skipped(prepared: &Prepared) -> i64 {
 fn skips(prepared: &Prepared) -> String {
     match skipped(prepared) {
         0 => String::new(),
-        n => format!(
-            ": the {} reading{} before it are not read (--start earliest reads them)",
-            thousands(n as u64),
-            if n == 1 { "" } else { "s" }
-        ),
+        1 => ": the 1 reading before it is not read (--start earliest reads it)".to_string(),
+        n => format!(": the {} readings before it are not read (--start earliest reads them)", thousands(n as u64)),
     }
 }
 
