@@ -269,9 +269,10 @@ pub fn partition_of(key: &[u8], count: usize) -> i32 {
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
     #[error(
-        "topic `{topic}` does not exist on {brokers}{}: create it first, e.g. `kafka-topics.sh --bootstrap-server \
-         {brokers} --create --topic {topic} --partitions 3` (scripts/stack up creates `weather`)",
-        others(.existing)
+        "topic `{topic}` does not exist on {brokers}{}: if that is the name you meant, create it first, e.g. \
+         `kafka-topics.sh --bootstrap-server {brokers} --create --topic {topic} --partitions 3` (Apache Kafka) or \
+         `tansu topic create {topic} --partitions 3` (Tansu; scripts/stack up creates `weather`)",
+        others(topic, .existing)
     )]
     Missing { topic: String, brokers: String, existing: Vec<String> },
     #[error("no Kafka broker answered at {brokers} within {seconds} s (last error: {last}); is it running? (scripts/stack up starts one)")]
@@ -280,10 +281,17 @@ pub enum TopicError {
     Stopped { brokers: String },
 }
 
-fn others(existing: &[String]) -> String {
-    match existing {
-        [] => " (it has no topics)".to_string(),
-        topics => format!(" (it has {})", topics.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")),
+/// What the broker has instead of `topic`, and the likely one for a typo.
+fn others(topic: &str, existing: &[String]) -> String {
+    if existing.is_empty() {
+        return " (it has no topics)".to_string();
+    }
+    let listed = existing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ");
+    let likely =
+        existing.iter().min_by_key(|t| strsim::levenshtein(topic, t)).filter(|t| strsim::levenshtein(topic, t) <= 2);
+    match likely {
+        Some(likely) => format!(" (it has {listed}; did you mean `{likely}`?)"),
+        None => format!(" (it has {listed})"),
     }
 }
 
@@ -614,6 +622,15 @@ mod tests {
             let delivered = producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
             assert_eq!(delivered.partition, partition_of(key.as_bytes(), PARTITIONS as usize), "{key}");
         }
+    }
+
+    /// A missing topic lists what the broker has, and names the likely one for a typo.
+    #[test]
+    fn a_missing_topic_names_the_likely_one() {
+        let existing = vec!["weather".to_string(), "weather.dlq".to_string()];
+        assert_eq!(others("wether", &existing), " (it has `weather`, `weather.dlq`; did you mean `weather`?)");
+        assert_eq!(others("orders", &existing), " (it has `weather`, `weather.dlq`)");
+        assert_eq!(others("orders", &[]), " (it has no topics)");
     }
 
     /// One kind of error is said once, then not again for a while; another kind is said.

@@ -111,11 +111,12 @@ struct Prepared {
 /// Loads the checkpoint, connects to Kafka (retrying while it is unreachable), and plans
 /// where every partition starts and stops.
 fn prepare(settings: &Settings, stop: &Stop) -> anyhow::Result<Prepared> {
+    // The topic first: a mistyped --topic is reported as a missing topic, not as other rules.
+    let view = TopicView::look_up(&settings.kafka, &settings.rules.topic, stop)?;
     let checkpoint = match settings.start {
         Start::Earliest => None,
         _ => Checkpoint::load(&settings.output, &settings.rules)?,
     };
-    let view = TopicView::look_up(&settings.kafka, &settings.rules.topic, stop)?;
     let positions = view.positions(&settings.kafka, &settings.group, &settings.start)?;
     if let (Some(c), Start::Committed) = (&checkpoint, &settings.start) {
         let differ: Vec<String> = positions
@@ -164,15 +165,22 @@ fn origin(settings: &Settings, prepared: &Prepared) -> String {
                 settings.start
             ),
         },
+        _ if settings.start == Start::Earliest && !Checkpoint::path_for(output).exists() && !has_bytes(output) => {
+            "a new output, from the beginning".to_string()
+        }
         _ if settings.start == Start::Earliest => "rebuilt from the beginning of every partition".to_string(),
         (_, Some(_)) => {
             format!("its oldest checkpoint is past {}: written anew from there{}", settings.start, skips(prepared))
         }
-        (_, None) if std::fs::metadata(output).is_ok_and(|m| m.len() > 0) => {
+        (_, None) if has_bytes(output) => {
             format!("has no checkpoint under these rules: written anew from {}{}", settings.start, skips(prepared))
         }
         (_, None) => format!("a new output, from {}{}", settings.start, skips(prepared)),
     }
+}
+
+fn has_bytes(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
 }
 
 /// Readings before the planned start of a new output that it will never see.
@@ -249,7 +257,7 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
 fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
     let prepared = prepare(&settings, stop)?;
     let message = format!(
-        "reading `{}` on {} as group `{}`: {} {}",
+        "reading `{}` on {} as group `{}`; {}: {}",
         settings.rules.topic,
         settings.kafka.bootstrap_servers,
         settings.group,

@@ -50,7 +50,12 @@ fn a_missing_topic_is_reported_at_once() {
     let (out, took) = run_binary(env!("CARGO_BIN_EXE_weather-consumer"), &args, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("topic `wether` does not exist on {bootstrap} (it has `weather`)")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "topic `wether` does not exist on {bootstrap} (it has `weather`; did you mean `weather`?)"
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("--create --topic wether"), "says how to create it: {stderr}");
     assert!(!stderr.contains("no Kafka broker answered"), "{stderr}");
     assert!(took < Duration::from_secs(15), "took {took:?}");

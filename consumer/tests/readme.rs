@@ -122,7 +122,7 @@ fn the_readme_walkthrough_runs_as_written() {
         v2,
         &[
             "dry run: nothing is consumed, written or committed",
-            "rebuilt from the beginning of every partition",
+            "weather_aggregation.csv: a new output, from the beginning",
             "uploads: s3://weather-aggregation/weather_aggregation.csv at http://127.0.0.1:",
             "readings consumed:  1,465 ",
             "windows written:    209 complete",
