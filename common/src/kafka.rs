@@ -256,13 +256,13 @@ impl ProducerContext for Deliveries {
     }
 }
 
-/// The partition of a record keyed `key` among `count` partitions: librdkafka's default
-/// (`consistent_random`) placement, CRC-32 of the key modulo the count. The sensor places its
+/// The partition of a record keyed `key` among a topic's sorted `partitions`: librdkafka's default
+/// (`consistent_random`) placement, CRC-32 of the key modulo their count. The sensor places its
 /// readings with it explicitly, so that it knows where each sensor's readings are whatever
 /// partitioner a `-X` names, and finds those written by earlier versions where they are.
-pub fn partition_of(key: &[u8], count: usize) -> i32 {
-    assert!(count > 0, "a topic has partitions");
-    (crc32fast::hash(key) % count as u32) as i32
+pub fn partition_of(key: &[u8], partitions: &[i32]) -> i32 {
+    assert!(!partitions.is_empty(), "a topic has partitions");
+    partitions[(crc32fast::hash(key) % partitions.len() as u32) as usize]
 }
 
 /// Why the topic could not be looked up.
@@ -620,7 +620,11 @@ mod tests {
             let key = format!("sensor-{i}");
             let record: FutureRecord<'_, str, str> = FutureRecord::to("placed").key(key.as_str()).payload("{}");
             let delivered = producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
-            assert_eq!(delivered.partition, partition_of(key.as_bytes(), PARTITIONS as usize), "{key}");
+            assert_eq!(
+                delivered.partition,
+                partition_of(key.as_bytes(), &(0..PARTITIONS).collect::<Vec<_>>()),
+                "{key}"
+            );
         }
     }
 

@@ -12,6 +12,16 @@ pub mod meter;
 pub mod reading;
 pub mod shutdown;
 
+use std::path::{Path, PathBuf};
+
+/// The file beside `output` that keeps some of its state: `<output><suffix>`, e.g.
+/// `weather_aggregation.txt.checkpoint`.
+pub fn beside(output: &Path, suffix: &str) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    output.with_file_name(name)
+}
+
 pub use reading::{BadReading, Reading};
 
 /// Logs to stderr, above the progress bar if one is drawn; `RUST_LOG` refines the level

@@ -27,9 +27,7 @@ pub enum LockError {
 impl WriterLock {
     /// The lock file of `output`: `<output>.lock` beside it.
     pub fn path_for(output: &Path) -> PathBuf {
-        let mut name = output.file_name().unwrap_or_default().to_os_string();
-        name.push(".lock");
-        output.with_file_name(name)
+        crate::beside(output, ".lock")
     }
 
     /// Takes the lock of `output` (described as `what` in messages), or says who holds it.

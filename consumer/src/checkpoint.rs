@@ -116,9 +116,7 @@ impl Checkpoint {
 
     /// Where the checkpoint of `output` lives: beside it, `<output>.checkpoint`.
     pub fn path_for(output: &Path) -> PathBuf {
-        let mut name = output.file_name().unwrap_or_default().to_os_string();
-        name.push(".checkpoint");
-        output.with_file_name(name)
+        weather_common::beside(output, ".checkpoint")
     }
 
     /// The checkpoint of `output`, if there is one, as it is.

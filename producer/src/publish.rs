@@ -97,10 +97,8 @@ pub fn publish(
     if let Err(e) = producer.client().fetch_metadata(Some(topic), FLUSH_TIMEOUT) {
         tracing::debug!("looking up `{topic}` before sending: {e}");
     }
-    let placed: Vec<i32> = walks
-        .iter()
-        .map(|walk| partitions[kafka::partition_of(walk.sensor_id().as_bytes(), partitions.len()) as usize])
-        .collect();
+    let placed: Vec<i32> =
+        walks.iter().map(|walk| kafka::partition_of(walk.sensor_id().as_bytes(), partitions)).collect();
     let started = Instant::now();
     let mut meter = Meter::new(display, "readings sent", count.map(|n| n * walks.len() as u64));
     let tick = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));

@@ -158,9 +158,7 @@ pub struct UploadRecord {
 
 impl UploadRecord {
     pub fn path_for(output: &Path) -> PathBuf {
-        let mut name = output.file_name().unwrap_or_default().to_os_string();
-        name.push(".upload");
-        output.with_file_name(name)
+        weather_common::beside(output, ".upload")
     }
 
     /// The record of `output`, if it was ever uploaded.
