@@ -12,7 +12,7 @@ use weather_common::meter::ProgressArgs;
 use crate::rules::Rules;
 use crate::sink::s3::S3Target;
 use crate::sink::Format;
-use crate::start::{Start, Until};
+use weather_common::position::{Start, Until};
 use crate::units::Unit;
 use crate::window::WindowSize;
 

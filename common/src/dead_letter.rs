@@ -10,7 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use weather_common::kafka::{self, Deliveries, KafkaArgs};
+use crate::kafka::{self, Deliveries, KafkaArgs};
 
 pub struct DeadLetters {
     topic: String,

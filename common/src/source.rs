@@ -1,9 +1,10 @@
-//! The Kafka side of the consumer: which offsets to start from, reading every partition,
+//! The Kafka side of a job that reads the topic: the topic's offsets and where a run starts
+//! in them, reading every partition fast (with the Tansu work-arounds of [`crate::kafka`]),
 //! knowing when a bounded run is done, and committing progress to the consumer group.
 //!
-//! Partitions are assigned explicitly (not through a group rebalance): the checkpoint, not
-//! the group, decides where reading starts, as in Spark's file sink. The group still receives
-//! commits, so `kafka-consumer-groups` and `weather-consumer status` show the lag.
+//! [`Source`] assigns partitions explicitly (not through a group rebalance): the job's own
+//! state, not the group, decides where reading starts, as in Spark's file sink. The group still
+//! receives commits, so `kafka-consumer-groups` and `weather-consumer status` show the lag.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -12,10 +13,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
-use weather_common::kafka::{self, KafkaArgs, LoggingContext};
-use weather_common::shutdown::Stop;
-
-use crate::start::{Start, Until};
+use crate::kafka::{self, KafkaArgs, LoggingContext};
+use crate::position::{Start, Until};
+use crate::shutdown::Stop;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -160,6 +160,38 @@ fn by_partition<T: Copy>(map: &BTreeMap<i32, T>) -> Vec<Option<T>> {
         v[p as usize] = Some(value);
     }
     v
+}
+
+/// Where each partition starts: the requested offset (`None`: the beginning), checked against
+/// what the topic still holds.
+pub fn start_offsets(
+    topic: &str,
+    requested: &BTreeMap<i32, Option<i64>>,
+    watermarks: &HashMap<i32, (i64, i64)>,
+    allow_data_loss: bool,
+) -> Result<BTreeMap<i32, i64>, SourceError> {
+    let mut next = BTreeMap::new();
+    for (&partition, &resume) in requested {
+        let (low, high) = watermarks[&partition];
+        let offset = match resume {
+            None => low,
+            Some(resume) if resume > high => {
+                return Err(SourceError::AheadOfTopic { topic: topic.into(), partition, resume, high })
+            }
+            Some(resume) if resume < low && !allow_data_loss => {
+                return Err(SourceError::DataLoss { topic: topic.into(), partition, resume, low })
+            }
+            Some(resume) if resume < low => {
+                tracing::warn!(
+                    "partition {partition}: offsets {resume}..{low} were deleted by retention; skipping them (--allow-data-loss)"
+                );
+                low
+            }
+            Some(resume) => resume,
+        };
+        next.insert(partition, offset);
+    }
+    Ok(next)
 }
 
 /// How the consumer fetches; the benchmark's consume baseline uses the same.
@@ -418,5 +450,24 @@ mod tests {
         assert!(!p.done(), "partition 1 read a reading since its end");
         p.reached_end(1, 1_001);
         assert!(p.done());
+    }
+
+    /// A start point that retention deleted stops the run unless data loss is allowed; one
+    /// past the end means the topic was created anew; no resume point means the beginning.
+    #[test]
+    fn start_offsets_are_checked_against_the_topic() {
+        let marks = HashMap::from([(0, (100, 500)), (1, (0, 50))]);
+        let requested = BTreeMap::from([(0, Some(40)), (1, None)]);
+        let err = start_offsets("weather", &requested, &marks, false).unwrap_err().to_string();
+        assert!(
+            err.contains("--from-beginning") && err.contains("--allow-data-loss") && err.contains("40..100"),
+            "{err}"
+        );
+        assert_eq!(start_offsets("weather", &requested, &marks, true).unwrap(), BTreeMap::from([(0, 100), (1, 0)]));
+        let ahead = BTreeMap::from([(0, Some(200)), (1, Some(51))]);
+        let err = start_offsets("weather", &ahead, &marks, true).unwrap_err().to_string();
+        assert!(err.contains("created again") && err.contains("--from-beginning"), "{err}");
+        let fine = BTreeMap::from([(0, Some(500)), (1, Some(7))]);
+        assert_eq!(start_offsets("weather", &fine, &marks, false).unwrap(), BTreeMap::from([(0, 500), (1, 7)]));
     }
 }
