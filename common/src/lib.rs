@@ -7,6 +7,7 @@
 //! - [`position`]: `--start` and `--until`, as the user says them.
 //! - [`source`]: reading the topic: where each partition starts, bounded runs, commits.
 //! - [`dead_letter`]: readings that cannot be used, kept aside with their reason.
+//! - [`s3`]: the bucket, its flags, a client from the AWS credential chain, S3's refusals.
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
 //! - [`lock`]: one writer per output, by an advisory lock the kernel releases.
@@ -17,6 +18,7 @@ pub mod lock;
 pub mod meter;
 pub mod position;
 pub mod reading;
+pub mod s3;
 pub mod shutdown;
 pub mod source;
 

@@ -34,7 +34,8 @@ use weather_common::shutdown::Stop;
 pub use config::{Cli, Command, Settings};
 pub use open::dry_run;
 pub use pipeline::Summary;
-use sink::s3::{self, Uploader};
+use sink::s3::Uploader;
+use weather_common::s3;
 
 /// Runs the consumer until its bounded run is done or `shutdown` resolves, then makes all
 /// progress durable, uploads the final state and returns what it did.
@@ -44,8 +45,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
     let stop = Stop::when(shutdown);
     let s3 = match &settings.s3 {
         Some(target) => {
-            let client = s3::client(target).await;
-            s3::check_bucket(&client, target).await?;
+            let client = s3::client(&target.bucket).await;
+            s3::check_bucket(&client, &target.bucket).await?;
             Some((client, target.clone()))
         }
         None => None,

@@ -164,7 +164,7 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
             Some(target) => format!(
                 "{} at {}, at most every {:?} and once at the end",
                 target.url(),
-                target.endpoint_name(),
+                target.bucket.endpoint_name(),
                 settings.upload_interval
             ),
             None => "none (no --s3-bucket)".to_string(),
