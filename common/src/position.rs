@@ -7,7 +7,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-
 /// `--start`: where reading starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {

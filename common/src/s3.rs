@@ -143,7 +143,7 @@ pub async fn check_bucket(client: &Client, bucket: &Bucket) -> Result<(), S3Erro
         return Ok(());
     };
     let endpoint = bucket.endpoint_name().to_string();
-        let Some(status) = error.raw_response().map(|r| r.status().as_u16()) else {
+    let Some(status) = error.raw_response().map(|r| r.status().as_u16()) else {
         tracing::warn!("S3 at {endpoint} is not answering yet ({}); uploads will be retried", error_chain(&error));
         return Ok(());
     };
@@ -170,7 +170,9 @@ pub async fn check_bucket(client: &Client, bucket: &Bucket) -> Result<(), S3Erro
         Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken") => {
             S3Error::BadCredentials { bucket: bucket.name.clone(), endpoint, said }
         }
-        Some("AccessDenied" | "AllAccessDisabled") => S3Error::AccessDenied { bucket: bucket.name.clone(), endpoint, said },
+        Some("AccessDenied" | "AllAccessDisabled") => {
+            S3Error::AccessDenied { bucket: bucket.name.clone(), endpoint, said }
+        }
         None if status == 401 => S3Error::BadCredentials { bucket: bucket.name.clone(), endpoint, said },
         None if status == 403 => S3Error::AccessDenied { bucket: bucket.name.clone(), endpoint, said },
         _ => S3Error::Rejected { bucket: bucket.name.clone(), endpoint, said },

@@ -9,13 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use crate::kafka::{self, KafkaArgs, LoggingContext};
+use crate::position::{Start, Until};
+use crate::shutdown::Stop;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
-use crate::kafka::{self, KafkaArgs, LoggingContext};
-use crate::position::{Start, Until};
-use crate::shutdown::Stop;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -80,6 +80,32 @@ impl Progress {
             unfinished,
             at_end: Vec::new(),
         }
+    }
+
+    /// Reading of `partition` (newly assigned by the group) starts at `next`; a bounded run now
+    /// waits for it to reach its end.
+    pub fn assign(&mut self, partition: i32, next: i64) {
+        let index = partition as usize;
+        if index >= self.next.len() {
+            self.next.resize(index + 1, None);
+        }
+        self.next[index] = Some(next);
+        if let Some(at_end) = self.at_end.get_mut(index) {
+            *at_end = false;
+        }
+        let end = self.end.as_ref().map(|end| end.get(index).copied().flatten());
+        match end {
+            Some(end) if end.is_none_or(|e| next < e) => self.unfinished.insert(partition),
+            _ => self.unfinished.remove(&partition),
+        };
+    }
+
+    /// `partition` is no longer read here (the group gave it to another member).
+    pub fn revoke(&mut self, partition: i32) {
+        if let Some(next) = self.next.get_mut(partition as usize) {
+            *next = None;
+        }
+        self.unfinished.remove(&partition);
     }
 
     /// Next offset to read, per partition read.
@@ -287,6 +313,24 @@ impl TopicView {
         Ok(kafka::offsets_for_time(&self.probe, &self.topic, &self.watermarks, time)?)
     }
 
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Where to fetch from so that reading `partition` yields `offset` itself (see
+    /// [`kafka::fetch_start`]), given the partition's offsets now ([`TopicView::marks_now`]:
+    /// a group member is given partitions long after it looked the topic up).
+    pub fn fetch_offset(&self, partition: i32, offset: i64, marks: (i64, i64)) -> Result<i64, SourceError> {
+        Ok(kafka::fetch_start(&self.probe, &self.topic, partition, offset, marks)?)
+    }
+
+    /// The (low, high) offsets of `partition` now.
+    pub fn marks_now(&self, partition: i32) -> Result<(i64, i64), SourceError> {
+        let now = kafka::watermarks(&self.probe, &self.topic, &[partition])?;
+        Ok(now[&partition])
+    }
+
     /// Calls `visit(offset, key, value)` for every record of `partition` in `[start, end)`.
     pub fn read_range(
         &self,
@@ -397,6 +441,26 @@ mod tests {
         q.reached_end(0, 0);
         assert!(q.done());
         assert!(!Progress::new(BTreeMap::from([(0, 9)]), None, None).done());
+    }
+
+    /// A partition the group assigns later is read from where it is told, and a bounded run
+    /// waits for it; a revoked one is no longer waited for.
+    #[test]
+    fn partitions_come_and_go_with_the_group() {
+        let ends = BTreeMap::from([(0, Some(10)), (1, Some(5)), (2, Some(7))]);
+        let mut p = Progress::new(BTreeMap::new(), Some(ends), None);
+        for partition in [0, 1, 2] {
+            p.revoke(partition);
+        }
+        assert!(p.done(), "nothing assigned, nothing to wait for");
+        p.assign(0, 4);
+        p.assign(1, 5);
+        assert!(!p.done());
+        assert_eq!(p.admit(0, 3, || None), Admit::Old);
+        assert_eq!(p.next(), BTreeMap::from([(0, 4), (1, 5)]));
+        p.revoke(0);
+        assert!(p.done());
+        assert_eq!(p.next(), BTreeMap::from([(1, 5)]));
     }
 
     /// Records below a partition's next offset were read before and are not new; records at

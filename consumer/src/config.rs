@@ -13,9 +13,9 @@ use weather_common::s3::S3Args;
 use crate::rules::Rules;
 use crate::sink::s3::S3Target;
 use crate::sink::Format;
-use weather_common::position::{Start, Until};
 use crate::units::Unit;
 use crate::window::WindowSize;
+use weather_common::position::{Start, Until};
 
 /// The walkthrough's two consumers, each in one flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -252,10 +252,7 @@ impl Cli {
             ));
         }
         let bucket = self.s3.bucket(&[("--s3-key", self.s3_key.is_some())]).map_err(invalid)?;
-        Ok(bucket.map(|bucket| S3Target {
-            bucket,
-            key: self.s3_key.take().unwrap_or_else(|| file_name.to_string()),
-        }))
+        Ok(bucket.map(|bucket| S3Target { bucket, key: self.s3_key.take().unwrap_or_else(|| file_name.to_string()) }))
     }
 }
 

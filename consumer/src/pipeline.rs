@@ -22,13 +22,13 @@ use weather_common::Reading;
 
 use crate::checkpoint::{Checkpoint, Mark, HISTORY};
 use crate::config::Settings;
-use weather_common::dead_letter::DeadLetters;
 use crate::sink::file::OutputFile;
 use crate::sink::s3::{Announcer, UploadReport};
 use crate::sink::RowFormat;
+use crate::window::{Outcome, WindowSummary};
+use weather_common::dead_letter::DeadLetters;
 use weather_common::position::now_ms;
 use weather_common::source::{Admit, Progress, Source};
-use crate::window::{Outcome, WindowSummary};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);

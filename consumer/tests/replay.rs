@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use testkit::Tansu;
-use weather_consumer::checkpoint::Checkpoint;
 use weather_common::position::now_ms;
+use weather_consumer::checkpoint::Checkpoint;
 
 const SENSORS: u32 = 3;
 /// Weekly windows in °F with a sensor column, as version 2 computes them, without S3.

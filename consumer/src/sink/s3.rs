@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::Client;
-use weather_common::s3::{error_chain, Bucket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
+use weather_common::s3::{error_chain, Bucket};
 
 /// Where the copy goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
