@@ -350,6 +350,11 @@ impl S3Server {
         std::fs::create_dir_all(self.dir.path().join("data").join(bucket)).expect("creating a bucket");
     }
 
+    /// The directory that holds a bucket's objects, each a plain file under its key.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.dir.path().join("data").join(bucket)
+    }
+
     /// The object's content, if it exists.
     pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         std::fs::read(self.dir.path().join("data").join(bucket).join(key)).ok()
