@@ -5,12 +5,16 @@
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
 //! - [`lock`]: one writer per output, by an advisory lock the kernel releases.
+//! - [`units`]: °C/°F and exact rounding, as every output writes numbers.
+//! - [`aggregate`]: a window's averages as one record of the compacted aggregates topic.
 
+pub mod aggregate;
 pub mod kafka;
 pub mod lock;
 pub mod meter;
 pub mod reading;
 pub mod shutdown;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 
