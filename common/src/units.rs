@@ -9,7 +9,9 @@
 use std::fmt;
 
 /// The unit temperatures are written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Unit {
     Celsius,
@@ -33,6 +35,14 @@ impl Unit {
         match self {
             Unit::Celsius => "celsius",
             Unit::Fahrenheit => "fahrenheit",
+        }
+    }
+
+    /// As people write it after a number: `°C`, `°F`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Unit::Celsius => "°C",
+            Unit::Fahrenheit => "°F",
         }
     }
 }
