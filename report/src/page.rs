@@ -34,7 +34,7 @@ pub fn render(report: &Report) -> anyhow::Result<String> {
     let mut html = String::new();
     let title = format!("Weather averages from {}", escape(&report.topic));
     write!(html, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")?;
-    write!(html, "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n")?;
+    writeln!(html, "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")?;
     write!(html, "<title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{title}</h1>\n")?;
     write!(
         html,

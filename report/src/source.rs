@@ -25,6 +25,10 @@ pub struct Read {
     pub records: u64,
     /// From the first poll to the last record.
     pub elapsed: Duration,
+    /// Partitions whose committed records ended before their end: (partition, where the
+    /// committed records end, the partition's end). The rest is a transaction not finished
+    /// (yet), which read_committed readers do not see.
+    pub unfinished: Vec<(i32, i64, i64)>,
 }
 
 /// A partition that sends nothing for this long, before its end, fails the run.
@@ -40,7 +44,10 @@ pub fn read_to_end(
     stop: &Stop,
     mut visit: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>),
 ) -> anyhow::Result<Read> {
-    let probe = kafka::metadata_client(args)?;
+    // The log's end, unfinished transactions included: a read_committed look-up answers their
+    // start instead (Tansu 0.6 answers the beginning of the partition), which would hide them
+    // from the report's account of what it could not read.
+    let probe = kafka::metadata_client_seeing_everything(args)?;
     let partitions = kafka::partitions_unless(&probe, args, topic, stop)?;
     // Confirmed ends: Tansu lists the last batch's start as a partition's end.
     let marks = kafka::watermarks(&probe, topic, &partitions)?;
@@ -108,8 +115,17 @@ pub fn read_to_end(
                 }
             }
             // At its end: with read_committed, control records and aborted transactions may
-            // end a partition without a record at its last offset.
-            Some(Err(KafkaError::PartitionEOF(partition))) => done(&mut ends, partition),
+            // end a partition without a record at its last offset, and an unfinished
+            // transaction ends it early (at the last stable offset).
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if let Some(&end) = ends.get(&partition) {
+                    let stable = position(&consumer, topic, partition).unwrap_or(end);
+                    if stable < end {
+                        read.unfinished.push((partition, stable, end));
+                    }
+                }
+                done(&mut ends, partition)
+            }
             Some(Err(e)) => tracing::warn!("reading `{topic}`: {e}"),
             None if quiet.0 != read.records => quiet = (read.records, Instant::now()),
             None if quiet.1.elapsed() > STALL => {
@@ -129,4 +145,13 @@ pub fn read_to_end(
     read.elapsed = started.elapsed();
     meter.finish();
     Ok(read)
+}
+
+/// The consumer's position in `partition`: the offset it would fetch next.
+fn position(consumer: &BaseConsumer<LoggingContext>, topic: &str, partition: i32) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    match positions.find_partition(topic, partition)?.offset() {
+        Offset::Offset(offset) => Some(offset),
+        _ => None,
+    }
 }

@@ -251,6 +251,13 @@ impl fmt::Display for Report {
         if bad > BAD_SHOWN.min(self.bad.len()) as u64 {
             writeln!(f, "  and {} more", thousands(bad - BAD_SHOWN.min(self.bad.len()) as u64))?;
         }
+        for &(partition, stable, end) in &self.read.unfinished {
+            writeln!(
+                f,
+                "partition {partition}: offsets {stable} to {} are in a transaction not committed (yet), so not in the table",
+                end - 1
+            )?;
+        }
         if let Some((days, left_out)) = self.only {
             writeln!(f, "only {days}-day windows (--window-days): {} of other lengths left out", thousands(left_out))?;
         }
