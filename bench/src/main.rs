@@ -478,7 +478,7 @@ fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
     // The consumer's own fetch settings, so that the ratio measures what the consumer does
     // per message, not a difference in configuration.
     let mut settings = vec![("group.id", "weather-bench-baseline"), ("enable.auto.commit", "false")];
-    settings.extend_from_slice(&kafka::FETCH_SETTINGS);
+    settings.extend_from_slice(&weather_common::source::FETCH_SETTINGS);
     let consumer: BaseConsumer = args.client_config(&settings).create()?;
     let mut assignment = TopicPartitionList::new();
     let mut expected = 0;

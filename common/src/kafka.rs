@@ -156,25 +156,6 @@ impl ConsumerContext for LoggingContext {
     }
 }
 
-/// How every reader of a whole topic fetches: the consumer, the report, and the benchmark's
-/// consume baseline.
-pub const FETCH_SETTINGS: [(&str, &str); 4] = [
-    ("fetch.wait.max.ms", "100"),
-    // librdkafka pauses a partition's fetching for this long once its prefetch queue is full
-    // (1 s by default): a consumer that does real work per message would then drain the queue
-    // and sit idle. Refill it at once instead.
-    ("fetch.queue.backoff.ms", "1"),
-    // ... and keep that queue, and each fetch, small: memory must not grow with history. Each
-    // fetch response stays in memory until its last message is consumed (2 MiB fetches halved
-    // the peak on Tansu, 94 -> 56 MiB for 1M readings), and a queued reading of 100 bytes
-    // costs librdkafka several hundred. Measured with weather-bench (peak memory of a replay
-    // of 1M readings on the mock cluster, replay against baseline on Tansu): an 8 MiB queue
-    // peaked at 56-64 MiB, 6 MiB at 46-51 MiB with the same rate, 4 MiB at 35-42 MiB but with
-    // Tansu's replay down from about 1.0x to 0.9x.
-    ("queued.max.messages.kbytes", "6144"),
-    ("fetch.max.bytes", "2097152"),
-];
-
 /// A consumer for metadata look-ups and reading ranges by explicit assignment. It never
 /// commits; librdkafka only insists that it names a group.
 pub fn metadata_client(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingContext>> {

@@ -105,7 +105,8 @@ fn our_services_get_flags_the_binaries_accept() {
             }
             "weather-report" => {
                 argv.extend(env_as_flags(&weather_report::Cli::command(), &name, &service));
-                let cli = weather_report::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
+                let cli =
+                    weather_report::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
                 let html = cli.html.expect("the report service writes the HTML page");
                 assert!(html.starts_with("/out"), "{name} writes to the mounted /out: {}", html.display());
             }

@@ -1,6 +1,6 @@
 //! Reading the aggregates topic from its beginning to the end every partition has when the
 //! run starts, as fast as the broker serves it: one consumer assigned every partition, polled
-//! on this thread with the consumer's fetch settings, each record handed over as borrowed bytes.
+//! on this thread with the consumer's fetch settings (`common::source`), each record handed over as borrowed bytes.
 //!
 //! Only committed records are read (`isolation.level=read_committed`): a topic sink that
 //! writes in transactions never shows an aborted or unfinished transaction's records here.
@@ -60,7 +60,7 @@ pub fn read_to_end(
         ("enable.partition.eof", "true"),
         ("isolation.level", "read_committed"),
     ];
-    settings.extend_from_slice(&kafka::FETCH_SETTINGS);
+    settings.extend_from_slice(&weather_common::source::FETCH_SETTINGS);
     let consumer: BaseConsumer<LoggingContext> = args.client_config(&settings).create_with_context(LoggingContext)?;
 
     // By partition: the end to read up to; a partition is removed once it is read.

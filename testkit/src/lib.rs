@@ -206,6 +206,19 @@ impl Tansu {
         producer.flush(Duration::from_secs(30)).expect("flushing raw messages");
     }
 
+    /// Sends `(partition, key, value, timestamp in ms)` messages to `topic`, flushed: records
+    /// placed in time and partition by the test, as a replaying or late client would.
+    pub fn send_stamped(&self, topic: &str, messages: &[(i32, &[u8], &[u8], i64)]) {
+        let producer: ThreadedProducer<_> =
+            kafka::reliable_producer(&self.kafka_args(), &[], rdkafka::producer::DefaultProducerContext)
+                .expect("creating a producer");
+        for &(partition, key, value, timestamp) in messages {
+            let record = BaseRecord::to(topic).partition(partition).key(key).payload(value).timestamp(timestamp);
+            producer.send(record).map_err(|(e, _)| e).expect("sending a stamped message");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flushing stamped messages");
+    }
+
     /// Every message of `topic`, partition by partition, in offset order.
     pub fn read_all(&self, topic: &str) -> Vec<Record> {
         let args = self.kafka_args();
@@ -245,6 +258,7 @@ impl Tansu {
                     records.push(Record {
                         partition: m.partition(),
                         offset: m.offset(),
+                        timestamp: m.timestamp().to_millis(),
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
                         headers,
@@ -273,6 +287,8 @@ pub type RawMessage<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 pub struct Record {
     pub partition: i32,
     pub offset: i64,
+    /// Milliseconds since the epoch, as the broker returns it.
+    pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
@@ -410,6 +426,25 @@ fn wait_for_port(child: &mut Child, port: u16, name: &str, log: &Path) -> Result
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The Python that has DuckDB and pyarrow, the lake's readers that are not our writer
+/// (installed by `scripts/stack install` if missing).
+pub fn lake_python() -> PathBuf {
+    static PYTHON: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
+    python
+        .get_or_insert_with(|| {
+            let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
+            let out = Command::new(&stack)
+                .arg("python")
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("running scripts/stack python");
+            assert!(out.status.success(), "scripts/stack python failed ({})", out.status);
+            PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
+        })
+        .clone()
 }
 
 /// The path of a stack binary.
