@@ -49,7 +49,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
         Destination::S3 { bucket, prefix } => {
             let client = s3::client(bucket).await;
             s3::check_bucket(&client, bucket).await?;
-            (Arc::new(S3Store::new(client, bucket.clone(), runtime.clone())), prefix)
+            (Arc::new(S3Store::new(client, bucket.clone(), prefix, runtime.clone())), prefix)
         }
     };
     let layout = Layout::new(prefix, &settings.topic);

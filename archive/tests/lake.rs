@@ -2,161 +2,11 @@
 //! archive wrote, and find each valid reading of the topic exactly once, with its values, in the
 //! file of its hour, in offset order.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
 use serde_json::Value;
+use support::*;
 use testkit::Tansu;
-
-/// A valid reading of the topic, as the test reads it itself from the raw message.
-#[derive(Debug, Clone, PartialEq)]
-struct Expected {
-    sensor_id: String,
-    record_id: i64,
-    temperature: f64,
-    co_concentration: i64,
-    humidity: i64,
-    event_ms: i64,
-}
-
-/// The valid readings of `topic` by (partition, offset), and how many records are not valid.
-fn topic_readings(tansu: &Tansu, topic: &str) -> (BTreeMap<(i32, i64), Expected>, usize) {
-    let mut valid = BTreeMap::new();
-    let mut invalid = 0;
-    for record in tansu.read_all(topic) {
-        let parsed: Option<Value> = record.value.as_deref().and_then(|v| serde_json::from_slice(v).ok());
-        let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name).cloned());
-        let key = record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
-        match (field("record_id"), field("temperature"), field("CO_concentration"), field("humidity")) {
-            (Some(id), Some(t), Some(co), Some(h)) => {
-                let sensor_id = field("sensor_id").and_then(|s| s.as_str().map(str::to_string)).or(key).unwrap();
-                valid.insert(
-                    (record.partition, record.offset),
-                    Expected {
-                        sensor_id,
-                        record_id: id.as_i64().unwrap(),
-                        temperature: t.as_f64().unwrap(),
-                        co_concentration: co.as_i64().unwrap(),
-                        humidity: h.as_i64().unwrap(),
-                        event_ms: record.timestamp.unwrap(),
-                    },
-                );
-            }
-            _ => invalid += 1,
-        }
-    }
-    (valid, invalid)
-}
-
-/// What DuckDB and pyarrow find in the lake.
-struct LakeView {
-    rows: Vec<BTreeMap<String, Value>>,
-    files: Vec<BTreeMap<String, Value>>,
-    leftovers: Vec<String>,
-}
-
-fn read_lake(dir: &Path) -> LakeView {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_lake.py");
-    let out = Command::new(testkit::lake_python()).arg(script).arg(dir).output().expect("running the lake reader");
-    assert!(out.status.success(), "the lake reader failed: {}", String::from_utf8_lossy(&out.stderr));
-    let json: Value = serde_json::from_slice(&out.stdout).expect("the reader's JSON");
-    let objects = |name: &str| -> Vec<BTreeMap<String, Value>> {
-        json[name].as_array().unwrap().iter().map(|v| serde_json::from_value(v.clone()).unwrap()).collect()
-    };
-    let leftovers = json["leftovers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    LakeView { rows: objects("rows"), files: objects("files"), leftovers }
-}
-
-/// The lake holds exactly `expected`, each reading once with its values, every file one hour
-/// of one partition, in offset order and named after its first offset, with statistics.
-fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) -> LakeView {
-    let lake = read_lake(dir);
-    assert!(lake.leftovers.is_empty(), "files that are not Parquet: {:?}", lake.leftovers);
-    let mut seen = BTreeMap::new();
-    let mut by_file: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
-    for row in &lake.rows {
-        let at = (row["partition"].as_i64().unwrap() as i32, row["offset"].as_i64().unwrap());
-        let got = Expected {
-            sensor_id: row["sensor_id"].as_str().unwrap().to_string(),
-            record_id: row["record_id"].as_i64().unwrap(),
-            temperature: row["temperature"].as_f64().unwrap(),
-            co_concentration: row["co_concentration"].as_i64().unwrap(),
-            humidity: row["humidity"].as_i64().unwrap(),
-            event_ms: row["event_ms"].as_i64().unwrap(),
-        };
-        // The Hive partition columns are the reading's own hour, in UTC.
-        let stamp = jiff::Timestamp::from_millisecond(got.event_ms).unwrap().to_zoned(jiff::tz::TimeZone::UTC);
-        assert_eq!(row["date"].as_str().unwrap(), stamp.date().to_string(), "{row:?}");
-        if let Some(hour) = row.get("hour") {
-            assert_eq!(hour.as_i64().unwrap(), i64::from(stamp.hour()), "{row:?}");
-        }
-        assert!(seen.insert(at, got).is_none(), "offset {at:?} is in the lake twice");
-        by_file.entry(row["filename"].as_str().unwrap().to_string()).or_default().push(at);
-    }
-    let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(k)).take(5).collect();
-    let extra: Vec<_> = seen.keys().filter(|k| !expected.contains_key(k)).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, not in the topic {extra:?}");
-    for (at, got) in &seen {
-        assert_eq!(got, &expected[at], "the values at {at:?}");
-    }
-    for (file, offsets) in &by_file {
-        let name = Path::new(file).file_name().unwrap().to_str().unwrap();
-        let (partition, first) = offsets[0];
-        assert_eq!(name, format!("weather+{partition}+{first:020}.parquet"), "{file}");
-        assert!(offsets.windows(2).all(|w| w[0].0 == partition && w[0].1 < w[1].1), "{file}: not in offset order");
-    }
-    for file in &lake.files {
-        assert_eq!((file["row_groups"].as_i64(), file["compression"].as_str()), (Some(1), Some("SNAPPY")), "{file:?}");
-        assert_eq!(file["statistics"], Value::Bool(true), "{file:?}");
-    }
-    assert_eq!(
-        lake.files[0]["schema"],
-        serde_json::json!([
-            "sensor_id:string",
-            "record_id:int64",
-            "temperature:double",
-            "co_concentration:int32",
-            "humidity:int32",
-            "event_time:timestamp[ms, tz=UTC]",
-            "partition:int32",
-            "offset:int64"
-        ])
-    );
-    lake
-}
-
-/// Runs the archive binary on `tansu` into `dir` until the end, and returns its summary.
-fn archive(tansu: &Tansu, dir: &Path, extra: &[&str]) -> String {
-    let out = run_archive(tansu, dir, extra);
-    assert!(out.status.success(), "the archive failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn run_archive(tansu: &Tansu, dir: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weather-archive"))
-        .args(["-b", &tansu.bootstrap(), "--connect-timeout", "20", "--quiet", "-o", dir.to_str().unwrap()])
-        .args(extra)
-        .output()
-        .expect("running weather-archive")
-}
-
-/// The names and bytes of every data file.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut found = BTreeMap::new();
-    let mut dirs = vec![dir.join("topic=weather")];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                found.insert(path.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    found
-}
 
 /// A batch run archives every valid reading once and keeps the bad ones aside; a second run
 /// adds only what came since; a rebuild writes the very same files again.
@@ -190,4 +40,65 @@ async fn the_lake_holds_every_valid_reading_once() {
     let rebuilt = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700", "--from-beginning"]);
     assert!(rebuilt.starts_with("readings archived:  8,000 in "), "{rebuilt}");
     assert_eq!(files(lake.path()), before);
+}
+
+/// A reading stamped in an hour already closed on its partition goes into a file of its own
+/// hour, never into the file open at the time; the summary counts such late files. By day, the
+/// same readings make fewer files.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_readings_land_in_their_own_hour() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    // 2026-11-29T10:00:00Z, and readings of hours 10, 10, 11, 10 (late), 12, 11 (late).
+    let ten = 1_764_410_400_000_i64;
+    let hours = [0, 0, 1, 0, 2, 1];
+    let values: Vec<String> = (1..=hours.len())
+        .map(|id| {
+            format!(
+                r#"{{"sensor_id":"sensor-1","record_id":{id},"temperature":20.5,"CO_concentration":700,"humidity":55}}"#
+            )
+        })
+        .collect();
+    let messages: Vec<(i32, &[u8], &[u8], i64)> = values
+        .iter()
+        .zip(hours)
+        .map(|(v, h)| (0, &b"sensor-1"[..], v.as_bytes(), ten + h * 3_600_000 + 1_000))
+        .collect();
+    tansu.send_stamped("weather", &messages);
+    let (expected, _) = topic_readings(&tansu, "weather");
+    let by_hour = tempfile::tempdir().unwrap();
+    let summary = archive(&tansu, by_hour.path(), &["--until-end"]);
+    assert!(summary.contains("files written:      5 to ") && summary.contains(", 2 late\n"), "{summary}");
+    let lake = assert_lake_holds(by_hour.path(), &expected);
+    let per_hour = |hour: &str| lake.files.iter().filter(|f| f["path"].as_str().unwrap().contains(hour)).count();
+    assert_eq!((per_hour("hour=10/"), per_hour("hour=11/"), per_hour("hour=12/")), (2, 2, 1));
+    let by_day = tempfile::tempdir().unwrap();
+    let summary = archive(&tansu, by_day.path(), &["--until-end", "--partition-by", "day"]);
+    assert!(summary.contains("files written:      1 to ") && summary.contains(", 0 late\n"), "{summary}");
+    assert_lake_holds(by_day.path(), &expected);
+}
+
+/// The lake in a bucket: the same files, each one PUT, and the state beside them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lake_in_s3_holds_every_valid_reading_once() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 3);
+    tansu.produce("weather", 3, 1_000, 3).await;
+    let s3 = testkit::S3Server::start();
+    s3.create_bucket("lake");
+    let out =
+        archive_command(&tansu, &["--s3-bucket", "lake", "--s3-endpoint", &s3.endpoint(), "--s3-prefix", "archive"])
+            .args(["--until-end", "--max-rows", "400"])
+            .output()
+            .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8(out.stdout).unwrap();
+    assert!(summary.contains(" to s3://lake/archive at http://127.0.0.1:"), "{summary}");
+    let (expected, _) = topic_readings(&tansu, "weather");
+    assert_lake_holds(&s3.bucket_dir("lake").join("archive"), &expected);
+    for p in 0..3 {
+        let state: Value =
+            serde_json::from_slice(&s3.object("lake", &format!("archive/_state/weather-{p}.json")).unwrap()).unwrap();
+        assert_eq!(state["pending"], Value::Null, "{state}");
+    }
 }

@@ -28,6 +28,22 @@ pub const S3S_FS_VERSION: &str = "0.14.1";
 pub const S3_ACCESS_KEY: &str = "weather-test-key";
 pub const S3_SECRET_KEY: &str = "weather-test-secret";
 
+/// Client settings (as `-X` flags) of small fetches and a short prefetch queue: they stretch a
+/// replay to several seconds (many broker round trips), so that a crash test's kills land in
+/// the middle of it without slowing the code under test.
+pub const THROTTLE: [&str; 10] = [
+    "-X",
+    "max.partition.fetch.bytes=2048",
+    "-X",
+    "fetch.max.bytes=8192",
+    "-X",
+    "message.max.bytes=8192",
+    "-X",
+    "queued.max.messages.kbytes=64",
+    "-X",
+    "fetch.queue.backoff.ms=200",
+];
+
 /// A running Tansu broker.
 pub struct Tansu {
     child: Option<Child>,
@@ -112,6 +128,20 @@ impl Tansu {
         ]))
         .expect("valid producer flags");
         weather_producer::run(config, std::future::pending()).await.expect("producing readings")
+    }
+
+    /// Publishes `days` readings from each of `sensors` sensors to `weather` in record batches
+    /// of at most 5 ms each (the sensor batches for up to 100 ms): a broker answers a fetch with
+    /// at least one whole batch, so small batches are what makes a replay with [`THROTTLE`]
+    /// take many round trips.
+    pub fn produce_in_small_batches(&self, days: u64, sensors: u32) {
+        let (bootstrap, count, sensor_count) = (self.bootstrap(), days.to_string(), sensors.to_string());
+        let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", &count, "--sensors", &sensor_count];
+        let small_batches = ["--seed", "9", "-X", "linger.ms=5", "--quiet"];
+        let config = weather_producer::Config::try_parse_from(argv.into_iter().chain(small_batches)).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let sent = runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap();
+        assert_eq!(sent.acknowledged, days * u64::from(sensors));
     }
 
     /// Runs `weather-consumer` with these flags against this broker, in-process, as its
@@ -348,6 +378,11 @@ impl S3Server {
     /// Creates a bucket (a directory of the server's root).
     pub fn create_bucket(&self, bucket: &str) {
         std::fs::create_dir_all(self.dir.path().join("data").join(bucket)).expect("creating a bucket");
+    }
+
+    /// The directory that holds a bucket's objects, each a plain file under its key.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.dir.path().join("data").join(bucket)
     }
 
     /// The object's content, if it exists.

@@ -14,12 +14,14 @@ use super::{Store, StoreError, Version};
 pub struct S3Store {
     client: Client,
     bucket: Bucket,
+    /// The lake's prefix in the bucket, for messages (the keys carry it).
+    prefix: String,
     runtime: Handle,
 }
 
 impl S3Store {
-    pub fn new(client: Client, bucket: Bucket, runtime: Handle) -> S3Store {
-        S3Store { client, bucket, runtime }
+    pub fn new(client: Client, bucket: Bucket, prefix: &str, runtime: Handle) -> S3Store {
+        S3Store { client, bucket, prefix: prefix.to_string(), runtime }
     }
 }
 
@@ -34,7 +36,7 @@ fn is_conflict<E: ProvideErrorMetadata>(
 
 impl Store for S3Store {
     fn describe(&self) -> String {
-        format!("{} at {}", self.bucket.url(""), self.bucket.endpoint_name())
+        format!("{} at {}", self.bucket.url(&self.prefix), self.bucket.endpoint_name())
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
