@@ -6,8 +6,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . .
-RUN cargo build --release --locked --bin weather-producer --bin weather-consumer --bin weather-archive \
-    --bin weather-report
+RUN cargo build --release --locked --bin weather-producer --bin weather-consumer --bin weather-archive --bin weather-report
 
 FROM debian:12.12-slim
 RUN apt-get update \
