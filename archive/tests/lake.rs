@@ -40,6 +40,12 @@ async fn the_lake_holds_every_valid_reading_once() {
     let rebuilt = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700", "--from-beginning"]);
     assert!(rebuilt.starts_with("readings archived:  8,000 in "), "{rebuilt}");
     assert_eq!(files(lake.path()), before);
+
+    // A rebuild under another layout replaces the files it rewrites, and leaves no other.
+    let by_day = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700", "--from-beginning", "--partition-by", "day"]);
+    assert!(by_day.contains(&format!("{} of earlier runs replaced", before.len())), "{by_day}");
+    let lake_by_day = assert_lake_holds(lake.path(), &expected);
+    assert!(lake_by_day.files.iter().all(|f| !f["path"].as_str().unwrap().contains("hour=")), "only the day layout is left");
 }
 
 /// A reading stamped in an hour already closed on its partition goes into a file of its own
