@@ -454,6 +454,11 @@ impl PostgresServer {
         self.superuser(POSTGRES_DATABASE, sql)
     }
 
+    /// [`PostgresServer::query`], with the error (a table that does not exist yet, say).
+    pub fn try_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        self.try_superuser(POSTGRES_DATABASE, sql)
+    }
+
     fn superuser(&self, database: &str, sql: &str) -> Vec<Vec<Option<String>>> {
         self.try_superuser(database, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }

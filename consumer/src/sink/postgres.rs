@@ -37,14 +37,14 @@ pub const DEFAULT_TABLE: &str = "weather_aggregates";
 /// The longest table name whose companions (`_progress`, `_staging`) still fit PostgreSQL's 63
 /// bytes.
 const MAX_TABLE_LEN: usize = 63 - "_progress".len();
-/// The columns of the table and of its staging table, with their types as
-/// `information_schema.columns` names them.
+/// The columns of the table and of its staging table, with their types as PostgreSQL's
+/// `format_type` names them.
 const COLUMNS: [(&str, &str); 10] = [
     ("sensor_id", "text"),
     ("window_days", "integer"),
     ("window_id", "bigint"),
     ("unit", "text"),
-    ("avg_temp", "numeric"),
+    ("avg_temp", "numeric(6,1)"),
     ("avg_co", "integer"),
     ("avg_humidity", "integer"),
     ("readings", "integer"),
@@ -245,7 +245,8 @@ async fn connect(target: &PostgresTarget, deadline: Instant) -> anyhow::Result<C
         } else if error.to_string().contains("password missing") {
             return Err(PostgresError::NoPassword { address, user: target.user().into() }.into());
         }
-        if Instant::now() + backoff > deadline {
+        let now = Instant::now();
+        if now >= deadline {
             let seconds = started.elapsed().as_secs();
             return Err(PostgresError::Unreachable { address, seconds, error: chain(&error) }.into());
         }
@@ -253,7 +254,7 @@ async fn connect(target: &PostgresTarget, deadline: Instant) -> anyhow::Result<C
             tracing::warn!("PostgreSQL at {address} is unreachable ({}); retrying", chain(&error));
             said = true;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(backoff.min(deadline - now)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -333,14 +334,8 @@ impl Postgres {
 
     async fn prepare(&mut self, rebuild: bool) -> anyhow::Result<()> {
         let t = self.t().to_string();
-        let columns: String = COLUMNS
-            .iter()
-            .map(|(name, kind)| match *name {
-                "avg_temp" => format!("{name} numeric(6,1) NOT NULL"),
-                _ => format!("{name} {kind} NOT NULL"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns: String =
+            COLUMNS.iter().map(|(name, kind)| format!("{name} {kind} NOT NULL")).collect::<Vec<_>>().join(", ");
         let key = "PRIMARY KEY (sensor_id, window_days, unit, window_id)";
         for (name, expected, create) in [
             (t.clone(), &COLUMNS[..], format!("CREATE TABLE IF NOT EXISTS {t} ({columns}, {key})")),
@@ -434,8 +429,9 @@ impl Postgres {
         let rows = self
             .client
             .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND table_name = $1",
+                // The catalog, not information_schema: that shows only tables this user may use.
+                "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+                 WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
                 &[&table],
             )
             .await
