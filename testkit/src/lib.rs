@@ -359,6 +359,8 @@ pub struct PostgresServer {
     password: String,
     /// The user that runs the server, when the test runs as root.
     run_as: Option<(u32, u32)>,
+    /// Whether commits reach the disk (`fsync`): off for tests, on for the benchmark.
+    fsync: bool,
 }
 
 /// The user and database the consumer signs in as.
@@ -366,7 +368,14 @@ pub const POSTGRES_USER: &str = "weather";
 pub const POSTGRES_DATABASE: &str = "weather";
 
 impl PostgresServer {
+    /// A server for tests: commits are not fsynced (a crash of the machine is not what the
+    /// tests simulate), which keeps them fast.
     pub fn start() -> PostgresServer {
+        PostgresServer::start_with_fsync(false)
+    }
+
+    /// A server whose commits are durable, as in production: for measurements.
+    pub fn start_with_fsync(fsync: bool) -> PostgresServer {
         let dir = tempdir("postgres");
         let run_as = run_as_postgres();
         let password = format!("pw-{:016x}", {
@@ -388,7 +397,7 @@ impl PostgresServer {
         as_user(&mut initdb, run_as);
         let status = initdb.status().expect("running initdb");
         assert!(status.success(), "initdb failed: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
-        let mut server = PostgresServer { child: None, port: free_port(), dir, password, run_as };
+        let mut server = PostgresServer { child: None, port: free_port(), dir, password, run_as, fsync };
         for _ in 1..START_ATTEMPTS {
             match server.launch() {
                 Ok(()) => break,
@@ -415,7 +424,8 @@ impl PostgresServer {
         command
             .args(["-D", self.dir.path().join("data").to_str().unwrap(), "-p", &self.port.to_string()])
             .args(["-k", self.dir.path().to_str().unwrap(), "-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "fsync=off", "-c", "log_statement=all", "-c", "log_connections=on"])
+            .args(["-c", if self.fsync { "fsync=on" } else { "fsync=off" }])
+            .args(["-c", "log_statement=all", "-c", "log_connections=on"])
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         as_user(&mut command, self.run_as);
