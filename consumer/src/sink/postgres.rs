@@ -6,7 +6,8 @@
 //! - `T`: one row per window, keyed by (sensor_id, window_days, unit, window_id).
 //! - `T_staging`: the rows of a rebuild until it has caught up with the topic; then, in one
 //!   transaction, they replace their rule set's rows in `T`: readers see the old rows or the
-//!   new ones, never half of each.
+//!   new ones, never half of each. A rule set that `T` does not hold yet is loaded in place
+//!   (there is nothing to replace, and its rows are then written once, not twice).
 //! - `T_progress`: per consumer group, topic and partition, the next offset.
 //! - `T_state`: per consumer group and topic, the rules, whether a rebuild is under way, a
 //!   commit count (to tell after a lost connection whether a commit landed), and the open
@@ -66,6 +67,8 @@ const STATE_COLUMNS: [(&str, &str); 8] = [
 /// The first key of this program's advisory locks ("weat").
 const LOCK_CLASS: i32 = 0x7765_6174;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Bytes of COPY data per message to the server.
+const COPY_PIECE: usize = 256 * 1024;
 
 /// Where the windows go: a server, a database, a user and a table; the password is looked up
 /// when connecting.
@@ -277,6 +280,30 @@ fn connection_lost(client: &Client, error: &tokio_postgres::Error) -> bool {
         None => true,
         Some(db) => client.is_closed() || db.code().code().starts_with("08") || db.code().code().starts_with("57P"),
     }
+}
+
+/// Deletes the progress and state of other outputs (groups) on this rule set.
+async fn forget_others(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: &str,
+    days: i32,
+    unit: &str,
+    group: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        &format!(
+            "DELETE FROM {t}_progress p USING {t}_state s WHERE p.consumer_group = s.consumer_group \
+             AND p.topic = s.topic AND s.window_days = $1 AND s.unit = $2 AND s.consumer_group <> $3"
+        ),
+        &[&days, &unit, &group],
+    )
+    .await?;
+    tx.execute(
+        &format!("DELETE FROM {t}_state WHERE window_days = $1 AND unit = $2 AND consumer_group <> $3"),
+        &[&days, &unit, &group],
+    )
+    .await?;
+    Ok(())
 }
 
 /// This output's rows in one PostgreSQL table.
@@ -520,7 +547,10 @@ impl Postgres {
             let columns: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
             let copy = tx.copy_in(&format!("COPY {target} ({}) FROM STDIN", columns.join(", "))).await?;
             futures_util::pin_mut!(copy);
-            copy.send(bytes::Bytes::copy_from_slice(rows)).await?;
+            // In pieces, so that neither side holds a second copy of a large batch.
+            for piece in rows.chunks(COPY_PIECE) {
+                copy.send(bytes::Bytes::copy_from_slice(piece)).await?;
+            }
             copy.finish().await?;
         }
         let (partitions, offsets): (Vec<i32>, Vec<i64>) = commit.offsets.iter().map(|(&p, &o)| (p, o)).unzip();
@@ -544,19 +574,7 @@ impl Postgres {
                 .await?;
             // The rows of this rule set are this output's now: other outputs' progress on them
             // no longer describes the table.
-            tx.execute(
-                &format!(
-                    "DELETE FROM {t}_progress p USING {t}_state s WHERE p.consumer_group = s.consumer_group \
-                     AND p.topic = s.topic AND s.window_days = $1 AND s.unit = $2 AND s.consumer_group <> $3"
-                ),
-                &[&days, &unit, &self.group],
-            )
-            .await?;
-            tx.execute(
-                &format!("DELETE FROM {t}_state WHERE window_days = $1 AND unit = $2 AND consumer_group <> $3"),
-                &[&days, &unit, &self.group],
-            )
-            .await?;
+            forget_others(&tx, &t, days, unit, &self.group).await?;
         }
         tx.execute(
             &format!(
@@ -640,7 +658,8 @@ impl WindowTable for Postgres {
         let (days, unit) = (self.window.get() as i32, self.unit.name());
         let (group, topic) = (self.group.clone(), self.topic.clone());
         let client = &mut self.client;
-        self.runtime
+        let holds_rows = self
+            .runtime
             .block_on(async {
                 let tx = client.transaction().await?;
                 tx.execute(&format!("DELETE FROM {t}_staging WHERE window_days = $1 AND unit = $2"), &[&days, &unit])
@@ -650,14 +669,32 @@ impl WindowTable for Postgres {
                     &[&group, &topic],
                 )
                 .await?;
-                tx.commit().await
+                let holds_rows: bool = tx
+                    .query_one(
+                        &format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE window_days = $1 AND unit = $2)"),
+                        &[&days, &unit],
+                    )
+                    .await?
+                    .get(0);
+                if !holds_rows {
+                    // Loaded in place: other outputs' progress on this rule set describes
+                    // rows that are gone.
+                    forget_others(&tx, &t, days, unit, &group).await?;
+                }
+                tx.commit().await?;
+                Ok::<_, tokio_postgres::Error>(holds_rows)
             })
             .with_context(|| format!("starting the rebuild of {}", self.name))?;
         self.state =
-            TableState { offsets: BTreeMap::new(), windows: None, rebuilding: true, ended_with_partial: false };
+            TableState { offsets: BTreeMap::new(), windows: None, rebuilding: holds_rows, ended_with_partial: false };
         let start = Commit { offsets: from, windows, caught_up: false, partial: false };
         self.commit_rows(&start, &[])?;
-        tracing::info!("{}: rebuilding this output's rows; they replace the old ones once caught up", self.name);
+        match holds_rows {
+            true => {
+                tracing::info!("{}: rebuilding this output's rows; they replace the old ones once caught up", self.name)
+            }
+            false => tracing::info!("{}: loading this output's rows", self.name),
+        }
         Ok(())
     }
 
