@@ -200,7 +200,10 @@ impl Pipeline {
             if idle {
                 writer.progress.tick(start::now_ms());
             }
-            if dirty
+            // A rebuilt table is made visible at the first checkpoint after the run has caught
+            // up, even if nothing was read since the last one.
+            let swap_due = idle && writer.tables.iter().any(Table::rebuilding) && writer.progress.caught_up();
+            if (dirty || swap_due)
                 && (idle || last_checkpoint.elapsed() >= writer.settings.checkpoint_interval)
                 && writer.checkpoint(&self.source, &mut summary, false)?
             {

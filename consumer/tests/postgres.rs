@@ -451,3 +451,40 @@ fn a_table_ahead_catches_up_and_one_behind_is_refused() {
     run_consumer(&tansu, &pg, &[&flags[..], &["--postgres-table", "fresh", "--from-beginning"]].concat(), &log);
     assert_eq!(table_rows(&pg, &WEEKLY_ROWS.replace("weather_aggregates", "fresh")), expected);
 }
+
+/// A consumer that follows the topic makes its rebuild visible once it has read to the end of
+/// every partition, without waiting for new readings or its own end.
+#[test]
+fn a_following_rebuild_is_made_visible_once_caught_up() {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", PARTITIONS);
+    produce(&tansu, 700, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("weekly.csv");
+    run_consumer(&tansu, &pg, &["-o", output.to_str().unwrap()], &dir.path().join("1.log"));
+    let expected = csv_rows(&output);
+    let commits = || -> i64 { table_rows(&pg, "SELECT commits FROM weather_aggregates_state")[0][0].parse().unwrap() };
+    let before = commits();
+    let log = dir.path().join("follow.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["-b", &tansu.bootstrap(), "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
+        .args(["--sensor-column", "--from-beginning", "-o", output.to_str().unwrap(), "--to-postgres", &pg.url()])
+        .env("PGPASSWORD", pg.password())
+        .stdout(File::create(&log).unwrap())
+        .stderr(File::create(err_path(&log)).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The rebuild's first commit marks it under way; a later one without the mark swapped it in.
+    let rebuilt =
+        || table_rows(&pg, "SELECT rebuilding FROM weather_aggregates_state") == [["f"]] && commits() >= before + 2;
+    while !rebuilt() {
+        assert!(Instant::now() < deadline, "the rebuild was not made visible within 30 s");
+        assert!(child.try_wait().unwrap().is_none(), "the follower ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(table_rows(&pg, "SELECT count(*) FROM weather_aggregates_staging"), [["0"]]);
+    assert_eq!(table_rows(&pg, WEEKLY_ROWS), expected);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

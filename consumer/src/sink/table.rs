@@ -48,7 +48,8 @@ pub trait WindowTable: Send {
     /// 127.0.0.1:5432/weather`.
     fn name(&self) -> &str;
 
-    /// Its durable progress for this output, as found when it was opened.
+    /// Its durable progress for this output: as found when it was opened, then as each
+    /// commit left it.
     fn state(&self) -> &TableState;
 
     /// Starts rebuilding this output's rows, reading from `from` with `windows` open (given
@@ -181,8 +182,9 @@ impl Table {
         self.sink.name()
     }
 
-    pub fn sink(&mut self) -> &mut dyn WindowTable {
-        &mut *self.sink
+    /// True while a rebuild waits to be made visible.
+    pub fn rebuilding(&self) -> bool {
+        self.sink.state().rebuilding
     }
 
     /// True while the table is ahead of the file.
@@ -301,30 +303,34 @@ mod tests {
     /// What a table receives through [`Table`], for the tests below.
     #[derive(Default)]
     struct Recorded {
-        state: TableState,
         taken: Vec<(String, u64)>,
         commits: Vec<(BTreeMap<i32, i64>, bool, usize)>,
     }
 
-    impl WindowTable for std::sync::Arc<std::sync::Mutex<Recorded>> {
+    struct Recorder {
+        state: TableState,
+        shared: std::sync::Arc<std::sync::Mutex<Recorded>>,
+    }
+
+    impl WindowTable for Recorder {
         fn name(&self) -> &str {
             "the test table"
         }
         fn state(&self) -> &TableState {
-            unimplemented!("not used by Table")
+            &self.state
         }
         fn rebuild(&mut self, _: &BTreeMap<i32, i64>, _: Option<&Windows>) -> anyhow::Result<()> {
             Ok(())
         }
         fn add(&mut self, w: &WindowSummary) -> anyhow::Result<()> {
-            self.lock().unwrap().taken.push((w.sensor_id.clone(), w.window_id));
+            self.shared.lock().unwrap().taken.push((w.sensor_id.clone(), w.window_id));
             Ok(())
         }
         fn commit(&mut self, c: &Commit<'_>) -> anyhow::Result<()> {
-            let mut r = self.lock().unwrap();
+            let mut r = self.shared.lock().unwrap();
             let n = r.taken.len();
             r.commits.push((c.offsets.clone(), c.caught_up, n));
-            r.state.offsets = c.offsets.clone();
+            self.state.offsets = c.offsets.clone();
             Ok(())
         }
     }
@@ -334,7 +340,8 @@ mod tests {
     #[test]
     fn a_table_catches_up_then_follows() {
         let recorded = std::sync::Arc::new(std::sync::Mutex::new(Recorded::default()));
-        let mut table = Table::new(Box::new(recorded.clone()), Some(CatchUp::new(offsets(&[(0, 10)]))));
+        let recorder = Recorder { state: state(&[(0, 10)]), shared: recorded.clone() };
+        let mut table = Table::new(Box::new(recorder), Some(CatchUp::new(offsets(&[(0, 10)]))));
         table.finished(&week("a", 1, 0, 0, 0), 0, 6).unwrap();
         table.commit(Commit { offsets: &offsets(&[(0, 7)]), windows: None, caught_up: true, partial: false }).unwrap();
         assert!(table.catching_up());
