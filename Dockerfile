@@ -1,4 +1,4 @@
-# The sensor and the consumer in one small image: build with the Rust toolchain, run on a
+# The sensor, the consumer and the archive in one small image: build with the Rust toolchain, run on a
 # slim Debian as a non-root user. Used by docker-compose.yml.
 FROM rust:1.95.0-slim-bookworm AS build
 RUN apt-get update \
@@ -6,7 +6,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . .
-RUN cargo build --release --locked --bin weather-producer --bin weather-consumer
+RUN cargo build --release --locked --bin weather-producer --bin weather-consumer --bin weather-archive
 
 FROM debian:12.12-slim
 RUN apt-get update \
@@ -16,5 +16,6 @@ RUN apt-get update \
     && mkdir /out && chown weather /out
 COPY --from=build /app/target/release/weather-producer /usr/local/bin/weather-producer
 COPY --from=build /app/target/release/weather-consumer /usr/local/bin/weather-consumer
+COPY --from=build /app/target/release/weather-archive /usr/local/bin/weather-archive
 USER weather
 WORKDIR /out

@@ -1,16 +1,26 @@
-//! What the weather sensor and the aggregating consumer must agree on.
+//! What the weather sensor and the jobs that read its topic must agree on, and what every job
+//! that reads the topic does the same way.
 //!
 //! - [`reading`]: the `Reading` and its JSON form, the wire contract on the `weather` topic.
-//! - [`kafka`]: Kafka client settings shared by both sides (brokers, `-X`, secrets).
+//! - [`kafka`]: Kafka client settings shared by all (brokers, `-X`, secrets), and the broker
+//!   look-ups and work-arounds behind them.
+//! - [`position`]: `--start` and `--until`, as the user says them.
+//! - [`source`]: reading the topic: where each partition starts, bounded runs, commits.
+//! - [`dead_letter`]: readings that cannot be used, kept aside with their reason.
+//! - [`s3`]: the bucket, its flags, a client from the AWS credential chain, S3's refusals.
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
 //! - [`lock`]: one writer per output, by an advisory lock the kernel releases.
 
+pub mod dead_letter;
 pub mod kafka;
 pub mod lock;
 pub mod meter;
+pub mod position;
 pub mod reading;
+pub mod s3;
 pub mod shutdown;
+pub mod source;
 
 use std::path::{Path, PathBuf};
 

@@ -8,14 +8,15 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
+use weather_common::s3::S3Args;
 
 use crate::rules::Rules;
 use crate::sink::postgres::PostgresTarget;
 use crate::sink::s3::S3Target;
 use crate::sink::Format;
-use crate::start::{Start, Until};
 use crate::units::Unit;
 use crate::window::WindowSize;
+use weather_common::position::{Start, Until};
 
 /// The walkthrough's two consumers, each in one flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,22 +124,13 @@ pub struct Cli {
     #[arg(short = 'g', long, env = "WEATHER_GROUP")]
     pub group: Option<String>,
 
-    /// Upload the output to this S3 bucket. Credentials come from the standard AWS chain
-    /// (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile, instance role).
-    #[arg(long, env = "WEATHER_S3_BUCKET")]
-    pub s3_bucket: Option<String>,
-
-    /// Object key. Default: the output's file name.
+    /// Upload the output to an S3 bucket (--s3-bucket) as this object key. Default: the
+    /// output's file name.
     #[arg(long, env = "WEATHER_S3_KEY")]
     pub s3_key: Option<String>,
 
-    /// S3 endpoint URL, for MinIO or another S3-compatible server (path-style addressing).
-    #[arg(long, env = "WEATHER_S3_ENDPOINT", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-
-    /// S3 region. Default: from the AWS configuration, else us-east-1.
-    #[arg(long, env = "WEATHER_S3_REGION")]
-    pub s3_region: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// Upload after a new window is written, but no more often than this; always once more
     /// at the end.
@@ -214,7 +206,7 @@ impl Cli {
             if self.to_postgres.is_none() {
                 return Err(invalid("--no-file needs a table to write to: give --to-postgres".to_string()));
             }
-            for (flag, given) in [("--output", self.output.is_some()), ("--s3-bucket", self.s3_bucket.is_some())] {
+            for (flag, given) in [("--output", self.output.is_some()), ("--s3-bucket", self.s3.s3_bucket.is_some())] {
                 if given {
                     return Err(invalid(format!("--no-file writes no file: {flag} does not go with it")));
                 }
@@ -300,39 +292,14 @@ impl Cli {
                 return Err(invalid(format!("--output: directory `{}` does not exist", dir.display())));
             }
         }
-        if v2 && self.s3_bucket.is_none() {
+        if v2 && self.s3.s3_bucket.is_none() {
             return Err(Cli::command().error(
                 ErrorKind::MissingRequiredArgument,
                 "--preset v2 uploads to S3: give --s3-bucket (or WEATHER_S3_BUCKET)",
             ));
         }
-        // An endpoint or region from the environment (`scripts/stack env` sets one) applies
-        // only to the runs that upload; given as a flag without a bucket, it is a mistake.
-        let from_env = |var: &str, value: &Option<String>| std::env::var(var).ok() == *value;
-        for (flag, given, var) in [
-            ("--s3-key", &self.s3_key, None),
-            ("--s3-endpoint", &self.s3_endpoint, Some("WEATHER_S3_ENDPOINT")),
-            ("--s3-region", &self.s3_region, Some("WEATHER_S3_REGION")),
-        ] {
-            if given.is_some() && self.s3_bucket.is_none() && !var.is_some_and(|var| from_env(var, given)) {
-                return Err(invalid(format!("{flag} needs --s3-bucket")));
-            }
-        }
-        let Some(bucket) = self.s3_bucket.take() else { return Ok(None) };
-        crate::sink::s3::check_bucket_name(&bucket).map_err(|e| invalid(format!("--s3-bucket: {e}")))?;
-        if let Some(endpoint) = &self.s3_endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(invalid(format!(
-                    "--s3-endpoint `{endpoint}` must be a URL starting with http:// or https://"
-                )));
-            }
-        }
-        Ok(Some(S3Target {
-            bucket,
-            key: self.s3_key.take().unwrap_or_else(|| file_name.to_string()),
-            endpoint: self.s3_endpoint.take(),
-            region: self.s3_region.take(),
-        }))
+        let bucket = self.s3.bucket(&[("--s3-key", self.s3_key.is_some())]).map_err(invalid)?;
+        Ok(bucket.map(|bucket| S3Target { bucket, key: self.s3_key.take().unwrap_or_else(|| file_name.to_string()) }))
     }
 }
 
@@ -367,7 +334,7 @@ mod tests {
         assert_eq!(s.output, PathBuf::from("weather_aggregation.csv"));
         assert_eq!(s.start, Start::Earliest);
         let s3 = s.s3.unwrap();
-        assert_eq!((s3.bucket.as_str(), s3.key.as_str()), ("bucket", "weather_aggregation.csv"));
+        assert_eq!((s3.bucket.name.as_str(), s3.key.as_str()), ("bucket", "weather_aggregation.csv"));
     }
 
     /// Explicit flags win over the preset.

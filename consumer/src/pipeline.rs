@@ -23,14 +23,14 @@ use weather_common::Reading;
 
 use crate::checkpoint::{Checkpoint, Mark, HISTORY};
 use crate::config::Settings;
-use crate::dead_letter::DeadLetters;
 use crate::sink::file::OutputFile;
 use crate::sink::s3::{Announcer, UploadReport};
 use crate::sink::table::{Commit, Table};
 use crate::sink::RowFormat;
-use crate::source::{Admit, Progress, Source};
-use crate::start;
 use crate::window::{Outcome, WindowSummary};
+use weather_common::dead_letter::DeadLetters;
+use weather_common::position::now_ms;
+use weather_common::source::{Admit, Progress, Source};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
@@ -172,7 +172,7 @@ impl Pipeline {
             match self.source.poll(POLL_TIMEOUT) {
                 None => idle = true,
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    writer.progress.reached_end(partition, start::now_ms());
+                    writer.progress.reached_end(partition, now_ms());
                 }
                 Some(Err(e)) => {
                     warnings.say(&e);
@@ -198,7 +198,7 @@ impl Pipeline {
                 continue;
             }
             if idle {
-                writer.progress.tick(start::now_ms());
+                writer.progress.tick(now_ms());
             }
             // A rebuilt table is made visible at the first checkpoint after the run has caught
             // up, even if nothing was read since the last one.

@@ -1,5 +1,5 @@
-//! Where a run starts and where it stops: `--start`, `--until`, and the plan that `--dry-run`
-//! prints. Pure: the Kafka look-ups happen in [`crate::source`], and are passed in.
+//! Where a run starts and where it stops for an output: the plan, and what `--dry-run` prints.
+//! Pure: the Kafka look-ups happen in [`weather_common::source`], and are passed in.
 //!
 //! A start position never makes an existing output skip readings it has not seen, as in
 //! Spark: it can only take the output back. For an output with a checkpoint, the output is
@@ -9,136 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use weather_common::position::Start;
+use weather_common::source::{start_offsets, SourceError};
 
 use crate::checkpoint::Checkpoint;
-use crate::source::SourceError;
-
-/// `--start`: where reading starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
-    /// The beginning of every partition: the output is rebuilt (`--from-beginning`).
-    Earliest,
-    /// The end of every partition: a new output sees only readings published from now on.
-    Latest,
-    /// Where this output left off: its checkpoint; a new output starts at the beginning, as the
-    /// walkthrough's consumer did. The default.
-    Resume,
-    /// The consumer group's committed offsets. An output with a checkpoint still resumes at
-    /// its checkpoint; a new output starts at the group's offsets, skipping what came before
-    /// (the beginning where the group has no offset).
-    Committed,
-    /// The first reading stamped at or after this time (milliseconds since the epoch), by the
-    /// broker's offsets-for-times look-up.
-    Time(i64),
-    /// These offsets; unlisted partitions are not constrained (a new output reads them from
-    /// the beginning).
-    Offsets(BTreeMap<i32, i64>),
-}
-
-/// `--until`: where a bounded run stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Until {
-    /// Never: follow the topic until stopped.
-    Follow,
-    /// The end every partition had when the run started (`--until-end`).
-    End,
-    /// Before the first reading stamped at or after this time (milliseconds since the epoch);
-    /// a partition with none ends at its end once this time has passed.
-    Time(i64),
-}
-
-impl FromStr for Start {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Start, String> {
-        match s {
-            "earliest" => Ok(Start::Earliest),
-            "latest" => Ok(Start::Latest),
-            "resume" => Ok(Start::Resume),
-            "committed" => Ok(Start::Committed),
-            _ => {
-                if let Some(time) = s.strip_prefix("time:") {
-                    return parse_time(time).map(Start::Time);
-                }
-                if let Some(list) = s.strip_prefix("offset:") {
-                    return parse_offsets(list).map(Start::Offsets);
-                }
-                Err(format!(
-                    "`{s}` is not a start position: use resume, earliest, latest, committed, time:<RFC 3339> \
-                     (e.g. time:2026-11-22T06:00:00Z) or offset:<partition>=<offset>,..."
-                ))
-            }
-        }
-    }
-}
-
-impl FromStr for Until {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Until, String> {
-        match s {
-            "end" => Ok(Until::End),
-            _ => match s.strip_prefix("time:") {
-                Some(time) => parse_time(time).map(Until::Time),
-                None => Err(format!(
-                    "`{s}` is not an end position: use end or time:<RFC 3339> (e.g. time:2026-11-22T06:00:00Z)"
-                )),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Start {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Start::Earliest => f.write_str("the beginning"),
-            Start::Latest => f.write_str("the end"),
-            Start::Resume => f.write_str("the beginning"),
-            Start::Committed => f.write_str("the group's committed offsets"),
-            Start::Time(t) => write!(f, "{}", format_time(*t)),
-            Start::Offsets(offsets) => {
-                let list: Vec<String> = offsets.iter().map(|(p, o)| format!("{p}={o}")).collect();
-                write!(f, "offsets {}", list.join(","))
-            }
-        }
-    }
-}
-
-fn parse_time(s: &str) -> Result<i64, String> {
-    let time: jiff::Timestamp =
-        s.parse().map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}), e.g. 2026-11-22T06:00:00Z"))?;
-    Ok(time.as_millisecond())
-}
-
-/// An epoch-milliseconds time as RFC 3339, for messages.
-pub fn format_time(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
-}
-
-/// Now, in epoch milliseconds (Kafka's timestamp unit).
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn parse_offsets(list: &str) -> Result<BTreeMap<i32, i64>, String> {
-    let mut offsets = BTreeMap::new();
-    for pair in list.split(',') {
-        let parsed = pair
-            .split_once('=')
-            .and_then(|(p, o)| Some((p.trim().parse::<i32>().ok()?, o.trim().parse::<i64>().ok()?)));
-        match parsed {
-            Some((partition, offset)) if partition >= 0 && offset >= 0 => {
-                if offsets.insert(partition, offset).is_some() {
-                    return Err(format!("partition {partition} is given twice"));
-                }
-            }
-            _ => return Err(format!("`{pair}` is not <partition>=<offset> (e.g. offset:0=1200,1=1187)")),
-        }
-    }
-    Ok(offsets)
-}
 
 /// Where the output's state comes from in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +64,7 @@ pub fn plan(
             None => (Origin::Fresh, positions.clone()),
         },
     };
-    let from = checked(topic, &requested, watermarks, allow_data_loss)?;
+    let from = start_offsets(topic, &requested, watermarks, allow_data_loss)?;
     Ok(Plan { origin, from })
 }
 
@@ -197,38 +72,6 @@ pub fn plan(
 /// the beginning.
 fn resume_at(offsets: &BTreeMap<i32, i64>, partitions: &BTreeMap<i32, Option<i64>>) -> BTreeMap<i32, Option<i64>> {
     partitions.keys().map(|&p| (p, offsets.get(&p).copied())).collect()
-}
-
-/// Where each partition starts: the requested offset (`None`: the beginning), checked against
-/// what the topic still holds.
-fn checked(
-    topic: &str,
-    requested: &BTreeMap<i32, Option<i64>>,
-    watermarks: &HashMap<i32, (i64, i64)>,
-    allow_data_loss: bool,
-) -> Result<BTreeMap<i32, i64>, SourceError> {
-    let mut next = BTreeMap::new();
-    for (&partition, &resume) in requested {
-        let (low, high) = watermarks[&partition];
-        let offset = match resume {
-            None => low,
-            Some(resume) if resume > high => {
-                return Err(SourceError::AheadOfTopic { topic: topic.into(), partition, resume, high })
-            }
-            Some(resume) if resume < low && !allow_data_loss => {
-                return Err(SourceError::DataLoss { topic: topic.into(), partition, resume, low })
-            }
-            Some(resume) if resume < low => {
-                tracing::warn!(
-                    "partition {partition}: offsets {resume}..{low} were deleted by retention; skipping them (--allow-data-loss)"
-                );
-                low
-            }
-            Some(resume) => resume,
-        };
-        next.insert(partition, offset);
-    }
-    Ok(next)
 }
 
 /// What `--dry-run` prints: the plan, per partition and per sensor.
@@ -339,33 +182,6 @@ mod tests {
     use crate::units::Unit;
     use crate::window::{WindowSize, Windows};
 
-    /// Every start and end position parses, and a bad one says what would be accepted.
-    #[test]
-    fn positions_parse() {
-        assert_eq!("earliest".parse(), Ok(Start::Earliest));
-        assert_eq!("latest".parse(), Ok(Start::Latest));
-        assert_eq!("committed".parse(), Ok(Start::Committed));
-        assert_eq!("resume".parse(), Ok(Start::Resume));
-        assert_eq!("time:1970-01-01T00:00:01.5Z".parse(), Ok(Start::Time(1500)));
-        assert_eq!("time:1970-01-01T01:00:00+01:00".parse(), Ok(Start::Time(0)));
-        assert_eq!("offset:0=12, 2=7".parse(), Ok(Start::Offsets(BTreeMap::from([(0, 12), (2, 7)]))));
-        assert_eq!("end".parse(), Ok(Until::End));
-        assert_eq!("time:1970-01-01T00:00:02Z".parse(), Ok(Until::Time(2000)));
-        for (bad, needle) in [
-            ("begin", "resume, earliest, latest, committed"),
-            ("time:yesterday", "RFC 3339"),
-            ("offset:0", "<partition>=<offset>"),
-            ("offset:0=1,0=2", "partition 0 is given twice"),
-            ("offset:-1=5", "`-1=5`"),
-            ("offset:0=x", "`0=x`"),
-        ] {
-            let err = bad.parse::<Start>().unwrap_err();
-            assert!(err.contains(needle), "{bad}: {err}");
-        }
-        assert!("latest".parse::<Until>().unwrap_err().contains("end or time:"));
-        assert_eq!(format_time(1500), "1970-01-01T00:00:01.5Z");
-    }
-
     fn checkpoint_with_marks(marks: &[(i64, i64, u64)]) -> Checkpoint {
         let rules = Rules {
             topic: "weather".into(),
@@ -408,25 +224,6 @@ mod tests {
         assert!(err.to_string().contains("created again"), "no rolling back into another topic's history: {err}");
         let fresh = plan("weather", &Start::Latest, None, &at(Some(100), Some(100)), &marks, false).unwrap();
         assert_eq!(fresh, Plan { origin: Origin::Fresh, from: BTreeMap::from([(0, 100), (1, 100)]) });
-    }
-
-    /// A start point that retention deleted stops the run unless data loss is allowed; one
-    /// past the end means the topic was created anew; no resume point means the beginning.
-    #[test]
-    fn start_offsets_are_checked_against_the_topic() {
-        let marks = HashMap::from([(0, (100, 500)), (1, (0, 50))]);
-        let requested = BTreeMap::from([(0, Some(40)), (1, None)]);
-        let err = checked("weather", &requested, &marks, false).unwrap_err().to_string();
-        assert!(
-            err.contains("--from-beginning") && err.contains("--allow-data-loss") && err.contains("40..100"),
-            "{err}"
-        );
-        assert_eq!(checked("weather", &requested, &marks, true).unwrap(), BTreeMap::from([(0, 100), (1, 0)]));
-        let ahead = BTreeMap::from([(0, Some(200)), (1, Some(51))]);
-        let err = checked("weather", &ahead, &marks, true).unwrap_err().to_string();
-        assert!(err.contains("created again") && err.contains("--from-beginning"), "{err}");
-        let fine = BTreeMap::from([(0, Some(500)), (1, Some(7))]);
-        assert_eq!(checked("weather", &fine, &marks, false).unwrap(), BTreeMap::from([(0, 500), (1, 7)]));
     }
 
     /// Per sensor: windows up to the start state are kept, those written since are rewritten,

@@ -13,7 +13,7 @@ use weather_common::kafka::{self, KafkaArgs, LoggingContext};
 
 use crate::checkpoint::Checkpoint;
 use crate::sink::s3::UploadRecord;
-use crate::source;
+use weather_common::source;
 
 /// The flags of `weather-consumer status`.
 #[derive(clap::Args, Debug, Clone)]

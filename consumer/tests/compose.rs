@@ -8,7 +8,7 @@ use std::process::Command;
 use clap::{ArgAction, CommandFactory, Parser};
 use yaml_rust2::{Yaml, YamlLoader};
 
-const BINARIES: [&str; 2] = ["weather-producer", "weather-consumer"];
+const BINARIES: [&str; 3] = ["weather-producer", "weather-consumer", "weather-archive"];
 /// Variables our services may get that the binaries do not read as flags: the AWS SDK, the
 /// PostgreSQL password (as libpq's) and the log filter read them.
 const OTHER_ENV: [&str; 5] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "PGPASSWORD", "RUST_LOG"];
@@ -82,7 +82,7 @@ fn env_as_flags(cli: &clap::Command, service_name: &str, service: &Yaml) -> Vec<
 fn our_services_get_flags_the_binaries_accept() {
     let doc = compose();
     let ours = ours(&doc);
-    assert_eq!(ours.len(), 3, "producer, consumer-v1, consumer-v2");
+    assert_eq!(ours.len(), 4, "producer, consumer-v1, consumer-v2, archiver");
     let out = tempfile::tempdir().unwrap();
     for (name, service) in ours {
         let entrypoint = strings(&service["entrypoint"]);
@@ -102,6 +102,17 @@ fn our_services_get_flags_the_binaries_accept() {
                 assert!(output.starts_with("/out"), "{name} writes to the mounted /out: {}", output.display());
                 cli.output = Some(out.path().join(output.file_name().unwrap()));
                 cli.settings().unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
+            }
+            "weather-archive" => {
+                argv.extend(env_as_flags(&weather_archive::Cli::command(), &name, &service));
+                let cli =
+                    weather_archive::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
+                let settings = cli.settings().unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
+                assert!(
+                    matches!(settings.destination, weather_archive::Destination::S3 { .. }),
+                    "{name} writes to MinIO"
+                );
+                assert!(settings.scale_out, "{name} shares the partitions in a group (--scale)");
             }
             other => panic!("{name} runs {other}, which the workspace does not build"),
         }
@@ -125,14 +136,17 @@ fn names_agree_across_services() {
         assert!(topic_init.contains(&format!("--topic {topic}.dlq ")), "kafka-init creates {topic}.dlq for {name}");
         assert!(!service["depends_on"]["kafka-init"].is_badvalue(), "{name} waits for the topics");
     }
-    let v2 = &all["consumer-v2"];
-    let bucket = env(v2, "WEATHER_S3_BUCKET").unwrap();
-    assert!(bucket_init.ends_with(&format!("demo/{bucket}")), "minio-init creates {bucket}: {bucket_init}");
-    assert_eq!(env(v2, "WEATHER_S3_ENDPOINT").as_deref(), Some("http://minio:9000"));
     assert!(all.contains_key("minio"));
-    assert_eq!(env(v2, "AWS_ACCESS_KEY_ID"), env(&all["minio"], "MINIO_ROOT_USER"));
-    assert_eq!(env(v2, "AWS_SECRET_ACCESS_KEY"), env(&all["minio"], "MINIO_ROOT_PASSWORD"));
-    assert!(!v2["depends_on"]["minio-init"].is_badvalue(), "consumer-v2 waits for the bucket");
+    for name in ["consumer-v2", "archiver"] {
+        let service = &all[name];
+        let bucket = env(service, "WEATHER_S3_BUCKET").unwrap();
+        assert!(bucket_init.ends_with(&format!("demo/{bucket}")), "minio-init creates {bucket}: {bucket_init}");
+        assert_eq!(env(service, "WEATHER_S3_ENDPOINT").as_deref(), Some("http://minio:9000"), "{name}");
+        assert_eq!(env(service, "AWS_ACCESS_KEY_ID"), env(&all["minio"], "MINIO_ROOT_USER"), "{name}");
+        assert_eq!(env(service, "AWS_SECRET_ACCESS_KEY"), env(&all["minio"], "MINIO_ROOT_PASSWORD"), "{name}");
+        assert!(!service["depends_on"]["minio-init"].is_badvalue(), "{name} waits for the bucket");
+    }
+    let v2 = &all["consumer-v2"];
     let postgres = &all["postgres"];
     let (user, database) = (env(postgres, "POSTGRES_USER").unwrap(), env(postgres, "POSTGRES_DB").unwrap());
     assert_eq!(env(v2, "WEATHER_POSTGRES_URL"), Some(format!("postgres://{user}@postgres:5432/{database}")));

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use rand::{Rng, SeedableRng};
 use testkit::{S3Server, Storage, Tansu};
 use weather_consumer::checkpoint::Checkpoint;
@@ -22,34 +21,6 @@ const OUTAGE: Duration = Duration::from_secs(4);
 const OUTAGE_WARNING: &str = "while consuming";
 /// Readings of the one-sensor variant, all in one partition.
 const ONE_SENSOR_DAYS: u64 = 28_000;
-/// Small fetches and a short prefetch queue stretch a replay to several seconds (many broker
-/// round trips), so that kills land in the middle of it without slowing the consumer's code.
-const THROTTLE: [&str; 10] = [
-    "-X",
-    "max.partition.fetch.bytes=2048",
-    "-X",
-    "fetch.max.bytes=8192",
-    "-X",
-    "message.max.bytes=8192",
-    "-X",
-    "queued.max.messages.kbytes=64",
-    "-X",
-    "fetch.queue.backoff.ms=200",
-];
-
-/// Publishes the readings in record batches of at most 5 ms each (the sensor batches for up to
-/// 100 ms): a broker answers a fetch with at least one whole batch, so small batches are what
-/// makes the throttled replay below take many round trips.
-fn produce(tansu: &Tansu, days: u64, sensors: u32) {
-    let (bootstrap, count, sensor_count) = (tansu.bootstrap(), days.to_string(), sensors.to_string());
-    let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", &count, "--sensors", &sensor_count];
-    let small_batches = ["--seed", "9", "-X", "linger.ms=5"];
-    let config = weather_producer::Config::try_parse_from(argv.into_iter().chain(small_batches)).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sent = runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap();
-    assert_eq!(sent.acknowledged, days * u64::from(sensors));
-}
-
 /// Starts the consumer binary with the crash tests' rules; its stdout (the summary) goes to
 /// `log`, its stderr (warnings and errors) to `log` + `.err`.
 fn consumer(tansu: &Tansu, output: &Path, extra: &[&str], log: &Path) -> Child {
@@ -146,7 +117,7 @@ fn sigkill_scenario(days: u64, sensors: u32, kills: u32) {
     let (tansu, s3) = (Tansu::start(), S3Server::start());
     tansu.create_topic("weather", PARTITIONS);
     s3.create_bucket("crash");
-    produce(&tansu, days, sensors);
+    tansu.produce_in_small_batches(days, sensors);
     let total = days * u64::from(sensors);
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference.csv");
@@ -164,7 +135,7 @@ fn sigkill_scenario(days: u64, sensors: u32, kills: u32) {
     let endpoint = s3.endpoint();
     let mut flags =
         vec!["-g", "crashed", "--s3-bucket", "crash", "--s3-endpoint", &endpoint, "--upload-interval", "0.2"];
-    flags.extend(THROTTLE);
+    flags.extend(testkit::THROTTLE);
     let checkpoint = || Checkpoint::read(&crashed).unwrap();
     let durable = || checkpoint().map_or(0, |c| c.output_len);
     let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
@@ -278,7 +249,7 @@ fn broker_restart_mid_run_changes_nothing() {
     tansu.create_topic("weather", PARTITIONS);
     // SQLite storage takes writes slowly; a fifth of the data still runs for seconds.
     let days = DAYS / 5;
-    produce(&tansu, days, SENSORS);
+    tansu.produce_in_small_batches(days, SENSORS);
     let total = days * u64::from(SENSORS);
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference.csv");
@@ -286,7 +257,7 @@ fn broker_restart_mid_run_changes_nothing() {
 
     let output = dir.path().join("restarted.csv");
     let mut flags = vec!["-g", "restarted"];
-    flags.extend(THROTTLE);
+    flags.extend(testkit::THROTTLE);
     let log = dir.path().join("restarted.log");
     let stderr_path = dir.path().join("restarted.log.err");
     let mut child = consumer(&tansu, &output, &flags, &log);

@@ -40,11 +40,13 @@ fn run_walkthrough(dir: &Path, steps: &BTreeMap<u32, Vec<String>>) -> BTreeMap<u
         }
     }
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_weather-consumer")).parent().unwrap().to_path_buf();
-    assert!(
-        bin_dir.join("weather-producer").exists(),
-        "{} has no weather-producer: build the workspace first (cargo build --workspace)",
-        bin_dir.display()
-    );
+    for binary in ["weather-producer", "weather-archive"] {
+        assert!(
+            bin_dir.join(binary).exists(),
+            "{} has no {binary}: build the workspace first (cargo build --workspace)",
+            bin_dir.display()
+        );
+    }
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let out = Command::new("bash")
         .arg("-c")
@@ -82,11 +84,12 @@ fn assert_has(output: &str, needles: &[&str], step: u32) {
 
 /// The README's walkthrough, every command as written: the sensor's readings, version 1 from
 /// the beginning, the lag while it is down and its catch-up, version 2's dry run, replay and
-/// upload, a replay from a point in time that keeps the weeks before it, and the stack's end.
+/// upload, a replay from a point in time that keeps the weeks before it, the lake archive as
+/// DuckDB reads it, and the stack's end.
 #[test]
 fn the_readme_walkthrough_runs_as_written() {
     let steps = walkthrough_steps();
-    assert_eq!(steps.keys().copied().collect::<Vec<_>>(), (0..=6).collect::<Vec<_>>());
+    assert_eq!(steps.keys().copied().collect::<Vec<_>>(), (0..=7).collect::<Vec<_>>());
     // A checkout of its own: `scripts/` as in the repo, the stack's data and outputs here.
     let dir = tempfile::tempdir().unwrap();
     // PostgreSQL's cluster lives under it and runs as the `postgres` user when the test runs
@@ -165,5 +168,14 @@ fn the_readme_walkthrough_runs_as_written() {
         "the weeks before the fourth year (157 of them) are kept, but for a few: {kept}\n{replay}"
     );
     assert_eq!(std::fs::read(dir.path().join("weather_aggregation.csv")).unwrap(), csv, "recomputed the same");
-    assert_has(&out[&6], &["stopped tansu", "stopped s3s-fs", "stopped postgres"], 6);
+    // The lake: 1,465 readings, all of this hour or the last few, each once.
+    let lake = &out[&6];
+    assert_has(lake, &["readings archived:  1,465 ", "files written:      ", "readings rejected:  0", "avg_temp"], 6);
+    let counted: u64 = lake
+        .lines()
+        .filter(|l| l.starts_with("│ 20"))
+        .map(|l| l.split('│').nth(3).unwrap().trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 1_465, "DuckDB counts every reading once:\n{lake}");
+    assert_has(&out[&7], &["stopped tansu", "stopped s3s-fs", "stopped postgres"], 7);
 }

@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use testkit::Tansu;
+use weather_common::position::now_ms;
 use weather_consumer::checkpoint::Checkpoint;
-use weather_consumer::start::now_ms;
 
 const SENSORS: u32 = 3;
 /// Weekly windows in °F with a sensor column, as version 2 computes them, without S3.
@@ -66,7 +66,7 @@ async fn start_at_a_time_recomputes_only_the_windows_after_it() {
     let checkpoint = dir.path().join("weekly.csv.checkpoint");
     let checkpoint_bytes = std::fs::read(&checkpoint).unwrap();
 
-    let start = format!("time:{}", weather_consumer::start::format_time(moment));
+    let start = format!("time:{}", weather_common::position::format_time(moment));
     let dry = consumer(&tansu, &with(&output, &["--start", &start, "--until-end", "--dry-run"]));
     let plan = String::from_utf8(dry.stdout).unwrap();
     let bytes = |b: &[u8]| weather_common::meter::thousands(b.len() as u64);
@@ -100,7 +100,7 @@ async fn until_a_time_and_start_at_offsets_or_the_end() {
     let moment = a_moment_between_batches();
     tansu.produce("weather", SENSORS, 70, 43).await;
 
-    let until = format!("time:{}", weather_consumer::start::format_time(moment));
+    let until = format!("time:{}", weather_common::position::format_time(moment));
     let bounded = dir.path().join("until.csv");
     let summary = tansu.consume(&with(&bounded, &["--start", "earliest", "--until", &until])).await.unwrap();
     assert_eq!((summary.readings, summary.windows_written), (420, 60));

@@ -28,6 +28,22 @@ pub const S3S_FS_VERSION: &str = "0.14.1";
 pub const S3_ACCESS_KEY: &str = "weather-test-key";
 pub const S3_SECRET_KEY: &str = "weather-test-secret";
 
+/// Client settings (as `-X` flags) of small fetches and a short prefetch queue: they stretch a
+/// replay to several seconds (many broker round trips), so that a crash test's kills land in
+/// the middle of it without slowing the code under test.
+pub const THROTTLE: [&str; 10] = [
+    "-X",
+    "max.partition.fetch.bytes=2048",
+    "-X",
+    "fetch.max.bytes=8192",
+    "-X",
+    "message.max.bytes=8192",
+    "-X",
+    "queued.max.messages.kbytes=64",
+    "-X",
+    "fetch.queue.backoff.ms=200",
+];
+
 /// A running Tansu broker.
 pub struct Tansu {
     child: Option<Child>,
@@ -112,6 +128,20 @@ impl Tansu {
         ]))
         .expect("valid producer flags");
         weather_producer::run(config, std::future::pending()).await.expect("producing readings")
+    }
+
+    /// Publishes `days` readings from each of `sensors` sensors to `weather` in record batches
+    /// of at most 5 ms each (the sensor batches for up to 100 ms): a broker answers a fetch with
+    /// at least one whole batch, so small batches are what makes a replay with [`THROTTLE`]
+    /// take many round trips.
+    pub fn produce_in_small_batches(&self, days: u64, sensors: u32) {
+        let (bootstrap, count, sensor_count) = (self.bootstrap(), days.to_string(), sensors.to_string());
+        let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", &count, "--sensors", &sensor_count];
+        let small_batches = ["--seed", "9", "-X", "linger.ms=5", "--quiet"];
+        let config = weather_producer::Config::try_parse_from(argv.into_iter().chain(small_batches)).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let sent = runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap();
+        assert_eq!(sent.acknowledged, days * u64::from(sensors));
     }
 
     /// Runs `weather-consumer` with these flags against this broker, in-process, as its
@@ -206,6 +236,19 @@ impl Tansu {
         producer.flush(Duration::from_secs(30)).expect("flushing raw messages");
     }
 
+    /// Sends `(partition, key, value, timestamp in ms)` messages to `topic`, flushed: records
+    /// placed in time and partition by the test, as a replaying or late client would.
+    pub fn send_stamped(&self, topic: &str, messages: &[(i32, &[u8], &[u8], i64)]) {
+        let producer: ThreadedProducer<_> =
+            kafka::reliable_producer(&self.kafka_args(), &[], rdkafka::producer::DefaultProducerContext)
+                .expect("creating a producer");
+        for &(partition, key, value, timestamp) in messages {
+            let record = BaseRecord::to(topic).partition(partition).key(key).payload(value).timestamp(timestamp);
+            producer.send(record).map_err(|(e, _)| e).expect("sending a stamped message");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flushing stamped messages");
+    }
+
     /// Every message of `topic`, partition by partition, in offset order.
     pub fn read_all(&self, topic: &str) -> Vec<Record> {
         let args = self.kafka_args();
@@ -245,6 +288,7 @@ impl Tansu {
                     records.push(Record {
                         partition: m.partition(),
                         offset: m.offset(),
+                        timestamp: m.timestamp().to_millis(),
                         key: m.key().map(<[u8]>::to_vec),
                         value: m.payload().map(<[u8]>::to_vec),
                         headers,
@@ -273,6 +317,8 @@ pub type RawMessage<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 pub struct Record {
     pub partition: i32,
     pub offset: i64,
+    /// Milliseconds since the epoch, as the broker returns it.
+    pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
@@ -332,6 +378,11 @@ impl S3Server {
     /// Creates a bucket (a directory of the server's root).
     pub fn create_bucket(&self, bucket: &str) {
         std::fs::create_dir_all(self.dir.path().join("data").join(bucket)).expect("creating a bucket");
+    }
+
+    /// The directory that holds a bucket's objects, each a plain file under its key.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.dir.path().join("data").join(bucket)
     }
 
     /// The object's content, if it exists.
@@ -635,6 +686,25 @@ fn wait_for_port(child: &mut Child, port: u16, name: &str, log: &Path) -> Result
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The Python that has DuckDB and pyarrow, the lake's readers that are not our writer
+/// (installed by `scripts/stack install` if missing).
+pub fn lake_python() -> PathBuf {
+    static PYTHON: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
+    python
+        .get_or_insert_with(|| {
+            let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
+            let out = Command::new(&stack)
+                .arg("python")
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("running scripts/stack python");
+            assert!(out.status.success(), "scripts/stack python failed ({})", out.status);
+            PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
+        })
+        .clone()
 }
 
 /// The path of a stack binary.

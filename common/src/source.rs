@@ -1,21 +1,21 @@
-//! The Kafka side of the consumer: which offsets to start from, reading every partition,
+//! The Kafka side of a job that reads the topic: the topic's offsets and where a run starts
+//! in them, reading every partition fast (with the Tansu work-arounds of [`crate::kafka`]),
 //! knowing when a bounded run is done, and committing progress to the consumer group.
 //!
-//! Partitions are assigned explicitly (not through a group rebalance): the checkpoint, not
-//! the group, decides where reading starts, as in Spark's file sink. The group still receives
-//! commits, so `kafka-consumer-groups` and `weather-consumer status` show the lag.
+//! [`Source`] assigns partitions explicitly (not through a group rebalance): the job's own
+//! state, not the group, decides where reading starts, as in Spark's file sink. The group still
+//! receives commits, so `kafka-consumer-groups` and `weather-consumer status` show the lag.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use crate::kafka::{self, KafkaArgs, LoggingContext};
+use crate::position::{Start, Until};
+use crate::shutdown::Stop;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
-use weather_common::kafka::{self, KafkaArgs, LoggingContext};
-use weather_common::shutdown::Stop;
-
-use crate::start::{Start, Until};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -80,6 +80,32 @@ impl Progress {
             unfinished,
             at_end: Vec::new(),
         }
+    }
+
+    /// Reading of `partition` (newly assigned by the group) starts at `next`; a bounded run now
+    /// waits for it to reach its end.
+    pub fn assign(&mut self, partition: i32, next: i64) {
+        let index = partition as usize;
+        if index >= self.next.len() {
+            self.next.resize(index + 1, None);
+        }
+        self.next[index] = Some(next);
+        if let Some(at_end) = self.at_end.get_mut(index) {
+            *at_end = false;
+        }
+        let end = self.end.as_ref().map(|end| end.get(index).copied().flatten());
+        match end {
+            Some(end) if end.is_none_or(|e| next < e) => self.unfinished.insert(partition),
+            _ => self.unfinished.remove(&partition),
+        };
+    }
+
+    /// `partition` is no longer read here (the group gave it to another member).
+    pub fn revoke(&mut self, partition: i32) {
+        if let Some(next) = self.next.get_mut(partition as usize) {
+            *next = None;
+        }
+        self.unfinished.remove(&partition);
     }
 
     /// Next offset to read, per partition read.
@@ -168,6 +194,38 @@ fn by_partition<T: Copy>(map: &BTreeMap<i32, T>) -> Vec<Option<T>> {
         v[p as usize] = Some(value);
     }
     v
+}
+
+/// Where each partition starts: the requested offset (`None`: the beginning), checked against
+/// what the topic still holds.
+pub fn start_offsets(
+    topic: &str,
+    requested: &BTreeMap<i32, Option<i64>>,
+    watermarks: &HashMap<i32, (i64, i64)>,
+    allow_data_loss: bool,
+) -> Result<BTreeMap<i32, i64>, SourceError> {
+    let mut next = BTreeMap::new();
+    for (&partition, &resume) in requested {
+        let (low, high) = watermarks[&partition];
+        let offset = match resume {
+            None => low,
+            Some(resume) if resume > high => {
+                return Err(SourceError::AheadOfTopic { topic: topic.into(), partition, resume, high })
+            }
+            Some(resume) if resume < low && !allow_data_loss => {
+                return Err(SourceError::DataLoss { topic: topic.into(), partition, resume, low })
+            }
+            Some(resume) if resume < low => {
+                tracing::warn!(
+                    "partition {partition}: offsets {resume}..{low} were deleted by retention; skipping them (--allow-data-loss)"
+                );
+                low
+            }
+            Some(resume) => resume,
+        };
+        next.insert(partition, offset);
+    }
+    Ok(next)
 }
 
 /// How the consumer fetches; the benchmark's consume baseline uses the same.
@@ -261,6 +319,24 @@ impl TopicView {
 
     fn offsets_for_time(&self, time: i64) -> Result<BTreeMap<i32, Option<i64>>, SourceError> {
         Ok(kafka::offsets_for_time(&self.probe, &self.topic, &self.watermarks, time)?)
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Where to fetch from so that reading `partition` yields `offset` itself (see
+    /// [`kafka::fetch_start`]), given the partition's offsets now ([`TopicView::marks_now`]:
+    /// a group member is given partitions long after it looked the topic up).
+    pub fn fetch_offset(&self, partition: i32, offset: i64, marks: (i64, i64)) -> Result<i64, SourceError> {
+        Ok(kafka::fetch_start(&self.probe, &self.topic, partition, offset, marks)?)
+    }
+
+    /// The (low, high) offsets of `partition` now.
+    pub fn marks_now(&self, partition: i32) -> Result<(i64, i64), SourceError> {
+        let now = kafka::watermarks(&self.probe, &self.topic, &[partition])?;
+        Ok(now[&partition])
     }
 
     /// Calls `visit(offset, key, value)` for every record of `partition` in `[start, end)`.
@@ -375,6 +451,26 @@ mod tests {
         assert!(!Progress::new(BTreeMap::from([(0, 9)]), None, None).done());
     }
 
+    /// A partition the group assigns later is read from where it is told, and a bounded run
+    /// waits for it; a revoked one is no longer waited for.
+    #[test]
+    fn partitions_come_and_go_with_the_group() {
+        let ends = BTreeMap::from([(0, Some(10)), (1, Some(5)), (2, Some(7))]);
+        let mut p = Progress::new(BTreeMap::new(), Some(ends), None);
+        for partition in [0, 1, 2] {
+            p.revoke(partition);
+        }
+        assert!(p.done(), "nothing assigned, nothing to wait for");
+        p.assign(0, 4);
+        p.assign(1, 5);
+        assert!(!p.done());
+        assert_eq!(p.admit(0, 3, || None), Admit::Old);
+        assert_eq!(p.next(), BTreeMap::from([(0, 4), (1, 5)]));
+        p.revoke(0);
+        assert!(p.done());
+        assert_eq!(p.next(), BTreeMap::from([(1, 5)]));
+    }
+
     /// Records below a partition's next offset were read before and are not new; records at
     /// or past a bounded run's end are beyond it and end their partition.
     #[test]
@@ -426,5 +522,24 @@ mod tests {
         assert!(!p.done(), "partition 1 read a reading since its end");
         p.reached_end(1, 1_001);
         assert!(p.done());
+    }
+
+    /// A start point that retention deleted stops the run unless data loss is allowed; one
+    /// past the end means the topic was created anew; no resume point means the beginning.
+    #[test]
+    fn start_offsets_are_checked_against_the_topic() {
+        let marks = HashMap::from([(0, (100, 500)), (1, (0, 50))]);
+        let requested = BTreeMap::from([(0, Some(40)), (1, None)]);
+        let err = start_offsets("weather", &requested, &marks, false).unwrap_err().to_string();
+        assert!(
+            err.contains("--from-beginning") && err.contains("--allow-data-loss") && err.contains("40..100"),
+            "{err}"
+        );
+        assert_eq!(start_offsets("weather", &requested, &marks, true).unwrap(), BTreeMap::from([(0, 100), (1, 0)]));
+        let ahead = BTreeMap::from([(0, Some(200)), (1, Some(51))]);
+        let err = start_offsets("weather", &ahead, &marks, true).unwrap_err().to_string();
+        assert!(err.contains("created again") && err.contains("--from-beginning"), "{err}");
+        let fine = BTreeMap::from([(0, Some(500)), (1, Some(7))]);
+        assert_eq!(start_offsets("weather", &fine, &marks, false).unwrap(), BTreeMap::from([(0, 500), (1, 7)]));
     }
 }

@@ -1,0 +1,171 @@
+//! Taking partitions over: when the group gives this instance a partition, the lake says where
+//! its reading starts. The state (`_state/...json`) holds how far it was archived and the file
+//! decided last; the files already in the lake say where earlier runs ended files, so that a
+//! restart or a rebuild writes the same files again; `--start` can only take a partition back,
+//! never skip what it has not archived.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use weather_common::position::Start;
+use weather_common::source::{start_offsets, TopicView};
+
+use crate::layout::Layout;
+use crate::member::Rebalance;
+use crate::roll::FileIndex;
+use crate::state::Lease;
+use crate::store::{is_leftover, Store};
+
+/// A partition this instance now writes.
+pub struct Taken {
+    pub partition: i32,
+    pub lease: Lease,
+    pub index: FileIndex,
+    /// The first offset to read.
+    pub start: i64,
+    /// Offsets where files must end: where the lake's files begin, and the end of the file
+    /// decided last.
+    pub boundaries: BTreeSet<i64>,
+}
+
+/// What the group changed, for the archiving loop to apply.
+pub enum Change {
+    Assigned(Box<Taken>),
+    Revoked(i32),
+    Failed(anyhow::Error),
+}
+
+/// The lake as the rebalance callback sees it.
+pub struct Lake {
+    pub store: Arc<dyn Store>,
+    pub layout: Layout,
+    view: TopicView,
+    start: Start,
+    /// `--start` looked up per partition when the run began (`None`: the beginning).
+    positions: BTreeMap<i32, Option<i64>>,
+    allow_data_loss: bool,
+    /// Partitions started in this run: `--start` applies to the first time only; a partition
+    /// that comes back after a rebalance resumes.
+    started: Mutex<BTreeSet<i32>>,
+    changes: Mutex<Vec<Change>>,
+}
+
+impl Lake {
+    pub fn new(
+        store: Arc<dyn Store>,
+        layout: Layout,
+        view: TopicView,
+        start: Start,
+        positions: BTreeMap<i32, Option<i64>>,
+        allow_data_loss: bool,
+    ) -> Lake {
+        Lake {
+            store,
+            layout,
+            view,
+            start,
+            positions,
+            allow_data_loss,
+            started: Mutex::default(),
+            changes: Mutex::default(),
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        self.view.topic()
+    }
+
+    /// The changes since the last call, oldest first.
+    pub fn changes(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn record(&self, change: Change) {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner()).push(change);
+    }
+
+    /// Takes `partition` over (see [`Lease::take_over`]) and decides where its reading starts;
+    /// `keys` are the lake's files, listed once for all the partitions assigned together.
+    fn take_over(&self, partition: i32, keys: &[String]) -> anyhow::Result<(Taken, i64)> {
+        let mut index = FileIndex::default();
+        for key in keys {
+            if let Some(file) = is_leftover(key) {
+                if self.layout.parse_file_key(&file).is_some_and(|(p, _)| p == partition) {
+                    // A file a writer never finished: its decision is in the state, and it is
+                    // written again from there.
+                    self.store.delete(key)?;
+                }
+            } else if let Some((p, first_row)) = self.layout.parse_file_key(key) {
+                if p == partition {
+                    index.insert(first_row, key.clone());
+                }
+            }
+        }
+        let marks = self.view.marks_now(partition)?;
+        let first_time = self.started.lock().unwrap_or_else(|e| e.into_inner()).insert(partition);
+        // --start as an offset, moved back to the beginning of the file that holds it, so
+        // that the file is written whole.
+        let position = self.positions.get(&partition).copied().flatten().unwrap_or(marks.0);
+        let position = index.start_of_file_at(position).filter(|_| position > marks.0).unwrap_or(position);
+        let lease = Lease::take_over(&*self.store, &self.layout.state_key(partition), partition, position)?;
+        let state = &lease.state;
+        let resumed = state.epoch > 1;
+        let start = match (&self.start, first_time && resumed) {
+            (_, false) | (Start::Resume | Start::Committed, true) => state.done,
+            (Start::Earliest, true) => marks.0,
+            (_, true) => position.min(state.done),
+        };
+        let checked = start_offsets(
+            self.topic(),
+            &BTreeMap::from([(partition, Some(start))]),
+            &HashMap::from([(partition, marks)]),
+            self.allow_data_loss,
+        )?;
+        let start = checked[&partition];
+        let mut boundaries = index.starts();
+        boundaries.extend(state.pending);
+        let how = match (resumed, start.cmp(&state.done)) {
+            (false, _) => "a new partition in the lake".to_string(),
+            (true, std::cmp::Ordering::Less) => format!("archived up to {}: rewritten from there", state.done),
+            (true, _) if state.pending.is_some() => "resumes, and first writes the file decided last".to_string(),
+            (true, _) => "resumes".to_string(),
+        };
+        tracing::info!(
+            "partition {partition}: from offset {start} ({how}; {} files in the lake; epoch {})",
+            index.starts().len(),
+            state.epoch
+        );
+        let fetch = self.view.fetch_offset(partition, start, marks)?;
+        Ok((Taken { partition, lease, index, start, boundaries }, fetch))
+    }
+}
+
+impl Rebalance for Lake {
+    fn assigned(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        let keys = match self.store.list(&self.layout.data_prefix()) {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.record(Change::Failed(anyhow::Error::new(e).context("listing the lake")));
+                return BTreeMap::new();
+            }
+        };
+        let mut starts = BTreeMap::new();
+        for &partition in partitions {
+            match self.take_over(partition, &keys).with_context(|| format!("taking partition {partition} over")) {
+                Ok((taken, fetch)) => {
+                    starts.insert(partition, fetch);
+                    self.record(Change::Assigned(Box::new(taken)));
+                }
+                Err(e) => self.record(Change::Failed(e)),
+            }
+        }
+        starts
+    }
+
+    fn revoked(&self, partitions: &[i32]) {
+        for &partition in partitions {
+            self.record(Change::Revoked(partition));
+        }
+    }
+}

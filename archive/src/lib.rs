@@ -1,0 +1,59 @@
+//! The lake archive: every valid reading of the topic in Parquet files, exactly once.
+//!
+//! - [`layout`]: where files and state live: Hive-style partitions by event time.
+//! - [`columns`]: the rows of a file and their Parquet form.
+//! - [`roll`]: pure; where a file ends, reading by reading.
+//! - [`state`]: a partition's progress and the file decided last, kept with the data, and the
+//!   lease that fences an instance that lost the partition.
+//! - [`store`]: the lake on disk or in S3.
+//! - [`lake`]: taking a partition over: where its reading starts.
+//! - [`member`]: the consumer group's rebalances.
+//! - [`archiver`]: the loop that joins them.
+//! - [`config`]: the command line, checked into [`config::Settings`].
+//!
+//! Reading the topic (positions, bounded runs, the dead-letter topic) is shared with the
+//! consumer, in [`weather_common::source`].
+
+pub mod archiver;
+pub mod columns;
+pub mod config;
+pub mod lake;
+pub mod layout;
+pub mod member;
+pub mod roll;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use weather_common::s3;
+use weather_common::shutdown::Stop;
+
+use archiver::Archiver;
+pub use archiver::Summary;
+pub use config::{Cli, Destination, Settings};
+use layout::Layout;
+use store::disk::DiskStore;
+use store::s3::S3Store;
+use store::Store;
+
+/// Archives until the bounded run is done or `shutdown` resolves, publishing every open file
+/// at the end, and returns what it did.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Summary> {
+    let stop = Stop::when(shutdown);
+    let runtime = tokio::runtime::Handle::current();
+    let (store, prefix): (Arc<dyn Store>, &str) = match &settings.destination {
+        Destination::Disk(dir) => (Arc::new(DiskStore::open(dir)?), ""),
+        Destination::S3 { bucket, prefix } => {
+            let client = s3::client(bucket).await;
+            s3::check_bucket(&client, bucket).await?;
+            (Arc::new(S3Store::new(client, bucket.clone(), prefix, runtime.clone())), prefix)
+        }
+    };
+    let layout = Layout::new(prefix, &settings.topic);
+    tokio::task::spawn_blocking(move || Archiver::open(settings, store, layout, &stop, runtime)?.run(&stop))
+        .await
+        .context("the archive thread panicked")?
+}

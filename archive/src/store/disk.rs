@@ -1,0 +1,161 @@
+//! The lake in a local directory. A file is written under a hidden temporary name beside its
+//! final one (`.name.tmp`, which readers' `*.parquet` globs skip), fsynced, renamed into place
+//! and its directory fsynced: a reader sees all of it or nothing, and a crash leaves at most a
+//! leftover that the next owner of the partition removes. A state file is replaced under an
+//! advisory lock, after checking that it is still the version its writer last saw.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Store, StoreError, Version};
+
+pub struct DiskStore {
+    root: PathBuf,
+}
+
+impl DiskStore {
+    pub fn open(root: &Path) -> Result<DiskStore, StoreError> {
+        fs::create_dir_all(root).map_err(|e| StoreError::failed(format!("creating {}", root.display()), e))?;
+        Ok(DiskStore { root: root.to_path_buf() })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Writes `bytes` to `path` through a temporary file, durably.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let dir = path.parent().expect("keys lie under the root");
+        if !dir.is_dir() {
+            fs::create_dir_all(dir)?;
+            // The new directories' entries must survive a crash too.
+            let mut d = dir;
+            while d != self.root {
+                let parent = d.parent().expect("under the root");
+                File::open(parent)?.sync_all()?;
+                d = parent;
+            }
+        }
+        let name = path.file_name().expect("a key names a file").to_string_lossy();
+        let temporary = dir.join(format!(".{name}.tmp"));
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)?;
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl Store for DiskStore {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key);
+        self.replace(&path, bytes).map_err(|e| StoreError::failed(format!("writing {}", path.display()), e))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StoreError::failed(format!("removing {}", path.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut dirs = vec![self.path(prefix)];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::failed(format!("listing {}", dir.display()), e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::failed(format!("listing {}", dir.display()), e))?;
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(path);
+                } else if let Ok(key) = path.strip_prefix(&self.root) {
+                    keys.push(key.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn read_state(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        let path = self.path(key);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let version = Version(String::from_utf8_lossy(&bytes).into_owned());
+                Ok(Some((bytes, version)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::failed(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn write_state(&self, key: &str, bytes: &[u8], expected: Option<&Version>) -> Result<Version, StoreError> {
+        let path = self.path(key);
+        let failed = |e: io::Error| StoreError::failed(format!("writing {}", path.display()), e);
+        fs::create_dir_all(path.parent().expect("under the root")).map_err(failed)?;
+        // Held while the state is compared and replaced; released when dropped, or by the
+        // kernel if this process dies.
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(weather_common::beside(&path, ".lock"))
+            .map_err(failed)?;
+        lock.lock().map_err(failed)?;
+        let current = self.read_state(key)?.map(|(_, version)| version);
+        if current.as_ref() != expected {
+            return Err(StoreError::Conflict { key: key.to_string() });
+        }
+        self.replace(&path, bytes).map_err(failed)?;
+        Ok(Version(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::is_leftover;
+
+    /// Files are published whole under nested keys, listed, replaced and removed; a state is
+    /// replaced only at the version its writer saw.
+    #[test]
+    fn files_and_states_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        store.put("topic=w/date=2026-01-01/hour=00/w+0+1.parquet", b"one").unwrap();
+        store.put("topic=w/date=2026-01-01/hour=00/w+0+1.parquet", b"two").unwrap();
+        fs::write(dir.path().join("topic=w/date=2026-01-01/hour=00/.w+0+9.parquet.tmp"), b"half").unwrap();
+        let keys = store.list("topic=w/").unwrap();
+        assert_eq!(
+            keys,
+            ["topic=w/date=2026-01-01/hour=00/.w+0+9.parquet.tmp", "topic=w/date=2026-01-01/hour=00/w+0+1.parquet"]
+        );
+        assert_eq!(is_leftover(&keys[0]).as_deref(), Some("topic=w/date=2026-01-01/hour=00/w+0+9.parquet"));
+        assert_eq!(is_leftover(&keys[1]), None);
+        assert_eq!(fs::read(dir.path().join(&keys[1])).unwrap(), b"two");
+        store.delete(&keys[1]).unwrap();
+        store.delete(&keys[1]).unwrap();
+        assert_eq!(store.list("topic=w/").unwrap().len(), 1);
+        assert!(store.list("topic=other/").unwrap().is_empty());
+
+        let v1 = store.write_state("_state/w-0.json", b"{\"a\":1}", None).unwrap();
+        assert!(matches!(store.write_state("_state/w-0.json", b"x", None), Err(StoreError::Conflict { .. })));
+        let v2 = store.write_state("_state/w-0.json", b"{\"a\":2}", Some(&v1)).unwrap();
+        assert!(matches!(store.write_state("_state/w-0.json", b"x", Some(&v1)), Err(StoreError::Conflict { .. })));
+        assert_eq!(store.read_state("_state/w-0.json").unwrap(), Some((b"{\"a\":2}".to_vec(), v2)));
+        assert_eq!(store.read_state("_state/w-1.json").unwrap(), None);
+    }
+}

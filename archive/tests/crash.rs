@@ -1,0 +1,232 @@
+//! Crashes: the archive killed at random moments (on disk and on S3), killed right after a
+//! wall-clock flush, and one of three instances in a group killed mid-run, all end with the
+//! lake an uninterrupted run makes: every valid reading once, no partial or orphan file.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use support::*;
+use testkit::{S3Server, Tansu};
+
+/// Readings per sensor, sensors, partitions: 100,000 readings in all.
+const DAYS: u64 = 12_500;
+const SENSORS: u32 = 8;
+const PARTITIONS: u32 = 4;
+
+/// Where a crash scenario's lake is.
+enum Lake {
+    Disk(tempfile::TempDir),
+    S3(S3Server),
+}
+
+impl Lake {
+    /// The lake's files on disk (for S3: the server's directory of the bucket).
+    fn root(&self) -> PathBuf {
+        match self {
+            Lake::Disk(dir) => dir.path().to_path_buf(),
+            Lake::S3(server) => server.bucket_dir("lake"),
+        }
+    }
+
+    fn flags(&self) -> Vec<String> {
+        match self {
+            Lake::Disk(dir) => vec!["-o".into(), dir.path().display().to_string()],
+            Lake::S3(server) => vec!["--s3-bucket".into(), "lake".into(), "--s3-endpoint".into(), server.endpoint()],
+        }
+    }
+}
+
+/// Starts the archive binary; its stdout (the summary) goes to `log`, its stderr to `log.err`.
+fn start(tansu: &Tansu, lake: &Lake, extra: &[&str], log: &Path) -> Child {
+    let destination = lake.flags();
+    let destination: Vec<&str> = destination.iter().map(String::as_str).collect();
+    archive_command(tansu, &destination)
+        .args(extra)
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .expect("starting weather-archive")
+}
+
+/// Waits for `child` to end, successfully, within `limit`; its summary.
+fn finish(mut child: Child, log: &Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "the archive did not finish within {limit:?}: {}",
+                std::fs::read_to_string(log.with_extension("err")).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the archive failed: {}", std::fs::read_to_string(log.with_extension("err")).unwrap());
+    std::fs::read_to_string(log).unwrap()
+}
+
+/// Waits until `condition` holds, checking every 10 ms, for at most 60 s.
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Per partition, how far the lake's state says it is archived.
+fn done(root: &Path) -> BTreeMap<i32, i64> {
+    (0..PARTITIONS as i32).filter_map(|p| Some((p, state(root, p)?["done"].as_i64().unwrap()))).collect()
+}
+
+/// SIGKILL at `kills` random moments of a 100,000-reading archive run (now and then during
+/// start-up, otherwise once the run published a file of its own, then at a random moment:
+/// mid-file, mid-decision, mid-upload), restarting each time. After each kill: the killed run
+/// printed no summary, and no partition's state went back. At the end: the last run read
+/// exactly the readings after the state's progress, and the lake holds every valid reading
+/// once, as DuckDB reads it, with no partial or leftover file.
+fn sigkill_scenario(lake: Lake, kills: u32) {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", PARTITIONS);
+    tansu.produce_in_small_batches(DAYS, SENSORS);
+    let (expected, _) = topic_readings(&tansu, "weather");
+    assert_eq!(expected.len() as u64, DAYS * u64::from(SENSORS));
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    println!("kill moments from CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let logs = tempfile::tempdir().unwrap();
+    let mut flags = vec!["--until-end", "--max-rows", "1000"];
+    flags.extend(testkit::THROTTLE);
+    let root = lake.root();
+    let mut previous = BTreeMap::new();
+    for kill in 0..kills {
+        let context = format!("after kill {}, CRASH_SEED={seed}", kill + 1);
+        let log = logs.path().join(format!("run-{kill}.log"));
+        let before = file_count(&root);
+        let mut child = start(&tansu, &lake, &flags, &log);
+        if kill % 4 == 3 {
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        } else {
+            wait_for(&context, || {
+                assert!(child.try_wait().unwrap().is_none(), "{context}: the run ended: make it longer");
+                file_count(&root) > before
+            });
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        }
+        assert!(child.try_wait().unwrap().is_none(), "{context}: the run ended: make it longer");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{context}: the killed run had printed its summary");
+        for (partition, done) in done(&root) {
+            let before = previous.insert(partition, done).unwrap_or(0);
+            assert!(done >= before, "{context}: partition {partition}'s state went back from {before} to {done}");
+        }
+    }
+    let resumed_at: i64 = done(&root).values().sum();
+    let log = logs.path().join("final.log");
+    let summary = finish(start(&tansu, &lake, &flags, &log), &log, Duration::from_secs(120));
+    let context = format!("after {kills} kills, CRASH_SEED={seed}");
+    assert_eq!(
+        count(&summary, "readings archived:") as i64,
+        expected.len() as i64 - resumed_at,
+        "{context}: the last run read other readings than those after the state's progress:\n{summary}"
+    );
+    assert!(count(&summary, "readings archived:") > 0, "{context}: the kills all landed after the run's end");
+    assert_lake_holds(&root, &expected);
+}
+
+#[test]
+fn sigkill_at_random_moments_leaves_every_reading_once_on_disk() {
+    sigkill_scenario(Lake::Disk(tempfile::tempdir().unwrap()), 20);
+}
+
+#[test]
+fn sigkill_at_random_moments_leaves_every_reading_once_in_s3() {
+    let s3 = S3Server::start();
+    s3.create_bucket("lake");
+    sigkill_scenario(Lake::S3(s3), 20);
+}
+
+/// Following the topic, a quiet partition's file is flushed after the interval (the lake holds
+/// everything without a bounded run's end); killed at random moments around such flushes and
+/// restarted, the lake still holds every reading once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flush_then_a_crash_duplicates_nothing() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    let lake = Lake::Disk(tempfile::tempdir().unwrap());
+    let root = lake.root();
+    let logs = tempfile::tempdir().unwrap();
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    println!("kill moments from CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for round in 0..4 {
+        let context = format!("round {round}, CRASH_SEED={seed}");
+        tansu.produce("weather", 2, 150 * (round + 1), 5).await;
+        let (expected, _) = topic_readings(&tansu, "weather");
+        let ends = expected.keys().fold(BTreeMap::new(), |mut ends, &(p, o)| {
+            ends.insert(p, o + 1);
+            ends
+        });
+        let log = logs.path().join(format!("follow-{round}.log"));
+        let mut child = start(&tansu, &lake, &["--flush-interval", "0.2"], &log);
+        // The flush publishes what the run read, though no partition ended and no hour passed.
+        wait_for(&context, || ends.iter().all(|(p, end)| done(&root).get(p) == Some(end)));
+        assert!(child.try_wait().unwrap().is_none(), "{context}: following, the run does not end");
+        tansu.produce("weather", 2, 150 * (round + 1) + 40, 5).await;
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let (expected, _) = topic_readings(&tansu, "weather");
+    let log = logs.path().join("final.log");
+    finish(start(&tansu, &lake, &["--until-end"], &log), &log, Duration::from_secs(60));
+    let view = assert_lake_holds(&root, &expected);
+    assert!(view.files.len() >= 4, "each round's flush made files of its own: {} files", view.files.len());
+}
+
+/// Three instances in one group share the partitions; one is killed mid-run, and once the
+/// broker has dropped it, a new instance joins (a rebalance): every reading is in the lake once.
+/// Tansu 0.6 does not hand a dead member's partitions on by itself (see the README's notes).
+#[test]
+fn a_member_killed_mid_run_loses_nothing_after_a_rebalance() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 6);
+    tansu.produce_in_small_batches(DAYS / 2, SENSORS);
+    let (expected, _) = topic_readings(&tansu, "weather");
+    let lake = Lake::Disk(tempfile::tempdir().unwrap());
+    let root = lake.root();
+    let logs = tempfile::tempdir().unwrap();
+    let mut flags = vec!["--until-end", "--max-rows", "2000", "-g", "shared", "-X", "session.timeout.ms=6000"];
+    flags.extend(testkit::THROTTLE);
+    let log = |i: usize| logs.path().join(format!("member-{i}.log"));
+    let mut members: Vec<Child> = (0..3).map(|i| start(&tansu, &lake, &flags, &log(i))).collect();
+    let assigned = |i: usize| {
+        std::fs::read_to_string(log(i).with_extension("err"))
+            .unwrap_or_default()
+            .contains("the group assigned partitions [")
+    };
+    wait_for("every member assigned partitions", || (0..3).all(assigned) && file_count(&root) > 0);
+    let revoked = |i: usize| {
+        std::fs::read_to_string(log(i).with_extension("err")).unwrap_or_default().matches("the group took back").count()
+    };
+    let revoked_before = revoked(1) + revoked(2);
+    members[0].kill().unwrap();
+    members[0].wait().unwrap();
+    // Once its session times out, the broker drops the killed member and the others rebalance
+    // (among themselves, keeping their partitions: Tansu 0.6 keeps the generation).
+    wait_for("the broker dropping the killed member", || revoked(1) + revoked(2) > revoked_before);
+    members.push(start(&tansu, &lake, &flags, &log(3)));
+    for (i, member) in members.into_iter().enumerate().skip(1) {
+        finish(member, &log(i), Duration::from_secs(120));
+    }
+    assert_lake_holds(&root, &expected);
+}

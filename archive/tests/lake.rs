@@ -1,0 +1,104 @@
+//! The lake as its users read it: DuckDB and pyarrow (not our writer) read every file the
+//! archive wrote, and find each valid reading of the topic exactly once, with its values, in the
+//! file of its hour, in offset order.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+use testkit::Tansu;
+
+/// A batch run archives every valid reading once and keeps the bad ones aside; a second run
+/// adds only what came since; a rebuild writes the very same files again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lake_holds_every_valid_reading_once() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 3);
+    tansu.produce("weather", 4, 1_500, 7).await;
+    tansu.send_raw("weather", &[(Some(b"sensor-1"), Some(b"not json")), (None, Some(br#"{"record_id":1}"#))]);
+    let lake = tempfile::tempdir().unwrap();
+    let summary = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700"]);
+    assert!(summary.starts_with("readings archived:  6,000 in "), "{summary}");
+    assert!(summary.contains("readings rejected:  2 (") && summary.contains("kept in `weather.dlq`"), "{summary}");
+    let (expected, invalid) = topic_readings(&tansu, "weather");
+    assert_eq!((expected.len(), invalid), (6_000, 2));
+    let first = assert_lake_holds(lake.path(), &expected);
+    assert!(first.files.iter().all(|f| f["rows"].as_i64().unwrap() <= 700), "--max-rows is a file's most");
+    assert_eq!(tansu.read_all("weather.dlq").len(), 2);
+
+    // Nothing new: nothing written. Then more readings: only they are added.
+    let again = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700"]);
+    assert!(again.starts_with("readings archived:  0 in ") && again.contains("files written:      0 "), "{again}");
+    tansu.produce("weather", 4, 500, 7).await;
+    let more = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700"]);
+    assert!(more.starts_with("readings archived:  2,000 in "), "{more}");
+    let (expected, _) = topic_readings(&tansu, "weather");
+    assert_lake_holds(lake.path(), &expected);
+
+    // A rebuild writes the same files: same names, same bytes, and no others.
+    let before = files(lake.path());
+    let rebuilt = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700", "--from-beginning"]);
+    assert!(rebuilt.starts_with("readings archived:  8,000 in "), "{rebuilt}");
+    assert_eq!(files(lake.path()), before);
+}
+
+/// A reading stamped in an hour already closed on its partition goes into a file of its own
+/// hour, never into the file open at the time; the summary counts such late files. By day, the
+/// same readings make fewer files.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_readings_land_in_their_own_hour() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    // 2026-11-29T10:00:00Z, and readings of hours 10, 10, 11, 10 (late), 12, 11 (late).
+    let ten = 1_764_410_400_000_i64;
+    let hours = [0, 0, 1, 0, 2, 1];
+    let values: Vec<String> = (1..=hours.len())
+        .map(|id| {
+            format!(
+                r#"{{"sensor_id":"sensor-1","record_id":{id},"temperature":20.5,"CO_concentration":700,"humidity":55}}"#
+            )
+        })
+        .collect();
+    let messages: Vec<(i32, &[u8], &[u8], i64)> = values
+        .iter()
+        .zip(hours)
+        .map(|(v, h)| (0, &b"sensor-1"[..], v.as_bytes(), ten + h * 3_600_000 + 1_000))
+        .collect();
+    tansu.send_stamped("weather", &messages);
+    let (expected, _) = topic_readings(&tansu, "weather");
+    let by_hour = tempfile::tempdir().unwrap();
+    let summary = archive(&tansu, by_hour.path(), &["--until-end"]);
+    assert!(summary.contains("files written:      5 to ") && summary.contains(", 2 late\n"), "{summary}");
+    let lake = assert_lake_holds(by_hour.path(), &expected);
+    let per_hour = |hour: &str| lake.files.iter().filter(|f| f["path"].as_str().unwrap().contains(hour)).count();
+    assert_eq!((per_hour("hour=10/"), per_hour("hour=11/"), per_hour("hour=12/")), (2, 2, 1));
+    let by_day = tempfile::tempdir().unwrap();
+    let summary = archive(&tansu, by_day.path(), &["--until-end", "--partition-by", "day"]);
+    assert!(summary.contains("files written:      1 to ") && summary.contains(", 0 late\n"), "{summary}");
+    assert_lake_holds(by_day.path(), &expected);
+}
+
+/// The lake in a bucket: the same files, each one PUT, and the state beside them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lake_in_s3_holds_every_valid_reading_once() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 3);
+    tansu.produce("weather", 3, 1_000, 3).await;
+    let s3 = testkit::S3Server::start();
+    s3.create_bucket("lake");
+    let out =
+        archive_command(&tansu, &["--s3-bucket", "lake", "--s3-endpoint", &s3.endpoint(), "--s3-prefix", "archive"])
+            .args(["--until-end", "--max-rows", "400"])
+            .output()
+            .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8(out.stdout).unwrap();
+    assert!(summary.contains(" to s3://lake/archive at http://127.0.0.1:"), "{summary}");
+    let (expected, _) = topic_readings(&tansu, "weather");
+    assert_lake_holds(&s3.bucket_dir("lake").join("archive"), &expected);
+    for p in 0..3 {
+        let state: Value =
+            serde_json::from_slice(&s3.object("lake", &format!("archive/_state/weather-{p}.json")).unwrap()).unwrap();
+        assert_eq!(state["pending"], Value::Null, "{state}");
+    }
+}

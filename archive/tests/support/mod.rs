@@ -1,0 +1,195 @@
+//! What the archive's tests share: the topic's valid readings as the test reads them itself,
+//! the lake as DuckDB and pyarrow read it, and the check that the two agree.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use testkit::Tansu;
+
+/// A valid reading of the topic, as the test reads it itself from the raw message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    sensor_id: String,
+    record_id: i64,
+    temperature: f64,
+    co_concentration: i64,
+    humidity: i64,
+    event_ms: i64,
+}
+
+/// The valid readings of `topic` by (partition, offset), and how many records are not valid.
+pub fn topic_readings(tansu: &Tansu, topic: &str) -> (BTreeMap<(i32, i64), Expected>, usize) {
+    let mut valid = BTreeMap::new();
+    let mut invalid = 0;
+    for record in tansu.read_all(topic) {
+        let parsed: Option<Value> = record.value.as_deref().and_then(|v| serde_json::from_slice(v).ok());
+        let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name).cloned());
+        let key = record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
+        match (field("record_id"), field("temperature"), field("CO_concentration"), field("humidity")) {
+            (Some(id), Some(t), Some(co), Some(h)) => {
+                let sensor_id = field("sensor_id").and_then(|s| s.as_str().map(str::to_string)).or(key).unwrap();
+                valid.insert(
+                    (record.partition, record.offset),
+                    Expected {
+                        sensor_id,
+                        record_id: id.as_i64().unwrap(),
+                        temperature: t.as_f64().unwrap(),
+                        co_concentration: co.as_i64().unwrap(),
+                        humidity: h.as_i64().unwrap(),
+                        event_ms: record.timestamp.unwrap(),
+                    },
+                );
+            }
+            _ => invalid += 1,
+        }
+    }
+    (valid, invalid)
+}
+
+/// What DuckDB and pyarrow find in the lake.
+pub struct LakeView {
+    pub rows: Vec<BTreeMap<String, Value>>,
+    pub files: Vec<BTreeMap<String, Value>>,
+    pub leftovers: Vec<String>,
+}
+
+pub fn read_lake(dir: &Path) -> LakeView {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_lake.py");
+    let out = Command::new(testkit::lake_python()).arg(script).arg(dir).output().expect("running the lake reader");
+    assert!(out.status.success(), "the lake reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("the reader's JSON");
+    let objects = |name: &str| -> Vec<BTreeMap<String, Value>> {
+        json[name].as_array().unwrap().iter().map(|v| serde_json::from_value(v.clone()).unwrap()).collect()
+    };
+    let leftovers = json["leftovers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    LakeView { rows: objects("rows"), files: objects("files"), leftovers }
+}
+
+/// The lake holds exactly `expected`, each reading once with its values, every file one hour
+/// of one partition, in offset order and named after its first offset, with statistics.
+pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) -> LakeView {
+    let lake = read_lake(dir);
+    assert!(lake.leftovers.is_empty(), "files that are not Parquet: {:?}", lake.leftovers);
+    let mut seen = BTreeMap::new();
+    let mut by_file: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
+    for row in &lake.rows {
+        let at = (row["partition"].as_i64().unwrap() as i32, row["offset"].as_i64().unwrap());
+        let got = Expected {
+            sensor_id: row["sensor_id"].as_str().unwrap().to_string(),
+            record_id: row["record_id"].as_i64().unwrap(),
+            temperature: row["temperature"].as_f64().unwrap(),
+            co_concentration: row["co_concentration"].as_i64().unwrap(),
+            humidity: row["humidity"].as_i64().unwrap(),
+            event_ms: row["event_ms"].as_i64().unwrap(),
+        };
+        // The Hive partition columns are the reading's own hour, in UTC.
+        let stamp = jiff::Timestamp::from_millisecond(got.event_ms).unwrap().to_zoned(jiff::tz::TimeZone::UTC);
+        assert_eq!(row["date"].as_str().unwrap(), stamp.date().to_string(), "{row:?}");
+        if let Some(hour) = row.get("hour") {
+            // DuckDB reads `hour=07` as a number, and `hour=00` as text.
+            let hour = hour.as_i64().or_else(|| hour.as_str()?.parse().ok());
+            assert_eq!(hour, Some(i64::from(stamp.hour())), "{row:?}");
+        }
+        assert!(seen.insert(at, got).is_none(), "offset {at:?} is in the lake twice");
+        by_file.entry(row["filename"].as_str().unwrap().to_string()).or_default().push(at);
+    }
+    let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(k)).take(5).collect();
+    let extra: Vec<_> = seen.keys().filter(|k| !expected.contains_key(k)).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, not in the topic {extra:?}");
+    for (at, got) in &seen {
+        assert_eq!(got, &expected[at], "the values at {at:?}");
+    }
+    for (file, offsets) in &by_file {
+        let name = Path::new(file).file_name().unwrap().to_str().unwrap();
+        let (partition, first) = offsets[0];
+        assert_eq!(name, format!("weather+{partition}+{first:020}.parquet"), "{file}");
+        assert!(offsets.windows(2).all(|w| w[0].0 == partition && w[0].1 < w[1].1), "{file}: not in offset order");
+    }
+    for file in &lake.files {
+        assert_eq!((file["row_groups"].as_i64(), file["compression"].as_str()), (Some(1), Some("SNAPPY")), "{file:?}");
+        assert_eq!(file["statistics"], Value::Bool(true), "{file:?}");
+    }
+    assert_eq!(
+        lake.files[0]["schema"],
+        serde_json::json!([
+            "sensor_id:string",
+            "record_id:int64",
+            "temperature:double",
+            "co_concentration:int32",
+            "humidity:int32",
+            "event_time:timestamp[ms, tz=UTC]",
+            "partition:int32",
+            "offset:int64"
+        ])
+    );
+    lake
+}
+
+/// Runs the archive binary on `tansu` into `dir` until the end, and returns its summary.
+pub fn archive(tansu: &Tansu, dir: &Path, extra: &[&str]) -> String {
+    let out = run_archive(tansu, dir, extra);
+    assert!(out.status.success(), "the archive failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn run_archive(tansu: &Tansu, dir: &Path, extra: &[&str]) -> Output {
+    archive_command(tansu, &["-o", dir.to_str().unwrap()]).args(extra).output().expect("running weather-archive")
+}
+
+/// The archive binary's command on `tansu`, with the destination flags given.
+pub fn archive_command(tansu: &Tansu, destination: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weather-archive"));
+    command.args(["-b", &tansu.bootstrap(), "--connect-timeout", "20", "--quiet"]).args(destination);
+    command
+}
+
+/// The names and bytes of every data file.
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut dirs = vec![dir.join("topic=weather")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                found.insert(path.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
+/// The state of partition `p` in the lake at `root`, if any.
+pub fn state(root: &Path, partition: i32) -> Option<Value> {
+    let bytes = std::fs::read(root.join(format!("_state/weather-{partition}.json"))).ok()?;
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+/// How many Parquet files the lake at `root` holds.
+pub fn file_count(root: &Path) -> usize {
+    let mut count = 0;
+    let mut dirs = vec![root.join("topic=weather")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// A summary's count after `field`, e.g. `readings archived:`.
+pub fn count(summary: &str, field: &str) -> u64 {
+    let line =
+        summary.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no `{field}` in {summary}"));
+    line.trim().split(' ').next().unwrap().replace(',', "").parse().unwrap()
+}

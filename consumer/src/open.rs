@@ -1,0 +1,318 @@
+//! The start of a run, decided before anything is read or written: where every partition
+//! starts and stops, from which state the output continues (its checkpoint, a mark to roll
+//! back to, or nothing), said in words; then the checkpoint, the dead-letter topic and the
+//! output made ready for the loop.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Context;
+use weather_common::dead_letter::DeadLetters;
+use weather_common::meter::{counted, thousands};
+use weather_common::position::{format_time, Start, Until};
+use weather_common::shutdown::Stop;
+use weather_common::source::{Progress, Source, TopicView};
+use weather_common::Reading;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Settings;
+use crate::pipeline::{Pipeline, Writer};
+use crate::sink::postgres::Postgres;
+use crate::sink::table::{self, Joining, Table, TableState, WindowTable};
+use crate::sink::{self, file::OutputFile};
+use crate::start::{self, Origin, Plan};
+use crate::window::Windows;
+
+/// Where a run starts and stops, decided before anything is read or written.
+struct Prepared {
+    view: TopicView,
+    /// The output's checkpoint under this run's rules, as found (none for a rebuild).
+    checkpoint: Option<Checkpoint>,
+    plan: Plan,
+    ends: Option<BTreeMap<i32, Option<i64>>>,
+}
+
+/// Loads the checkpoint (the file's, or without a file the table's state `sole`), connects to
+/// Kafka (retrying while it is unreachable), and plans where every partition starts and stops.
+fn prepare(settings: &Settings, stop: &Stop, sole: Option<&TableState>) -> anyhow::Result<Prepared> {
+    // The topic first: a mistyped --topic is reported as a missing topic, not as other rules.
+    let view = TopicView::look_up(&settings.kafka, &settings.rules.topic, stop)?;
+    let checkpoint = match (&settings.start, sole) {
+        (Start::Earliest, _) => None,
+        (_, Some(state)) if !settings.file => table_checkpoint(settings, state)?,
+        _ => Checkpoint::load(&settings.output, &settings.rules)?,
+    };
+    let positions = view.positions(&settings.kafka, &settings.group, &settings.start)?;
+    if let (Some(c), Start::Committed) = (&checkpoint, &settings.start) {
+        let differ: Vec<String> = positions
+            .iter()
+            .filter_map(|(p, &group)| Some((p, group?, c.offsets.get(p).copied().unwrap_or(0))))
+            .filter(|(_, group, own)| group != own)
+            .map(|(p, group, own)| format!("{p}: group {group}, checkpoint {own}"))
+            .collect();
+        if !differ.is_empty() {
+            tracing::warn!(
+                "group `{}` committed other offsets than the checkpoint of {} ({}); following the checkpoint, which \
+                 matches the output. To replay from the group's offsets, pass them as --start offset:...",
+                settings.group,
+                settings.output.display(),
+                differ.join(", ")
+            );
+        }
+    }
+    let plan = start::plan(
+        &settings.rules.topic,
+        &settings.start,
+        checkpoint.as_ref(),
+        &positions,
+        &view.watermarks,
+        settings.allow_data_loss,
+    )?;
+    let ends = view.ends(settings.until)?;
+    Ok(Prepared { view, checkpoint, plan, ends })
+}
+
+/// The state of a table that is the only output, as a checkpoint without a file.
+fn table_checkpoint(settings: &Settings, state: &TableState) -> anyhow::Result<Option<Checkpoint>> {
+    if state.offsets.is_empty() {
+        return Ok(None);
+    }
+    let Some(windows) = state.windows.clone() else {
+        anyhow::bail!(
+            "the table's progress was made beside an output file, whose checkpoint holds the open windows: run with \
+             that file, or rebuild the table alone with --no-file --from-beginning"
+        );
+    };
+    let mut checkpoint = Checkpoint::new(settings.rules.clone(), windows);
+    checkpoint.offsets = state.offsets.clone();
+    Ok(Some(checkpoint))
+}
+
+/// The plan in words: where the output's state comes from.
+fn origin(settings: &Settings, prepared: &Prepared) -> String {
+    if !settings.file {
+        return match prepared.plan.origin {
+            Origin::Resumed => "resumes at its progress in the table".to_string(),
+            _ => format!("the table's rows are rebuilt from {}{}", settings.start, skips(prepared)),
+        };
+    }
+    let output = &settings.output;
+    match (&prepared.plan.origin, &prepared.checkpoint) {
+        (Origin::Resumed, Some(c)) => format!("resumes at its checkpoint ({})", counted(c.output_len, "byte")),
+        (Origin::RolledBack { index }, Some(c)) => match c.history[*index].output_len {
+            0 => format!(
+                "rolled back from {} to its start (it has no mark before {}): written anew",
+                counted(c.output_len, "byte"),
+                settings.start
+            ),
+            len => format!(
+                "rolled back from {} to {}, its last mark before {}: the windows after it are recomputed",
+                thousands(c.output_len),
+                counted(len, "byte"),
+                settings.start
+            ),
+        },
+        _ if settings.start == Start::Earliest && !Checkpoint::path_for(output).exists() && !has_bytes(output) => {
+            "a new output, from the beginning".to_string()
+        }
+        _ if settings.start == Start::Earliest => "rebuilt from the beginning of every partition".to_string(),
+        (_, Some(_)) => {
+            format!("its oldest checkpoint is past {}: written anew from there{}", settings.start, skips(prepared))
+        }
+        (_, None) if has_bytes(output) => {
+            format!("has no checkpoint under these rules: written anew from {}{}", settings.start, skips(prepared))
+        }
+        (_, None) => format!("a new output, from {}{}", settings.start, skips(prepared)),
+    }
+}
+
+fn has_bytes(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+}
+
+/// Readings before the planned start of a new output that it will never see.
+fn skipped(prepared: &Prepared) -> i64 {
+    let low = |p: &i32| prepared.view.watermarks.get(p).map_or(0, |&(low, _)| low);
+    prepared.plan.from.iter().map(|(p, &from)| (from - low(p)).max(0)).sum()
+}
+
+fn skips(prepared: &Prepared) -> String {
+    match skipped(prepared) {
+        0 => String::new(),
+        1 => ": the 1 reading before it is not read (--start earliest reads it)".to_string(),
+        n => format!(": the {} readings before it are not read (--start earliest reads them)", thousands(n as u64)),
+    }
+}
+
+/// What a run with these settings would do, looked up without consuming, writing or
+/// committing anything (`--dry-run`).
+pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
+    /// Records read from the end of each partition's range to see how far each sensor goes.
+    const TAIL: i64 = 64;
+    let prepared = prepare(settings, &Stop::default(), None)?;
+    let Prepared { view, checkpoint, plan, ends } = &prepared;
+    let mut partitions = Vec::new();
+    let mut last_records: BTreeMap<String, u64> = BTreeMap::new();
+    for (&partition, &from) in &plan.from {
+        let high = view.watermarks[&partition].1;
+        let to = ends.as_ref().and_then(|e| e.get(&partition).copied().flatten());
+        partitions.push((partition, from, to, high));
+        let end = to.unwrap_or(high);
+        view.read_range(partition, ((end - TAIL).max(from), end), |_, key, value| {
+            if let Ok(reading) = Reading::parse(value, key) {
+                let last = last_records.entry(reading.sensor_id.into_owned()).or_default();
+                *last = (*last).max(reading.record_id);
+            }
+        })?;
+    }
+    let fresh = Windows::new(settings.rules.window);
+    let start_windows = match (&plan.origin, checkpoint) {
+        (Origin::Resumed, Some(c)) => &c.windows,
+        (Origin::RolledBack { index }, Some(c)) => &c.history[*index].windows,
+        _ => &fresh,
+    };
+    // For a rebuild the checkpoint was not loaded; what it wrote is rewritten if the rules match.
+    let current = match checkpoint {
+        Some(c) => Some(c.clone()),
+        None => Checkpoint::read(&settings.output)?.filter(|c| c.rules == settings.rules),
+    };
+    Ok(start::DryRun {
+        output: settings.output.display().to_string(),
+        origin: origin(settings, &prepared),
+        partitions,
+        until: match settings.until {
+            Until::Follow => "follows the topic until stopped".to_string(),
+            Until::End => "stops at the end every partition has now".to_string(),
+            Until::Time(t) => format!("stops before the first reading stamped {} or later", format_time(t)),
+        },
+        uploads: match &settings.s3 {
+            Some(target) => format!(
+                "{} at {}, at most every {:?} and once at the end",
+                target.url(),
+                target.bucket.endpoint_name(),
+                settings.upload_interval
+            ),
+            None => "none (no --s3-bucket)".to_string(),
+        },
+        window_days: settings.rules.window.get(),
+        sensors: start::sensor_plans(start_windows, current.as_ref().map(|c| &c.windows), &last_records),
+    })
+}
+
+/// Plans the run, assigns the partitions, and prepares the checkpoint (rolled back or new),
+/// the dead-letter topic and the output; `None` if a stop came first.
+pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
+    let rebuild = settings.start == Start::Earliest;
+    let mut sinks: Vec<Box<dyn WindowTable>> = Vec::new();
+    if let Some(target) = &settings.postgres {
+        let (window, unit) = (settings.rules.window, settings.rules.unit);
+        let table =
+            Postgres::open(target, &settings.group, &settings.rules.topic, window, unit, rebuild, runtime.clone())?;
+        sinks.push(Box::new(table));
+    }
+    let prepared = prepare(&settings, stop, sinks.last().map(|s| s.state()))?;
+    let output = match settings.file {
+        true => settings.output.display().to_string(),
+        false => sinks.last().map(|s| s.name().to_string()).unwrap_or_default(),
+    };
+    let message = format!(
+        "reading `{}` on {} as group `{}`; {output}: {}",
+        settings.rules.topic,
+        settings.kafka.bootstrap_servers,
+        settings.group,
+        origin(&settings, &prepared)
+    );
+    // A new output that leaves history out is said loudly: silently skipped history is the
+    // one result this consumer exists to prevent.
+    if prepared.plan.origin == Origin::Fresh && skipped(&prepared) > 0 {
+        tracing::warn!("{message}");
+    } else {
+        tracing::info!("{message}");
+    }
+    let Prepared { view, checkpoint, plan, ends } = prepared;
+    if let (Origin::RolledBack { .. }, Some(table)) = (&plan.origin, sinks.first()) {
+        anyhow::bail!(
+            "--start {} rolls {} back, and {} cannot be rolled back with it: rebuild both with --from-beginning",
+            settings.start,
+            settings.output.display(),
+            table.name()
+        );
+    }
+    let until_time = match settings.until {
+        Until::Time(t) => Some(t),
+        _ => None,
+    };
+    let source = Source::open(&settings.kafka, &settings.group, view, &plan.from)?;
+    let progress = Progress::new(plan.from.clone(), ends, until_time);
+    if stop.requested() {
+        return Ok(None);
+    }
+    let dead_letters = DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone());
+    // The tables join before the file's checkpoint is written: a table starting a rebuild
+    // must not be left behind a new file by a crash in between.
+    let fresh = plan.origin != Origin::Resumed;
+    let resume = match (&plan.origin, &checkpoint) {
+        (Origin::Resumed, Some(c)) => c.offsets.clone(),
+        _ => plan.from.clone(),
+    };
+    let new_windows = Windows::new(settings.rules.window);
+    let mut tables = Vec::new();
+    for mut sink in sinks {
+        let joining = match settings.file {
+            true => table::join(sink.state(), &resume, fresh, rebuild).map_err(|why| {
+                anyhow::anyhow!(
+                    "{} cannot follow {}: {why}. Rebuild both with --from-beginning, or give the output another \
+                     --postgres-table",
+                    sink.name(),
+                    settings.output.display()
+                )
+            })?,
+            false if fresh => Joining::Rebuild,
+            false => Joining::Along,
+        };
+        let catch_up = match joining {
+            Joining::Rebuild => {
+                sink.rebuild(&plan.from, (!settings.file).then_some(&new_windows))?;
+                None
+            }
+            Joining::CatchUp(catch_up) => Some(catch_up),
+            Joining::Along => None,
+        };
+        tables.push(Table::new(sink, catch_up));
+    }
+    let saving = || format!("writing the checkpoint beside {}", settings.output.display());
+    let checkpoint = match (plan.origin, checkpoint) {
+        (Origin::Resumed, Some(checkpoint)) => checkpoint,
+        (Origin::RolledBack { index }, Some(mut checkpoint)) => {
+            // Saved before the file is cut back, as for a new output below.
+            checkpoint.roll_back(index);
+            checkpoint.save(&settings.output).with_context(saving)?;
+            checkpoint
+        }
+        _ => {
+            // Recorded before the file is emptied, so a crash in between cannot leave an old
+            // checkpoint next to a new, shorter file.
+            let mut fresh = Checkpoint::new(settings.rules.clone(), new_windows);
+            fresh.offsets = plan.from;
+            if settings.file {
+                fresh.remember();
+                fresh.save(&settings.output).with_context(saving)?;
+            }
+            fresh
+        }
+    };
+    let mut format = sink::row_format(&settings.rules);
+    let output = match settings.file {
+        true => {
+            let mut output = OutputFile::open(&settings.output, checkpoint.output_len)
+                .with_context(|| format!("opening the output {}", settings.output.display()))?;
+            if output.is_empty() {
+                output.write_all(format.header()).context("writing the output header")?;
+            }
+            Some(output)
+        }
+        false => None,
+    };
+    let writer = Writer { settings, checkpoint, progress, output, tables, format, dead_letters, uploads: None };
+    Ok(Some(Pipeline { source, writer }))
+}
