@@ -608,7 +608,10 @@ impl Postgres {
         let runtime = self.runtime.clone();
         loop {
             let error = match runtime.block_on(self.transact(commit, rows)) {
-                Ok(swapped) => return Ok(self.committed(commit, swapped)),
+                Ok(swapped) => {
+                    self.committed(commit, swapped);
+                    return Ok(());
+                }
                 Err(e) => e,
             };
             if !connection_lost(&self.client, &error) {
@@ -628,7 +631,8 @@ impl Postgres {
             if commits == Some(self.commits + 1) {
                 tracing::info!("the last commit to {} had landed", self.name);
                 let swapped = self.state.rebuilding && commit.caught_up;
-                return Ok(self.committed(commit, swapped));
+                self.committed(commit, swapped);
+                return Ok(());
             }
         }
     }
@@ -699,22 +703,7 @@ impl WindowTable for Postgres {
     }
 
     fn add(&mut self, w: &WindowSummary) -> anyhow::Result<()> {
-        let a = w.averages(self.unit);
-        writeln!(
-            Text(&mut self.rows),
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            w.sensor_id,
-            self.window.get(),
-            w.window_id,
-            self.unit.name(),
-            Tenths(a.temperature_tenths),
-            a.co_concentration,
-            a.humidity,
-            w.readings,
-            w.first_record_id,
-            w.last_record_id
-        )
-        .expect("formatting into memory");
+        copy_row(&mut self.rows, w, self.window, self.unit);
         Ok(())
     }
 
@@ -726,6 +715,26 @@ impl WindowTable for Postgres {
         }
         result
     }
+}
+
+/// Appends `w` as a row of COPY's text format, in the order of [`COLUMNS`].
+fn copy_row(rows: &mut Vec<u8>, w: &WindowSummary, window: WindowSize, unit: Unit) {
+    let a = w.averages(unit);
+    writeln!(
+        Text(rows),
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        w.sensor_id,
+        window.get(),
+        w.window_id,
+        unit.name(),
+        Tenths(a.temperature_tenths),
+        a.co_concentration,
+        a.humidity,
+        w.readings,
+        w.first_record_id,
+        w.last_record_id
+    )
+    .expect("formatting into memory");
 }
 
 /// `fmt::Write` into a byte buffer (sensor ids are ASCII without tabs, backslashes or line
@@ -780,14 +789,19 @@ mod tests {
         assert_eq!(pgpass_lookup("h:1:d:u\n", "h", "1", "d", "u"), None, "a line without a password");
     }
 
-    /// Rows are COPY text: tab-separated, the temperature with one decimal, the rule set in
-    /// every row.
+    /// Rows are COPY text in the order of the columns: tab-separated, the temperature with
+    /// one decimal in the rule set's unit, the rule set and the day range in every row.
     #[test]
     fn rows_as_copy_text() {
         let mut rows = Vec::new();
-        let w = crate::sink::week("sensor-1", 2, 7 * 203, 7 * 700, 7 * 55);
-        let a = w.averages(Unit::Fahrenheit);
-        writeln!(Text(&mut rows), "{}\t{}", w.sensor_id, Tenths(a.temperature_tenths)).unwrap();
-        assert_eq!(String::from_utf8(rows).unwrap(), "sensor-1\t68.5\n");
+        let week = crate::sink::week("sensor-1", 2, 7 * 203, 7 * 700, 7 * 55);
+        copy_row(&mut rows, &week, WindowSize::WEEK, Unit::Fahrenheit);
+        let partial = WindowSummary { readings: 2, first_record_id: 1, last_record_id: 3, complete: false, ..week };
+        copy_row(&mut rows, &WindowSummary { temperature_tenths: -21, ..partial }, WindowSize::WEEK, Unit::Celsius);
+        assert_eq!(
+            String::from_utf8(rows).unwrap(),
+            "sensor-1\t7\t2\tfahrenheit\t68.5\t700\t55\t7\t8\t14\nsensor-1\t7\t2\tcelsius\t-1.0\t2450\t192\t2\t1\t3\n"
+        );
+        assert_eq!(COLUMNS.len(), 10, "one value per column");
     }
 }
