@@ -488,3 +488,42 @@ fn a_following_rebuild_is_made_visible_once_caught_up() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// One writer per table and rule set: a second consumer of the same rules into the same table
+/// (another output, another group) is refused at once, naming the first's server process, and
+/// changes nothing; once the first has stopped, the second may rebuild the rule set.
+#[test]
+fn a_second_writer_of_a_rule_set_is_refused() {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", 1);
+    produce(&tansu, 70, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first.csv"), dir.path().join("second.csv"));
+    let log = dir.path().join("first.log");
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["-b", &tansu.bootstrap(), "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
+        .args(["--sensor-column", "-o", first.to_str().unwrap(), "--to-postgres", &pg.url()])
+        .env("PGPASSWORD", pg.password())
+        .stdout(File::create(&log).unwrap())
+        .stderr(File::create(err_path(&log)).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = || pg.try_query("SELECT count(*) FROM weather_aggregates").ok().and_then(|r| r[0][0].clone());
+    while rows().as_deref() != Some("10") {
+        assert!(Instant::now() < deadline, "the first consumer loaded nothing within 30 s");
+        assert!(follower.try_wait().unwrap().is_none(), "the first consumer ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log2 = dir.path().join("second.log");
+    let status = consumer(&tansu, &pg, &["-o", second.to_str().unwrap()], &log2).wait().unwrap();
+    let stderr = std::fs::read_to_string(err_path(&log2)).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("another consumer is writing 7-day windows in fahrenheit to PostgreSQL table"), "{stderr}");
+    assert!(stderr.contains("(PostgreSQL backend "), "names the holder: {stderr}");
+    assert_eq!(table_rows(&pg, "SELECT count(DISTINCT consumer_group) FROM weather_aggregates_state"), [["1"]]);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    run_consumer(&tansu, &pg, &["-o", second.to_str().unwrap()], &log2);
+    assert_eq!(table_rows(&pg, WEEKLY_ROWS), csv_rows(&second));
+}
