@@ -10,6 +10,13 @@
 //! ahead is not sent again the windows it already holds: those whose readings all lie below its
 //! durable offsets ([`CatchUp`]). Without a file (`--no-file`) the table's own state, open
 //! windows included, is the checkpoint.
+//!
+//! A new kind of table implements [`WindowTable`] in a module of its own and is opened in
+//! `open.rs` beside the others; [`join`] and [`Table`] then give it the same guarantees. What it
+//! must provide: its durable [`TableState`] for the output (consumer group and topic) when
+//! opened; [`WindowTable::rebuild`], durable at once, keeping the old rows visible until a
+//! commit with `caught_up`; and [`WindowTable::commit`], all or nothing, that tells after a lost
+//! connection whether the last attempt landed, so that it is never applied twice.
 
 use std::collections::{BTreeMap, HashSet};
 
