@@ -9,6 +9,8 @@
 //!   the beginning to the end of that topic;
 //! - archive: `weather-archive` writing every reading of that topic to Parquet files on the
 //!   local disk, from the beginning to the end (beside the consume baseline too);
+//! - replay + PostgreSQL: the same replay also loading every week into a PostgreSQL table
+//!   (`--to-postgres`, a server of its own with durable commits), beside the file-only replay;
 //! - report: `weather-report` reading as many aggregates (one record per window, as the
 //!   consumer's topic sink writes them) as a table, beside the consume baseline on that topic;
 //!
@@ -202,8 +204,12 @@ fn bench_on(
             Measured { peak_rss_kib: a.peak_rss_kib.max(b.peak_rss_kib), ..a }
         }
     };
+    // One PostgreSQL server for all rounds, commits fsynced as in production; every round
+    // loads a table of its own.
+    let postgres = testkit::PostgresServer::start_with_fsync(true);
+    let to_postgres = dir.path().join("to_postgres.csv");
     let mut rounds: Vec<Vec<Measured>> = Vec::new();
-    for _ in 0..cli.rounds {
+    for round in 0..cli.rounds {
         let server = fresh()?;
         let bootstrap = server.bootstrap();
         let bootstrap = bootstrap.as_str();
@@ -273,6 +279,19 @@ fn bench_on(
         );
         let archive =
             Measured { data_seconds: n as f64 / reported_rate(&archive.stdout, "readings archived:")?, ..archive };
+        let table = format!("bench_round_{round}");
+        let mut loading = Command::new(sibling("weather-consumer")?);
+        loading
+            .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
+            .args(["--sensor-column", "--from-beginning", "--until-end", "--to-postgres", &postgres.url()])
+            .args(["--postgres-table", &table, "-o"])
+            .arg(&to_postgres)
+            .env("PGPASSWORD", postgres.password());
+        let to_table = measure("replay + postgres", n, &mut loading)?;
+        let to_table =
+            Measured { data_seconds: n as f64 / reported_rate(&to_table.stdout, "readings consumed:")?, ..to_table };
+        let rows = postgres.query(&format!("SELECT count(*) FROM {table}"));
+        ensure!(rows == [[Some(weeks.to_string())]], "the table holds {rows:?} rows, not {weeks}");
         publish_aggregates(bootstrap, "aggregates", n, cli.sensors)?;
         let report_baseline =
             measure("consume aggregates", n, Command::new(&me).args(["consume-baseline", bootstrap, "aggregates"]))?;
@@ -289,7 +308,7 @@ fn bench_on(
             Measured { data_seconds: n as f64 / reported_rate(&report.stdout, "read `aggregates`")?, ..report };
         println!(
             "{broker}, round {}/{}: producer {:.2}x, replay {:.2}x, archive {:.2}x, report {:.2}x its baseline \
-             (replay peak {:.1} MiB, archive {:.1} MiB; archive {})",
+             (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + postgres {:.2}x the replay",
             rounds.len() + 1,
             cli.rounds,
             producer.rate() / produce_baseline.rate(),
@@ -298,18 +317,28 @@ fn bench_on(
             report.rate() / report_baseline.rate(),
             replay.peak_rss_kib as f64 / 1024.0,
             archive.peak_rss_kib as f64 / 1024.0,
-            files_written(&archive.stdout)?
+            files_written(&archive.stdout)?,
+            to_table.rate() / replay.rate()
         );
-        rounds.push(vec![produce_baseline, producer, consume_baseline, replay, archive, report_baseline, report]);
+        rounds.push(vec![
+            produce_baseline,
+            producer,
+            consume_baseline,
+            replay,
+            archive,
+            to_table,
+            report_baseline,
+            report,
+        ]);
     }
     let best_of: Vec<Measured> = rounds
         .into_iter()
         .reduce(|a, b| a.into_iter().zip(b).map(|(a, b)| best(a, b)).collect())
         .expect("at least one round");
-    let Ok([produce_baseline, producer, consume_baseline, replay, archive, report_baseline, report]) =
-        <[Measured; 7]>::try_from(best_of)
+    let Ok([produce_baseline, producer, consume_baseline, replay, archive, to_table, report_baseline, report]) =
+        <[Measured; 8]>::try_from(best_of)
     else {
-        unreachable!("every round measures seven steps")
+        unreachable!("every round measures eight steps")
     };
 
     println!("\n{broker}, {partitions} partitions, best of {} round(s)", cli.rounds);
@@ -323,6 +352,7 @@ fn bench_on(
         (&consume_baseline, None),
         (&replay, Some(&consume_baseline)),
         (&archive, Some(&consume_baseline)),
+        (&to_table, Some(&replay)),
         (&report_baseline, None),
         (&report, Some(&report_baseline)),
     ];
@@ -345,6 +375,8 @@ fn bench_on(
         let target = match m.name {
             "archive (disk)" if broker.starts_with("Tansu") => Some(0.7),
             "archive (disk)" | "report" => None,
+            // Against the file-only replay: the table's rows cost PostgreSQL's own work.
+            "replay + postgres" => Some(0.5),
             _ => Some(0.8),
         };
         if let (Some(ratio), Some(target)) = (ratio, target) {
@@ -396,7 +428,14 @@ fn reported_count(stdout: &str, line_start: &str) -> anyhow::Result<f64> {
 /// its memory, which holds the whole mock cluster.
 fn measure(name: &'static str, readings: u64, command: &mut Command) -> anyhow::Result<Measured> {
     let started = Instant::now();
-    let output = Command::new(std::env::current_exe()?)
+    let mut launcher = Command::new(std::env::current_exe()?);
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => launcher.env(key, value),
+            None => launcher.env_remove(key),
+        };
+    }
+    let output = launcher
         .arg("launch")
         .arg(command.get_program())
         .args(command.get_args())

@@ -165,6 +165,14 @@ impl Progress {
         }
     }
 
+    /// True if the run has read everything there is to read now: its bound, or the end of
+    /// every partition it reads (a rebuild of a window table can then be made visible).
+    pub fn caught_up(&self) -> bool {
+        let reading = self.next.iter().enumerate().filter(|(_, n)| n.is_some()).map(|(p, _)| p);
+        self.done()
+            || reading.clone().next().is_some() && reading.into_iter().all(|p| self.at_end.get(p) == Some(&true))
+    }
+
     /// A bounded run is done once every partition is read up to its end.
     pub fn done(&self) -> bool {
         self.end.is_some() && self.unfinished.is_empty()

@@ -11,6 +11,7 @@ use weather_common::meter::ProgressArgs;
 use weather_common::s3::S3Args;
 
 use crate::rules::Rules;
+use crate::sink::postgres::PostgresTarget;
 use crate::sink::s3::S3Target;
 use crate::sink::Format;
 use crate::units::Unit;
@@ -148,6 +149,22 @@ pub struct Cli {
     /// Resume even if retention deleted readings after the checkpoint (they are skipped).
     #[arg(long, env = "WEATHER_ALLOW_DATA_LOSS")]
     pub allow_data_loss: bool,
+
+    /// Also write every window into a PostgreSQL table, exactly once: a URL such as
+    /// postgres://weather@127.0.0.1:5432/weather, without a password (it comes from PGPASSWORD
+    /// or a password file, ~/.pgpass or PGPASSFILE).
+    #[arg(long, env = "WEATHER_POSTGRES_URL", value_name = "URL")]
+    pub to_postgres: Option<String>,
+
+    /// The PostgreSQL table; created if missing, with <table>_progress, <table>_state and
+    /// <table>_staging beside it.
+    #[arg(long, env = "WEATHER_POSTGRES_TABLE", value_name = "NAME", default_value = crate::sink::postgres::DEFAULT_TABLE)]
+    pub postgres_table: String,
+
+    /// Write no output file: the table (--to-postgres) is the only output, and keeps the open
+    /// windows itself.
+    #[arg(long, env = "WEATHER_NO_FILE")]
+    pub no_file: bool,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -175,6 +192,9 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     pub dead_letter_topic: String,
     pub allow_data_loss: bool,
+    /// False with --no-file: the windows go to the tables only.
+    pub file: bool,
+    pub postgres: Option<PostgresTarget>,
 }
 
 impl Cli {
@@ -182,10 +202,35 @@ impl Cli {
     pub fn settings(mut self) -> Result<Settings, clap::Error> {
         let v2 = self.preset == Some(Preset::V2);
         let rules = self.rules(v2);
+        if self.no_file {
+            if self.to_postgres.is_none() {
+                return Err(invalid("--no-file needs a table to write to: give --to-postgres".to_string()));
+            }
+            for (flag, given) in [("--output", self.output.is_some()), ("--s3-bucket", self.s3.s3_bucket.is_some())] {
+                if given {
+                    return Err(invalid(format!("--no-file writes no file: {flag} does not go with it")));
+                }
+            }
+            if self.dry_run {
+                return Err(invalid(
+                    "--dry-run does not go with --no-file yet: it plans from a file's checkpoint".into(),
+                ));
+            }
+        }
         let output =
             self.output.take().unwrap_or_else(|| format!("weather_aggregation.{}", rules.format.name()).into());
-        let s3 = self.s3_target(v2, &output)?;
-        let group = self.group.take().unwrap_or_else(|| rules.default_group(&output));
+        let postgres = match self.to_postgres.take() {
+            Some(url) => {
+                Some(PostgresTarget::parse(&url, &self.postgres_table, self.kafka.connect_timeout()).map_err(invalid)?)
+            }
+            None => None,
+        };
+        let s3 = self.s3_target(v2 && !self.no_file, &output)?;
+        let group = match (self.group.take(), &postgres) {
+            (Some(group), _) => group,
+            (None, Some(target)) if self.no_file => rules.table_group(&target.table, &target.address),
+            (None, _) => rules.default_group(&output),
+        };
         let dead_letter_topic = self.dead_letter_topic.take().unwrap_or_else(|| format!("{}.dlq", rules.topic));
         if dead_letter_topic == rules.topic {
             return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
@@ -213,6 +258,8 @@ impl Cli {
             checkpoint_interval: self.checkpoint_interval,
             dead_letter_topic,
             allow_data_loss: self.allow_data_loss,
+            file: !self.no_file,
+            postgres,
         })
     }
 
@@ -343,6 +390,10 @@ mod tests {
             (&["--start", "earliest", "--from-beginning"], "--from-beginning"),
             (&["--until", "time:noon"], "--until"),
             (&["--until", "end", "--until-end"], "--until-end"),
+            (&["--no-file"], "--to-postgres"),
+            (&["--to-postgres", "postgres://w:secret@127.0.0.1/w"], "--to-postgres: the URL carries a password"),
+            (&["--to-postgres", "postgres://w@127.0.0.1/w", "--postgres-table", "Aggregates"], "--postgres-table"),
+            (&["--to-postgres", "postgres://w@127.0.0.1/w", "--no-file", "-o", "x.csv"], "--output"),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -2,7 +2,8 @@
 //!
 //! - [`window`]: pure; readings in, finished window summaries out, by `record_id`.
 //! - [`units`]: °C/°F and exact rounding (ties to even).
-//! - [`sink`]: TXT and CSV row formats, the durable output file, S3.
+//! - [`sink`]: TXT and CSV row formats, the durable output file, S3, and the window tables
+//!   (PostgreSQL) with the seam they share.
 //! - [`checkpoint`]: ties the output file to Kafka offsets so a crash loses and doubles nothing.
 //! - [`start`]: the plan a `--start` / `--until` makes for an output, `--dry-run`.
 //! - [`open`]: a run's start: the plan, the checkpoint it resumes or rolls back, the output.
@@ -40,8 +41,11 @@ use weather_common::s3;
 /// Runs the consumer until its bounded run is done or `shutdown` resolves, then makes all
 /// progress durable, uploads the final state and returns what it did.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Summary> {
-    // Held until the end of the run, the final upload included.
-    let _writer = WriterLock::acquire(&settings.output, &settings.output.display().to_string())?;
+    // Held until the end of the run, the final upload included. A table has a lock of its own.
+    let _writer = match settings.file {
+        true => Some(WriterLock::acquire(&settings.output, &settings.output.display().to_string())?),
+        false => None,
+    };
     let stop = Stop::when(shutdown);
     let s3 = match &settings.s3 {
         Some(target) => {

@@ -17,6 +17,8 @@ use weather_common::Reading;
 use crate::checkpoint::Checkpoint;
 use crate::config::Settings;
 use crate::pipeline::{Pipeline, Writer};
+use crate::sink::postgres::Postgres;
+use crate::sink::table::{self, Joining, Table, TableState, WindowTable};
 use crate::sink::{self, file::OutputFile};
 use crate::start::{self, Origin, Plan};
 use crate::window::Windows;
@@ -30,13 +32,14 @@ struct Prepared {
     ends: Option<BTreeMap<i32, Option<i64>>>,
 }
 
-/// Loads the checkpoint, connects to Kafka (retrying while it is unreachable), and plans
-/// where every partition starts and stops.
-fn prepare(settings: &Settings, stop: &Stop) -> anyhow::Result<Prepared> {
+/// Loads the checkpoint (the file's, or without a file the table's state `sole`), connects to
+/// Kafka (retrying while it is unreachable), and plans where every partition starts and stops.
+fn prepare(settings: &Settings, stop: &Stop, sole: Option<&TableState>) -> anyhow::Result<Prepared> {
     // The topic first: a mistyped --topic is reported as a missing topic, not as other rules.
     let view = TopicView::look_up(&settings.kafka, &settings.rules.topic, stop)?;
-    let checkpoint = match settings.start {
-        Start::Earliest => None,
+    let checkpoint = match (&settings.start, sole) {
+        (Start::Earliest, _) => None,
+        (_, Some(state)) if !settings.file => table_checkpoint(settings, state)?,
         _ => Checkpoint::load(&settings.output, &settings.rules)?,
     };
     let positions = view.positions(&settings.kafka, &settings.group, &settings.start)?;
@@ -69,8 +72,30 @@ fn prepare(settings: &Settings, stop: &Stop) -> anyhow::Result<Prepared> {
     Ok(Prepared { view, checkpoint, plan, ends })
 }
 
+/// The state of a table that is the only output, as a checkpoint without a file.
+fn table_checkpoint(settings: &Settings, state: &TableState) -> anyhow::Result<Option<Checkpoint>> {
+    if state.offsets.is_empty() {
+        return Ok(None);
+    }
+    let Some(windows) = state.windows.clone() else {
+        anyhow::bail!(
+            "the table's progress was made beside an output file, whose checkpoint holds the open windows: run with \
+             that file, or rebuild the table alone with --no-file --from-beginning"
+        );
+    };
+    let mut checkpoint = Checkpoint::new(settings.rules.clone(), windows);
+    checkpoint.offsets = state.offsets.clone();
+    Ok(Some(checkpoint))
+}
+
 /// The plan in words: where the output's state comes from.
 fn origin(settings: &Settings, prepared: &Prepared) -> String {
+    if !settings.file {
+        return match prepared.plan.origin {
+            Origin::Resumed => "resumes at its progress in the table".to_string(),
+            _ => format!("the table's rows are rebuilt from {}{}", settings.start, skips(prepared)),
+        };
+    }
     let output = &settings.output;
     match (&prepared.plan.origin, &prepared.checkpoint) {
         (Origin::Resumed, Some(c)) => format!("resumes at its checkpoint ({})", counted(c.output_len, "byte")),
@@ -124,7 +149,7 @@ fn skips(prepared: &Prepared) -> String {
 pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
     /// Records read from the end of each partition's range to see how far each sensor goes.
     const TAIL: i64 = 64;
-    let prepared = prepare(settings, &Stop::default())?;
+    let prepared = prepare(settings, &Stop::default(), None)?;
     let Prepared { view, checkpoint, plan, ends } = &prepared;
     let mut partitions = Vec::new();
     let mut last_records: BTreeMap<String, u64> = BTreeMap::new();
@@ -177,13 +202,24 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
 /// Plans the run, assigns the partitions, and prepares the checkpoint (rolled back or new),
 /// the dead-letter topic and the output; `None` if a stop came first.
 pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
-    let prepared = prepare(&settings, stop)?;
+    let rebuild = settings.start == Start::Earliest;
+    let mut sinks: Vec<Box<dyn WindowTable>> = Vec::new();
+    if let Some(target) = &settings.postgres {
+        let (window, unit) = (settings.rules.window, settings.rules.unit);
+        let table =
+            Postgres::open(target, &settings.group, &settings.rules.topic, window, unit, rebuild, runtime.clone())?;
+        sinks.push(Box::new(table));
+    }
+    let prepared = prepare(&settings, stop, sinks.last().map(|s| s.state()))?;
+    let output = match settings.file {
+        true => settings.output.display().to_string(),
+        false => sinks.last().map(|s| s.name().to_string()).unwrap_or_default(),
+    };
     let message = format!(
-        "reading `{}` on {} as group `{}`; {}: {}",
+        "reading `{}` on {} as group `{}`; {output}: {}",
         settings.rules.topic,
         settings.kafka.bootstrap_servers,
         settings.group,
-        settings.output.display(),
         origin(&settings, &prepared)
     );
     // A new output that leaves history out is said loudly: silently skipped history is the
@@ -194,6 +230,14 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
         tracing::info!("{message}");
     }
     let Prepared { view, checkpoint, plan, ends } = prepared;
+    if let (Origin::RolledBack { .. }, Some(table)) = (&plan.origin, sinks.first()) {
+        anyhow::bail!(
+            "--start {} rolls {} back, and {} cannot be rolled back with it: rebuild both with --from-beginning",
+            settings.start,
+            settings.output.display(),
+            table.name()
+        );
+    }
     let until_time = match settings.until {
         Until::Time(t) => Some(t),
         _ => None,
@@ -204,6 +248,38 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
         return Ok(None);
     }
     let dead_letters = DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone());
+    // The tables join before the file's checkpoint is written: a table starting a rebuild
+    // must not be left behind a new file by a crash in between.
+    let fresh = plan.origin != Origin::Resumed;
+    let resume = match (&plan.origin, &checkpoint) {
+        (Origin::Resumed, Some(c)) => c.offsets.clone(),
+        _ => plan.from.clone(),
+    };
+    let new_windows = Windows::new(settings.rules.window);
+    let mut tables = Vec::new();
+    for mut sink in sinks {
+        let joining = match settings.file {
+            true => table::join(sink.state(), &resume, fresh, rebuild).map_err(|why| {
+                anyhow::anyhow!(
+                    "{} cannot follow {}: {why}. Rebuild both with --from-beginning, or give the output another \
+                     --postgres-table",
+                    sink.name(),
+                    settings.output.display()
+                )
+            })?,
+            false if fresh => Joining::Rebuild,
+            false => Joining::Along,
+        };
+        let catch_up = match joining {
+            Joining::Rebuild => {
+                sink.rebuild(&plan.from, (!settings.file).then_some(&new_windows))?;
+                None
+            }
+            Joining::CatchUp(catch_up) => Some(catch_up),
+            Joining::Along => None,
+        };
+        tables.push(Table::new(sink, catch_up));
+    }
     let saving = || format!("writing the checkpoint beside {}", settings.output.display());
     let checkpoint = match (plan.origin, checkpoint) {
         (Origin::Resumed, Some(checkpoint)) => checkpoint,
@@ -216,19 +292,27 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
         _ => {
             // Recorded before the file is emptied, so a crash in between cannot leave an old
             // checkpoint next to a new, shorter file.
-            let mut fresh = Checkpoint::new(settings.rules.clone(), Windows::new(settings.rules.window));
+            let mut fresh = Checkpoint::new(settings.rules.clone(), new_windows);
             fresh.offsets = plan.from;
-            fresh.remember();
-            fresh.save(&settings.output).with_context(saving)?;
+            if settings.file {
+                fresh.remember();
+                fresh.save(&settings.output).with_context(saving)?;
+            }
             fresh
         }
     };
     let mut format = sink::row_format(&settings.rules);
-    let mut output = OutputFile::open(&settings.output, checkpoint.output_len)
-        .with_context(|| format!("opening the output {}", settings.output.display()))?;
-    if output.is_empty() {
-        output.write_all(format.header()).context("writing the output header")?;
-    }
-    let writer = Writer { settings, checkpoint, progress, output, format, dead_letters, uploads: None };
+    let output = match settings.file {
+        true => {
+            let mut output = OutputFile::open(&settings.output, checkpoint.output_len)
+                .with_context(|| format!("opening the output {}", settings.output.display()))?;
+            if output.is_empty() {
+                output.write_all(format.header()).context("writing the output header")?;
+            }
+            Some(output)
+        }
+        false => None,
+    };
+    let writer = Writer { settings, checkpoint, progress, output, tables, format, dead_letters, uploads: None };
     Ok(Some(Pipeline { source, writer }))
 }

@@ -1,5 +1,6 @@
-//! The consumer's loop: readings in from Kafka, finished windows out to the file, and
-//! progress made durable in checkpoints.
+//! The consumer's loop: readings in from Kafka, finished windows out to the file and the
+//! window tables, and progress made durable in checkpoints (the tables' commits first, then
+//! the file's checkpoint: see [`crate::sink::table`]).
 //!
 //! It runs on a thread of its own with a blocking poll (the fastest way to drain librdkafka)
 //! and checks the stop flag between polls. A checkpoint is taken when readings stop arriving
@@ -24,6 +25,7 @@ use crate::checkpoint::{Checkpoint, Mark, HISTORY};
 use crate::config::Settings;
 use crate::sink::file::OutputFile;
 use crate::sink::s3::{Announcer, UploadReport};
+use crate::sink::table::{Commit, Table};
 use crate::sink::RowFormat;
 use crate::window::{Outcome, WindowSummary};
 use weather_common::dead_letter::DeadLetters;
@@ -50,8 +52,11 @@ pub struct Summary {
     pub checkpoints: u64,
     /// Next offset per partition, as committed.
     pub offsets: BTreeMap<i32, i64>,
-    pub output: PathBuf,
+    /// The output file; none with `--no-file`.
+    pub output: Option<PathBuf>,
     pub output_len: u64,
+    /// Each window table and the windows sent to it in this run.
+    pub tables: Vec<(String, u64)>,
     pub uploads: Option<UploadReport>,
     pub elapsed: Duration,
 }
@@ -81,13 +86,19 @@ impl fmt::Display for Summary {
         writeln!(f)?;
         let offsets: Vec<String> = self.offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         writeln!(f, "offsets committed:  {}", offsets.join(" "))?;
-        writeln!(
-            f,
-            "output:             {} ({}, {})",
-            self.output.display(),
-            counted(self.output_len, "byte"),
-            counted(self.checkpoints, "checkpoint")
-        )?;
+        match &self.output {
+            Some(output) => writeln!(
+                f,
+                "output:             {} ({}, {})",
+                output.display(),
+                counted(self.output_len, "byte"),
+                counted(self.checkpoints, "checkpoint")
+            )?,
+            None => writeln!(f, "output:             no file ({})", counted(self.checkpoints, "checkpoint"))?,
+        }
+        for (table, windows) in &self.tables {
+            writeln!(f, "table:              {table} ({} sent)", counted(*windows, "window"))?;
+        }
         if let Some(u) = &self.uploads {
             write!(
                 f,
@@ -110,13 +121,16 @@ pub struct Pipeline {
     pub writer: Writer,
 }
 
-/// The output side of a run: the windows and the file they are written to, the checkpoint
-/// that ties them to the offsets read, and the dead letters.
+/// The output side of a run: the windows, the file and the tables they are written to, the
+/// checkpoint that ties them to the offsets read, and the dead letters.
 pub struct Writer {
     pub settings: Settings,
+    /// The state of the output; saved beside the file, or (without one) by the table.
     pub checkpoint: Checkpoint,
     pub progress: Progress,
-    pub output: OutputFile,
+    /// None with `--no-file`.
+    pub output: Option<OutputFile>,
+    pub tables: Vec<Table>,
     pub format: Box<dyn RowFormat>,
     pub dead_letters: DeadLetters,
     pub uploads: Option<Announcer>,
@@ -140,7 +154,7 @@ impl Pipeline {
         let writer = &mut self.writer;
         let mut summary = Summary {
             dead_letter_topic: writer.dead_letters.topic().to_string(),
-            output: writer.output.path().to_path_buf(),
+            output: writer.output.as_ref().map(|o| o.path().to_path_buf()),
             ..Summary::default()
         };
         let mut dirty = false;
@@ -168,7 +182,7 @@ impl Pipeline {
                     Taken::Read => {
                         dirty = true;
                         if summary.readings >= next_mark {
-                            next_mark = summary.readings + writer.take_mark();
+                            next_mark = summary.readings.saturating_add(writer.take_mark());
                         }
                     }
                     Taken::Again => continue,
@@ -186,9 +200,12 @@ impl Pipeline {
             if idle {
                 writer.progress.tick(now_ms());
             }
-            if dirty
+            // A rebuilt table is made visible at the first checkpoint after the run has caught
+            // up, even if nothing was read since the last one.
+            let swap_due = idle && writer.tables.iter().any(Table::rebuilding) && writer.progress.caught_up();
+            if (dirty || swap_due)
                 && (idle || last_checkpoint.elapsed() >= writer.settings.checkpoint_interval)
-                && writer.checkpoint(&self.source, &mut summary)?
+                && writer.checkpoint(&self.source, &mut summary, false)?
             {
                 dirty = false;
                 last_checkpoint = Instant::now();
@@ -233,10 +250,23 @@ impl Writer {
         }
         match Reading::parse(message.payload(), message.key()) {
             Ok(reading) => match self.checkpoint.windows.add(&reading) {
-                Outcome::Counted => {}
+                Outcome::Counted => {
+                    // A table ahead of the file notes the windows that have a reading it lacks.
+                    if self.tables.iter().any(Table::catching_up) {
+                        let window_id = self.checkpoint.windows.size().id_of(reading.record_id);
+                        for table in &mut self.tables {
+                            table.counted(&reading.sensor_id, window_id, partition, offset);
+                        }
+                    }
+                }
                 Outcome::Finished(window) => {
-                    self.check_single_sensor()?;
-                    append(&mut self.output, &mut *self.format, &window)?;
+                    if let Some(output) = &mut self.output {
+                        check_single_sensor(&self.settings, &self.checkpoint)?;
+                        append(output, &mut *self.format, &window)?;
+                    }
+                    for table in &mut self.tables {
+                        table.finished(&window, partition, offset)?;
+                    }
                     summary.windows_written += 1;
                 }
                 Outcome::Duplicate => {
@@ -258,20 +288,35 @@ impl Writer {
         Ok(Taken::Read)
     }
 
-    /// Makes progress durable: dead letters acknowledged, output fsynced, then the checkpoint
-    /// replaced, then the group told. False if dead letters are not acknowledged yet.
-    fn checkpoint(&mut self, source: &Source, summary: &mut Summary) -> anyhow::Result<bool> {
+    /// Makes progress durable: dead letters acknowledged, output fsynced, then each table's
+    /// rows and progress committed, then the checkpoint replaced, then the group told. A crash
+    /// in between leaves the tables ahead of the file, never behind. False if dead letters are
+    /// not acknowledged yet. `partial`: the partial windows of the run's end are in this one.
+    fn checkpoint(&mut self, source: &Source, summary: &mut Summary, partial: bool) -> anyhow::Result<bool> {
         if !self.dead_letters.flush(DEAD_LETTER_FLUSH)? {
             tracing::warn!("dead letters not yet acknowledged; checkpoint postponed");
             return Ok(false);
         }
-        self.checkpoint.output_len =
-            self.output.sync().with_context(|| format!("writing {}", self.output.path().display()))?;
+        if let Some(output) = &mut self.output {
+            self.checkpoint.output_len =
+                output.sync().with_context(|| format!("writing {}", output.path().display()))?;
+        }
         self.checkpoint.offsets = self.progress.next();
-        self.checkpoint.remember();
-        self.checkpoint
-            .save(&self.settings.output)
-            .with_context(|| format!("saving the checkpoint beside {}", self.settings.output.display()))?;
+        let commit = Commit {
+            offsets: &self.checkpoint.offsets,
+            windows: self.output.is_none().then_some(&self.checkpoint.windows),
+            caught_up: self.progress.caught_up(),
+            partial,
+        };
+        for table in &mut self.tables {
+            table.commit(commit)?;
+        }
+        if self.output.is_some() {
+            self.checkpoint.remember();
+            self.checkpoint
+                .save(&self.settings.output)
+                .with_context(|| format!("saving the checkpoint beside {}", self.settings.output.display()))?;
+        }
         summary.checkpoints += 1;
         if let Some(uploads) = &self.uploads {
             uploads.announce(self.checkpoint.output_len);
@@ -287,11 +332,16 @@ impl Writer {
     fn finish(&mut self, source: &Source, summary: &mut Summary) -> anyhow::Result<()> {
         if self.settings.emit_partial {
             for window in self.checkpoint.windows.drain_partial() {
-                append(&mut self.output, &mut *self.format, &window)?;
+                if let Some(output) = &mut self.output {
+                    append(output, &mut *self.format, &window)?;
+                }
+                for table in &mut self.tables {
+                    table.partial(&window)?;
+                }
                 summary.partial_windows += 1;
             }
         }
-        if !self.checkpoint(source, summary)? {
+        if !self.checkpoint(source, summary, self.settings.emit_partial)? {
             bail!(
                 "rejected readings could not be kept aside in `{}`: progress stays at the last checkpoint",
                 self.dead_letters.topic()
@@ -303,6 +353,7 @@ impl Writer {
         summary.rejected = self.dead_letters.counts().clone();
         summary.offsets = self.checkpoint.offsets.clone();
         summary.output_len = self.checkpoint.output_len;
+        summary.tables = self.tables.iter().map(|t| (t.name().to_string(), t.windows_sent)).collect();
         Ok(())
     }
 
@@ -311,8 +362,12 @@ impl Writer {
     /// history can keep them spread over the topic, so that `--start time:` keeps all but a
     /// few percent of the output even after a single short run.
     fn take_mark(&mut self) -> u64 {
+        if self.output.is_none() {
+            // Marks roll a file back; a table alone has none.
+            return u64::MAX;
+        }
         let mark = Mark {
-            output_len: self.output.len(),
+            output_len: self.output.as_ref().map_or(0, OutputFile::len),
             offsets: self.progress.next(),
             windows: self.checkpoint.windows.clone(),
         };
@@ -320,22 +375,22 @@ impl Writer {
         self.checkpoint.remember_mark(mark);
         spacing
     }
+}
 
-    /// Without a sensor column, rows of two sensors could not be told apart.
-    fn check_single_sensor(&self) -> anyhow::Result<()> {
-        if self.settings.rules.sensor_column {
-            return Ok(());
-        }
-        if self.checkpoint.windows.sensor_count() > 1 {
-            let sensors: Vec<String> = self.checkpoint.windows.sensors().take(3).collect();
-            bail!(
-                "the topic carries more than one sensor ({}, ...): rerun with --sensor-column --from-beginning so that \
-                 every row says which sensor it belongs to",
-                sensors.join(", ")
-            );
-        }
-        Ok(())
+/// Without a sensor column, rows of two sensors could not be told apart in the file.
+fn check_single_sensor(settings: &Settings, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+    if settings.rules.sensor_column {
+        return Ok(());
     }
+    if checkpoint.windows.sensor_count() > 1 {
+        let sensors: Vec<String> = checkpoint.windows.sensors().take(3).collect();
+        bail!(
+            "the topic carries more than one sensor ({}, ...): rerun with --sensor-column --from-beginning so that \
+             every row says which sensor it belongs to",
+            sensors.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Appends the row of a finished window to the output (buffered; durable at the next
@@ -359,7 +414,7 @@ mod tests {
             dead_letter_topic: "weather.dlq".into(),
             checkpoints: 3,
             offsets: BTreeMap::from([(0, 700), (2, 800)]),
-            output: PathBuf::from("out.csv"),
+            output: Some(PathBuf::from("out.csv")),
             output_len: 4096,
             elapsed: Duration::from_secs(2),
             ..Summary::default()

@@ -44,6 +44,14 @@ impl Rules {
     }
 }
 
+impl Rules {
+    /// The consumer group of a table that is the only output (`--no-file`): derived from what
+    /// the consumer computes and from the table and where it lives.
+    pub fn table_group(&self, table: &str, address: &str) -> String {
+        format!("weather-consumer-{}-{}-postgres:{address}/{table}", self.window.label(), self.unit.name())
+    }
+}
+
 /// `path` made absolute, its directory with symbolic links resolved where it exists, so that
 /// one file has one name however it is given.
 pub fn absolute(path: &Path) -> PathBuf {

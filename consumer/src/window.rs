@@ -66,6 +66,9 @@ pub struct WindowSummary {
     pub sensor_id: String,
     pub window_id: u64,
     pub readings: u32,
+    /// The first and last day (`record_id`) counted in it: the window's bounds when complete.
+    pub first_record_id: u64,
+    pub last_record_id: u64,
     /// False only for a window written at the end of a run by `--emit-partial`.
     pub complete: bool,
     pub temperature_tenths: i64,
@@ -180,7 +183,7 @@ impl Windows {
         }
         let window = sensor.open.remove(&window_id).expect("the window was just updated");
         insert(&mut sensor.written, window_id);
-        Outcome::Finished(summary(reading.sensor_id.to_string(), window_id, window, true))
+        Outcome::Finished(summary(reading.sensor_id.to_string(), window_id, size, window, true))
     }
 
     /// Closes every open window as partial, ordered by sensor then window; they count as
@@ -190,7 +193,7 @@ impl Windows {
         for (sensor_id, sensor) in &mut self.sensors {
             for (window_id, window) in std::mem::take(&mut sensor.open) {
                 sensor.written_partial.insert(window_id);
-                partial.push(summary(sensor_id.clone(), window_id, window, false));
+                partial.push(summary(sensor_id.clone(), window_id, self.size, window, false));
             }
         }
         partial.sort_by(|a, b| (&a.sensor_id, a.window_id).cmp(&(&b.sensor_id, b.window_id)));
@@ -226,11 +229,27 @@ impl Windows {
     }
 }
 
-fn summary(sensor_id: String, window_id: u64, w: OpenWindow, complete: bool) -> WindowSummary {
+fn summary(sensor_id: String, window_id: u64, size: WindowSize, w: OpenWindow, complete: bool) -> WindowSummary {
+    // Days are bits of the window, the first day in the lowest bit of the first word.
+    let first_day = w
+        .days
+        .iter()
+        .enumerate()
+        .find(|(_, &bits)| bits != 0)
+        .map_or(0, |(i, bits)| i * 64 + bits.trailing_zeros() as usize);
+    let last_day = w
+        .days
+        .iter()
+        .enumerate()
+        .rfind(|(_, &bits)| bits != 0)
+        .map_or(0, |(i, bits)| i * 64 + 63 - bits.leading_zeros() as usize);
+    let before = (window_id - 1) * u64::from(size.get());
     WindowSummary {
         sensor_id,
         window_id,
         readings: w.readings,
+        first_record_id: before + first_day as u64 + 1,
+        last_record_id: before + last_day as u64 + 1,
         complete,
         temperature_tenths: w.temperature_tenths,
         co_concentration: w.co_concentration,
@@ -316,6 +335,7 @@ mod tests {
         };
         let expected = sums(in_order);
         assert_eq!(expected[0].temperature_tenths, (1..=7).sum::<i64>());
+        assert_eq!((expected[1].first_record_id, expected[1].last_record_id), (8, 14));
         assert_eq!(sums(shuffled), expected);
     }
 
@@ -348,9 +368,15 @@ mod tests {
         for r in [reading("b", 2, 10), reading("a", 9, 30), reading("a", 8, 10), reading("a", 1, 0)] {
             w.add(&r);
         }
-        let partial: Vec<_> =
-            w.drain_partial().into_iter().map(|s| (s.sensor_id, s.window_id, s.readings, s.complete)).collect();
-        assert_eq!(partial, [("a".into(), 1, 1, false), ("a".into(), 2, 2, false), ("b".into(), 1, 1, false)]);
+        let partial: Vec<_> = w
+            .drain_partial()
+            .into_iter()
+            .map(|s| (s.sensor_id, s.window_id, s.readings, s.complete, s.first_record_id, s.last_record_id))
+            .collect();
+        assert_eq!(
+            partial,
+            [("a".into(), 1, 1, false, 1, 1), ("a".into(), 2, 2, false, 8, 9), ("b".into(), 1, 1, false, 2, 2)]
+        );
         assert_eq!(w.add(&reading("a", 10, 0)), Outcome::Late);
         assert_eq!(w.open_windows(), 0);
         assert_eq!(w.last_written(), BTreeMap::from([("a".into(), 2), ("b".into(), 1)]));

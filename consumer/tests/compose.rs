@@ -9,9 +9,9 @@ use clap::{ArgAction, CommandFactory, Parser};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const BINARIES: [&str; 4] = ["weather-producer", "weather-consumer", "weather-archive", "weather-report"];
-/// Variables our services may get that the binaries do not read as flags: the AWS SDK and
-/// the log filter read them.
-const OTHER_ENV: [&str; 4] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "RUST_LOG"];
+/// Variables our services may get that the binaries do not read as flags: the AWS SDK, the
+/// PostgreSQL password (as libpq's) and the log filter read them.
+const OTHER_ENV: [&str; 5] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "PGPASSWORD", "RUST_LOG"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -153,6 +153,12 @@ fn names_agree_across_services() {
         assert_eq!(env(service, "AWS_SECRET_ACCESS_KEY"), env(&all["minio"], "MINIO_ROOT_PASSWORD"), "{name}");
         assert!(!service["depends_on"]["minio-init"].is_badvalue(), "{name} waits for the bucket");
     }
+    let v2 = &all["consumer-v2"];
+    let postgres = &all["postgres"];
+    let (user, database) = (env(postgres, "POSTGRES_USER").unwrap(), env(postgres, "POSTGRES_DB").unwrap());
+    assert_eq!(env(v2, "WEATHER_POSTGRES_URL"), Some(format!("postgres://{user}@postgres:5432/{database}")));
+    assert_eq!(env(v2, "PGPASSWORD"), env(postgres, "POSTGRES_PASSWORD"), "consumer-v2 signs in with the password");
+    assert!(!v2["depends_on"]["postgres"].is_badvalue(), "consumer-v2 waits for PostgreSQL");
 }
 
 /// Every image, and every base image of the Dockerfile, is pinned to a version.

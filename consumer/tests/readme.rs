@@ -55,6 +55,9 @@ fn run_walkthrough(dir: &Path, steps: &BTreeMap<u32, Vec<String>>) -> BTreeMap<u
         .env("PATH", path)
         .env("WEATHER_KAFKA_PORT", free_port().to_string())
         .env("WEATHER_S3_PORT", free_port().to_string())
+        .env("WEATHER_POSTGRES_PORT", free_port().to_string())
+        .env_remove("PGPASSFILE")
+        .env_remove("PGPASSWORD")
         .env("RUST_LOG", "info")
         .env_remove("WEATHER_STACK_DIR")
         .env_remove("KAFKA_BOOTSTRAP_SERVERS")
@@ -89,11 +92,18 @@ fn the_readme_walkthrough_runs_as_written() {
     assert_eq!(steps.keys().copied().collect::<Vec<_>>(), (0..=7).collect::<Vec<_>>());
     // A checkout of its own: `scripts/` as in the repo, the stack's data and outputs here.
     let dir = tempfile::tempdir().unwrap();
+    // PostgreSQL's cluster lives under it and runs as the `postgres` user when the test runs
+    // as root: that user must reach it.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts"), dir.path().join("scripts"))
         .unwrap();
     let out = run_walkthrough(dir.path(), &steps);
 
-    assert_has(&out[&0], &["tansu listening on 127.0.0.1:", "created topic weather (3 partitions)"], 0);
+    assert_has(
+        &out[&0],
+        &["tansu listening on 127.0.0.1:", "created topic weather (3 partitions)", "postgres listening on 127.0.0.1:"],
+        0,
+    );
     assert_has(&out[&1], &["sent 5 readings: 5 acknowledged, 0 failed", "sent 1,095 readings: 1,095 acknowledged"], 1);
     assert_has(&out[&1], &["sensor-1 continues after record_id 5 ("], 1);
 
@@ -136,6 +146,18 @@ fn the_readme_walkthrough_runs_as_written() {
     let csv = std::fs::read(dir.path().join("weather_aggregation.csv")).unwrap();
     let object = dir.path().join(".stack/s3/weather-aggregation/weather_aggregation.csv");
     assert_eq!(std::fs::read(object).unwrap(), csv, "the object equals the file");
+    // psql shows the table's first weeks: those of the file.
+    let table: Vec<String> = v2
+        .split("$ psql")
+        .nth(1)
+        .expect("the psql query ran")
+        .lines()
+        .skip(3)
+        .take(3)
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>().join(","))
+        .collect();
+    let file: Vec<String> = String::from_utf8_lossy(&csv).lines().skip(1).take(3).map(str::to_string).collect();
+    assert_eq!(table, file, "{v2}");
 
     // The fourth year again: the weeks of the first three years are kept.
     let replay = &out[&5];
@@ -155,5 +177,5 @@ fn the_readme_walkthrough_runs_as_written() {
         .map(|l| l.split('│').nth(3).unwrap().trim().parse::<u64>().unwrap())
         .sum();
     assert_eq!(counted, 1_465, "DuckDB counts every reading once:\n{lake}");
-    assert_has(&out[&7], &["stopped tansu", "stopped s3s-fs"], 7);
+    assert_has(&out[&7], &["stopped tansu", "stopped s3s-fs", "stopped postgres"], 7);
 }

@@ -1,6 +1,6 @@
-//! The real local stack for integration tests: a Tansu broker and an s3s-fs server, each
-//! started on a free port of 127.0.0.1 chosen here, with its data in a temporary directory,
-//! and stopped when dropped.
+//! The real local stack for integration tests: a Tansu broker, an s3s-fs server and a
+//! PostgreSQL server, each started on a free port of 127.0.0.1 chosen here, with its data in a
+//! temporary directory, and stopped when dropped.
 //!
 //! The binaries are found in `TANSU_BIN` / `S3S_FS_BIN`, else on `PATH`, else where
 //! `scripts/stack install` puts them. A missing binary fails the test with the command that
@@ -397,6 +397,231 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A PostgreSQL server of its own: a cluster made with Debian's `initdb` in a temporary
+/// directory, listening on 127.0.0.1 and a free port, run as the `postgres` user when the test
+/// runs as root (PostgreSQL refuses to run as root). The superuser reaches it through a socket
+/// in that directory without a password; the user `weather` owns the database `weather` and
+/// signs in over TCP with a password made for this server.
+pub struct PostgresServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    password: String,
+    /// The user that runs the server, when the test runs as root.
+    run_as: Option<(u32, u32)>,
+    /// Whether commits reach the disk (`fsync`): off for tests, on for the benchmark.
+    fsync: bool,
+}
+
+/// The user and database the consumer signs in as.
+pub const POSTGRES_USER: &str = "weather";
+pub const POSTGRES_DATABASE: &str = "weather";
+
+impl PostgresServer {
+    /// A server for tests: commits are not fsynced (a crash of the machine is not what the
+    /// tests simulate), which keeps them fast.
+    pub fn start() -> PostgresServer {
+        PostgresServer::start_with_fsync(false)
+    }
+
+    /// A server whose commits are durable, as in production: for measurements.
+    pub fn start_with_fsync(fsync: bool) -> PostgresServer {
+        let dir = tempdir("postgres");
+        let run_as = run_as_postgres();
+        let password = format!("pw-{:016x}", {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish()
+        });
+        let data = dir.path().join("data");
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("handing the directory to postgres");
+        }
+        let log_path = dir.path().join("initdb.log");
+        let log = std::fs::File::create(&log_path).expect("creating the initdb log");
+        let mut initdb = Command::new(postgres_binary("initdb"));
+        initdb
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args(["--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        as_user(&mut initdb, run_as);
+        let status = initdb.status().expect("running initdb");
+        assert!(status.success(), "initdb failed: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+        let mut server = PostgresServer { child: None, port: free_port(), dir, password, run_as, fsync };
+        for _ in 1..START_ATTEMPTS {
+            match server.launch() {
+                Ok(()) => break,
+                Err(log) => eprintln!("postgres could not start on port {} (trying another):\n{log}", server.port),
+            }
+            server.port = free_port();
+        }
+        if server.child.is_none() {
+            server.launch().unwrap_or_else(|log| panic!("postgres did not start:\n{log}"));
+        }
+        server.superuser("postgres", &format!("CREATE ROLE {POSTGRES_USER} LOGIN PASSWORD '{}'", server.password));
+        server.superuser("postgres", &format!("CREATE DATABASE {POSTGRES_DATABASE} OWNER {POSTGRES_USER}"));
+        server
+    }
+
+    /// Starts the server on its port and data; its log if it did not come up.
+    fn launch(&mut self) -> Result<(), String> {
+        let log_path = self.dir.path().join("postgres.log");
+        let log = std::fs::File::create(&log_path).expect("creating the server log");
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&log_path, Some(uid), Some(gid)).expect("handing the log to postgres");
+        }
+        let mut command = Command::new(postgres_binary("postgres"));
+        command
+            .args(["-D", self.dir.path().join("data").to_str().unwrap(), "-p", &self.port.to_string()])
+            .args(["-k", self.dir.path().to_str().unwrap(), "-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", if self.fsync { "fsync=on" } else { "fsync=off" }])
+            .args(["-c", "log_statement=all", "-c", "log_connections=on"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        as_user(&mut command, self.run_as);
+        let child = self.child.insert(command.spawn().expect("starting postgres"));
+        wait_for_port(child, self.port, "postgres", &log_path)?;
+        // Listening is not accepting: wait until a query runs.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.try_superuser("postgres", "SELECT 1").is_err() {
+            assert!(Instant::now() < deadline, "postgres did not accept queries within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// `postgres://weather@127.0.0.1:PORT/weather`: no password in it.
+    pub fn url(&self) -> String {
+        format!("postgres://{POSTGRES_USER}@127.0.0.1:{}/{POSTGRES_DATABASE}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The password of the user `weather`, for `PGPASSWORD`.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// Everything the server logged (it logs every statement and connection).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// Runs `sql` in the `weather` database as the superuser; the rows, every value as text.
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.superuser(POSTGRES_DATABASE, sql)
+    }
+
+    /// [`PostgresServer::query`], with the error (a table that does not exist yet, say).
+    pub fn try_query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        self.try_superuser(POSTGRES_DATABASE, sql)
+    }
+
+    fn superuser(&self, database: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.try_superuser(database, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn try_superuser(&self, database: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut config = tokio_postgres::Config::new();
+            config.host_path(self.dir.path()).port(self.port).user("postgres").dbname(database);
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let messages = client.simple_query(sql).await.map_err(|e| format!("{e:?}"))?;
+            Ok(messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
+                    }
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    /// Stops the server at once (an immediate shutdown: a crash, recovered from the WAL on the
+    /// next start).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGQUIT: the postmaster ends its backends and exits without a checkpoint.
+            let _ = Command::new("kill").args(["-QUIT", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data, after [`PostgresServer::stop`].
+    pub fn start_again(&mut self) {
+        self.launch().unwrap_or_else(|log| panic!("postgres did not start again on port {}:\n{log}", self.port));
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `postgres` user's ids when this process runs as root, as PostgreSQL wants.
+fn run_as_postgres() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let me = passwd.lines().find(|l| l.split(':').nth(2) == Some(&current_uid().to_string()));
+    if me.is_some_and(|l| !l.starts_with("root:")) || current_uid() != 0 {
+        return None;
+    }
+    let line = passwd.lines().find(|l| l.starts_with("postgres:")).expect(
+        "running as root, PostgreSQL needs the `postgres` user: install Debian's postgresql (scripts/stack install)",
+    );
+    let fields: Vec<&str> = line.split(':').collect();
+    Some((fields[2].parse().unwrap(), fields[3].parse().unwrap()))
+}
+
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX)
+}
+
+fn as_user(command: &mut Command, run_as: Option<(u32, u32)>) {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = run_as {
+        command.uid(uid).gid(gid).env("HOME", "/tmp").current_dir("/");
+    }
+}
+
+/// A PostgreSQL server program: in `PG_BIN` if set, else Debian's newest
+/// `/usr/lib/postgresql/N/bin`, else on `PATH`.
+pub fn postgres_binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        return PathBuf::from(dir).join(name);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin").join(name))))
+        .filter(|(_, path)| path.is_file())
+        .collect();
+    versions.sort();
+    if let Some((_, path)) = versions.pop() {
+        return path;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    on_path.unwrap_or_else(|| {
+        panic!("PostgreSQL's {name} is not installed: run `scripts/stack install` (Debian's postgresql)")
+    })
 }
 
 /// Sets the standard AWS credential variables to the test servers' keys. Every server of a

@@ -1,9 +1,12 @@
 //! Where finished windows go: row formats that turn a window into bytes ([`txt`], [`csv`]),
-//! the local output file that tracks its durable length ([`file`]), and the S3 copy ([`s3`]).
+//! the local output file that tracks its durable length ([`file`]), the S3 copy ([`s3`]), and
+//! the window tables ([`table`], the seam they share; [`postgres`]).
 
 pub mod csv;
 pub mod file;
+pub mod postgres;
 pub mod s3;
+pub mod table;
 pub mod txt;
 
 use crate::rules::Rules;
@@ -61,6 +64,8 @@ pub(crate) fn week(sensor: &str, id: u64, temperature_tenths: i64, co: u64, humi
         sensor_id: sensor.into(),
         window_id: id,
         readings: 7,
+        first_record_id: (id - 1) * 7 + 1,
+        last_record_id: id * 7,
         complete: true,
         temperature_tenths,
         co_concentration: co,
