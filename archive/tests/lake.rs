@@ -42,10 +42,17 @@ async fn the_lake_holds_every_valid_reading_once() {
     assert_eq!(files(lake.path()), before);
 
     // A rebuild under another layout replaces the files it rewrites, and leaves no other.
-    let by_day = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700", "--from-beginning", "--partition-by", "day"]);
+    let by_day = archive(
+        &tansu,
+        lake.path(),
+        &["--until-end", "--max-rows", "700", "--from-beginning", "--partition-by", "day"],
+    );
     assert!(by_day.contains(&format!("{} of earlier runs replaced", before.len())), "{by_day}");
     let lake_by_day = assert_lake_holds(lake.path(), &expected);
-    assert!(lake_by_day.files.iter().all(|f| !f["path"].as_str().unwrap().contains("hour=")), "only the day layout is left");
+    assert!(
+        lake_by_day.files.iter().all(|f| !f["path"].as_str().unwrap().contains("hour=")),
+        "only the day layout is left"
+    );
 }
 
 /// A reading stamped in an hour already closed on its partition goes into a file of its own
