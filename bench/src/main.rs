@@ -11,6 +11,8 @@
 //!   local disk, from the beginning to the end (beside the consume baseline too);
 //! - replay + PostgreSQL: the same replay also loading every week into a PostgreSQL table
 //!   (`--to-postgres`, a server of its own with durable commits), beside the file-only replay;
+//! - report: `weather-report` reading as many aggregates (one record per window, as the
+//!   consumer's topic sink writes them) as a table, beside the consume baseline on that topic;
 //!
 //! each in a process of its own, so that its peak resident memory is its own. It runs on
 //! Tansu (the local stack's broker) and on librdkafka's in-process mock cluster, with enough
@@ -28,8 +30,10 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+use weather_common::aggregate::{Aggregate, WindowKey};
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
 use weather_common::meter::{counted, thousands};
+use weather_common::units::{Tenths, Unit};
 use weather_producer::walk::Walk;
 
 #[derive(Parser)]
@@ -158,8 +162,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
 /// The topics of a round, with their partition counts: every round runs on a fresh broker,
 /// so that no round sees (or pays for) another's data.
-fn topics(partitions: u32) -> [(&'static str, u32); 3] {
-    [("baseline", partitions), ("weather", partitions), ("weather.dlq", 1)]
+fn topics(partitions: u32) -> [(&'static str, u32); 4] {
+    [("baseline", partitions), ("weather", partitions), ("weather.dlq", 1), ("aggregates", partitions)]
 }
 
 /// A broker for one round; stopped when dropped.
@@ -204,7 +208,7 @@ fn bench_on(
     // loads a table of its own.
     let postgres = testkit::PostgresServer::start_with_fsync(true);
     let to_postgres = dir.path().join("to_postgres.csv");
-    let mut rounds: Vec<[Measured; 6]> = Vec::new();
+    let mut rounds: Vec<Vec<Measured>> = Vec::new();
     for round in 0..cli.rounds {
         let server = fresh()?;
         let bootstrap = server.bootstrap();
@@ -288,26 +292,54 @@ fn bench_on(
             Measured { data_seconds: n as f64 / reported_rate(&to_table.stdout, "readings consumed:")?, ..to_table };
         let rows = postgres.query(&format!("SELECT count(*) FROM {table}"));
         ensure!(rows == [[Some(weeks.to_string())]], "the table holds {rows:?} rows, not {weeks}");
+        publish_aggregates(bootstrap, "aggregates", n, cli.sensors)?;
+        let report_baseline =
+            measure("consume aggregates", n, Command::new(&me).args(["consume-baseline", bootstrap, "aggregates"]))?;
+        let report_baseline = with_data_seconds(report_baseline, n)?;
+        let report =
+            measure("report", n, Command::new(sibling("weather-report")?).args(["-b", bootstrap, "-t", "aggregates"]))?;
+        ensure!(
+            report.stdout.contains(&format!("read `aggregates`: {} from ", counted(n, "record")))
+                && report.stdout.contains(&format!("table: {} (", counted(n, "window"))),
+            "the report read:\n{}",
+            report.stdout
+        );
+        let report =
+            Measured { data_seconds: n as f64 / reported_rate(&report.stdout, "read `aggregates`")?, ..report };
         println!(
-            "{broker}, round {}/{}: producer {:.2}x, replay {:.2}x, archive {:.2}x its baseline (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + postgres {:.2}x the replay",
+            "{broker}, round {}/{}: producer {:.2}x, replay {:.2}x, archive {:.2}x, report {:.2}x its baseline \
+             (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + postgres {:.2}x the replay",
             rounds.len() + 1,
             cli.rounds,
             producer.rate() / produce_baseline.rate(),
             replay.rate() / consume_baseline.rate(),
             archive.rate() / consume_baseline.rate(),
+            report.rate() / report_baseline.rate(),
             replay.peak_rss_kib as f64 / 1024.0,
             archive.peak_rss_kib as f64 / 1024.0,
             files_written(&archive.stdout)?,
             to_table.rate() / replay.rate()
         );
-        rounds.push([produce_baseline, producer, consume_baseline, replay, archive, to_table]);
+        rounds.push(vec![
+            produce_baseline,
+            producer,
+            consume_baseline,
+            replay,
+            archive,
+            to_table,
+            report_baseline,
+            report,
+        ]);
     }
-    let [produce_baseline, producer, consume_baseline, replay, archive, to_table] = rounds
+    let best_of: Vec<Measured> = rounds
         .into_iter()
-        .reduce(|[a, b, c, d, i, k], [e, f, g, h, j, l]| {
-            [best(a, e), best(b, f), best(c, g), best(d, h), best(i, j), best(k, l)]
-        })
+        .reduce(|a, b| a.into_iter().zip(b).map(|(a, b)| best(a, b)).collect())
         .expect("at least one round");
+    let Ok([produce_baseline, producer, consume_baseline, replay, archive, to_table, report_baseline, report]) =
+        <[Measured; 8]>::try_from(best_of)
+    else {
+        unreachable!("every round measures eight steps")
+    };
 
     println!("\n{broker}, {partitions} partitions, best of {} round(s)", cli.rounds);
     println!(
@@ -321,6 +353,8 @@ fn bench_on(
         (&replay, Some(&consume_baseline)),
         (&archive, Some(&consume_baseline)),
         (&to_table, Some(&replay)),
+        (&report_baseline, None),
+        (&report, Some(&report_baseline)),
     ];
     let mut missed = Vec::new();
     for (m, baseline) in rows {
@@ -337,9 +371,10 @@ fn bench_on(
         );
         // The archive's target is on Tansu only: on the mock cluster, the baseline reads
         // faster than any real broker serves, and Parquet encoding is a fixed cost per reading.
+        // The report has no ratio target: it is to read a million aggregates in a few seconds.
         let target = match m.name {
             "archive (disk)" if broker.starts_with("Tansu") => Some(0.7),
-            "archive (disk)" => None,
+            "archive (disk)" | "report" => None,
             // Against the file-only replay: the table's rows cost PostgreSQL's own work.
             "replay + postgres" => Some(0.5),
             _ => Some(0.8),
@@ -501,6 +536,32 @@ fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> a
     }
     producer.flush(Duration::from_secs(120))?;
     println!("{} {}", producer.context().acknowledged(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Publishes `count` aggregates (one record per window, keyed by window, as the consumer's
+/// topic sink writes them): `sensors` sensors' weeks 1, 2, ... in turn. Not measured.
+fn publish_aggregates(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> anyhow::Result<()> {
+    let args = KafkaArgs::new(bootstrap);
+    let producer: ThreadedProducer<Deliveries> =
+        kafka::reliable_producer(&args, &weather_producer::publish::DELIVERY_SETTINGS, Deliveries::default())?;
+    for i in 0..count {
+        let (sensor, id) = (i % u64::from(sensors) + 1, i / u64::from(sensors) + 1);
+        let aggregate = Aggregate {
+            key: WindowKey { sensor_id: format!("sensor-{sensor}"), window_days: 7, window_id: id },
+            unit: Unit::Fahrenheit,
+            avg_temp: Tenths((i % 1000) as i64 - 200),
+            avg_co: (i % 1400 + 50) as i64,
+            avg_humidity: (i % 100) as i64,
+            readings: 7,
+            first_record_id: id * 7 - 6,
+            last_record_id: id * 7,
+        };
+        kafka::send(&producer, BaseRecord::to(topic).key(&aggregate.key.to_json()).payload(&aggregate.to_json()))?;
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let (acknowledged, failed) = (producer.context().acknowledged(), producer.context().failed());
+    ensure!(acknowledged == count, "{acknowledged} of {count} aggregates acknowledged, {failed} failed");
     Ok(())
 }
 

@@ -159,15 +159,27 @@ impl ConsumerContext for LoggingContext {
 /// A consumer for metadata look-ups and reading ranges by explicit assignment. It never
 /// commits; librdkafka only insists that it names a group.
 pub fn metadata_client(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingContext>> {
-    args.client_config(&[
+    probe_client(args, &[])
+}
+
+/// A [`metadata_client`] that sees records of transactions not (yet) committed: its
+/// [`watermarks`] are the ends of the logs. (librdkafka reads committed records only by
+/// default, and then the end it is told is where the first unfinished transaction starts.)
+pub fn metadata_client_seeing_everything(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingContext>> {
+    probe_client(args, &[("isolation.level", "read_uncommitted")])
+}
+
+fn probe_client(args: &KafkaArgs, extra: &[(&str, &str)]) -> KafkaResult<BaseConsumer<LoggingContext>> {
+    let mut settings = vec![
         ("group.id", "weather-pipeline-reader"),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("enable.partition.eof", "true"),
         // Probes want an answer now, not the broker's long poll for more records.
         ("fetch.wait.max.ms", "10"),
-    ])
-    .create_with_context(LoggingContext)
+    ];
+    settings.extend_from_slice(extra);
+    args.client_config(&settings).create_with_context(LoggingContext)
 }
 
 /// A producer with the project's delivery guarantees: idempotent, acks from all replicas.

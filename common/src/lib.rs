@@ -11,7 +11,10 @@
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
 //! - [`lock`]: one writer per output, by an advisory lock the kernel releases.
+//! - [`units`]: °C/°F and exact rounding, as every output writes numbers.
+//! - [`aggregate`]: a window's averages as one record of the compacted aggregates topic.
 
+pub mod aggregate;
 pub mod dead_letter;
 pub mod kafka;
 pub mod lock;
@@ -21,6 +24,7 @@ pub mod reading;
 pub mod s3;
 pub mod shutdown;
 pub mod source;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 

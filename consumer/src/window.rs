@@ -30,8 +30,8 @@ impl TryFrom<u32> for WindowSize {
 impl WindowSize {
     pub const MONTH: WindowSize = WindowSize(30);
     pub const WEEK: WindowSize = WindowSize(7);
-    /// Bounded so that a window's day set stays small.
-    pub const MAX_DAYS: u32 = 3660;
+    /// Bounded so that a window's day set stays small (the aggregates topic checks it too).
+    pub const MAX_DAYS: u32 = weather_common::aggregate::MAX_WINDOW_DAYS;
 
     pub fn days(days: u32) -> Option<WindowSize> {
         (1..=Self::MAX_DAYS).contains(&days).then_some(WindowSize(days))
@@ -47,11 +47,7 @@ impl WindowSize {
 
     /// The name of the window id column: `month_id`, `week_id`, or `window_id`.
     pub fn id_column(self) -> &'static str {
-        match self {
-            WindowSize::MONTH => "month_id",
-            WindowSize::WEEK => "week_id",
-            _ => "window_id",
-        }
+        weather_common::aggregate::id_column(self.0)
     }
 
     /// A short name for logs and consumer group names: `month`, `week` or `<n>d`.

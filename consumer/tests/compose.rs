@@ -8,7 +8,7 @@ use std::process::Command;
 use clap::{ArgAction, CommandFactory, Parser};
 use yaml_rust2::{Yaml, YamlLoader};
 
-const BINARIES: [&str; 3] = ["weather-producer", "weather-consumer", "weather-archive"];
+const BINARIES: [&str; 4] = ["weather-producer", "weather-consumer", "weather-archive", "weather-report"];
 /// Variables our services may get that the binaries do not read as flags: the AWS SDK, the
 /// PostgreSQL password (as libpq's) and the log filter read them.
 const OTHER_ENV: [&str; 5] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "PGPASSWORD", "RUST_LOG"];
@@ -20,7 +20,7 @@ fn repo() -> PathBuf {
 /// The compose file with every profile, as docker-compose resolves it.
 fn compose() -> Yaml {
     let output = Command::new("docker-compose")
-        .args(["--profile", "v1", "--profile", "v2", "config"])
+        .args(["--profile", "v1", "--profile", "v2", "--profile", "report", "config"])
         .current_dir(repo())
         .output()
         .expect("docker-compose is not installed: scripts/test installs it (apt-get install docker-compose)");
@@ -82,7 +82,7 @@ fn env_as_flags(cli: &clap::Command, service_name: &str, service: &Yaml) -> Vec<
 fn our_services_get_flags_the_binaries_accept() {
     let doc = compose();
     let ours = ours(&doc);
-    assert_eq!(ours.len(), 4, "producer, consumer-v1, consumer-v2, archiver");
+    assert_eq!(ours.len(), 5, "producer, consumer-v1, consumer-v2, archiver, report");
     let out = tempfile::tempdir().unwrap();
     for (name, service) in ours {
         let entrypoint = strings(&service["entrypoint"]);
@@ -113,6 +113,13 @@ fn our_services_get_flags_the_binaries_accept() {
                     "{name} writes to MinIO"
                 );
                 assert!(settings.scale_out, "{name} shares the partitions in a group (--scale)");
+            }
+            "weather-report" => {
+                argv.extend(env_as_flags(&weather_report::Cli::command(), &name, &service));
+                let cli =
+                    weather_report::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
+                let html = cli.html.expect("the report service writes the HTML page");
+                assert!(html.starts_with("/out"), "{name} writes to the mounted /out: {}", html.display());
             }
             other => panic!("{name} runs {other}, which the workspace does not build"),
         }

@@ -1,0 +1,343 @@
+//! A window's averages as one record of a compacted aggregates topic, the table of averages
+//! that other jobs read instead of recomputing it. The key names the window (compaction keeps
+//! the latest value per key, and a null value deletes it); the value holds the window's
+//! numbers exactly as the consumer's CSV row writes them. The consumer's topic sink writes these
+//! records and the report reads them: the bytes are defined here, once.
+//!
+//! Key: `{"sensor_id":"sensor-1","window_days":7,"window_id":12}`, compact, in that order:
+//! compaction compares key bytes, so one window must have one key.
+//!
+//! Value: `{"sensor_id":"sensor-1","window_days":7,"window_id":12,"unit":"fahrenheit",
+//! "avg_temp":68.6,"avg_co":700,"avg_humidity":50,"readings":7,"first_record_id":78,
+//! "last_record_id":84}`: no wall-clock field, so a rerun writes identical bytes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reading::is_valid_sensor_id;
+use crate::units::{Tenths, Unit};
+
+/// The longest window the consumer computes, in days (ten years).
+pub const MAX_WINDOW_DAYS: u32 = 3660;
+
+/// Which window an aggregate is: the record's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WindowKey {
+    pub sensor_id: String,
+    /// Readings (simulated days) per window: the rules' window length.
+    pub window_days: u32,
+    /// `(record_id - 1) div window_days + 1`, from 1.
+    pub window_id: u64,
+}
+
+/// A window's averages: the record's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    pub key: WindowKey,
+    /// The unit of `avg_temp`.
+    pub unit: Unit,
+    /// The mean temperature in tenths of `unit`, rounded once (ties to even).
+    pub avg_temp: Tenths,
+    /// The mean CO concentration (ppm), rounded to an integer.
+    pub avg_co: i64,
+    /// The mean relative humidity (%), rounded to an integer.
+    pub avg_humidity: i64,
+    /// Readings averaged: the window's length, fewer for a partial window.
+    pub readings: u32,
+    pub first_record_id: u64,
+    pub last_record_id: u64,
+}
+
+/// What one record does to the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The window's latest averages.
+    Put(Aggregate),
+    /// A tombstone (null value): the window is gone from the table.
+    Delete(WindowKey),
+}
+
+/// Why a record of the aggregates topic is not a window's averages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadAggregate {
+    #[error("its key or value is not JSON: {0}")]
+    NotJson(String),
+    #[error("wrong key: {0}")]
+    WrongKey(String),
+    #[error("its value is not a window's averages: {0}")]
+    BadValue(String),
+    #[error("its key names {key} but its value {value}")]
+    Disagree { key: WindowKey, value: WindowKey },
+}
+
+impl BadAggregate {
+    /// A short name to count bad records by.
+    pub fn category(&self) -> &'static str {
+        match self {
+            BadAggregate::NotJson(_) => "not-json",
+            BadAggregate::WrongKey(_) => "wrong-key",
+            BadAggregate::BadValue(_) => "bad-value",
+            BadAggregate::Disagree { .. } => "disagree",
+        }
+    }
+}
+
+impl fmt::Display for WindowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} window {} of {} days", self.sensor_id, self.window_id, self.window_days)
+    }
+}
+
+/// The name of a window's id column in the consumer's CSV, and the report's.
+pub fn id_column(window_days: u32) -> &'static str {
+    match window_days {
+        30 => "month_id",
+        7 => "week_id",
+        _ => "window_id",
+    }
+}
+
+impl WindowKey {
+    /// The record key, compact JSON in field order.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a key always serializes")
+    }
+
+    /// The key of a record; only the canonical form of [`WindowKey::to_json`] is one.
+    pub fn parse(bytes: &[u8]) -> Result<WindowKey, BadAggregate> {
+        let key: WindowKey = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => BadAggregate::WrongKey(format!("{e}; a key looks like {EXAMPLE_KEY}")),
+            _ => BadAggregate::NotJson(format!("key: {e}")),
+        })?;
+        key.check().map_err(BadAggregate::WrongKey)?;
+        if key.to_json() != bytes {
+            return Err(BadAggregate::WrongKey(format!(
+                "not written as {} (compaction keeps each spelling of a key apart)",
+                String::from_utf8_lossy(&key.to_json())
+            )));
+        }
+        Ok(key)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !is_valid_sensor_id(&self.sensor_id) {
+            return Err(format!("`{}` is not a sensor id", self.sensor_id));
+        }
+        if !(1..=MAX_WINDOW_DAYS).contains(&self.window_days) {
+            return Err(format!("window_days {} is not between 1 and {MAX_WINDOW_DAYS}", self.window_days));
+        }
+        if self.window_id == 0 {
+            return Err("window_id 0: windows count from 1".into());
+        }
+        Ok(())
+    }
+
+    /// The record ids a window holds.
+    pub fn record_ids(&self) -> std::ops::RangeInclusive<u64> {
+        let days = u64::from(self.window_days);
+        (self.window_id - 1) * days + 1..=self.window_id * days
+    }
+}
+
+const EXAMPLE_KEY: &str = r#"{"sensor_id":"sensor-1","window_days":7,"window_id":12}"#;
+
+/// The value as it is on the wire, in field order.
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    sensor_id: Cow<'a, str>,
+    window_days: u32,
+    window_id: u64,
+    unit: Unit,
+    /// One decimal, as the CSV row: written as the JSON number of the tenths.
+    avg_temp: f64,
+    avg_co: i64,
+    avg_humidity: i64,
+    readings: u32,
+    first_record_id: u64,
+    last_record_id: u64,
+}
+
+impl Aggregate {
+    /// The record value, compact JSON in field order; `avg_temp` reads as the CSV row writes it.
+    pub fn to_json(&self) -> Vec<u8> {
+        let wire = Wire {
+            sensor_id: Cow::Borrowed(&self.key.sensor_id),
+            window_days: self.key.window_days,
+            window_id: self.key.window_id,
+            unit: self.unit,
+            // The double nearest to n/10 prints as n/10 with one decimal (shortest round trip).
+            avg_temp: self.avg_temp.0 as f64 / 10.0,
+            avg_co: self.avg_co,
+            avg_humidity: self.avg_humidity,
+            readings: self.readings,
+            first_record_id: self.first_record_id,
+            last_record_id: self.last_record_id,
+        };
+        serde_json::to_vec(&wire).expect("an aggregate always serializes")
+    }
+
+    /// A record value, checked: numbers in range, record ids within the window.
+    pub fn parse(bytes: &[u8]) -> Result<Aggregate, BadAggregate> {
+        let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => BadAggregate::BadValue(e.to_string()),
+            _ => BadAggregate::NotJson(format!("value: {e}")),
+        })?;
+        let key = WindowKey {
+            sensor_id: wire.sensor_id.into_owned(),
+            window_days: wire.window_days,
+            window_id: wire.window_id,
+        };
+        key.check().map_err(BadAggregate::BadValue)?;
+        let tenths = (wire.avg_temp * 10.0).round();
+        if (wire.avg_temp * 10.0 - tenths).abs() > 1e-6 || tenths.abs() > 1e9 {
+            return Err(BadAggregate::BadValue(format!("avg_temp {} is not a number with one decimal", wire.avg_temp)));
+        }
+        let bad = |what: String| Err(BadAggregate::BadValue(what));
+        if wire.avg_co < 0 || wire.avg_humidity < 0 {
+            return bad(format!("avg_co {} and avg_humidity {} cannot be negative", wire.avg_co, wire.avg_humidity));
+        }
+        if !(1..=key.window_days).contains(&wire.readings) {
+            return bad(format!("{} readings in a window of {} days", wire.readings, key.window_days));
+        }
+        let ids = key.record_ids();
+        if !(ids.contains(&wire.first_record_id)
+            && ids.contains(&wire.last_record_id)
+            && wire.first_record_id <= wire.last_record_id)
+        {
+            return bad(format!(
+                "record ids {}..={} are not within {key} ({}..={})",
+                wire.first_record_id,
+                wire.last_record_id,
+                ids.start(),
+                ids.end()
+            ));
+        }
+        Ok(Aggregate {
+            key,
+            unit: wire.unit,
+            avg_temp: Tenths(tenths as i64),
+            avg_co: wire.avg_co,
+            avg_humidity: wire.avg_humidity,
+            readings: wire.readings,
+            first_record_id: wire.first_record_id,
+            last_record_id: wire.last_record_id,
+        })
+    }
+}
+
+/// What a record of the aggregates topic does to the table: a value puts the window, a null
+/// value (a tombstone) deletes it. The key must be a window's canonical key, and the value
+/// must name the same window.
+pub fn parse_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, BadAggregate> {
+    let key =
+        WindowKey::parse(key.ok_or_else(|| BadAggregate::WrongKey(format!("none; a key looks like {EXAMPLE_KEY}")))?)?;
+    let Some(value) = value else {
+        return Ok(Change::Delete(key));
+    };
+    let aggregate = Aggregate::parse(value)?;
+    if aggregate.key != key {
+        return Err(BadAggregate::Disagree { key, value: aggregate.key });
+    }
+    Ok(Change::Put(aggregate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sensor: &str, days: u32, id: u64) -> WindowKey {
+        WindowKey { sensor_id: sensor.into(), window_days: days, window_id: id }
+    }
+
+    fn week_12() -> Aggregate {
+        Aggregate {
+            key: key("sensor-1", 7, 12),
+            unit: Unit::Fahrenheit,
+            avg_temp: Tenths(686),
+            avg_co: 700,
+            avg_humidity: 50,
+            readings: 7,
+            first_record_id: 78,
+            last_record_id: 84,
+        }
+    }
+
+    /// The exact bytes of a key and a value, as the issue fixes them.
+    #[test]
+    fn wire_bytes() {
+        assert_eq!(week_12().key.to_json(), br#"{"sensor_id":"sensor-1","window_days":7,"window_id":12}"#);
+        assert_eq!(
+            String::from_utf8(week_12().to_json()).unwrap(),
+            r#"{"sensor_id":"sensor-1","window_days":7,"window_id":12,"unit":"fahrenheit","avg_temp":68.6,"avg_co":700,"avg_humidity":50,"readings":7,"first_record_id":78,"last_record_id":84}"#
+        );
+    }
+
+    /// `avg_temp` reads exactly as the CSV row writes it (`Tenths`), over every temperature a
+    /// window can average to in °C or °F, and parses back to the same tenths.
+    #[test]
+    fn avg_temp_is_written_as_the_csv_row() {
+        for tenths in -2000..=2000 {
+            let aggregate = Aggregate { avg_temp: Tenths(tenths), ..week_12() };
+            let json = String::from_utf8(aggregate.to_json()).unwrap();
+            assert!(json.contains(&format!(r#""avg_temp":{},"#, Tenths(tenths))), "{json}");
+            assert_eq!(Aggregate::parse(json.as_bytes()).unwrap(), aggregate);
+        }
+    }
+
+    /// A value puts its window, a null value deletes it.
+    #[test]
+    fn records_put_and_delete() {
+        let a = week_12();
+        assert_eq!(parse_record(Some(&a.key.to_json()), Some(&a.to_json())), Ok(Change::Put(a.clone())));
+        assert_eq!(parse_record(Some(&a.key.to_json()), None), Ok(Change::Delete(a.key.clone())));
+        let partial = Aggregate { readings: 3, last_record_id: 80, ..week_12() };
+        assert_eq!(Aggregate::parse(&partial.to_json()), Ok(partial));
+    }
+
+    /// Each kind of bad record is told apart, and says what is wrong.
+    #[test]
+    fn bad_records_say_why() {
+        let a = week_12();
+        let (k, v) = (a.key.to_json(), a.to_json());
+        let category = |key: Option<&[u8]>, value: Option<&[u8]>| parse_record(key, value).unwrap_err().category();
+        assert_eq!(category(Some(b"sensor-1"), Some(&v)), "not-json");
+        assert_eq!(category(Some(&k), Some(b"{\"sensor_id\":")), "not-json");
+        assert_eq!(category(Some(&k), Some(b"\xff\xfe")), "not-json");
+        assert_eq!(category(None, Some(&v)), "wrong-key");
+        assert_eq!(category(Some(br#"{"sensor_id":"sensor-1"}"#), Some(&v)), "wrong-key");
+        assert_eq!(
+            category(Some(br#"{"window_days":7,"sensor_id":"sensor-1","window_id":12}"#), Some(&v)),
+            "wrong-key"
+        );
+        assert_eq!(
+            category(Some(br#"{"sensor_id":"sensor-1", "window_days":7,"window_id":12}"#), Some(&v)),
+            "wrong-key"
+        );
+        assert_eq!(category(Some(br#"{"sensor_id":"a b","window_days":7,"window_id":12}"#), Some(&v)), "wrong-key");
+        assert_eq!(category(Some(br#"{"sensor_id":"s","window_days":7,"window_id":0}"#), None), "wrong-key");
+        assert_eq!(category(Some(&k), Some(br#"{"sensor_id":"sensor-1"}"#)), "bad-value");
+        let other = Aggregate { key: key("sensor-1", 7, 13), first_record_id: 85, last_record_id: 91, ..week_12() };
+        let err = parse_record(Some(&k), Some(&other.to_json())).unwrap_err();
+        assert_eq!(err.category(), "disagree");
+        assert_eq!(
+            err.to_string(),
+            "its key names sensor-1 window 12 of 7 days but its value sensor-1 window 13 of 7 days"
+        );
+        let text = |v: &str| parse_record(Some(&k), Some(v.as_bytes())).unwrap_err().to_string();
+        let json = String::from_utf8(v.clone()).unwrap();
+        assert!(text(&json.replace("68.6", "68.65")).contains("one decimal"));
+        assert!(text(&json.replace(r#""readings":7"#, r#""readings":8"#)).contains("8 readings"));
+        assert!(text(&json.replace(r#""first_record_id":78"#, r#""first_record_id":77"#)).contains("78..=84"));
+        assert!(text(&json.replace("fahrenheit", "kelvin")).contains("unknown variant"));
+        assert!(text(&json.replace(r#""avg_co":700"#, r#""avg_co":-1"#)).contains("negative"));
+    }
+
+    /// The consumer's CSV id column names, by window length.
+    #[test]
+    fn id_columns() {
+        assert_eq!([id_column(7), id_column(30), id_column(10)], ["week_id", "month_id", "window_id"]);
+    }
+}

@@ -1,0 +1,61 @@
+//! The report: a compacted aggregates topic (written by `weather-consumer --to-topic`) read
+//! as a table, printed, written as CSV and charted in one HTML page.
+//!
+//! - [`source`]: reads the topic from its beginning to its end, committed records only.
+//! - [`table`]: pure; the latest value per window, tombstones, bad records kept aside.
+//! - [`summary`]: pure; per window length and sensor: windows, gaps, min / mean / max.
+//! - [`csv`]: the table in the consumer's CSV columns.
+//! - [`chart`], [`page`]: plotters' SVG charts in one self-contained HTML page.
+//! - [`config`]: the command line.
+
+pub mod chart;
+pub mod config;
+pub mod csv;
+pub mod page;
+pub mod source;
+pub mod summary;
+pub mod table;
+
+use std::future::Future;
+use std::path::Path;
+
+use anyhow::Context;
+use weather_common::shutdown::Stop;
+
+pub use config::Cli;
+pub use summary::Report;
+use table::Table;
+
+/// Reads the topic to its end, writes the files asked for, and returns the report to print.
+/// `shutdown` stops the reading (nothing is written then).
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Report> {
+    let stop = Stop::when(shutdown);
+    // A blocking poll on a thread of its own is the fastest way to drain librdkafka.
+    tokio::task::spawn_blocking(move || report(&cli, &stop)).await.context("the report thread panicked")?
+}
+
+fn report(cli: &Cli, stop: &Stop) -> anyhow::Result<Report> {
+    let mut table = Table::default();
+    let read = source::read_to_end(&cli.kafka, &cli.topic, cli.progress.display(), stop, |p, o, key, value| {
+        table.apply(p, o, key, value)
+    })?;
+    let report = Report::new(&cli.topic, read, table, cli.window_days);
+    // Both files are rendered before either is written: a CSV that cannot be written (several
+    // window lengths) leaves no half of the outputs behind.
+    let csv = cli.csv.as_ref().map(|path| csv::render(&report).map(|bytes| (path, bytes))).transpose()?;
+    let html = cli.html.as_ref().map(|path| page::render(&report).map(|text| (path, text))).transpose()?;
+    if let Some((path, bytes)) = csv {
+        replace(path, &bytes)?;
+    }
+    if let Some((path, text)) = html {
+        replace(path, text.as_bytes())?;
+    }
+    Ok(report)
+}
+
+/// Writes `path` whole or not at all: a browser or a script never sees half a file.
+fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let temporary = weather_common::beside(path, ".tmp");
+    std::fs::write(&temporary, bytes).with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))
+}

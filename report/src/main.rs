@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use weather_report::Cli;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    weather_common::init_logging();
+    let cli = Cli::parse();
+    match weather_report::run(cli, weather_common::shutdown::signal()).await {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The report as one self-contained HTML page: no script, no external file, the charts inline
+//! as SVG. Per window length a table of every sensor (its name links to its charts), then per
+//! sensor `avg_temp` over the window ids and two small charts of `avg_co` and `avg_humidity`.
+//! All charts of one window length share their axes, so that sensors compare at a glance.
+
+use std::fmt::Write as _;
+
+use plotters::style::RGBColor;
+use weather_common::aggregate::Aggregate;
+use weather_common::meter::{counted, thousands};
+
+use crate::chart::{y_range, Chart};
+use crate::summary::{ranges, Report, Section, Series};
+
+const TEMPERATURE: RGBColor = RGBColor(200, 60, 40);
+const CO: RGBColor = RGBColor(100, 100, 100);
+const HUMIDITY: RGBColor = RGBColor(40, 110, 190);
+
+const STYLE: &str = "
+body { font-family: sans-serif; margin: 1.5rem auto; max-width: 1000px; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.25rem; margin-top: 2.5rem; } h3 { font-size: 1.05rem; margin: 0 0 .3rem; }
+table { border-collapse: collapse; font-size: .85rem; font-variant-numeric: tabular-nums; }
+th, td { padding: .15rem .5rem; text-align: right; border-bottom: 1px solid #e4e4e4; }
+th:first-child, td:first-child { text-align: left; }
+article { margin: 1.5rem 0; padding-top: .5rem; border-top: 1px solid #ccc; }
+figure { margin: 0; }
+svg { display: block; width: 100%; height: auto; }
+.small { display: grid; grid-template-columns: 1fr 1fr; gap: .5rem; }
+.note { color: #555; font-size: .9rem; }
+";
+
+/// The page.
+pub fn render(report: &Report) -> anyhow::Result<String> {
+    let mut html = String::new();
+    let title = format!("Weather averages from {}", escape(&report.topic));
+    write!(html, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n")?;
+    writeln!(html, "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")?;
+    write!(html, "<title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{title}</h1>\n")?;
+    write!(
+        html,
+        "<p class=\"note\">The topic read as a table, the latest value per window: {} from {}, {}.",
+        counted(report.windows, "window"),
+        counted(report.read.records, "record"),
+        counted(report.bad_records(), "bad record")
+    )?;
+    if let Some((days, left_out)) = report.only {
+        write!(html, " Only the {days}-day windows are shown ({} of other lengths left out).", thousands(left_out))?;
+    }
+    html.push_str("</p>\n");
+    if report.sections.is_empty() {
+        html.push_str("<p>No window to show.</p>\n");
+    }
+    for section in &report.sections {
+        write_section(&mut html, section)?;
+    }
+    html.push_str("</body>\n</html>\n");
+    Ok(html)
+}
+
+fn write_section(html: &mut String, section: &Section) -> anyhow::Result<()> {
+    let anchor = format!("w{}-{}", section.window_days, section.unit.name());
+    writeln!(html, "<section id=\"{anchor}\">\n<h2>{}</h2>", escape(&section.title()))?;
+    writeln!(
+        html,
+        "<table>\n<tr><th>sensor</th><th>windows</th><th>first</th><th>last</th><th>missing</th>\
+         <th>avg_temp ({unit}) min / mean / max</th><th>avg_co (ppm) min / mean / max</th>\
+         <th>avg_humidity (%) min / mean / max</th></tr>",
+        unit = section.unit.symbol()
+    )?;
+    for s in &section.sensors {
+        let (t, c, h) = (s.temperature(), s.co(), s.humidity());
+        writeln!(
+            html,
+            "<tr><td><a href=\"#{anchor}-{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{} / {} / {}</td><td>{} / {} / {}</td><td>{} / {} / {}</td></tr>",
+            thousands(s.windows.len() as u64),
+            s.first(),
+            s.last(),
+            thousands(s.missing()),
+            t.min(),
+            t.mean(),
+            t.max(),
+            c.min(),
+            c.mean(),
+            c.max(),
+            h.min(),
+            h.mean(),
+            h.max(),
+            id = escape(&s.sensor_id),
+        )?;
+    }
+    html.push_str("</table>\n");
+
+    // Shared axes: every window id and value of the section.
+    let all = || section.sensors.iter().flat_map(|s| s.windows.iter());
+    let x = all().map(|w| w.key.window_id).min().unwrap_or(1)..=all().map(|w| w.key.window_id).max().unwrap_or(1);
+    let span = |value: fn(&Aggregate) -> f64| {
+        let (min, max) = all().map(value).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        y_range(min, max)
+    };
+    let axes = [
+        ("temperature", TEMPERATURE, span(temperature), format!("avg_temp ({})", section.unit.symbol()), 1),
+        ("co", CO, span(co), "avg_co (ppm)".to_string(), 0),
+        ("humidity", HUMIDITY, span(humidity), "avg_humidity (%)".to_string(), 0),
+    ];
+    let values: [fn(&Aggregate) -> f64; 3] = [temperature, co, humidity];
+    for s in &section.sensors {
+        let id = escape(&s.sensor_id);
+        writeln!(html, "<article id=\"{anchor}-{id}\">\n<h3>{id}</h3>\n<p class=\"note\">{}</p>", describe(s))?;
+        for (i, ((class, color, y, y_desc, y_decimals), value)) in axes.iter().zip(values).enumerate() {
+            let size = if i == 0 { (960, 300) } else { (475, 210) };
+            let chart = Chart {
+                size,
+                x: x.clone(),
+                y: y.clone(),
+                x_desc: section.window_name(),
+                y_desc: y_desc.clone(),
+                y_decimals: *y_decimals,
+                color: *color,
+                runs: s.runs().iter().map(|run| run.iter().map(|w| (w.key.window_id, value(w))).collect()).collect(),
+            };
+            if i == 1 {
+                html.push_str("<div class=\"small\">\n");
+            }
+            writeln!(html, "<figure class=\"chart {class}\" data-sensor=\"{id}\">{}</figure>", chart.svg()?)?;
+        }
+        html.push_str("</div>\n</article>\n");
+    }
+    html.push_str("</section>\n");
+    Ok(())
+}
+
+fn temperature(w: &Aggregate) -> f64 {
+    w.avg_temp.0 as f64 / 10.0
+}
+
+fn co(w: &Aggregate) -> f64 {
+    w.avg_co as f64
+}
+
+fn humidity(w: &Aggregate) -> f64 {
+    w.avg_humidity as f64
+}
+
+/// `208 windows, 1 to 208, none missing`.
+fn describe(s: &Series) -> String {
+    let missing = match s.missing() {
+        0 => "none missing".to_string(),
+        n => format!("{n} missing: {}", ranges(&s.gaps(), 20)),
+    };
+    format!("{}, {} to {}, {missing}", counted(s.windows.len() as u64, "window"), s.first(), s.last())
+}
+
+/// Text as HTML: sensor ids and topic names are plain, but the page must not depend on it.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Read;
+    use crate::table::tests::week;
+    use crate::table::Table;
+
+    /// One section per window length, per sensor one article with a temperature chart with a
+    /// point per window and two small charts, and a table row linking to it.
+    #[test]
+    fn a_chart_per_sensor() {
+        let mut table = Table::default();
+        let mut offset = 0;
+        for (sensor, ids) in [("sensor-1", vec![1, 2, 3, 4]), ("sensor-2", vec![1, 3])] {
+            for id in ids {
+                let a = week(sensor, id, 100 + id as i64);
+                table.apply(0, offset, Some(&a.key.to_json()), Some(&a.to_json()));
+                offset += 1;
+            }
+        }
+        let html = render(&Report::new("agg", Read::default(), table, None)).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>") && html.ends_with("</html>\n"));
+        assert_eq!(html.matches("<figure class=\"chart temperature\"").count(), 2);
+        assert_eq!(html.matches("<figure class=\"chart co\"").count(), 2);
+        assert_eq!(html.matches("<figure class=\"chart humidity\"").count(), 2);
+        assert!(html.contains("<a href=\"#w7-celsius-sensor-2\">sensor-2</a>"));
+        assert!(html.contains("<article id=\"w7-celsius-sensor-2\">"));
+        assert!(html.contains("2 windows, 1 to 3, 1 missing: 2"), "{html}");
+        assert!(html.contains("avg_temp (°C)") && html.contains("avg_co (ppm)") && html.contains("avg_humidity (%)"));
+        assert!(!html.contains("<script") && !html.contains("src="), "self-contained");
+    }
+}

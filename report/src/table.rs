@@ -1,0 +1,191 @@
+//! The topic read as a table, as compaction leaves it: the latest value per window, a
+//! tombstone deleting its window, and bad records skipped (they change nothing) and kept
+//! with their partition and offset for the report.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use weather_common::aggregate::{self, Aggregate, BadAggregate, Change, WindowKey};
+use weather_common::units::{Tenths, Unit};
+
+/// A record that is not a window's averages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: BadAggregate,
+}
+
+/// Bad records kept with their position; the rest are only counted.
+pub const BAD_RECORDS_KEPT: usize = 100;
+
+#[derive(Debug, Default)]
+pub struct Table {
+    /// The window's averages, its key in the map only (a million windows are a million
+    /// sensor ids fewer to keep).
+    rows: HashMap<WindowKey, Values>,
+    /// Values that replaced an earlier value of their window.
+    pub overwritten: u64,
+    /// Tombstones that deleted a window.
+    pub deleted: u64,
+    /// The first [`BAD_RECORDS_KEPT`] bad records, in the order read.
+    pub bad: Vec<BadRecord>,
+    /// Bad records by category.
+    pub bad_by_category: BTreeMap<&'static str, u64>,
+}
+
+impl Table {
+    /// Applies the record at `offset` of `partition`.
+    pub fn apply(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        match aggregate::parse_record(key, value) {
+            Ok(Change::Put(aggregate)) => {
+                let (key, values) = Values::split(aggregate);
+                if self.rows.insert(key, values).is_some() {
+                    self.overwritten += 1;
+                }
+            }
+            Ok(Change::Delete(key)) => {
+                if self.rows.remove(&key).is_some() {
+                    self.deleted += 1;
+                }
+            }
+            Err(reason) => {
+                *self.bad_by_category.entry(reason.category()).or_default() += 1;
+                if self.bad.len() < BAD_RECORDS_KEPT {
+                    self.bad.push(BadRecord { partition, offset, reason });
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn bad_records(&self) -> u64 {
+        self.bad_by_category.values().sum()
+    }
+
+    /// The windows, by window length, then sensor (`sensor-2` before `sensor-10`), then window.
+    pub fn into_sorted(self) -> Vec<Aggregate> {
+        // Sensors ranked once: comparing a million ids in counting order costs seconds.
+        let distinct: HashSet<&str> = self.rows.keys().map(|k| k.sensor_id.as_str()).collect();
+        let mut sensors: Vec<String> = distinct.into_iter().map(str::to_string).collect();
+        sensors.sort_by(|a, b| sensor_order(a).cmp(&sensor_order(b)));
+        let rank: HashMap<String, usize> = sensors.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+        let mut rows: Vec<(WindowKey, Values)> = self.rows.into_iter().collect();
+        rows.sort_by_cached_key(|(k, _)| (k.window_days, rank[&k.sensor_id], k.window_id));
+        rows.into_iter().map(|(key, values)| values.join(key)).collect()
+    }
+}
+
+/// An aggregate without its key.
+#[derive(Debug, Clone, Copy)]
+struct Values {
+    unit: Unit,
+    avg_temp: Tenths,
+    avg_co: i64,
+    avg_humidity: i64,
+    readings: u32,
+    first_record_id: u64,
+    last_record_id: u64,
+}
+
+impl Values {
+    fn split(a: Aggregate) -> (WindowKey, Values) {
+        let Aggregate { key, unit, avg_temp, avg_co, avg_humidity, readings, first_record_id, last_record_id } = a;
+        (key, Values { unit, avg_temp, avg_co, avg_humidity, readings, first_record_id, last_record_id })
+    }
+
+    fn join(self, key: WindowKey) -> Aggregate {
+        let Values { unit, avg_temp, avg_co, avg_humidity, readings, first_record_id, last_record_id } = self;
+        Aggregate { key, unit, avg_temp, avg_co, avg_humidity, readings, first_record_id, last_record_id }
+    }
+}
+
+/// Sensor ids in the order people count them: by the text before a trailing number, then by
+/// that number (`sensor-2` before `sensor-10`), then by the id itself.
+pub fn sensor_order(id: &str) -> (&str, Option<u128>, &str) {
+    let digits = id.len() - id.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let (stem, number) = id.split_at(digits);
+    (stem, number.parse().ok(), id)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn week(sensor: &str, id: u64, temp: i64) -> Aggregate {
+        Aggregate {
+            key: WindowKey { sensor_id: sensor.into(), window_days: 7, window_id: id },
+            unit: Unit::Celsius,
+            avg_temp: Tenths(temp),
+            avg_co: 700,
+            avg_humidity: 50,
+            readings: 7,
+            first_record_id: id * 7 - 6,
+            last_record_id: id * 7,
+        }
+    }
+
+    fn put(table: &mut Table, offset: i64, a: &Aggregate) {
+        table.apply(0, offset, Some(&a.key.to_json()), Some(&a.to_json()));
+    }
+
+    /// The latest value of a window wins, a tombstone deletes it, and bad records change
+    /// nothing but are kept with their position.
+    #[test]
+    fn latest_value_wins_and_tombstones_delete() {
+        let mut table = Table::default();
+        put(&mut table, 0, &week("sensor-1", 1, 100));
+        put(&mut table, 1, &week("sensor-1", 2, 110));
+        put(&mut table, 2, &week("sensor-1", 1, 120));
+        table.apply(0, 3, Some(&week("sensor-1", 2, 0).key.to_json()), None);
+        table.apply(0, 4, Some(&week("sensor-1", 9, 0).key.to_json()), None);
+        table.apply(1, 5, Some(b"oops"), Some(b"{}"));
+        table.apply(1, 6, Some(&week("sensor-1", 1, 0).key.to_json()), Some(b"not json"));
+        assert_eq!((table.overwritten, table.deleted, table.bad_records()), (1, 1, 2));
+        assert_eq!(table.bad.iter().map(|b| (b.partition, b.offset)).collect::<Vec<_>>(), [(1, 5), (1, 6)]);
+        assert_eq!(table.into_sorted(), [week("sensor-1", 1, 120)]);
+    }
+
+    /// Rows come by window length, sensor in counting order, then window.
+    #[test]
+    fn rows_are_sorted_by_length_sensor_and_window() {
+        let mut table = Table::default();
+        let month = Aggregate {
+            key: WindowKey { sensor_id: "sensor-1".into(), window_days: 30, window_id: 1 },
+            readings: 30,
+            first_record_id: 1,
+            last_record_id: 30,
+            ..week("sensor-1", 1, 0)
+        };
+        for (i, a) in
+            [week("sensor-10", 1, 0), month.clone(), week("sensor-2", 2, 0), week("sensor-2", 1, 0)].iter().enumerate()
+        {
+            put(&mut table, i as i64, a);
+        }
+        let order: Vec<(u32, String, u64)> =
+            table.into_sorted().into_iter().map(|a| (a.key.window_days, a.key.sensor_id, a.key.window_id)).collect();
+        assert_eq!(
+            order,
+            [
+                (7, "sensor-2".into(), 1),
+                (7, "sensor-2".into(), 2),
+                (7, "sensor-10".into(), 1),
+                (30, "sensor-1".into(), 1)
+            ]
+        );
+    }
+
+    /// Counting order for numbered ids, text order otherwise.
+    #[test]
+    fn sensors_in_counting_order() {
+        let mut ids = vec!["sensor-10", "sensor-2", "b", "a", "sensor-1", "sensor-01"];
+        ids.sort_by_key(|id| sensor_order(id));
+        assert_eq!(ids, ["a", "b", "sensor-01", "sensor-1", "sensor-2", "sensor-10"]);
+    }
+}
