@@ -212,7 +212,9 @@ impl Cli {
         let rules = self.rules(v2);
         if self.no_file {
             if self.to_postgres.is_none() && self.to_topic.is_none() {
-                return Err(invalid("--no-file needs a table to write to: give --to-postgres or --to-topic".to_string()));
+                return Err(invalid(
+                    "--no-file needs a table to write to: give --to-postgres or --to-topic".to_string(),
+                ));
             }
             for (flag, given) in [("--output", self.output.is_some()), ("--s3-bucket", self.s3.s3_bucket.is_some())] {
                 if given {

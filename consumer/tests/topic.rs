@@ -131,7 +131,8 @@ fn topic_equals_the_csv(sensors: u32, days: u64) {
     let line = format!("table:              topic `{TOPIC}` (idempotent writes) ({} windows sent)", expected.len());
     assert!(summary.contains(&line), "{summary}");
     assert!(stderr.contains("does not commit transactions (no EndTxn)"), "{stderr}");
-    assert!(stderr.contains(&format!("created `{TOPIC}` ({PARTITIONS} partitions, cleanup.policy=compact)")), "{stderr}");
+    let created = format!("created `{TOPIC}` ({PARTITIONS} partitions, cleanup.policy=compact)");
+    assert!(stderr.contains(&created), "{stderr}");
     let log = tansu.read_all(TOPIC);
     assert_eq!(log.len(), expected.len(), "each window once in the log");
     assert!(log.iter().all(|r| r.partition < PARTITIONS as i32));
@@ -301,4 +302,70 @@ fn an_existing_topic_that_is_not_compacted_is_warned_about() {
     assert!(stderr.contains("computed with 7-day windows in celsius"), "{stderr}");
     assert!(stderr.contains("--from-beginning"), "{stderr}");
     assert_eq!(tansu.read_all(TOPIC).len(), before);
+}
+
+/// On a broker that commits transactions (librdkafka's mock cluster, as Apache Kafka does),
+/// the sink writes in transactions: a run says so, and after SIGKILLs mid-run the committed
+/// log, as a `read_committed` reader sees it, holds every window of the uninterrupted run
+/// exactly once: the killed runs' open transactions were aborted, not left behind.
+#[test]
+fn with_transactions_the_committed_log_holds_each_window_once() {
+    let mock: rdkafka::mocking::MockCluster<'static, _> = rdkafka::mocking::MockCluster::new(1).unwrap();
+    // The mock cluster has no CreateTopics: the topics exist, as an operator would create them.
+    for (topic, partitions) in [("weather", 2), (TOPIC, 2), ("weather.aggregates.state", 1)] {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    let bootstrap = mock.bootstrap_servers();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", "3000", "--sensors", "4", "--quiet"];
+    let config =
+        weather_producer::Config::try_parse_from(argv.iter().chain(&["--seed", "3", "-X", "linger.ms=5"])).unwrap();
+    assert_eq!(runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap().acknowledged, 12_000);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], log: &Path| -> Child {
+        Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["-b", &bootstrap, "--format", "csv", "--window", "week", "--unit", "fahrenheit"])
+            .args(["--sensor-column", "--until-end", "--checkpoint-interval", "0.05", "--connect-timeout", "20"])
+            .args(args)
+            .args(testkit::THROTTLE)
+            .env("RUST_LOG", "info")
+            .stdout(File::create(log).unwrap())
+            .stderr(File::create(err_path(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let reference = dir.path().join("reference.csv");
+    assert!(run(&["-o", reference.to_str().unwrap(), "-g", "reference"], &dir.path().join("r.log"))
+        .wait()
+        .unwrap()
+        .success());
+    let expected = file_rows(&reference);
+    assert_eq!(expected.len(), 4 * (3000 / 7));
+
+    let out = dir.path().join("out.csv");
+    let args = ["-o", out.to_str().unwrap(), "--to-topic", TOPIC];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for kill in 0..3 {
+        let log = dir.path().join(format!("kill-{kill}.log"));
+        let mut child = run(&args, &log);
+        std::thread::sleep(Duration::from_millis(rng.random_range(1000..2500)));
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before kill {kill}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let log = dir.path().join("final.log");
+    let status = run(&args, &log).wait().unwrap();
+    let (summary, stderr) = (std::fs::read_to_string(&log).unwrap(), std::fs::read_to_string(err_path(&log)).unwrap());
+    assert!(status.success(), "{summary}\n{stderr}");
+    assert!(summary.contains(&format!("topic `{TOPIC}` (transactions)")), "{summary}");
+    assert_eq!(file_rows(&out), expected, "the file");
+
+    let argv = ["weather-report", "-b", &bootstrap, "-t", TOPIC, "--quiet"];
+    let csv = dir.path().join("table.csv");
+    let cli = weather_report::Cli::try_parse_from(argv.iter().chain(&["--csv", csv.to_str().unwrap()])).unwrap();
+    let report = runtime.block_on(weather_report::run(cli, std::future::pending())).unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().skip(1).map(str::to_string).collect::<Vec<_>>(), expected, "the table");
+    assert_eq!(report.read.records, expected.len() as u64, "committed records: each window once\n{report}");
+    assert_eq!(report.overwritten, 0, "{report}");
 }

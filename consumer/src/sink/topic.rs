@@ -150,8 +150,8 @@ impl TopicTable {
         let probe = kafka::metadata_client(kafka)?;
         let partitions = kafka::partitions_unless(&probe, kafka, source_topic, stop)?;
         let state_topic = target.state_topic();
-        runtime.block_on(ensure_compacted(kafka, &target.topic, partitions.len()))?;
-        runtime.block_on(ensure_compacted(kafka, &state_topic, 1))?;
+        runtime.block_on(ensure_compacted(kafka, &probe, &target.topic, partitions.len()))?;
+        runtime.block_on(ensure_compacted(kafka, &probe, &state_topic, 1))?;
         let key = serde_json::to_vec(&StateKey { consumer_group: group, topic: source_topic }).expect("serializes");
         let timeout = kafka.connect_timeout().max(Duration::from_secs(30));
         let transactional_id = format!("weather-consumer:{group}:{}", target.topic);
@@ -202,7 +202,9 @@ impl TopicTable {
         };
         if let Some(record) = read_state(&reader, &state_topic, &table.key)? {
             let record: StateRecord = serde_json::from_slice(&record).with_context(|| {
-                format!("`{state_topic}` holds a damaged state record for group `{group}`: rebuild with --from-beginning")
+                format!(
+                    "`{state_topic}` holds a damaged state record for group `{group}`: rebuild with --from-beginning"
+                )
             })?;
             if (record.window_days, record.unit) != (window.get(), unit) {
                 if !rebuild {
@@ -413,31 +415,44 @@ fn read_state(client: &BaseConsumer<LoggingContext>, state_topic: &str, key: &[u
 
 /// Creates `topic` compacted with `partitions` partitions if it is missing; an existing topic
 /// that is not compacted is warned about, naming the setting.
-async fn ensure_compacted(kafka: &KafkaArgs, topic: &str, partitions: usize) -> anyhow::Result<()> {
+async fn ensure_compacted(
+    kafka: &KafkaArgs,
+    probe: &BaseConsumer<LoggingContext>,
+    topic: &str,
+    partitions: usize,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config(&[]).create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-    let created = admin.create_topics([&new], &options).await.with_context(|| format!("creating `{topic}`"))?;
-    match created.into_iter().next() {
-        Some(Ok(_)) => {
-            tracing::info!("created `{topic}` ({partitions} partitions, cleanup.policy=compact)");
-            return Ok(());
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let exists = kafka::topic_partitions(probe, topic, Duration::from_secs(10))
+        .with_context(|| format!("looking up `{topic}`"))?
+        .is_some();
+    if !exists {
+        let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+        let created = admin.create_topics([&new], &options).await.with_context(|| format!("creating `{topic}`"))?;
+        match created.into_iter().next() {
+            Some(Ok(_)) => {
+                let partitions = weather_common::meter::counted(partitions as u64, "partition");
+                tracing::info!("created `{topic}` ({partitions}, cleanup.policy=compact)");
+                return Ok(());
+            }
+            // Created by another client in the meantime: checked below like any other.
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {}
+            Some(Err((_, code))) => bail!("creating `{topic}` on {}: {code}", kafka.bootstrap_servers),
+            None => bail!("creating `{topic}`: the broker did not answer"),
         }
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {}
-        Some(Err((_, code))) => bail!("creating `{topic}` on {}: {code}", kafka.bootstrap_servers),
-        None => bail!("creating `{topic}`: the broker did not answer"),
     }
-    let described = admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
-        .await
-        .with_context(|| format!("looking up the settings of `{topic}`"))?;
-    let policy = match described.into_iter().next() {
-        Some(Ok(config)) => config.get("cleanup.policy").and_then(|entry| entry.value.clone()),
-        Some(Err(code)) => {
+    let described = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await;
+    let policy = match described.map(|d| d.into_iter().next()) {
+        Ok(Some(Ok(config))) => config.get("cleanup.policy").and_then(|entry| entry.value.clone()),
+        Ok(None) => None,
+        Ok(Some(Err(code))) => {
             tracing::warn!("could not look up the settings of `{topic}` ({code}): is it compacted?");
             return Ok(());
         }
-        None => None,
+        Err(e) => {
+            tracing::warn!("could not look up the settings of `{topic}` ({e}): is it compacted?");
+            return Ok(());
+        }
     };
     if !policy.as_deref().is_some_and(|p| p.split(',').any(|p| p.trim() == "compact")) {
         tracing::warn!(
