@@ -33,6 +33,9 @@ const CLOCK_EVERY: u64 = 1024;
 const COMMIT_EVERY: Duration = Duration::from_secs(5);
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Rows held in memory across all open files at most (about 60 bytes each): past it, the
+/// fullest file is closed early, so that memory does not grow with the number of partitions.
+const MAX_BUFFERED_ROWS: usize = 400_000;
 
 /// What an archive run did.
 #[derive(Debug, Clone, Default)]
@@ -112,6 +115,8 @@ struct Writer {
     assigned: bool,
     /// Partitions to stop fetching: read to their end, or lost to another instance.
     to_pause: Vec<i32>,
+    /// Rows in all open files.
+    buffered: usize,
 }
 
 pub struct Archiver {
@@ -190,6 +195,7 @@ impl Archiver {
             summary,
             assigned: false,
             to_pause: Vec::new(),
+            buffered: 0,
         };
         Ok(Archiver { consumer, writer })
     }
@@ -304,8 +310,7 @@ impl Writer {
                 Change::Revoked(partition) => {
                     // Its open file is dropped: the readings are read again by the next owner,
                     // from the state this instance left.
-                    self.parts.remove(&partition);
-                    self.progress.revoke(partition);
+                    self.drop_partition(partition);
                 }
                 Change::Failed(e) => return Err(e),
             }
@@ -330,7 +335,10 @@ impl Writer {
             }
         }
         let decisions = match (Reading::parse(message.payload(), message.key()), timestamp) {
-            (Ok(reading), Some(ms)) => part.files.take(offset, Some((&reading, ms)), partition),
+            (Ok(reading), Some(ms)) => {
+                self.buffered += 1;
+                part.files.take(offset, Some((&reading, ms)), partition)
+            }
             (Ok(_), None) => {
                 self.dead_letters.keep(message, "no-timestamp", "the record has no timestamp to place it in time")?;
                 part.files.take(offset, None, partition)
@@ -345,7 +353,21 @@ impl Writer {
         for decision in decisions {
             self.publish(decision, stop)?;
         }
+        if self.buffered > MAX_BUFFERED_ROWS {
+            let fullest = self.parts.iter().max_by_key(|(_, part)| part.files.open_rows()).map(|(&p, _)| p);
+            if let Some(decision) = fullest.and_then(|p| self.parts.get_mut(&p)).and_then(|part| part.files.close()) {
+                self.publish(decision, stop)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Forgets a partition this instance no longer writes, with its open file.
+    fn drop_partition(&mut self, partition: i32) {
+        if let Some(part) = self.parts.remove(&partition) {
+            self.buffered -= part.files.open_rows();
+        }
+        self.progress.revoke(partition);
     }
 
     /// Closes the files that have been open for the flush interval.
@@ -385,6 +407,7 @@ impl Writer {
     /// given up, with nothing written.
     fn publish(&mut self, decision: Decision, stop: &Stop) -> anyhow::Result<()> {
         let Decision { partition, start, end, file } = decision;
+        self.buffered -= file.as_ref().map_or(0, |f| f.rows.len());
         // Rejected readings in the range must be kept aside before the state moves past them.
         self.flush_dead_letters()?;
         let store = self.lake.store.clone();
@@ -419,9 +442,15 @@ impl Writer {
                 tracing::warn!(
                     "partition {partition} was taken over by another instance: leaving it (nothing more is written for it here)"
                 );
-                self.parts.remove(&partition);
-                self.progress.revoke(partition);
+                self.drop_partition(partition);
                 self.to_pause.push(partition);
+                if self.parts.is_empty() && !self.settings.scale_out {
+                    bail!(
+                        "every partition of `{}` was taken over by another instance writing {}: stopping",
+                        self.settings.topic,
+                        self.summary.destination
+                    );
+                }
                 Ok(())
             }
             Err(e) => Err(e).with_context(|| format!("publishing offsets {start}..{end} of partition {partition}")),

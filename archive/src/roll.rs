@@ -107,6 +107,11 @@ impl PartitionFiles {
         self.close_at(self.next)
     }
 
+    /// Rows in the file being filled.
+    pub fn open_rows(&self) -> usize {
+        self.open.as_ref().map_or(0, |open| open.rows.len())
+    }
+
     /// How long the file being filled has been open.
     pub fn open_since(&self) -> Option<Instant> {
         self.open.as_ref().map(|open| open.opened)

@@ -40,6 +40,12 @@ async fn the_lake_holds_every_valid_reading_once() {
     let rebuilt = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700", "--from-beginning"]);
     assert!(rebuilt.starts_with("readings archived:  8,000 in "), "{rebuilt}");
     assert_eq!(files(lake.path()), before);
+
+    // A rebuild under another layout replaces the files it rewrites, and leaves no other.
+    let by_day = archive(&tansu, lake.path(), &["--until-end", "--max-rows", "700", "--from-beginning", "--partition-by", "day"]);
+    assert!(by_day.contains(&format!("{} of earlier runs replaced", before.len())), "{by_day}");
+    let lake_by_day = assert_lake_holds(lake.path(), &expected);
+    assert!(lake_by_day.files.iter().all(|f| !f["path"].as_str().unwrap().contains("hour=")), "only the day layout is left");
 }
 
 /// A reading stamped in an hour already closed on its partition goes into a file of its own
@@ -49,7 +55,7 @@ async fn the_lake_holds_every_valid_reading_once() {
 async fn late_readings_land_in_their_own_hour() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    // 2026-11-29T10:00:00Z, and readings of hours 10, 10, 11, 10 (late), 12, 11 (late).
+    // 2025-11-29T10:00:00Z, and readings of hours 10, 10, 11, 10 (late), 12, 11 (late).
     let ten = 1_764_410_400_000_i64;
     let hours = [0, 0, 1, 0, 2, 1];
     let values: Vec<String> = (1..=hours.len())
@@ -101,4 +107,68 @@ async fn the_lake_in_s3_holds_every_valid_reading_once() {
             serde_json::from_slice(&s3.object("lake", &format!("archive/_state/weather-{p}.json")).unwrap()).unwrap();
         assert_eq!(state["pending"], Value::Null, "{state}");
     }
+}
+
+/// `--until time:` archives what was stamped before the time, in files of their hours; the
+/// next run resumes there and adds the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn until_a_time_bounds_the_archive() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    // 2025-11-29T10:00:00Z: readings at 10:10, 10:40, 11:10, 11:40, 12:10, 12:40.
+    let ten = 1_764_410_400_000_i64;
+    let values: Vec<String> = (1..=6)
+        .map(|id| {
+            format!(
+                r#"{{"sensor_id":"sensor-1","record_id":{id},"temperature":20.5,"CO_concentration":700,"humidity":55}}"#
+            )
+        })
+        .collect();
+    let messages: Vec<(i32, &[u8], &[u8], i64)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (0, &b"sensor-1"[..], v.as_bytes(), ten + (i as i64 + 1) * 30 * 60_000 - 20 * 60_000))
+        .collect();
+    tansu.send_stamped("weather", &messages);
+    let (all, _) = topic_readings(&tansu, "weather");
+    let lake = tempfile::tempdir().unwrap();
+    let summary = archive(&tansu, lake.path(), &["--until", "time:2025-11-29T11:00:00Z"]);
+    assert!(summary.starts_with("readings archived:  2 in "), "{summary}");
+    let before_eleven: std::collections::BTreeMap<_, _> =
+        all.iter().filter(|(_, r)| r.event_ms < ten + 3_600_000).map(|(k, v)| (*k, v.clone())).collect();
+    assert_lake_holds(lake.path(), &before_eleven);
+    let summary = archive(&tansu, lake.path(), &["--until-end"]);
+    assert!(summary.starts_with("readings archived:  4 in "), "{summary}");
+    assert_lake_holds(lake.path(), &all);
+}
+
+/// Two instances on one lake without a group: the second takes every partition over, and the
+/// first, finding its next write refused, writes nothing more and stops saying why; the lake
+/// still holds every reading once.
+#[test]
+fn a_second_instance_takes_over_and_fences_the_first() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    tansu.produce_in_small_batches(5_000, 4);
+    let (expected, _) = topic_readings(&tansu, "weather");
+    let lake = tempfile::tempdir().unwrap();
+    let mut flags = vec!["--max-rows", "500", "-o", lake.path().to_str().unwrap()];
+    flags.extend(testkit::THROTTLE);
+    let first = archive_command(&tansu, &flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while file_count(lake.path()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the first instance published nothing");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = archive_command(&tansu, &flags).arg("--until-end").output().unwrap();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let first = first.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(!first.status.success(), "the first instance stops: {said}");
+    assert!(said.contains("was taken over by another instance") && said.contains("every partition"), "{said}");
+    assert_lake_holds(lake.path(), &expected);
 }

@@ -236,8 +236,9 @@ impl Tansu {
         producer.flush(Duration::from_secs(30)).expect("flushing raw messages");
     }
 
-    /// Sends `(partition, key, value, timestamp in ms)` messages to `topic`, flushed: records
-    /// placed in time and partition by the test, as a replaying or late client would.
+    /// Sends `(partition, key, value, timestamp in ms)` messages to `topic`, each flushed on its
+    /// own (a record batch each: Tansu's memory storage looks times up by batch): records placed
+    /// in time and partition by the test, as a replaying or late client would.
     pub fn send_stamped(&self, topic: &str, messages: &[(i32, &[u8], &[u8], i64)]) {
         let producer: ThreadedProducer<_> =
             kafka::reliable_producer(&self.kafka_args(), &[], rdkafka::producer::DefaultProducerContext)
@@ -245,8 +246,8 @@ impl Tansu {
         for &(partition, key, value, timestamp) in messages {
             let record = BaseRecord::to(topic).partition(partition).key(key).payload(value).timestamp(timestamp);
             producer.send(record).map_err(|(e, _)| e).expect("sending a stamped message");
+            producer.flush(Duration::from_secs(30)).expect("flushing a stamped message");
         }
-        producer.flush(Duration::from_secs(30)).expect("flushing stamped messages");
     }
 
     /// Every message of `topic`, partition by partition, in offset order.

@@ -13,12 +13,12 @@ use testkit::Tansu;
 /// A valid reading of the topic, as the test reads it itself from the raw message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expected {
-    sensor_id: String,
-    record_id: i64,
-    temperature: f64,
-    co_concentration: i64,
-    humidity: i64,
-    event_ms: i64,
+    pub sensor_id: String,
+    pub record_id: i64,
+    pub temperature: f64,
+    pub co_concentration: i64,
+    pub humidity: i64,
+    pub event_ms: i64,
 }
 
 /// The valid readings of `topic` by (partition, offset), and how many records are not valid.
