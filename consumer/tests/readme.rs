@@ -176,7 +176,11 @@ fn the_readme_walkthrough_runs_as_written() {
     );
     let table = std::fs::read_to_string(dir.path().join("weather_report.csv")).unwrap();
     let rows: Vec<&str> = table.lines().skip(1).map(|l| l.strip_prefix("sensor-1,").unwrap()).collect();
-    assert_eq!(rows, String::from_utf8_lossy(&csv).lines().skip(1).collect::<Vec<_>>(), "the report's table is the file");
+    assert_eq!(
+        rows,
+        String::from_utf8_lossy(&csv).lines().skip(1).collect::<Vec<_>>(),
+        "the report's table is the file"
+    );
     let page = std::fs::read_to_string(dir.path().join("weather_report.html")).unwrap();
     assert!(page.contains("<svg") && page.contains("sensor-1"), "the HTML report charts sensor-1");
 
