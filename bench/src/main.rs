@@ -11,6 +11,8 @@
 //!   local disk, from the beginning to the end (beside the consume baseline too);
 //! - replay + PostgreSQL: the same replay also loading every week into a PostgreSQL table
 //!   (`--to-postgres`, a server of its own with durable commits), beside the file-only replay;
+//! - replay + topic: the same replay also publishing every week to a compacted aggregates
+//!   topic (`--to-topic`), beside the file-only replay;
 //! - report: `weather-report` reading as many aggregates (one record per window, as the
 //!   consumer's topic sink writes them) as a table, beside the consume baseline on that topic;
 //!
@@ -147,7 +149,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let partitions = ((cli.readings * 2 * 200) / (5 << 20) + 1).clamp(16, 512) as u32;
         let fresh = || -> anyhow::Result<Broker> {
             let mock: MockCluster<'static, _> = MockCluster::new(1)?;
-            for (topic, count) in topics(partitions) {
+            // The mock broker has no CreateTopics: the sink's topics exist, as an operator
+            // would create them.
+            let sink = [(TO_TOPIC, partitions), (TO_TOPIC_STATE, 1)];
+            for (topic, count) in topics(partitions).into_iter().chain(sink) {
                 mock.create_topic(topic, count as i32, 1)?;
             }
             Ok(Broker::Mock(mock))
@@ -159,6 +164,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The aggregates topic of the "replay + topic" step, and its state topic.
+const TO_TOPIC: &str = "weekly.aggregates";
+const TO_TOPIC_STATE: &str = "weekly.aggregates.state";
 
 /// The topics of a round, with their partition counts: every round runs on a fresh broker,
 /// so that no round sees (or pays for) another's data.
@@ -208,6 +217,7 @@ fn bench_on(
     // loads a table of its own.
     let postgres = testkit::PostgresServer::start_with_fsync(true);
     let to_postgres = dir.path().join("to_postgres.csv");
+    let to_topic_output = dir.path().join("to_topic.csv");
     let mut rounds: Vec<Vec<Measured>> = Vec::new();
     for round in 0..cli.rounds {
         let server = fresh()?;
@@ -292,6 +302,19 @@ fn bench_on(
             Measured { data_seconds: n as f64 / reported_rate(&to_table.stdout, "readings consumed:")?, ..to_table };
         let rows = postgres.query(&format!("SELECT count(*) FROM {table}"));
         ensure!(rows == [[Some(weeks.to_string())]], "the table holds {rows:?} rows, not {weeks}");
+        let mut publishing = Command::new(sibling("weather-consumer")?);
+        publishing
+            .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
+            .args(["--sensor-column", "--from-beginning", "--until-end", "--to-topic", TO_TOPIC, "-o"])
+            .arg(&to_topic_output);
+        let to_topic = measure("replay + topic", n, &mut publishing)?;
+        ensure!(
+            to_topic.stdout.contains(&format!("({} sent)", counted(weeks, "window"))),
+            "the replay + topic sent:\n{}",
+            to_topic.stdout
+        );
+        let to_topic =
+            Measured { data_seconds: n as f64 / reported_rate(&to_topic.stdout, "readings consumed:")?, ..to_topic };
         publish_aggregates(bootstrap, "aggregates", n, cli.sensors)?;
         let report_baseline =
             measure("consume aggregates", n, Command::new(&me).args(["consume-baseline", bootstrap, "aggregates"]))?;
@@ -308,7 +331,8 @@ fn bench_on(
             Measured { data_seconds: n as f64 / reported_rate(&report.stdout, "read `aggregates`")?, ..report };
         println!(
             "{broker}, round {}/{}: producer {:.2}x, replay {:.2}x, archive {:.2}x, report {:.2}x its baseline \
-             (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + postgres {:.2}x the replay",
+             (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + postgres {:.2}x, replay + topic {:.2}x \
+             the replay",
             rounds.len() + 1,
             cli.rounds,
             producer.rate() / produce_baseline.rate(),
@@ -318,7 +342,8 @@ fn bench_on(
             replay.peak_rss_kib as f64 / 1024.0,
             archive.peak_rss_kib as f64 / 1024.0,
             files_written(&archive.stdout)?,
-            to_table.rate() / replay.rate()
+            to_table.rate() / replay.rate(),
+            to_topic.rate() / replay.rate()
         );
         rounds.push(vec![
             produce_baseline,
@@ -327,6 +352,7 @@ fn bench_on(
             replay,
             archive,
             to_table,
+            to_topic,
             report_baseline,
             report,
         ]);
@@ -335,10 +361,11 @@ fn bench_on(
         .into_iter()
         .reduce(|a, b| a.into_iter().zip(b).map(|(a, b)| best(a, b)).collect())
         .expect("at least one round");
-    let Ok([produce_baseline, producer, consume_baseline, replay, archive, to_table, report_baseline, report]) =
-        <[Measured; 8]>::try_from(best_of)
+    let Ok(
+        [produce_baseline, producer, consume_baseline, replay, archive, to_table, to_topic, report_baseline, report],
+    ) = <[Measured; 9]>::try_from(best_of)
     else {
-        unreachable!("every round measures eight steps")
+        unreachable!("every round measures nine steps")
     };
 
     println!("\n{broker}, {partitions} partitions, best of {} round(s)", cli.rounds);
@@ -353,6 +380,7 @@ fn bench_on(
         (&replay, Some(&consume_baseline)),
         (&archive, Some(&consume_baseline)),
         (&to_table, Some(&replay)),
+        (&to_topic, Some(&replay)),
         (&report_baseline, None),
         (&report, Some(&report_baseline)),
     ];
@@ -377,6 +405,8 @@ fn bench_on(
             "archive (disk)" | "report" => None,
             // Against the file-only replay: the table's rows cost PostgreSQL's own work.
             "replay + postgres" => Some(0.5),
+            // Against the file-only replay: the same replay, plus one record per week.
+            "replay + topic" => Some(0.8),
             _ => Some(0.8),
         };
         if let (Some(ratio), Some(target)) = (ratio, target) {

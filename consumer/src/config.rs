@@ -13,6 +13,7 @@ use weather_common::s3::S3Args;
 use crate::rules::Rules;
 use crate::sink::postgres::PostgresTarget;
 use crate::sink::s3::S3Target;
+use crate::sink::topic::TopicTarget;
 use crate::sink::Format;
 use crate::units::Unit;
 use crate::window::WindowSize;
@@ -161,8 +162,13 @@ pub struct Cli {
     #[arg(long, env = "WEATHER_POSTGRES_TABLE", value_name = "NAME", default_value = crate::sink::postgres::DEFAULT_TABLE)]
     pub postgres_table: String,
 
-    /// Write no output file: the table (--to-postgres) is the only output, and keeps the open
-    /// windows itself.
+    /// Also publish every window to this Kafka topic, compacted, keyed by window (created if
+    /// missing, with the source topic's partition count); its progress lives in NAME.state.
+    #[arg(long, env = "WEATHER_TO_TOPIC", value_name = "NAME")]
+    pub to_topic: Option<String>,
+
+    /// Write no output file: the table (--to-postgres, --to-topic) is the only output, and keeps
+    /// the open windows itself.
     #[arg(long, env = "WEATHER_NO_FILE")]
     pub no_file: bool,
 }
@@ -195,6 +201,8 @@ pub struct Settings {
     /// False with --no-file: the windows go to the tables only.
     pub file: bool,
     pub postgres: Option<PostgresTarget>,
+    /// The aggregates topic (`--to-topic`).
+    pub topic_sink: Option<TopicTarget>,
 }
 
 impl Cli {
@@ -203,8 +211,10 @@ impl Cli {
         let v2 = self.preset == Some(Preset::V2);
         let rules = self.rules(v2);
         if self.no_file {
-            if self.to_postgres.is_none() {
-                return Err(invalid("--no-file needs a table to write to: give --to-postgres".to_string()));
+            if self.to_postgres.is_none() && self.to_topic.is_none() {
+                return Err(invalid(
+                    "--no-file needs a table to write to: give --to-postgres or --to-topic".to_string(),
+                ));
             }
             for (flag, given) in [("--output", self.output.is_some()), ("--s3-bucket", self.s3.s3_bucket.is_some())] {
                 if given {
@@ -226,15 +236,20 @@ impl Cli {
             None => None,
         };
         let s3 = self.s3_target(v2 && !self.no_file, &output)?;
-        let group = match (self.group.take(), &postgres) {
-            (Some(group), _) => group,
-            (None, Some(target)) if self.no_file => rules.table_group(&target.table, &target.address),
-            (None, _) => rules.default_group(&output),
-        };
         let dead_letter_topic = self.dead_letter_topic.take().unwrap_or_else(|| format!("{}.dlq", rules.topic));
         if dead_letter_topic == rules.topic {
             return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
         }
+        let topic_sink = match self.to_topic.take() {
+            Some(name) => Some(TopicTarget::parse(&name, &[&rules.topic, &dead_letter_topic]).map_err(invalid)?),
+            None => None,
+        };
+        let group = match (self.group.take(), &postgres, &topic_sink) {
+            (Some(group), _, _) => group,
+            (None, Some(target), _) if self.no_file => rules.table_group(&target.table, &target.address),
+            (None, None, Some(target)) if self.no_file => rules.topic_group(&target.topic),
+            (None, _, _) => rules.default_group(&output),
+        };
         Ok(Settings {
             start: match (self.start.take(), self.from_beginning || v2) {
                 (Some(start), _) => start,
@@ -260,6 +275,7 @@ impl Cli {
             allow_data_loss: self.allow_data_loss,
             file: !self.no_file,
             postgres,
+            topic_sink,
         })
     }
 
@@ -390,7 +406,11 @@ mod tests {
             (&["--start", "earliest", "--from-beginning"], "--from-beginning"),
             (&["--until", "time:noon"], "--until"),
             (&["--until", "end", "--until-end"], "--until-end"),
-            (&["--no-file"], "--to-postgres"),
+            (&["--no-file"], "--to-postgres or --to-topic"),
+            (&["--to-topic", "weather"], "--to-topic: `weather` is the topic read"),
+            (&["--to-topic", "weather.dlq"], "--to-topic: `weather.dlq`"),
+            (&["--to-topic", "a b"], "--to-topic: `a b` is not a Kafka topic name"),
+            (&["--to-topic", "aggregates", "--no-file", "--s3-bucket", "bucket"], "--s3-bucket"),
             (&["--to-postgres", "postgres://w:secret@127.0.0.1/w"], "--to-postgres: the URL carries a password"),
             (&["--to-postgres", "postgres://w@127.0.0.1/w", "--postgres-table", "Aggregates"], "--postgres-table"),
             (&["--to-postgres", "postgres://w@127.0.0.1/w", "--no-file", "-o", "x.csv"], "--output"),

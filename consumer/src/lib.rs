@@ -3,7 +3,7 @@
 //! - [`window`]: pure; readings in, finished window summaries out, by `record_id`.
 //! - [`units`]: °C/°F and exact rounding (ties to even).
 //! - [`sink`]: TXT and CSV row formats, the durable output file, S3, and the window tables
-//!   (PostgreSQL) with the seam they share.
+//!   (PostgreSQL, the aggregates topic) with the seam they share.
 //! - [`checkpoint`]: ties the output file to Kafka offsets so a crash loses and doubles nothing.
 //! - [`start`]: the plan a `--start` / `--until` makes for an output, `--dry-run`.
 //! - [`open`]: a run's start: the plan, the checkpoint it resumes or rolls back, the output.

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::pipeline::{Pipeline, Writer};
 use crate::sink::postgres::Postgres;
 use crate::sink::table::{self, Joining, Table, TableState, WindowTable};
+use crate::sink::topic::TopicTable;
 use crate::sink::{self, file::OutputFile};
 use crate::start::{self, Origin, Plan};
 use crate::window::Windows;
@@ -210,6 +211,14 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
             Postgres::open(target, &settings.group, &settings.rules.topic, window, unit, rebuild, runtime.clone())?;
         sinks.push(Box::new(table));
     }
+    if let Some(target) = &settings.topic_sink {
+        let (window, unit) = (settings.rules.window, settings.rules.unit);
+        let (group, source) = (&settings.group, &settings.rules.topic);
+        let table = TopicTable::open(&settings.kafka, target, group, source, window, unit, rebuild, stop, runtime)?;
+        sinks.push(Box::new(table));
+    }
+    // Without a file the last table is the reference: the tables commit in order, so after a
+    // crash it is the one furthest behind, and the others join it as they would join a file.
     let prepared = prepare(&settings, stop, sinks.last().map(|s| s.state()))?;
     let output = match settings.file {
         true => settings.output.display().to_string(),
@@ -257,14 +266,18 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
     };
     let new_windows = Windows::new(settings.rules.window);
     let mut tables = Vec::new();
-    for mut sink in sinks {
-        let joining = match settings.file {
+    let reference = match settings.file {
+        true => settings.output.display().to_string(),
+        false => output.clone(),
+    };
+    let last = sinks.len().saturating_sub(1);
+    for (i, mut sink) in sinks.into_iter().enumerate() {
+        let joining = match settings.file || i < last {
             true => table::join(sink.state(), &resume, fresh, rebuild).map_err(|why| {
                 anyhow::anyhow!(
-                    "{} cannot follow {}: {why}. Rebuild both with --from-beginning, or give the output another \
-                     --postgres-table",
+                    "{} cannot follow {reference}: {why}. Rebuild both with --from-beginning, or write the table \
+                     elsewhere (another --postgres-table or --to-topic)",
                     sink.name(),
-                    settings.output.display()
                 )
             })?,
             false if fresh => Joining::Rebuild,

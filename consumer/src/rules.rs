@@ -50,6 +50,12 @@ impl Rules {
     pub fn table_group(&self, table: &str, address: &str) -> String {
         format!("weather-consumer-{}-{}-postgres:{address}/{table}", self.window.label(), self.unit.name())
     }
+
+    /// The consumer group of an aggregates topic that is the only output (`--no-file
+    /// --to-topic`): derived from what the consumer computes and from the topic.
+    pub fn topic_group(&self, topic: &str) -> String {
+        format!("weather-consumer-{}-{}-topic:{topic}", self.window.label(), self.unit.name())
+    }
 }
 
 /// `path` made absolute, its directory with symbolic links resolved where it exists, so that

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
+use weather_common::aggregate::{Aggregate, WindowKey};
 use weather_common::Reading;
 
 use crate::units::Unit;
@@ -93,6 +94,22 @@ impl WindowSummary {
             temperature_tenths: unit.mean_tenths(self.temperature_tenths, self.readings),
             co_concentration: mean(self.co_concentration),
             humidity: mean(self.humidity),
+        }
+    }
+
+    /// The window as a record of the aggregates topic (`--to-topic`), its numbers as the CSV
+    /// row has them.
+    pub fn aggregate(&self, size: WindowSize, unit: Unit) -> Aggregate {
+        let a = self.averages(unit);
+        Aggregate {
+            key: WindowKey { sensor_id: self.sensor_id.clone(), window_days: size.get(), window_id: self.window_id },
+            unit,
+            avg_temp: crate::units::Tenths(a.temperature_tenths),
+            avg_co: a.co_concentration,
+            avg_humidity: a.humidity,
+            readings: self.readings,
+            first_record_id: self.first_record_id,
+            last_record_id: self.last_record_id,
         }
     }
 }

@@ -159,6 +159,8 @@ fn names_agree_across_services() {
     assert_eq!(env(v2, "WEATHER_POSTGRES_URL"), Some(format!("postgres://{user}@postgres:5432/{database}")));
     assert_eq!(env(v2, "PGPASSWORD"), env(postgres, "POSTGRES_PASSWORD"), "consumer-v2 signs in with the password");
     assert!(!v2["depends_on"]["postgres"].is_badvalue(), "consumer-v2 waits for PostgreSQL");
+    let aggregates = env(v2, "WEATHER_TO_TOPIC").expect("consumer-v2 publishes its windows to a topic");
+    assert_eq!(env(&all["report"], "WEATHER_AGGREGATES_TOPIC"), Some(aggregates), "the report reads that topic");
 }
 
 /// Every image, and every base image of the Dockerfile, is pinned to a version.

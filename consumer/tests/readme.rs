@@ -40,7 +40,7 @@ fn run_walkthrough(dir: &Path, steps: &BTreeMap<u32, Vec<String>>) -> BTreeMap<u
         }
     }
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_weather-consumer")).parent().unwrap().to_path_buf();
-    for binary in ["weather-producer", "weather-archive"] {
+    for binary in ["weather-producer", "weather-archive", "weather-report"] {
         assert!(
             bin_dir.join(binary).exists(),
             "{} has no {binary}: build the workspace first (cargo build --workspace)",
@@ -84,12 +84,13 @@ fn assert_has(output: &str, needles: &[&str], step: u32) {
 
 /// The README's walkthrough, every command as written: the sensor's readings, version 1 from
 /// the beginning, the lag while it is down and its catch-up, version 2's dry run, replay and
-/// upload, a replay from a point in time that keeps the weeks before it, the lake archive as
-/// DuckDB reads it, and the stack's end.
+/// upload, its table and its aggregates topic, the report of that topic, a replay from a point
+/// in time that keeps the weeks before it, the lake archive as DuckDB reads it, and the stack's
+/// end.
 #[test]
 fn the_readme_walkthrough_runs_as_written() {
     let steps = walkthrough_steps();
-    assert_eq!(steps.keys().copied().collect::<Vec<_>>(), (0..=7).collect::<Vec<_>>());
+    assert_eq!(steps.keys().copied().collect::<Vec<_>>(), (0..=8).collect::<Vec<_>>());
     // A checkout of its own: `scripts/` as in the repo, the stack's data and outputs here.
     let dir = tempfile::tempdir().unwrap();
     // PostgreSQL's cluster lives under it and runs as the `postgres` user when the test runs
@@ -159,9 +160,33 @@ fn the_readme_walkthrough_runs_as_written() {
     let file: Vec<String> = String::from_utf8_lossy(&csv).lines().skip(1).take(3).map(str::to_string).collect();
     assert_eq!(table, file, "{v2}");
 
+    assert_has(v2, &["table:              topic `weather.aggregates` (idempotent writes) (209 windows sent)"], 4);
+
+    // The report of the topic: 209 weeks of sensor-1, none missing, the table as the file's rows.
+    let report = &out[&5];
+    assert_has(
+        report,
+        &[
+            "read `weather.aggregates`: 209 records from 3 partitions",
+            "table: 209 windows",
+            "sensor-1      209      1    209        0",
+            "$ head -n 3 weather_report.csv\nsensor_id,week_id,avg_temp,avg_co,avg_humidity\nsensor-1,1,",
+        ],
+        5,
+    );
+    let table = std::fs::read_to_string(dir.path().join("weather_report.csv")).unwrap();
+    let rows: Vec<&str> = table.lines().skip(1).map(|l| l.strip_prefix("sensor-1,").unwrap()).collect();
+    assert_eq!(
+        rows,
+        String::from_utf8_lossy(&csv).lines().skip(1).collect::<Vec<_>>(),
+        "the report's table is the file"
+    );
+    let page = std::fs::read_to_string(dir.path().join("weather_report.html")).unwrap();
+    assert!(page.contains("<svg") && page.contains("sensor-1"), "the HTML report charts sensor-1");
+
     // The fourth year again: the weeks of the first three years are kept.
-    let replay = &out[&5];
-    assert_has(replay, &["rolled back from ", "kept 1-"], 5);
+    let replay = &out[&6];
+    assert_has(replay, &["rolled back from ", "kept 1-"], 6);
     let kept: u64 = replay.split("kept 1-").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
     assert!(
         (140..=157).contains(&kept),
@@ -169,13 +194,13 @@ fn the_readme_walkthrough_runs_as_written() {
     );
     assert_eq!(std::fs::read(dir.path().join("weather_aggregation.csv")).unwrap(), csv, "recomputed the same");
     // The lake: 1,465 readings, all of this hour or the last few, each once.
-    let lake = &out[&6];
-    assert_has(lake, &["readings archived:  1,465 ", "files written:      ", "readings rejected:  0", "avg_temp"], 6);
+    let lake = &out[&7];
+    assert_has(lake, &["readings archived:  1,465 ", "files written:      ", "readings rejected:  0", "avg_temp"], 7);
     let counted: u64 = lake
         .lines()
         .filter(|l| l.starts_with("│ 20"))
         .map(|l| l.split('│').nth(3).unwrap().trim().parse::<u64>().unwrap())
         .sum();
     assert_eq!(counted, 1_465, "DuckDB counts every reading once:\n{lake}");
-    assert_has(&out[&7], &["stopped tansu", "stopped s3s-fs", "stopped postgres"], 7);
+    assert_has(&out[&8], &["stopped tansu", "stopped s3s-fs", "stopped postgres"], 8);
 }

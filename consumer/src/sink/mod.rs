@@ -1,12 +1,14 @@
 //! Where finished windows go: row formats that turn a window into bytes ([`txt`], [`csv`]),
 //! the local output file that tracks its durable length ([`file`]), the S3 copy ([`s3`]), and
-//! the window tables ([`table`], the seam they share; [`postgres`]).
+//! the window tables ([`table`], the seam they share; [`postgres`], the warehouse table;
+//! [`topic`], the aggregates topic).
 
 pub mod csv;
 pub mod file;
 pub mod postgres;
 pub mod s3;
 pub mod table;
+pub mod topic;
 pub mod txt;
 
 use crate::rules::Rules;

@@ -1,7 +1,7 @@
 //! Window tables: outputs that keep one row per window (a PostgreSQL table, a compacted topic)
 //! and make their rows durable together with their own progress, in one transaction. This is
 //! the seam between the consumer's loop and each of them; what is specific to one lives in its
-//! own module ([`super::postgres`]).
+//! own module ([`super::postgres`], [`super::topic`]).
 //!
 //! The order that makes a table hold every window once, beside the file or alone: at each
 //! checkpoint every table commits first (its new rows and its offsets, all or nothing), and the

@@ -1,0 +1,371 @@
+//! The aggregates topic (`--to-topic`) on a real broker (Tansu 0.6, which has no EndTxn: the
+//! sink falls back to idempotent writes), read as a table by `weather-report`, an independent
+//! reader: it equals the CSV file row for row, a SIGKILL at any moment changes nothing in it,
+//! with the file or alone, a replay under other rules adds its keys, a rebuild rewrites the
+//! same values, and a partial window is overwritten once it completes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::{Rng, SeedableRng};
+use testkit::Tansu;
+use weather_common::kafka;
+
+const PARTITIONS: u32 = 4;
+/// The crash test's readings: 8 sensors of 12,500 days, 100,000 in all.
+const DAYS: u64 = 12_500;
+const SENSORS: u32 = 8;
+const TOPIC: &str = "weather.aggregates";
+const HEADER: &str = "sensor_id,week_id,avg_temp,avg_co,avg_humidity";
+
+/// The consumer binary with weekly °F CSV rules (unless `args` give a --window), a bounded run;
+/// stdout to `log`, stderr to `log.err`.
+fn consumer(tansu: &Tansu, args: &[&str], log: &Path) -> Child {
+    let rules: &[&str] = if args.contains(&"--window") { &[] } else { &["--window", "week", "--unit", "fahrenheit"] };
+    Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["-b", &tansu.bootstrap(), "--format", "csv"])
+        .args(rules)
+        .args(["--sensor-column", "--until-end", "--checkpoint-interval", "0.05", "--connect-timeout", "20"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(File::create(log).unwrap())
+        .stderr(File::create(err_path(log)).unwrap())
+        .spawn()
+        .expect("starting weather-consumer")
+}
+
+fn err_path(log: &Path) -> std::path::PathBuf {
+    let mut err = log.as_os_str().to_owned();
+    err.push(".err");
+    err.into()
+}
+
+/// Runs the consumer to its end, successfully; its summary and its log.
+fn run_consumer(tansu: &Tansu, args: &[&str], log: &Path) -> (String, String) {
+    let status = consumer(tansu, args, log).wait().unwrap();
+    let summary = std::fs::read_to_string(log).unwrap();
+    let stderr = std::fs::read_to_string(err_path(log)).unwrap_or_default();
+    assert!(status.success(), "{args:?} failed ({status}):\n{summary}\n{stderr}");
+    (summary, stderr)
+}
+
+/// The rows of a consumer's CSV with a sensor column, sorted by sensor and window: the order
+/// of the report's CSV.
+fn file_rows(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(HEADER));
+    let mut rows: Vec<String> = lines.map(str::to_string).collect();
+    rows.sort_by_key(|row| key_of(row));
+    rows
+}
+
+fn key_of(row: &str) -> (String, u64) {
+    let mut fields = row.split(',');
+    let sensor = fields.next().unwrap().to_string();
+    (sensor, fields.next().unwrap().parse().unwrap())
+}
+
+/// `weather-report` on `topic` (in-process, as its command line would run it), with the
+/// table written as CSV: its rows (header checked) and its printed report.
+fn report_rows(tansu: &Tansu, topic: &str, extra: &[&str]) -> (Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("table.csv");
+    let bootstrap = tansu.bootstrap();
+    let argv = ["weather-report", "-b", &bootstrap, "-t", topic, "--quiet", "--csv", csv.to_str().unwrap()];
+    let cli = weather_report::Cli::try_parse_from(argv.iter().chain(extra)).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime.block_on(weather_report::run(cli, std::future::pending())).unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!([HEADER, &HEADER.replace("week", "month")].contains(&header), "{header}");
+    (lines.map(str::to_string).collect(), report.to_string())
+}
+
+/// The table as the report reads it, by window, when the topic holds anything yet.
+fn table(tansu: &Tansu, topic: &str) -> BTreeMap<(String, u64), String> {
+    if !tansu.topic_exists(topic) || tansu.read_all(topic).is_empty() {
+        return BTreeMap::new();
+    }
+    report_rows(tansu, topic, &[]).0.into_iter().map(|row| (key_of(&row), row)).collect()
+}
+
+/// Sum of the high watermarks of `topic`: it grows with every record written. (Seeing
+/// everything: on Tansu the sink's transaction probe stays open in the state topic, and a
+/// read_committed look-up answers the beginning as the end.)
+fn written(tansu: &Tansu, topic: &str) -> i64 {
+    let args = tansu.kafka_args();
+    let client = kafka::metadata_client_seeing_everything(&args).unwrap();
+    match kafka::topic_partitions(&client, topic, Duration::from_secs(10)).unwrap() {
+        None => 0,
+        Some(partitions) => kafka::watermarks(&client, topic, &partitions).unwrap().values().map(|&(_, h)| h).sum(),
+    }
+}
+
+/// The topic read as a table equals the CSV file byte for byte per row, each window written
+/// once in the log (nothing crashed); the topic is created compacted, with the source topic's
+/// partition count. The same with the topic as the only output.
+fn topic_equals_the_csv(sensors: u32, days: u64) {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", PARTITIONS);
+    tansu.produce_in_small_batches(days, sensors);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("weekly.csv");
+    let (summary, stderr) =
+        run_consumer(&tansu, &["-o", csv.to_str().unwrap(), "--to-topic", TOPIC], &dir.path().join("run.log"));
+    let expected = file_rows(&csv);
+    assert_eq!(expected.len() as u64, u64::from(sensors) * (days / 7));
+    let (rows, printed) = report_rows(&tansu, TOPIC, &[]);
+    assert_eq!(rows, expected, "the topic as a table, row for row");
+    if sensors == 1 {
+        let file = std::fs::read_to_string(&csv).unwrap();
+        let table = format!("{HEADER}\n{}\n", rows.join("\n"));
+        assert!(file == table, "one sensor: the report's CSV is the file, byte for byte");
+    }
+    assert!(printed.contains("bad records skipped: 0"), "{printed}");
+    let line = format!("table:              topic `{TOPIC}` (idempotent writes) ({} windows sent)", expected.len());
+    assert!(summary.contains(&line), "{summary}");
+    assert!(stderr.contains("does not commit transactions (no EndTxn)"), "{stderr}");
+    let created = format!("created `{TOPIC}` ({PARTITIONS} partitions, cleanup.policy=compact)");
+    assert!(stderr.contains(&created), "{stderr}");
+    let log = tansu.read_all(TOPIC);
+    assert_eq!(log.len(), expected.len(), "each window once in the log");
+    assert!(log.iter().all(|r| r.partition < PARTITIONS as i32));
+
+    let (summary, _) =
+        run_consumer(&tansu, &["--no-file", "--to-topic", "alone", "-g", "alone"], &dir.path().join("alone.log"));
+    assert!(summary.contains("output:             no file"), "{summary}");
+    assert_eq!(report_rows(&tansu, "alone", &[]).0, expected, "the topic alone");
+}
+
+#[test]
+fn topic_equals_the_csv_with_one_sensor() {
+    topic_equals_the_csv(1, 1000);
+}
+
+#[test]
+fn topic_equals_the_csv_with_eight_sensors() {
+    topic_equals_the_csv(8, 700);
+}
+
+/// SIGKILL at `kills` random moments of a 100,000-reading replay into the topic (and the file,
+/// unless `--no-file` is in `extra`), restarting with the same flags. After each kill the topic
+/// read as a table holds only windows of the uninterrupted run, with its values; at the end it
+/// holds exactly the uninterrupted run's table, and so does the file.
+fn sigkill_scenario(extra: &[&str], kills: u32) {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", PARTITIONS);
+    tansu.produce_in_small_batches(DAYS, SENSORS);
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference.csv");
+    run_consumer(&tansu, &["-o", reference.to_str().unwrap(), "-g", "reference"], &dir.path().join("reference.log"));
+    let expected: BTreeMap<(String, u64), String> =
+        file_rows(&reference).into_iter().map(|row| (key_of(&row), row)).collect();
+    assert_eq!(expected.len() as u64, u64::from(SENSORS) * (DAYS / 7));
+
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    println!("kill moments from CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let crashed = dir.path().join("crashed.csv");
+    let mut flags = vec!["-g", "crashed", "--to-topic", TOPIC];
+    flags.extend(extra);
+    if !extra.contains(&"--no-file") {
+        flags.extend(["-o", crashed.to_str().unwrap()]);
+    }
+    flags.extend(testkit::THROTTLE);
+    let state_topic = format!("{TOPIC}.state");
+    for kill in 0..kills {
+        let context = format!("after kill {}, CRASH_SEED={seed}", kill + 1);
+        let before = written(&tansu, &state_topic);
+        let log = dir.path().join(format!("run-{kill}.log"));
+        let mut child = consumer(&tansu, &flags, &log);
+        if kill % 4 == 3 {
+            // Now and then during start-up: creating the topics, the probe, reading the state.
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        } else {
+            // Otherwise at a random moment after this run committed progress of its own.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while written(&tansu, &state_topic) <= before + 1 {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let stderr = std::fs::read_to_string(err_path(&log)).unwrap_or_default();
+                    panic!("the replay ended ({status}) after only {kill} kills:\n{stderr}");
+                }
+                assert!(Instant::now() < deadline, "no commit within 60 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kill} kills: make it longer");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{context}: the killed run had printed its summary");
+        for (key, row) in table(&tansu, TOPIC) {
+            assert_eq!(expected.get(&key), Some(&row), "{context}: a window the uninterrupted run has not");
+        }
+    }
+    let (summary, _) = run_consumer(&tansu, &flags, &dir.path().join("final.log"));
+    let context = format!("after {kills} kills, CRASH_SEED={seed}");
+    assert!(summary.contains("readings rejected:  0"), "{context}:\n{summary}");
+    let table = table(&tansu, TOPIC);
+    assert_eq!(table.len(), expected.len(), "{context}: windows in the table");
+    assert!(table == expected, "{context}: the table differs from the uninterrupted run's");
+    if !extra.contains(&"--no-file") {
+        let file: BTreeMap<(String, u64), String> =
+            file_rows(&crashed).into_iter().map(|row| (key_of(&row), row)).collect();
+        assert!(file == expected, "{context}: the file differs from the uninterrupted run's");
+    }
+}
+
+/// 20 random SIGKILLs during a 100,000-reading replay into the topic beside the file change
+/// nothing in the table, nor in the file.
+#[test]
+fn sigkill_at_random_moments_changes_nothing_in_the_topic() {
+    sigkill_scenario(&[], 20);
+}
+
+/// The same with the topic as the only output: its open windows live in its state record.
+#[test]
+fn sigkill_with_the_topic_alone_changes_nothing() {
+    sigkill_scenario(&["--no-file"], 8);
+}
+
+/// A replay under other rules (monthly, from the beginning) adds its keys and leaves the weekly
+/// ones as they are; a rebuild under the same rules rewrites the same keys with the same values;
+/// a partial window (`--emit-partial`) is overwritten once a rebuild completes it.
+#[test]
+fn replays_add_keys_and_rebuilds_rewrite_them() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 2);
+    tansu.produce_in_small_batches(100, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let weekly = dir.path().join("weekly.csv");
+    let args = ["-o", weekly.to_str().unwrap(), "--to-topic", TOPIC, "--emit-partial"];
+    run_consumer(&tansu, &args, &dir.path().join("weekly.log"));
+    let only_weeks = ["--window-days", "7"];
+    let (first, _) = report_rows(&tansu, TOPIC, &only_weeks);
+    assert_eq!(first, file_rows(&weekly));
+    // 100 days: 14 weeks and 2 days of week 15, partial.
+    let partial = first.iter().find(|r| r.starts_with("sensor-1,15,")).expect("the partial week 15").clone();
+    let records = tansu.read_all(TOPIC).len();
+
+    let monthly = dir.path().join("monthly.csv");
+    let args = ["-o", monthly.to_str().unwrap(), "--to-topic", TOPIC, "--window", "month", "--from-beginning"];
+    run_consumer(&tansu, &args, &dir.path().join("monthly.log"));
+    assert_eq!(report_rows(&tansu, TOPIC, &only_weeks).0, first, "the weekly keys are untouched");
+    let months = report_rows(&tansu, TOPIC, &["--window-days", "30"]).0;
+    assert_eq!(months.len(), 2 * 3, "three complete months per sensor");
+    assert_eq!(tansu.read_all(TOPIC).len(), records + months.len(), "the monthly keys added");
+
+    // More readings complete week 15; the weekly rebuild writes it whole, over its partial value.
+    tansu.produce_in_small_batches(5, 2);
+    let args = ["-o", weekly.to_str().unwrap(), "--to-topic", TOPIC, "--from-beginning"];
+    run_consumer(&tansu, &args, &dir.path().join("rebuild.log"));
+    let (rebuilt, _) = report_rows(&tansu, TOPIC, &only_weeks);
+    assert_eq!(rebuilt, file_rows(&weekly), "the table is the rebuilt file");
+    let complete = rebuilt.iter().find(|r| r.starts_with("sensor-1,15,")).unwrap();
+    assert_ne!(complete, &partial, "week 15 was overwritten once complete");
+    let same: Vec<&String> = first.iter().filter(|r| key_of(r).1 < 15).collect();
+    assert!(same.iter().all(|r| rebuilt.contains(r)), "the rebuild rewrote the same values");
+}
+
+/// An existing topic that is not compacted is used, with a warning that names the setting;
+/// a topic that holds another rule set's progress under this group is refused without a rebuild.
+#[test]
+fn an_existing_topic_that_is_not_compacted_is_warned_about() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    tansu.create_topic(TOPIC, 1);
+    tansu.produce_in_small_batches(30, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let (_, stderr) =
+        run_consumer(&tansu, &["-o", out.to_str().unwrap(), "--to-topic", TOPIC], &dir.path().join("run.log"));
+    assert!(stderr.contains(&format!("`{TOPIC}` exists with cleanup.policy=")), "{stderr}");
+    assert!(stderr.contains("set cleanup.policy=compact"), "{stderr}");
+    assert_eq!(report_rows(&tansu, TOPIC, &[]).0, file_rows(&out));
+
+    // One group, other rules: refused, naming the rules the topic holds, and nothing written.
+    let (celsius, fahrenheit) = (dir.path().join("c.csv"), dir.path().join("f.csv"));
+    let args = ["-o", celsius.to_str().unwrap(), "--to-topic", TOPIC, "-g", "mine", "--window", "week"];
+    run_consumer(&tansu, &[&args[..], &["--unit", "celsius"]].concat(), &dir.path().join("celsius.log"));
+    let before = tansu.read_all(TOPIC).len();
+    let log = dir.path().join("other.log");
+    let args = ["-o", fahrenheit.to_str().unwrap(), "--to-topic", TOPIC, "-g", "mine", "--window", "week"];
+    let status = consumer(&tansu, &[&args[..], &["--unit", "fahrenheit"]].concat(), &log).wait().unwrap();
+    let stderr = std::fs::read_to_string(err_path(&log)).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("computed with 7-day windows in celsius"), "{stderr}");
+    assert!(stderr.contains("--from-beginning"), "{stderr}");
+    assert_eq!(tansu.read_all(TOPIC).len(), before);
+}
+
+/// On a broker that commits transactions (librdkafka's mock cluster, as Apache Kafka does),
+/// the sink writes in transactions: a run says so, and after SIGKILLs mid-run the committed
+/// log, as a `read_committed` reader sees it, holds every window of the uninterrupted run
+/// exactly once: the killed runs' open transactions were aborted, not left behind.
+#[test]
+fn with_transactions_the_committed_log_holds_each_window_once() {
+    let mock: rdkafka::mocking::MockCluster<'static, _> = rdkafka::mocking::MockCluster::new(1).unwrap();
+    // The mock cluster has no CreateTopics: the topics exist, as an operator would create them.
+    for (topic, partitions) in [("weather", 2), (TOPIC, 2), ("weather.aggregates.state", 1)] {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    let bootstrap = mock.bootstrap_servers();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", "3000", "--sensors", "4", "--quiet"];
+    let config =
+        weather_producer::Config::try_parse_from(argv.iter().chain(&["--seed", "3", "-X", "linger.ms=5"])).unwrap();
+    assert_eq!(runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap().acknowledged, 12_000);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], log: &Path| -> Child {
+        Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["-b", &bootstrap, "--format", "csv", "--window", "week", "--unit", "fahrenheit"])
+            .args(["--sensor-column", "--until-end", "--checkpoint-interval", "0.05", "--connect-timeout", "20"])
+            .args(args)
+            .args(testkit::THROTTLE)
+            .env("RUST_LOG", "info")
+            .stdout(File::create(log).unwrap())
+            .stderr(File::create(err_path(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let reference = dir.path().join("reference.csv");
+    assert!(run(&["-o", reference.to_str().unwrap(), "-g", "reference"], &dir.path().join("r.log"))
+        .wait()
+        .unwrap()
+        .success());
+    let expected = file_rows(&reference);
+    assert_eq!(expected.len(), 4 * (3000 / 7));
+
+    let out = dir.path().join("out.csv");
+    let args = ["-o", out.to_str().unwrap(), "--to-topic", TOPIC];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for kill in 0..3 {
+        let log = dir.path().join(format!("kill-{kill}.log"));
+        let mut child = run(&args, &log);
+        std::thread::sleep(Duration::from_millis(rng.random_range(1000..2500)));
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before kill {kill}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let log = dir.path().join("final.log");
+    let status = run(&args, &log).wait().unwrap();
+    let (summary, stderr) = (std::fs::read_to_string(&log).unwrap(), std::fs::read_to_string(err_path(&log)).unwrap());
+    assert!(status.success(), "{summary}\n{stderr}");
+    assert!(summary.contains(&format!("topic `{TOPIC}` (transactions)")), "{summary}");
+    assert_eq!(file_rows(&out), expected, "the file");
+
+    let argv = ["weather-report", "-b", &bootstrap, "-t", TOPIC, "--quiet"];
+    let csv = dir.path().join("table.csv");
+    let cli = weather_report::Cli::try_parse_from(argv.iter().chain(&["--csv", csv.to_str().unwrap()])).unwrap();
+    let report = runtime.block_on(weather_report::run(cli, std::future::pending())).unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().skip(1).map(str::to_string).collect::<Vec<_>>(), expected, "the table");
+    assert_eq!(report.read.records, expected.len() as u64, "committed records: each window once\n{report}");
+    assert_eq!(report.overwritten, 0, "{report}");
+}
