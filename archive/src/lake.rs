@@ -14,8 +14,8 @@ use weather_common::source::{start_offsets, TopicView};
 use crate::layout::Layout;
 use crate::member::Rebalance;
 use crate::roll::FileIndex;
-use crate::state::Lease;
-use crate::store::{is_leftover, Store};
+use crate::state::{Lease, StateError};
+use crate::store::{is_leftover, Store, StoreError};
 
 /// A partition this instance now writes.
 pub struct Taken {
@@ -141,18 +141,48 @@ impl Lake {
     }
 }
 
+/// Attempts at a takeover whose store fails (an S3 that does not answer, or answers an error
+/// that may pass), with a pause doubling from half a second: about 15 s in all.
+const TAKEOVER_ATTEMPTS: u32 = 6;
+
+/// Runs `op` again while the store fails in a way that may pass, saying so each time.
+fn retrying<T>(what: &str, mut op: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut pause = std::time::Duration::from_millis(500);
+    for attempt in 1.. {
+        match op() {
+            Err(e) if attempt < TAKEOVER_ATTEMPTS && passing(&e) => {
+                tracing::warn!("{what}: {e:#}; retrying in {pause:?}");
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            result => return result,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Whether a store failure may pass (as opposed to a refusal or a conflict).
+fn passing(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Failed { .. }))
+            || matches!(cause.downcast_ref::<StateError>(), Some(StateError::Store(StoreError::Failed { .. })))
+    })
+}
+
 impl Rebalance for Lake {
     fn assigned(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
-        let keys = match self.store.list(&self.layout.data_prefix()) {
+        let listed = retrying("listing the lake", || Ok(self.store.list(&self.layout.data_prefix())?));
+        let keys = match listed {
             Ok(keys) => keys,
             Err(e) => {
-                self.record(Change::Failed(anyhow::Error::new(e).context("listing the lake")));
+                self.record(Change::Failed(e.context("listing the lake")));
                 return BTreeMap::new();
             }
         };
         let mut starts = BTreeMap::new();
         for &partition in partitions {
-            match self.take_over(partition, &keys).with_context(|| format!("taking partition {partition} over")) {
+            let what = format!("taking partition {partition} over");
+            match retrying(&what, || self.take_over(partition, &keys)).context(what) {
                 Ok((taken, fetch)) => {
                     starts.insert(partition, fetch);
                     self.record(Change::Assigned(Box::new(taken)));
@@ -167,5 +197,32 @@ impl Rebalance for Lake {
         for &partition in partitions {
             self.record(Change::Revoked(partition));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store failure is tried again until it passes; a conflict or any other error is not.
+    #[test]
+    fn passing_store_failures_are_retried() {
+        let failed = || StoreError::failed("reading s3://lake/_state/weather-0.json", "streaming error");
+        let mut calls = 0;
+        let result = retrying("test", || {
+            calls += 1;
+            match calls {
+                1 => Err(anyhow::Error::new(StateError::Store(failed()))),
+                2 => Err(anyhow::Error::new(failed()).context("taking partition 0 over")),
+                _ => Ok(calls),
+            }
+        });
+        assert_eq!(result.unwrap(), 3);
+        let mut calls = 0;
+        let conflict = retrying("test", || -> anyhow::Result<()> {
+            calls += 1;
+            Err(StateError::Fenced { partition: 0, epoch: 1 }.into())
+        });
+        assert!(conflict.is_err() && calls == 1, "not retried");
     }
 }
