@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use rand::{Rng, SeedableRng};
 use testkit::{PostgresServer, Tansu};
 
@@ -16,33 +15,9 @@ const PARTITIONS: u32 = 4;
 /// The crash test's readings: 8 sensors of 12,500 days, 100,000 in all.
 const DAYS: u64 = 12_500;
 const SENSORS: u32 = 8;
-/// Small fetches stretch a replay to seconds (as in crash.rs), so that kills land mid-run.
-const THROTTLE: [&str; 10] = [
-    "-X",
-    "max.partition.fetch.bytes=2048",
-    "-X",
-    "fetch.max.bytes=8192",
-    "-X",
-    "message.max.bytes=8192",
-    "-X",
-    "queued.max.messages.kbytes=64",
-    "-X",
-    "fetch.queue.backoff.ms=200",
-];
 /// The table's rows of the crash tests' rules, as the CSV writes them.
 const WEEKLY_ROWS: &str = "SELECT sensor_id, window_id, avg_temp, avg_co, avg_humidity FROM weather_aggregates \
                            WHERE window_days = 7 AND unit = 'fahrenheit' ORDER BY sensor_id, window_id";
-
-/// Publishes `days` readings of each of `sensors` sensors in small record batches.
-fn produce(tansu: &Tansu, days: u64, sensors: u32) {
-    let (bootstrap, count, sensor_count) = (tansu.bootstrap(), days.to_string(), sensors.to_string());
-    let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", &count, "--sensors", &sensor_count];
-    let config =
-        weather_producer::Config::try_parse_from(argv.into_iter().chain(["--seed", "9", "-X", "linger.ms=5"])).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sent = runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap();
-    assert_eq!(sent.acknowledged, days * u64::from(sensors));
-}
 
 /// The consumer binary with weekly °F CSV rules (unless `args` give a --window), a bounded run, PGPASSWORD set; stdout to
 /// `log`, stderr to `log.err`.
@@ -95,7 +70,7 @@ fn table_rows(pg: &PostgresServer, sql: &str) -> Vec<Vec<String>> {
 fn table_equals_the_csv(sensors: u32, days: u64) {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", PARTITIONS);
-    produce(&tansu, days, sensors);
+    tansu.produce_in_small_batches(days, sensors);
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("weekly.csv");
     let summary = run_consumer(&tansu, &pg, &["-o", csv.to_str().unwrap()], &dir.path().join("run.log"));
@@ -142,7 +117,7 @@ fn table_equals_the_csv_with_eight_sensors() {
 fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", PARTITIONS);
-    produce(&tansu, DAYS, SENSORS);
+    tansu.produce_in_small_batches(DAYS, SENSORS);
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference.csv");
     run_consumer(
@@ -177,7 +152,7 @@ fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
     if !extra.contains(&"--no-file") {
         flags.extend(["-o", crashed.to_str().unwrap()]);
     }
-    flags.extend(THROTTLE);
+    flags.extend(testkit::THROTTLE);
     // Before the first run has created the tables, there is nothing in them.
     let rows = |which: &str| -> Vec<Vec<String>> {
         let sql = WEEKLY_ROWS.replace("FROM weather_aggregates", &format!("FROM {table}{which}"));
@@ -258,7 +233,7 @@ fn sigkill_with_the_table_alone_changes_nothing() {
 fn postgres_restart_mid_run_changes_nothing() {
     let (tansu, mut pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", PARTITIONS);
-    produce(&tansu, DAYS / 5, SENSORS);
+    tansu.produce_in_small_batches(DAYS / 5, SENSORS);
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference.csv");
     run_consumer(
@@ -270,7 +245,7 @@ fn postgres_restart_mid_run_changes_nothing() {
     let expected = csv_rows(&reference);
     let output = dir.path().join("restarted.csv");
     let mut flags = vec!["-o", output.to_str().unwrap(), "-g", "restarted", "--postgres-table", "restarted"];
-    flags.extend(THROTTLE);
+    flags.extend(testkit::THROTTLE);
     let log = dir.path().join("restarted.log");
     let mut child = consumer(&tansu, &pg, &flags, &log);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -304,7 +279,7 @@ fn postgres_restart_mid_run_changes_nothing() {
 fn a_rebuild_under_other_rules_keeps_the_first_rule_sets_rows() {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", PARTITIONS);
-    produce(&tansu, 400, 3);
+    tansu.produce_in_small_batches(400, 3);
     let dir = tempfile::tempdir().unwrap();
     let weekly = dir.path().join("weekly.csv");
     run_consumer(&tansu, &pg, &["-o", weekly.to_str().unwrap()], &dir.path().join("1.log"));
@@ -331,12 +306,12 @@ fn a_rebuild_under_other_rules_keeps_the_first_rule_sets_rows() {
 fn the_password_shows_nowhere() {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", 1);
-    produce(&tansu, 2000, 1);
+    tansu.produce_in_small_batches(2000, 1);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("run.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
         .args(["-b", &tansu.bootstrap(), "--preset", "v2", "--no-file", "--until-end", "--to-postgres", &pg.url()])
-        .args(THROTTLE)
+        .args(testkit::THROTTLE)
         .env("PGPASSWORD", pg.password())
         .env("RUST_LOG", "trace")
         .stdout(File::create(&log).unwrap())
@@ -380,7 +355,7 @@ fn run_binary(args: &[&str], password: &str) -> (Output, Duration) {
 fn bad_configuration_is_named() {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", 1);
-    produce(&tansu, 30, 1);
+    tansu.produce_in_small_batches(30, 1);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.csv");
     let bootstrap = tansu.bootstrap();
@@ -421,14 +396,14 @@ fn bad_configuration_is_named() {
 fn a_table_ahead_catches_up_and_one_behind_is_refused() {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", PARTITIONS);
-    produce(&tansu, 350, 4);
+    tansu.produce_in_small_batches(350, 4);
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("weekly.csv");
     let checkpoint = dir.path().join("weekly.csv.checkpoint");
     let flags = ["-o", output.to_str().unwrap()];
     run_consumer(&tansu, &pg, &flags, &dir.path().join("1.log"));
     let (early_file, early_checkpoint) = (std::fs::read(&output).unwrap(), std::fs::read(&checkpoint).unwrap());
-    produce(&tansu, 350, 4);
+    tansu.produce_in_small_batches(350, 4);
     run_consumer(&tansu, &pg, &flags, &dir.path().join("2.log"));
     let expected = csv_rows(&output);
     assert_eq!(expected.len(), 4 * 100);
@@ -458,7 +433,7 @@ fn a_table_ahead_catches_up_and_one_behind_is_refused() {
 fn a_following_rebuild_is_made_visible_once_caught_up() {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", PARTITIONS);
-    produce(&tansu, 700, 4);
+    tansu.produce_in_small_batches(700, 4);
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("weekly.csv");
     run_consumer(&tansu, &pg, &["-o", output.to_str().unwrap()], &dir.path().join("1.log"));
@@ -496,7 +471,7 @@ fn a_following_rebuild_is_made_visible_once_caught_up() {
 fn a_second_writer_of_a_rule_set_is_refused() {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", 1);
-    produce(&tansu, 70, 1);
+    tansu.produce_in_small_batches(70, 1);
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (dir.path().join("first.csv"), dir.path().join("second.csv"));
     let log = dir.path().join("first.log");
