@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use weather_common::dead_letter::DeadLetters;
+use weather_common::dead_letter::{self, DeadLetters};
 use weather_common::meter::{counted, thousands, Meter};
 use weather_common::position::{now_ms, Until};
 use weather_common::shutdown::Stop;
@@ -80,13 +80,7 @@ impl fmt::Display for Summary {
             write!(f, ", {} of earlier runs replaced", thousands(self.superseded))?;
         }
         writeln!(f)?;
-        let rejected: u64 = self.rejected.values().sum();
-        write!(f, "readings rejected:  {}", thousands(rejected))?;
-        if rejected > 0 {
-            let by: Vec<String> = self.rejected.iter().map(|(c, n)| format!("{c} {}", thousands(*n))).collect();
-            write!(f, " ({}), kept in `{}`", by.join(", "), self.dead_letter_topic)?;
-        }
-        writeln!(f)?;
+        writeln!(f, "{}", dead_letter::summary_line(&self.rejected, &self.dead_letter_topic))?;
         let offsets: Vec<String> = self.offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         writeln!(
             f,

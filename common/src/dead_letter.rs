@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::kafka::{self, Deliveries, KafkaArgs};
+use crate::meter::thousands;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -96,6 +97,19 @@ impl DeadLetters {
     pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
         &self.counts
     }
+}
+
+/// The summary line of a run's rejections, the same for every job: the count, and with any,
+/// the count by category and the topic that keeps them, e.g.
+/// ``readings rejected:  3 (duplicate 2, not-json 1), kept in `weather.dlq` ``.
+pub fn summary_line(counts: &BTreeMap<&'static str, u64>, topic: &str) -> String {
+    let rejected: u64 = counts.values().sum();
+    let mut line = format!("readings rejected:  {}", thousands(rejected));
+    if rejected > 0 {
+        let by: Vec<String> = counts.iter().map(|(c, n)| format!("{c} {}", thousands(*n))).collect();
+        line += &format!(" ({}), kept in `{topic}`", by.join(", "));
+    }
+    line
 }
 
 fn exists(args: &KafkaArgs, topic: &str) -> Result<bool, DeadLetterError> {

@@ -28,7 +28,7 @@ use crate::sink::s3::{Announcer, UploadReport};
 use crate::sink::table::{Commit, Table};
 use crate::sink::RowFormat;
 use crate::window::{Outcome, WindowSummary};
-use weather_common::dead_letter::DeadLetters;
+use weather_common::dead_letter::{self, DeadLetters};
 use weather_common::position::now_ms;
 use weather_common::source::{Admit, Progress, Source};
 
@@ -77,13 +77,7 @@ impl fmt::Display for Summary {
             thousands(self.windows_written),
             thousands(self.partial_windows)
         )?;
-        let rejected: u64 = self.rejected.values().sum();
-        write!(f, "readings rejected:  {}", thousands(rejected))?;
-        if rejected > 0 {
-            let by: Vec<String> = self.rejected.iter().map(|(c, n)| format!("{c} {}", thousands(*n))).collect();
-            write!(f, " ({}), kept in `{}`", by.join(", "), self.dead_letter_topic)?;
-        }
-        writeln!(f)?;
+        writeln!(f, "{}", dead_letter::summary_line(&self.rejected, &self.dead_letter_topic))?;
         let offsets: Vec<String> = self.offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         writeln!(f, "offsets committed:  {}", offsets.join(" "))?;
         match &self.output {
