@@ -8,7 +8,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
-use weather_common::position::{Start, Until};
+use weather_common::position::{RunArgs, Start, Until};
 use weather_common::s3::{Bucket, S3Args};
 
 use crate::layout::PartitionBy;
@@ -50,27 +50,8 @@ pub struct Cli {
     #[arg(long, env = "WEATHER_FLUSH_INTERVAL", value_name = "SECONDS", default_value = "60", value_parser = weather_common::parse_seconds)]
     pub flush_interval: Duration,
 
-    /// Where reading starts: resume (the default: where the lake's state left off, a new lake
-    /// from the beginning), earliest (rebuild: the same files again, from the beginning),
-    /// latest, committed, time:<RFC 3339> or offset:<partition>=<offset>,... A partition already
-    /// in the lake is never moved forward: it is taken back to the start of the file that holds
-    /// the position, and rewritten from there.
-    #[arg(long, env = "WEATHER_START", value_name = "POSITION", conflicts_with = "from_beginning")]
-    pub start: Option<Start>,
-
-    /// The short form of --start earliest.
-    #[arg(long, env = "WEATHER_FROM_BEGINNING")]
-    pub from_beginning: bool,
-
-    /// Make the run bounded (the daily batch job): stop at the end every partition has when the
-    /// run starts (end), or before the first reading stamped at or after a time
-    /// (time:<RFC 3339>), and publish every file. Without it the archive follows the topic.
-    #[arg(long, env = "WEATHER_UNTIL", value_name = "POSITION", conflicts_with = "until_end")]
-    pub until: Option<Until>,
-
-    /// The short form of --until end.
-    #[arg(long, env = "WEATHER_UNTIL_END")]
-    pub until_end: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 
     /// Scale out: join this consumer group and share the topic's partitions with the other
     /// instances in it (start as many as there are partitions). Without it, this instance
@@ -159,16 +140,8 @@ impl Cli {
             partition_by: self.partition_by,
             max_rows: self.max_rows as usize,
             flush_interval: self.flush_interval,
-            start: match (self.start, self.from_beginning) {
-                (Some(start), _) => start,
-                (None, true) => Start::Earliest,
-                (None, false) => Start::Resume,
-            },
-            until: match (self.until, self.until_end) {
-                (Some(until), _) => until,
-                (None, true) => Until::End,
-                (None, false) => Until::Follow,
-            },
+            start: self.run.start(false),
+            until: self.run.until(),
             dead_letter_topic,
             allow_data_loss: self.allow_data_loss,
             progress: self.progress,

@@ -41,6 +41,55 @@ pub enum Until {
     Time(i64),
 }
 
+/// `--start`, `--from-beginning`, `--until`, `--until-end`: where a run of a job that reads
+/// the topic starts and stops. Flattened into the consumer's and the archive's command lines.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Where reading starts: resume (the default: where the output's progress left off, a new
+    /// output from the beginning), earliest, latest, committed (the group's offsets),
+    /// time:<RFC 3339>, or offset:<partition>=<offset>,... An output with progress is never
+    /// moved forward: it is taken back to its last state before that point, keeps what it wrote
+    /// before it as it is and rewrites the rest. A new output starts at the point itself.
+    #[arg(long, env = "WEATHER_START", value_name = "POSITION", conflicts_with = "from_beginning")]
+    pub start: Option<Start>,
+
+    /// Seek to the beginning of every partition and rebuild the output under the current
+    /// rules: the short form of --start earliest.
+    #[arg(long, env = "WEATHER_FROM_BEGINNING")]
+    pub from_beginning: bool,
+
+    /// Make the run bounded (a batch run): stop at the end every partition has when the run
+    /// starts (end), or before the first reading stamped at or after a time (time:<RFC 3339>).
+    /// Without it the run follows the topic until stopped.
+    #[arg(long, env = "WEATHER_UNTIL", value_name = "POSITION", conflicts_with = "until_end")]
+    pub until: Option<Until>,
+
+    /// The short form of --until end.
+    #[arg(long, env = "WEATHER_UNTIL_END")]
+    pub until_end: bool,
+}
+
+impl RunArgs {
+    /// Where the run starts: `--start`, else the beginning with `--from-beginning` or when
+    /// `rebuild` says the job replays by default (the consumer's version 2), else `resume`.
+    pub fn start(&self, rebuild: bool) -> Start {
+        match (&self.start, self.from_beginning || rebuild) {
+            (Some(start), _) => start.clone(),
+            (None, true) => Start::Earliest,
+            (None, false) => Start::Resume,
+        }
+    }
+
+    /// Where the run stops: `--until`, else the end with `--until-end`, else never.
+    pub fn until(&self) -> Until {
+        match (self.until, self.until_end) {
+            (Some(until), _) => until,
+            (None, true) => Until::End,
+            (None, false) => Until::Follow,
+        }
+    }
+}
+
 impl FromStr for Start {
     type Err = String;
 

@@ -17,7 +17,7 @@ use crate::sink::topic::TopicTarget;
 use crate::sink::Format;
 use crate::units::Unit;
 use crate::window::WindowSize;
-use weather_common::position::{Start, Until};
+use weather_common::position::{RunArgs, Start, Until};
 
 /// The walkthrough's two consumers, each in one flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,29 +88,8 @@ pub struct Cli {
     #[arg(long, env = "WEATHER_EMIT_PARTIAL")]
     pub emit_partial: bool,
 
-    /// Where reading starts: resume (the default: where the output's checkpoint left off, a new
-    /// output from the beginning), earliest, latest, committed (the group's offsets),
-    /// time:<RFC 3339>, or offset:<partition>=<offset>,... An output with a checkpoint is never
-    /// moved forward: it is rolled back to its last checkpoint before that point, keeps the
-    /// windows before it as they are and recomputes the rest. A new output starts at the point
-    /// itself, and says how many readings that skips.
-    #[arg(long, env = "WEATHER_START", value_name = "POSITION", conflicts_with = "from_beginning")]
-    pub start: Option<Start>,
-
-    /// Seek to the beginning of every partition and rebuild the output from scratch under the
-    /// current rules: the short form of --start earliest.
-    #[arg(long, env = "WEATHER_FROM_BEGINNING")]
-    pub from_beginning: bool,
-
-    /// Make the run bounded: stop at the end every partition has when the run starts (end), or
-    /// before the first reading stamped at or after a time (time:<RFC 3339>). Without it the
-    /// consumer follows the topic until stopped.
-    #[arg(long, env = "WEATHER_UNTIL", value_name = "POSITION", conflicts_with = "until_end")]
-    pub until: Option<Until>,
-
-    /// The short form of --until end (a batch run).
-    #[arg(long, env = "WEATHER_UNTIL_END")]
-    pub until_end: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 
     /// Print, per partition, the offsets the run would read and, per sensor, the windows it
     /// would keep, rewrite and add; then exit without consuming, writing or committing.
@@ -251,16 +230,8 @@ impl Cli {
             (None, _, _) => rules.default_group(&output),
         };
         Ok(Settings {
-            start: match (self.start.take(), self.from_beginning || v2) {
-                (Some(start), _) => start,
-                (None, true) => Start::Earliest,
-                (None, false) => Start::Resume,
-            },
-            until: match (self.until, self.until_end) {
-                (Some(until), _) => until,
-                (None, true) => Until::End,
-                (None, false) => Until::Follow,
-            },
+            start: self.run.start(v2),
+            until: self.run.until(),
             kafka: self.kafka,
             rules,
             output,
