@@ -1,6 +1,6 @@
 //! The aggregates topic (`--to-topic`) on a real broker (Tansu 0.6, which has no EndTxn: the
-//! sink falls back to idempotent writes), read as a table by `weather-report`, an independent
-//! reader: it equals the CSV file row for row, a SIGKILL at any moment changes nothing in it,
+//! sink falls back to idempotent writes), read as a table by `weather-report` and by a plain
+//! consumer with plain JSON (which shares no code with the sink): it equals the CSV file row for row, a SIGKILL at any moment changes nothing in it,
 //! with the file or alone, a replay under other rules adds its keys, a rebuild rewrites the
 //! same values, and a partial window is overwritten once it completes.
 
@@ -95,6 +95,31 @@ fn table(tansu: &Tansu, topic: &str) -> BTreeMap<(String, u64), String> {
     report_rows(tansu, topic, &[]).0.into_iter().map(|row| (key_of(&row), row)).collect()
 }
 
+/// The topic read without the project's code for it: every record with a plain consumer, its
+/// key and value as plain JSON, the latest value per key (a null value deleting it), as rows of
+/// the CSV's columns, sorted as `file_rows` sorts them. Each key is checked to be exactly the
+/// window's compact JSON, and to name the window its value holds.
+fn plain_table(tansu: &Tansu, topic: &str) -> Vec<String> {
+    let mut latest = BTreeMap::new();
+    for record in tansu.read_all(topic) {
+        let key = String::from_utf8(record.key.expect("every record has a key")).unwrap();
+        let Some(value) = record.value else {
+            latest.remove(&key);
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        let sensor = v["sensor_id"].as_str().unwrap();
+        let compact =
+            format!(r#"{{"sensor_id":"{sensor}","window_days":{},"window_id":{}}}"#, v["window_days"], v["window_id"]);
+        assert_eq!(key, compact, "partition {}, offset {}", record.partition, record.offset);
+        let row = format!("{sensor},{},{},{},{}", v["window_id"], v["avg_temp"], v["avg_co"], v["avg_humidity"]);
+        latest.insert(key, row);
+    }
+    let mut rows: Vec<String> = latest.into_values().collect();
+    rows.sort_by_key(|row| key_of(row));
+    rows
+}
+
 /// Sum of the high watermarks of `topic`: it grows with every record written. (Seeing
 /// everything: on Tansu the sink's transaction probe stays open in the state topic, and a
 /// read_committed look-up answers the beginning as the end.)
@@ -122,6 +147,7 @@ fn topic_equals_the_csv(sensors: u32, days: u64) {
     assert_eq!(expected.len() as u64, u64::from(sensors) * (days / 7));
     let (rows, printed) = report_rows(&tansu, TOPIC, &[]);
     assert_eq!(rows, expected, "the topic as a table, row for row");
+    assert_eq!(plain_table(&tansu, TOPIC), expected, "the topic as a plain consumer reads it");
     if sensors == 1 {
         let file = std::fs::read_to_string(&csv).unwrap();
         let table = format!("{HEADER}\n{}\n", rows.join("\n"));
@@ -214,6 +240,8 @@ fn sigkill_scenario(extra: &[&str], kills: u32) {
     let table = table(&tansu, TOPIC);
     assert_eq!(table.len(), expected.len(), "{context}: windows in the table");
     assert!(table == expected, "{context}: the table differs from the uninterrupted run's");
+    let plain: Vec<String> = expected.values().cloned().collect();
+    assert!(plain_table(&tansu, TOPIC) == plain, "{context}: a plain consumer's table differs");
     if !extra.contains(&"--no-file") {
         let file: BTreeMap<(String, u64), String> =
             file_rows(&crashed).into_iter().map(|row| (key_of(&row), row)).collect();
