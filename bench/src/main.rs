@@ -564,7 +564,7 @@ fn produce_baseline(bootstrap: &str, topic: &str, count: u64, sensors: u32) -> a
         let (key, payload) = &readings[(i % readings.len() as u64) as usize];
         kafka::send(&producer, BaseRecord::to(topic).key(key).payload(payload))?;
     }
-    producer.flush(Duration::from_secs(120))?;
+    ensure!(kafka::flush(&producer, Duration::from_secs(120)), "the baseline's readings were not acknowledged");
     println!("{} {}", producer.context().acknowledged(), started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -589,7 +589,7 @@ fn publish_aggregates(bootstrap: &str, topic: &str, count: u64, sensors: u32) ->
         };
         kafka::send(&producer, BaseRecord::to(topic).key(&aggregate.key.to_json()).payload(&aggregate.to_json()))?;
     }
-    producer.flush(Duration::from_secs(120))?;
+    kafka::flush(&producer, Duration::from_secs(120));
     let (acknowledged, failed) = (producer.context().acknowledged(), producer.context().failed());
     ensure!(acknowledged == count, "{acknowledged} of {count} aggregates acknowledged, {failed} failed");
     Ok(())

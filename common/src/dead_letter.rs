@@ -86,7 +86,7 @@ impl DeadLetters {
     /// longer than `timeout` (the broker is slow or away: try again later).
     pub fn flush(&self, timeout: Duration) -> Result<bool, DeadLetterError> {
         let Some(producer) = &self.producer else { return Ok(true) };
-        let flushed = producer.flush(timeout).is_ok();
+        let flushed = kafka::flush(producer, timeout);
         if let Some(reason) = producer.context().first_failure() {
             return Err(DeadLetterError::Lost { topic: self.topic.clone(), reason });
         }
@@ -206,7 +206,7 @@ mod tests {
         kafka::send(&producer, BaseRecord::to("weather").key(b"sensor-1".as_slice()).payload(b"\xff\xfe".as_slice()))
             .unwrap();
         kafka::send(&producer, BaseRecord::<[u8], [u8]>::to("weather")).unwrap();
-        producer.flush(Duration::from_secs(30)).unwrap();
+        assert!(kafka::flush(&producer, Duration::from_secs(30)));
 
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut dead = DeadLetters::new(&args, "weather.dlq", runtime.handle().clone());

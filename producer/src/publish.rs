@@ -133,14 +133,14 @@ pub fn publish(
         round += 1;
     }
     meter.finish();
-    let flushed = producer.flush(FLUSH_TIMEOUT);
+    let flushed = kafka::flush(&producer, FLUSH_TIMEOUT);
     let context = producer.context();
     let outcome =
         Sent { sent, acknowledged: context.acknowledged(), failed: context.failed(), elapsed: started.elapsed() };
     if let Some(failure) = context.first_failure() {
         return Err(PublishError::Delivery(failure));
     }
-    if flushed.is_err() {
+    if !flushed {
         return Err(PublishError::Flush { unacked: outcome.sent - outcome.acknowledged });
     }
     Ok(outcome)

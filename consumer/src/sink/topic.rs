@@ -255,7 +255,7 @@ impl TopicTable {
         let deadline = Instant::now() + self.timeout;
         let mut said = false;
         loop {
-            let flushed = self.producer.flush(Duration::from_secs(1)).is_ok();
+            let flushed = kafka::flush(&self.producer, Duration::from_secs(1));
             if let Some(failure) = self.producer.context().first_failure() {
                 bail!("{} did not take a record: {failure}", self.name);
             }
