@@ -1,52 +1,36 @@
 //! The CSV format of version 2: a header, then one row per window.
 
-use std::fmt::Write as _;
-
 use super::RowFormat;
 use crate::rules::Rules;
-use crate::units::Tenths;
 use crate::window::WindowSummary;
 
 pub struct Csv {
     rules: Rules,
     /// The header or row being formatted, reused.
     text: Vec<u8>,
-    /// The temperature's text, reused.
-    temperature: String,
 }
 
 impl Csv {
     pub fn new(rules: Rules) -> Csv {
-        Csv { rules, text: Vec::new(), temperature: String::new() }
+        Csv { rules, text: Vec::new() }
     }
-}
-
-/// `fields` as one CSV record, in `text`.
-fn record<'a, 'f>(text: &'a mut Vec<u8>, fields: impl IntoIterator<Item = &'f [u8]>) -> &'a [u8] {
-    text.clear();
-    let mut writer = csv::WriterBuilder::new().buffer_capacity(256).from_writer(&mut *text);
-    writer.write_record(fields).expect("writing into memory");
-    writer.flush().expect("writing into memory");
-    drop(writer);
-    text
 }
 
 impl RowFormat for Csv {
     fn header(&mut self) -> &[u8] {
         let sensor = self.rules.sensor_column.then_some("sensor_id");
         let columns = [self.rules.window.id_column(), "avg_temp", "avg_co", "avg_humidity"];
-        record(&mut self.text, sensor.into_iter().chain(columns).map(str::as_bytes))
+        let names: Vec<&str> = sensor.into_iter().chain(columns).collect();
+        self.text = format!("{}\n", names.join(",")).into_bytes();
+        &self.text
     }
 
+    /// The window's values (see [`super::values`]), none of which needs quoting.
     fn row(&mut self, w: &WindowSummary) -> &[u8] {
-        let a = w.averages(self.rules.unit);
-        self.temperature.clear();
-        write!(self.temperature, "{}", Tenths(a.temperature_tenths)).expect("formatting into memory");
-        let (mut id, mut co, mut humidity) = (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
-        let sensor = self.rules.sensor_column.then_some(w.sensor_id.as_str());
-        let values =
-            [id.format(w.window_id), &self.temperature, co.format(a.co_concentration), humidity.format(a.humidity)];
-        record(&mut self.text, sensor.into_iter().chain(values).map(str::as_bytes))
+        self.text.clear();
+        super::values(&mut self.text, &self.rules, w);
+        self.text.push(b'\n');
+        &self.text
     }
 }
 

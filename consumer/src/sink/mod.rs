@@ -41,6 +41,26 @@ pub trait RowFormat: Send {
     fn row(&mut self, window: &WindowSummary) -> &[u8];
 }
 
+/// Appends a window's values to `out`, separated by commas: its sensor id (with a sensor
+/// column), its id and its averages. Both formats' rows are these values; none ever needs
+/// quoting in CSV: numbers, and sensor ids of letters, digits, `.`, `_` and `-` (every
+/// reading's id is checked when it is read).
+fn values(out: &mut Vec<u8>, rules: &Rules, w: &WindowSummary) {
+    use std::io::Write as _;
+    debug_assert!(weather_common::reading::is_valid_sensor_id(&w.sensor_id), "{}", w.sensor_id);
+    let a = w.averages(rules.unit);
+    if rules.sensor_column {
+        out.extend_from_slice(w.sensor_id.as_bytes());
+        out.push(b',');
+    }
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(number.format(w.window_id).as_bytes());
+    write!(out, ",{},", crate::units::Tenths(a.temperature_tenths)).expect("formatting into memory");
+    out.extend_from_slice(number.format(a.co_concentration).as_bytes());
+    out.push(b',');
+    out.extend_from_slice(number.format(a.humidity).as_bytes());
+}
+
 /// The row format of `rules`: its format, with the columns and unit they say.
 pub fn row_format(rules: &Rules) -> Box<dyn RowFormat> {
     match rules.format {

@@ -1,11 +1,8 @@
 //! The walkthrough's text format: everything on one line, each window contributing
 //! `id,avg_temp,avg_co,avg_humidity,` (every value followed by a comma), no header.
 
-use std::io::Write as _;
-
 use super::RowFormat;
 use crate::rules::Rules;
-use crate::units::Tenths;
 use crate::window::WindowSummary;
 
 pub struct Txt {
@@ -25,14 +22,11 @@ impl RowFormat for Txt {
         &[]
     }
 
+    /// The window's values (see [`super::values`]), each followed by a comma.
     fn row(&mut self, w: &WindowSummary) -> &[u8] {
-        let a = w.averages(self.rules.unit);
         self.text.clear();
-        if self.rules.sensor_column {
-            write!(self.text, "{},", w.sensor_id).expect("formatting into memory");
-        }
-        write!(self.text, "{},{},{},{},", w.window_id, Tenths(a.temperature_tenths), a.co_concentration, a.humidity)
-            .expect("formatting into memory");
+        super::values(&mut self.text, &self.rules, w);
+        self.text.push(b',');
         &self.text
     }
 }
