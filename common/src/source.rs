@@ -383,8 +383,12 @@ impl Source {
         Ok(Source { consumer, topic: view.topic })
     }
 
+    /// The next message, or what librdkafka has to say; waits up to `timeout` only when
+    /// nothing is queued. Asking without a wait first made the replay on the mock cluster,
+    /// where its polling thread is the bottleneck, about 7 % faster (weather-bench; the
+    /// consume baseline, which does nothing per message, gains nothing from it).
     pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
-        self.consumer.poll(timeout)
+        self.consumer.poll(Duration::ZERO).or_else(|| self.consumer.poll(timeout))
     }
 
     /// Stops fetching `partition`: a bounded run has read it to its end.
