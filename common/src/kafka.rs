@@ -245,7 +245,7 @@ pub struct Deliveries {
     acknowledged: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
-    /// Held while a report is counted and while [`flush`] looks at the counts.
+    /// Held by [`flush`] while it looks at the counts, and to wake it.
     reported: Mutex<()>,
     report: Condvar,
 }
@@ -285,7 +285,6 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let _counting = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(_) => {
                 self.acknowledged.fetch_add(1, Ordering::Relaxed);
@@ -297,7 +296,13 @@ impl ProducerContext for Deliveries {
                 self.first_failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| error.to_string());
             }
         }
-        self.report.notify_all();
+        // Only the last report wakes `flush` (a wake is a system call, and a sensor has a
+        // million reports a second); taking the lock first means `flush` is either waiting
+        // already or has not yet looked at the counts.
+        if self.outstanding() == 0 {
+            let _waiting = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+            self.report.notify_all();
+        }
     }
 }
 
