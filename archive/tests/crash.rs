@@ -82,6 +82,18 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Fails unless `child` still runs: a run that ended before its kill either failed (its
+/// errors are shown) or archived everything there was.
+fn still_running(child: &mut Child, log: &Path, context: &str) {
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!(
+            "{context}: the run ended ({status}) before its kill:\n{}{}",
+            std::fs::read_to_string(log).unwrap(),
+            std::fs::read_to_string(log.with_extension("err")).unwrap()
+        );
+    }
+}
+
 /// Per partition, how far the lake's state says it is archived.
 fn done(root: &Path) -> BTreeMap<i32, i64> {
     (0..PARTITIONS as i32).filter_map(|p| Some((p, state(root, p)?["done"].as_i64().unwrap()))).collect()
@@ -116,12 +128,12 @@ fn sigkill_scenario(lake: Lake, kills: u32) {
             std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
         } else {
             wait_for(&context, || {
-                assert!(child.try_wait().unwrap().is_none(), "{context}: the run ended: make it longer");
+                still_running(&mut child, &log, &context);
                 file_count(&root) > before
             });
             std::thread::sleep(Duration::from_millis(rng.random_range(0..60)));
         }
-        assert!(child.try_wait().unwrap().is_none(), "{context}: the run ended: make it longer");
+        still_running(&mut child, &log, &context);
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{context}: the killed run had printed its summary");

@@ -3,7 +3,7 @@
 //! role; never a flag), and what S3 answered when it refuses a bucket.
 
 use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::Client;
 
@@ -123,6 +123,20 @@ pub async fn client(bucket: &Bucket) -> Client {
         bucket.region.clone().or(env_region).or_else(|| bucket.endpoint.as_ref().map(|_| "us-east-1".to_string()));
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
+    }
+    // An S3-compatible server gets checksums only where S3 requires them (the SDK's behaviour
+    // before 2025), unless AWS_REQUEST_CHECKSUM_CALCULATION or AWS_RESPONSE_CHECKSUM_VALIDATION
+    // say otherwise: many such servers handle the newer default checksums badly, and s3s-fs
+    // records an object's checksum after putting its bytes in place, so that a PUT whose
+    // client dies in between leaves every later GET failing its check ("streaming error")
+    // until the object is written again, which the archive cannot do without reading it.
+    if bucket.endpoint.is_some() {
+        if std::env::var_os("AWS_REQUEST_CHECKSUM_CALCULATION").is_none() {
+            loader = loader.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        }
+        if std::env::var_os("AWS_RESPONSE_CHECKSUM_VALIDATION").is_none() {
+            loader = loader.response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
     }
     let shared = loader.load().await;
     let mut config = aws_sdk_s3::config::Builder::from(&shared);
