@@ -385,8 +385,8 @@ impl Source {
 
     /// The next message, or what librdkafka has to say; waits up to `timeout` only when
     /// nothing is queued. Asking without a wait first made the replay on the mock cluster,
-    /// where its polling thread is the bottleneck, about 7 % faster (weather-bench; the
-    /// consume baseline, which does nothing per message, gains nothing from it).
+    /// where its polling thread is the bottleneck, about 7 % faster (runs alternating with
+    /// the benchmark's consume baseline, which gains nothing from the same change).
     pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
         self.consumer.poll(Duration::ZERO).or_else(|| self.consumer.poll(timeout))
     }
