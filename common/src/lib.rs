@@ -38,6 +38,19 @@ pub fn beside(output: &Path, suffix: &str) -> PathBuf {
 
 pub use reading::{BadReading, Reading};
 
+/// An error with its causes, for messages: the AWS SDK's and tokio-postgres's own text is only
+/// the outermost.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Logs to stderr, above the progress bar if one is drawn; `RUST_LOG` refines the level
 /// (default `info`).
 pub fn init_logging() {

@@ -7,6 +7,8 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::Client;
 
+use crate::error_chain;
+
 /// `--s3-bucket`, `--s3-endpoint`, `--s3-region`: where a job's S3 copy goes.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct S3Args {
@@ -191,18 +193,6 @@ pub async fn check_bucket(client: &Client, bucket: &Bucket) -> Result<(), S3Erro
         None if status == 403 => S3Error::AccessDenied { bucket: bucket.name.clone(), endpoint, said },
         _ => S3Error::Rejected { bucket: bucket.name.clone(), endpoint, said },
     })
-}
-
-/// An error with its causes, for messages (the SDK's own text is only the outermost).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

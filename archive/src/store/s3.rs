@@ -7,7 +7,8 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use tokio::runtime::Handle;
-use weather_common::s3::{error_chain, Bucket};
+use weather_common::error_chain;
+use weather_common::s3::Bucket;
 
 use super::{Store, StoreError, Version};
 

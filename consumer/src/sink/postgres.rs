@@ -28,6 +28,7 @@ use futures_util::SinkExt;
 use tokio::runtime::Handle;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
+use weather_common::error_chain;
 
 use super::table::{Commit, TableState, WindowTable};
 use crate::units::{Tenths, Unit};
@@ -251,26 +252,15 @@ async fn connect(target: &PostgresTarget, deadline: Instant) -> anyhow::Result<C
         let now = Instant::now();
         if now >= deadline {
             let seconds = started.elapsed().as_secs();
-            return Err(PostgresError::Unreachable { address, seconds, error: chain(&error) }.into());
+            return Err(PostgresError::Unreachable { address, seconds, error: error_chain(&error) }.into());
         }
         if !said {
-            tracing::warn!("PostgreSQL at {address} is unreachable ({}); retrying", chain(&error));
+            tracing::warn!("PostgreSQL at {address} is unreachable ({}); retrying", error_chain(&error));
             said = true;
         }
         tokio::time::sleep(backoff.min(deadline - now)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// True if `error` means the connection is gone (the server restarted, the network broke),
@@ -617,7 +607,7 @@ impl Postgres {
             if !connection_lost(&self.client, &error) {
                 return Err(anyhow::Error::new(error).context(format!("writing to {}", self.name)));
             }
-            tracing::warn!("lost the connection to {} ({}); reconnecting", self.name, chain(&error));
+            tracing::warn!("lost the connection to {} ({}); reconnecting", self.name, error_chain(&error));
             let deadline = Instant::now() + self.target.connect_timeout;
             self.client = runtime.block_on(connect(&self.target, deadline))?;
             runtime.block_on(self.lock())?;

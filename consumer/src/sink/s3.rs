@@ -14,7 +14,8 @@ use aws_sdk_s3::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
-use weather_common::s3::{error_chain, Bucket};
+use weather_common::error_chain;
+use weather_common::s3::Bucket;
 
 /// Where the copy goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
