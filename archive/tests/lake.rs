@@ -65,19 +65,7 @@ async fn late_readings_land_in_their_own_hour() {
     // 2025-11-29T10:00:00Z, and readings of hours 10, 10, 11, 10 (late), 12, 11 (late).
     let ten = 1_764_410_400_000_i64;
     let hours = [0, 0, 1, 0, 2, 1];
-    let values: Vec<String> = (1..=hours.len())
-        .map(|id| {
-            format!(
-                r#"{{"sensor_id":"sensor-1","record_id":{id},"temperature":20.5,"CO_concentration":700,"humidity":55}}"#
-            )
-        })
-        .collect();
-    let messages: Vec<(i32, &[u8], &[u8], i64)> = values
-        .iter()
-        .zip(hours)
-        .map(|(v, h)| (0, &b"sensor-1"[..], v.as_bytes(), ten + h * 3_600_000 + 1_000))
-        .collect();
-    tansu.send_stamped("weather", &messages);
+    send_readings_at(&tansu, &hours.map(|h| ten + h * 3_600_000 + 1_000));
     let (expected, _) = topic_readings(&tansu, "weather");
     let by_hour = tempfile::tempdir().unwrap();
     let summary = archive(&tansu, by_hour.path(), &["--until-end"]);
@@ -171,19 +159,8 @@ async fn until_a_time_bounds_the_archive() {
     tansu.create_topic("weather", 1);
     // 2025-11-29T10:00:00Z: readings at 10:10, 10:40, 11:10, 11:40, 12:10, 12:40.
     let ten = 1_764_410_400_000_i64;
-    let values: Vec<String> = (1..=6)
-        .map(|id| {
-            format!(
-                r#"{{"sensor_id":"sensor-1","record_id":{id},"temperature":20.5,"CO_concentration":700,"humidity":55}}"#
-            )
-        })
-        .collect();
-    let messages: Vec<(i32, &[u8], &[u8], i64)> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (0, &b"sensor-1"[..], v.as_bytes(), ten + (i as i64 + 1) * 30 * 60_000 - 20 * 60_000))
-        .collect();
-    tansu.send_stamped("weather", &messages);
+    let stamps: Vec<i64> = (1..=6).map(|i| ten + i * 30 * 60_000 - 20 * 60_000).collect();
+    send_readings_at(&tansu, &stamps);
     let (all, _) = topic_readings(&tansu, "weather");
     let lake = tempfile::tempdir().unwrap();
     let summary = archive(&tansu, lake.path(), &["--until", "time:2025-11-29T11:00:00Z"]);
@@ -225,4 +202,18 @@ fn a_second_instance_takes_over_and_fences_the_first() {
     assert!(!first.status.success(), "the first instance stops: {said}");
     assert!(said.contains("was taken over by another instance") && said.contains("every partition"), "{said}");
     assert_lake_holds(lake.path(), &expected);
+}
+
+/// Sends sensor-1's readings 1, 2, ... to partition 0 of `weather`, stamped (ms) as given.
+fn send_readings_at(tansu: &Tansu, stamps: &[i64]) {
+    let values: Vec<String> = (1..=stamps.len())
+        .map(|id| {
+            format!(
+                r#"{{"sensor_id":"sensor-1","record_id":{id},"temperature":20.5,"CO_concentration":700,"humidity":55}}"#
+            )
+        })
+        .collect();
+    let messages: Vec<(i32, &[u8], &[u8], i64)> =
+        values.iter().zip(stamps).map(|(v, &at)| (0, &b"sensor-1"[..], v.as_bytes(), at)).collect();
+    tansu.send_stamped("weather", &messages);
 }
