@@ -1,13 +1,15 @@
 //! Crashes on the real stack: the consumer killed at random moments, and the broker restarted
 //! under it, end with the same output as an uninterrupted run.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+use support::*;
 use testkit::{S3Server, Storage, Tansu};
 use weather_consumer::checkpoint::Checkpoint;
 
@@ -21,31 +23,17 @@ const OUTAGE: Duration = Duration::from_secs(4);
 const OUTAGE_WARNING: &str = "while consuming";
 /// Readings of the one-sensor variant, all in one partition.
 const ONE_SENSOR_DAYS: u64 = 28_000;
-/// Starts the consumer binary with the crash tests' rules; its stdout (the summary) goes to
-/// `log`, its stderr (warnings and errors) to `log` + `.err`.
+/// Starts the consumer binary with the crash tests' rules (see [`consumer_command`]), writing
+/// `output`, logging warnings and errors only; its stdout (the summary) goes to `log`, its
+/// stderr to `log` + `.err`.
 fn consumer(tansu: &Tansu, output: &Path, extra: &[&str], log: &Path) -> Child {
-    let mut err = log.as_os_str().to_owned();
-    err.push(".err");
-    Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
-        .args(["-b", &tansu.bootstrap(), "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
-        .args(["--sensor-column", "--until-end", "--checkpoint-interval", "0.05", "-o", output.to_str().unwrap()])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(File::create(log).unwrap())
-        .stderr(File::create(err).unwrap())
-        .spawn()
-        .expect("starting weather-consumer")
+    let mut command = consumer_command(&tansu.bootstrap(), &[&["-o", output.to_str().unwrap()], extra].concat());
+    spawn_logged(command.env("RUST_LOG", "warn"), log)
 }
 
 /// Runs the consumer to its end; its summary.
 fn run_consumer(tansu: &Tansu, output: &Path, extra: &[&str], log: &Path) -> String {
-    let status = consumer(tansu, output, extra, log).wait().unwrap();
-    let summary = std::fs::read_to_string(log).unwrap();
-    let mut err = log.as_os_str().to_owned();
-    err.push(".err");
-    let stderr = std::fs::read_to_string(err).unwrap_or_default();
-    assert!(status.success(), "{} failed ({status}):\n{summary}\n{stderr}", output.display());
-    summary
+    finish(consumer(tansu, output, extra, log), log, &output.display().to_string()).0
 }
 
 /// A field of the consumer's summary: the text after `label` on its line.

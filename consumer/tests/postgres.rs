@@ -3,12 +3,14 @@
 //! a server restart changes nothing, a rebuild under other rules keeps the first rule set's
 //! rows, the password shows nowhere, and bad configuration is named.
 
-use std::fs::File;
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+use support::*;
 use testkit::{PostgresServer, Tansu};
 
 const PARTITIONS: u32 = 4;
@@ -19,37 +21,17 @@ const SENSORS: u32 = 8;
 const WEEKLY_ROWS: &str = "SELECT sensor_id, window_id, avg_temp, avg_co, avg_humidity FROM weather_aggregates \
                            WHERE window_days = 7 AND unit = 'fahrenheit' ORDER BY sensor_id, window_id";
 
-/// The consumer binary with weekly °F CSV rules (unless `args` give a --window), a bounded run, PGPASSWORD set; stdout to
-/// `log`, stderr to `log.err`.
+/// The consumer binary (see [`consumer_command`]) loading the table of `pg`, PGPASSWORD set;
+/// stdout to `log`, stderr to `log.err`.
 fn consumer(tansu: &Tansu, pg: &PostgresServer, args: &[&str], log: &Path) -> Child {
-    let rules: &[&str] = if args.contains(&"--window") { &[] } else { &["--window", "week", "--unit", "fahrenheit"] };
-    Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
-        .args(["-b", &tansu.bootstrap(), "--format", "csv"])
-        .args(rules)
-        .args(["--sensor-column", "--until-end", "--checkpoint-interval", "0.05", "--connect-timeout", "20"])
-        .args(["--to-postgres", &pg.url()])
-        .args(args)
-        .env("PGPASSWORD", pg.password())
-        .env("RUST_LOG", "info")
-        .stdout(File::create(log).unwrap())
-        .stderr(File::create(err_path(log)).unwrap())
-        .spawn()
-        .expect("starting weather-consumer")
-}
-
-fn err_path(log: &Path) -> std::path::PathBuf {
-    let mut err = log.as_os_str().to_owned();
-    err.push(".err");
-    err.into()
+    let mut command = consumer_command(&tansu.bootstrap(), args);
+    command.args(["--to-postgres", &pg.url()]).env("PGPASSWORD", pg.password());
+    spawn_logged(&mut command, log)
 }
 
 /// Runs the consumer to its end, successfully; its summary.
 fn run_consumer(tansu: &Tansu, pg: &PostgresServer, args: &[&str], log: &Path) -> String {
-    let status = consumer(tansu, pg, args, log).wait().unwrap();
-    let summary = std::fs::read_to_string(log).unwrap();
-    let stderr = std::fs::read_to_string(err_path(log)).unwrap_or_default();
-    assert!(status.success(), "{args:?} failed ({status}):\n{summary}\n{stderr}");
-    summary
+    finish(consumer(tansu, pg, args, log), log, &format!("{args:?}")).0
 }
 
 /// The rows of a CSV with a sensor column, as (sensor, week, temp, co, humidity) strings.
@@ -309,15 +291,14 @@ fn the_password_shows_nowhere() {
     tansu.produce_in_small_batches(2000, 1);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("run.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
-        .args(["-b", &tansu.bootstrap(), "--preset", "v2", "--no-file", "--until-end", "--to-postgres", &pg.url()])
-        .args(testkit::THROTTLE)
-        .env("PGPASSWORD", pg.password())
-        .env("RUST_LOG", "trace")
-        .stdout(File::create(&log).unwrap())
-        .stderr(File::create(err_path(&log)).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["-b", &tansu.bootstrap(), "--preset", "v2", "--no-file", "--until-end", "--to-postgres", &pg.url()])
+            .args(testkit::THROTTLE)
+            .env("PGPASSWORD", pg.password())
+            .env("RUST_LOG", "trace"),
+        &log,
+    );
     let mut seen_running = false;
     while child.try_wait().unwrap().is_none() {
         if let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", child.id())) {
@@ -441,14 +422,13 @@ fn a_following_rebuild_is_made_visible_once_caught_up() {
     let commits = || -> i64 { table_rows(&pg, "SELECT commits FROM weather_aggregates_state")[0][0].parse().unwrap() };
     let before = commits();
     let log = dir.path().join("follow.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
-        .args(["-b", &tansu.bootstrap(), "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
-        .args(["--sensor-column", "--from-beginning", "-o", output.to_str().unwrap(), "--to-postgres", &pg.url()])
-        .env("PGPASSWORD", pg.password())
-        .stdout(File::create(&log).unwrap())
-        .stderr(File::create(err_path(&log)).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["-b", &tansu.bootstrap(), "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
+            .args(["--sensor-column", "--from-beginning", "-o", output.to_str().unwrap(), "--to-postgres", &pg.url()])
+            .env("PGPASSWORD", pg.password()),
+        &log,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     // The rebuild's first commit marks it under way; a later one without the mark swapped it in.
     let rebuilt =
@@ -475,14 +455,13 @@ fn a_second_writer_of_a_rule_set_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (dir.path().join("first.csv"), dir.path().join("second.csv"));
     let log = dir.path().join("first.log");
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
-        .args(["-b", &tansu.bootstrap(), "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
-        .args(["--sensor-column", "-o", first.to_str().unwrap(), "--to-postgres", &pg.url()])
-        .env("PGPASSWORD", pg.password())
-        .stdout(File::create(&log).unwrap())
-        .stderr(File::create(err_path(&log)).unwrap())
-        .spawn()
-        .unwrap();
+    let mut follower = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["-b", &tansu.bootstrap(), "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
+            .args(["--sensor-column", "-o", first.to_str().unwrap(), "--to-postgres", &pg.url()])
+            .env("PGPASSWORD", pg.password()),
+        &log,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let rows = || pg.try_query("SELECT count(*) FROM weather_aggregates").ok().and_then(|r| r[0][0].clone());
     while rows().as_deref() != Some("10") {

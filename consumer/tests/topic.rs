@@ -4,14 +4,16 @@
 //! with the file or alone, a replay under other rules adds its keys, a rebuild rewrites the
 //! same values, and a partial window is overwritten once it completes.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use rand::{Rng, SeedableRng};
+use support::*;
 use testkit::Tansu;
 use weather_common::kafka;
 
@@ -22,35 +24,14 @@ const SENSORS: u32 = 8;
 const TOPIC: &str = "weather.aggregates";
 const HEADER: &str = "sensor_id,week_id,avg_temp,avg_co,avg_humidity";
 
-/// The consumer binary with weekly °F CSV rules (unless `args` give a --window), a bounded run;
-/// stdout to `log`, stderr to `log.err`.
+/// The consumer binary (see [`consumer_command`]); stdout to `log`, stderr to `log.err`.
 fn consumer(tansu: &Tansu, args: &[&str], log: &Path) -> Child {
-    let rules: &[&str] = if args.contains(&"--window") { &[] } else { &["--window", "week", "--unit", "fahrenheit"] };
-    Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
-        .args(["-b", &tansu.bootstrap(), "--format", "csv"])
-        .args(rules)
-        .args(["--sensor-column", "--until-end", "--checkpoint-interval", "0.05", "--connect-timeout", "20"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(File::create(log).unwrap())
-        .stderr(File::create(err_path(log)).unwrap())
-        .spawn()
-        .expect("starting weather-consumer")
-}
-
-fn err_path(log: &Path) -> std::path::PathBuf {
-    let mut err = log.as_os_str().to_owned();
-    err.push(".err");
-    err.into()
+    spawn_logged(&mut consumer_command(&tansu.bootstrap(), args), log)
 }
 
 /// Runs the consumer to its end, successfully; its summary and its log.
 fn run_consumer(tansu: &Tansu, args: &[&str], log: &Path) -> (String, String) {
-    let status = consumer(tansu, args, log).wait().unwrap();
-    let summary = std::fs::read_to_string(log).unwrap();
-    let stderr = std::fs::read_to_string(err_path(log)).unwrap_or_default();
-    assert!(status.success(), "{args:?} failed ({status}):\n{summary}\n{stderr}");
-    (summary, stderr)
+    finish(consumer(tansu, args, log), log, &format!("{args:?}"))
 }
 
 /// The rows of a consumer's CSV with a sensor column, sorted by sensor and window: the order
@@ -351,16 +332,7 @@ fn with_transactions_the_committed_log_holds_each_window_once() {
     assert_eq!(runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap().acknowledged, 12_000);
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], log: &Path| -> Child {
-        Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
-            .args(["-b", &bootstrap, "--format", "csv", "--window", "week", "--unit", "fahrenheit"])
-            .args(["--sensor-column", "--until-end", "--checkpoint-interval", "0.05", "--connect-timeout", "20"])
-            .args(args)
-            .args(testkit::THROTTLE)
-            .env("RUST_LOG", "info")
-            .stdout(File::create(log).unwrap())
-            .stderr(File::create(err_path(log)).unwrap())
-            .spawn()
-            .unwrap()
+        spawn_logged(consumer_command(&bootstrap, args).args(testkit::THROTTLE), log)
     };
     let reference = dir.path().join("reference.csv");
     assert!(run(&["-o", reference.to_str().unwrap(), "-g", "reference"], &dir.path().join("r.log"))
