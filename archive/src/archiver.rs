@@ -334,11 +334,15 @@ impl Writer {
                 part.files.take(offset, Some((&reading, ms)), partition)
             }
             (Ok(_), None) => {
-                self.dead_letters.keep(message, "no-timestamp", "the record has no timestamp to place it in time")?;
+                self.dead_letters.keep(
+                    message.into(),
+                    "no-timestamp",
+                    "the record has no timestamp to place it in time",
+                )?;
                 part.files.take(offset, None, partition)
             }
             (Err(bad), _) => {
-                self.dead_letters.keep(message, bad.category(), &bad.to_string())?;
+                self.dead_letters.keep(message.into(), bad.category(), &bad.to_string())?;
                 part.files.take(offset, None, partition)
             }
         };

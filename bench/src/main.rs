@@ -4,7 +4,10 @@
 //!   sensor's delivery settings (idempotent, acks=all) and its warm-up before the clock starts;
 //! - producer: `weather-producer --rate 0` sending as many readings;
 //! - consume baseline: a minimal rdkafka loop reading every partition from the beginning to
-//!   the end and discarding the messages;
+//!   the end and discarding the messages, one `poll` per message as a plain rdkafka consumer
+//!   reads;
+//! - consume, batches: the same loop taking librdkafka's fetched messages a batch at a time,
+//!   as the replay does ([`weather_common::fetch`]): how fast the topic can be read at all;
 //! - replay: `weather-consumer` recomputing version 2 (weekly, °F, CSV, checkpoints on) from
 //!   the beginning to the end of that topic;
 //! - archive: `weather-archive` writing every reading of that topic to Parquet files on the
@@ -28,11 +31,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::aggregate::{Aggregate, WindowKey};
+use weather_common::fetch::Fetcher;
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
 use weather_common::meter::{counted, thousands};
 use weather_common::units::{Tenths, Unit};
@@ -79,7 +84,13 @@ enum Step {
     #[command(hide = true)]
     ProduceBaseline { bootstrap: String, topic: String, count: u64, sensors: u32 },
     #[command(hide = true)]
-    ConsumeBaseline { bootstrap: String, topic: String },
+    ConsumeBaseline {
+        bootstrap: String,
+        topic: String,
+        /// Take the fetched messages a batch at a time.
+        #[arg(long)]
+        batches: bool,
+    },
     /// Runs a command and prints its peak resident memory after its output (see `measure`).
     #[command(hide = true)]
     Launch {
@@ -122,7 +133,7 @@ fn main() -> anyhow::Result<()> {
         Some(Step::ProduceBaseline { bootstrap, topic, count, sensors }) => {
             produce_baseline(&bootstrap, &topic, count, sensors)
         }
-        Some(Step::ConsumeBaseline { bootstrap, topic }) => consume_baseline(&bootstrap, &topic),
+        Some(Step::ConsumeBaseline { bootstrap, topic, batches }) => consume_baseline(&bootstrap, &topic, batches),
         Some(Step::Launch { command }) => launch(&command),
         None => run(&cli),
     }
@@ -249,6 +260,12 @@ fn bench_on(
         let consume_baseline =
             measure("consume baseline", n, Command::new(&me).args(["consume-baseline", bootstrap, topic]))?;
         let consume_baseline = with_data_seconds(consume_baseline, n)?;
+        let consume_batches = measure(
+            "consume, batches",
+            n,
+            Command::new(&me).args(["consume-baseline", "--batches", bootstrap, topic]),
+        )?;
+        let consume_batches = with_data_seconds(consume_batches, n)?;
         let replay = measure(
             "replay (v2)",
             n,
@@ -330,13 +347,14 @@ fn bench_on(
         let report =
             Measured { data_seconds: n as f64 / reported_rate(&report.stdout, "read `aggregates`")?, ..report };
         println!(
-            "{broker}, round {}/{}: producer {:.2}x, replay {:.2}x, archive {:.2}x, report {:.2}x its baseline \
-             (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + postgres {:.2}x, replay + topic {:.2}x \
-             the replay",
+            "{broker}, round {}/{}: producer {:.2}x, replay {:.2}x ({:.2}x the batches), archive {:.2}x, report \
+             {:.2}x its baseline (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + postgres {:.2}x, \
+             replay + topic {:.2}x the replay",
             rounds.len() + 1,
             cli.rounds,
             producer.rate() / produce_baseline.rate(),
             replay.rate() / consume_baseline.rate(),
+            replay.rate() / consume_batches.rate(),
             archive.rate() / consume_baseline.rate(),
             report.rate() / report_baseline.rate(),
             replay.peak_rss_kib as f64 / 1024.0,
@@ -349,6 +367,7 @@ fn bench_on(
             produce_baseline,
             producer,
             consume_baseline,
+            consume_batches,
             replay,
             archive,
             to_table,
@@ -362,10 +381,10 @@ fn bench_on(
         .reduce(|a, b| a.into_iter().zip(b).map(|(a, b)| best(a, b)).collect())
         .expect("at least one round");
     let Ok(
-        [produce_baseline, producer, consume_baseline, replay, archive, to_table, to_topic, report_baseline, report],
-    ) = <[Measured; 9]>::try_from(best_of)
+        [produce_baseline, producer, consume_baseline, consume_batches, replay, archive, to_table, to_topic, report_baseline, report],
+    ) = <[Measured; 10]>::try_from(best_of)
     else {
-        unreachable!("every round measures nine steps")
+        unreachable!("every round measures ten steps")
     };
 
     println!("\n{broker}, {partitions} partitions, best of {} round(s)", cli.rounds);
@@ -377,6 +396,7 @@ fn bench_on(
         (&produce_baseline, None),
         (&producer, Some(&produce_baseline)),
         (&consume_baseline, None),
+        (&consume_batches, Some(&consume_baseline)),
         (&replay, Some(&consume_baseline)),
         (&archive, Some(&consume_baseline)),
         (&to_table, Some(&replay)),
@@ -402,7 +422,8 @@ fn bench_on(
         // The report has no ratio target: it is to read a million aggregates in a few seconds.
         let target = match m.name {
             "archive (disk)" if broker.starts_with("Tansu") => Some(0.7),
-            "archive (disk)" | "report" => None,
+            // Not a target: how much faster reading is when messages are taken in batches.
+            "archive (disk)" | "report" | "consume, batches" => None,
             // Against the file-only replay: the table's rows cost PostgreSQL's own work.
             "replay + postgres" => Some(0.5),
             // Against the file-only replay: the same replay, plus one record per week.
@@ -600,7 +621,7 @@ const STALL: Duration = Duration::from_secs(30);
 
 /// The consume baseline: every partition from the beginning to its end, messages discarded.
 /// Prints how many were read, and the seconds from the assignment to the last one.
-fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+fn consume_baseline(bootstrap: &str, topic: &str, batches: bool) -> anyhow::Result<()> {
     let args = KafkaArgs::new(bootstrap);
     let probe = kafka::metadata_client(&args)?;
     let partitions = kafka::partitions(&probe, &args, topic)?;
@@ -617,7 +638,20 @@ fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
         assignment.add_partition_offset(topic, p, Offset::Offset(low))?;
         expected += high - low;
     }
-    consumer.assign(&assignment)?;
+    let length = |payload: Option<&[u8]>| payload.map_or(0, <[u8]>::len);
+    if batches {
+        let fetcher = Fetcher::new(consumer);
+        fetcher.assign(&assignment)?;
+        drain(expected, |timeout| fetcher.poll(timeout).map(|m| m.map(|m| length(m.payload()))))
+    } else {
+        consumer.assign(&assignment)?;
+        drain(expected, |timeout| consumer.poll(timeout).map(|m| m.map(|m| length(m.payload()))))
+    }
+}
+
+/// Polls until `expected` messages are read, then prints their count and the seconds taken;
+/// `poll` gives a message's length.
+fn drain(expected: i64, mut poll: impl FnMut(Duration) -> Option<KafkaResult<usize>>) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut read = 0i64;
     let mut bytes = 0usize;
@@ -625,10 +659,10 @@ fn consume_baseline(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
     // when a poll comes back empty, never per message.
     let (mut read_at, mut since) = (0, Instant::now());
     while read < expected {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
+        match poll(Duration::from_millis(100)) {
+            Some(Ok(length)) => {
                 read += 1;
-                bytes += m.payload().map_or(0, <[u8]>::len);
+                bytes += length;
             }
             Some(Err(e)) => eprintln!("consume baseline: {e}"),
             None if read != read_at => (read_at, since) = (read, Instant::now()),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::fetch::Record;
 use crate::kafka::{self, Deliveries, KafkaArgs};
 use crate::meter::thousands;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -12,6 +13,28 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+/// A message kept aside: where it was read, and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+impl<'a> From<&'a BorrowedMessage<'_>> for Origin<'a> {
+    fn from(m: &'a BorrowedMessage<'_>) -> Self {
+        Origin { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload() }
+    }
+}
+
+impl<'a> From<&'a Record<'_>> for Origin<'a> {
+    fn from(r: &'a Record<'_>) -> Self {
+        Origin { topic: r.topic(), partition: r.partition(), offset: r.offset(), key: r.key(), payload: r.payload() }
+    }
+}
 
 pub struct DeadLetters {
     topic: String,
@@ -55,28 +78,23 @@ impl DeadLetters {
     }
 
     /// Keeps `message` aside for `reason`, under `category`.
-    pub fn keep(
-        &mut self,
-        message: &BorrowedMessage<'_>,
-        category: &'static str,
-        reason: &str,
-    ) -> Result<(), DeadLetterError> {
+    pub fn keep(&mut self, message: Origin<'_>, category: &'static str, reason: &str) -> Result<(), DeadLetterError> {
         *self.counts.entry(category).or_default() += 1;
         self.ensure_producer()?;
         let producer = self.producer.as_ref().expect("made just above");
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
+        let partition = message.partition.to_string();
+        let offset = message.offset.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header { key: "weather.reason", value: Some(reason) })
             .insert(Header { key: "weather.category", value: Some(category) })
-            .insert(Header { key: "weather.source.topic", value: Some(message.topic()) })
+            .insert(Header { key: "weather.source.topic", value: Some(message.topic) })
             .insert(Header { key: "weather.source.partition", value: Some(&partition) })
             .insert(Header { key: "weather.source.offset", value: Some(&offset) });
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(headers);
-        if let Some(key) = message.key() {
+        if let Some(key) = message.key {
             record = record.key(key);
         }
-        if let Some(payload) = message.payload() {
+        if let Some(payload) = message.payload {
             record = record.payload(payload);
         }
         Ok(kafka::send(producer, record)?)
@@ -219,7 +237,7 @@ mod tests {
                     break m;
                 }
             };
-            dead.keep(&message, category, reason).unwrap();
+            dead.keep((&message).into(), category, reason).unwrap();
         }
         assert!(dead.flush(Duration::from_secs(30)).unwrap());
         assert_eq!(dead.counts(), &BTreeMap::from([("empty", 1), ("not-utf8", 1)]));

@@ -6,6 +6,7 @@
 //!   look-ups and work-arounds behind them.
 //! - [`position`]: `--start` and `--until`, as the user says them.
 //! - [`source`]: reading the topic: where each partition starts, bounded runs, commits.
+//! - [`fetch`]: taking librdkafka's fetched messages a batch at a time.
 //! - [`dead_letter`]: readings that cannot be used, kept aside with their reason.
 //! - [`s3`]: the bucket, its flags, a client from the AWS credential chain, S3's refusals.
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
@@ -16,6 +17,7 @@
 
 pub mod aggregate;
 pub mod dead_letter;
+pub mod fetch;
 pub mod kafka;
 pub mod lock;
 pub mod meter;

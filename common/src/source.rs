@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use crate::fetch::{Fetcher, Record};
 use crate::kafka::{self, KafkaArgs, LoggingContext};
 use crate::position::{Start, Until};
 use crate::shutdown::Stop;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +351,7 @@ impl TopicView {
 }
 
 pub struct Source {
-    consumer: BaseConsumer<LoggingContext>,
+    fetcher: Fetcher<LoggingContext>,
     topic: String,
 }
 
@@ -379,23 +379,22 @@ impl Source {
             let start = kafka::fetch_start(&view.probe, topic, partition, offset, view.watermarks[&partition])?;
             assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
         }
-        consumer.assign(&assignment)?;
-        Ok(Source { consumer, topic: view.topic })
+        let fetcher = Fetcher::new(consumer);
+        fetcher.assign(&assignment)?;
+        Ok(Source { fetcher, topic: view.topic })
     }
 
     /// The next message, or what librdkafka has to say; waits up to `timeout` only when
-    /// nothing is queued. Asking without a wait first made the replay on the mock cluster,
-    /// where its polling thread is the bottleneck, about 7 % faster (runs alternating with
-    /// the benchmark's consume baseline, which gains nothing from the same change).
-    pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
-        self.consumer.poll(Duration::ZERO).or_else(|| self.consumer.poll(timeout))
+    /// nothing is there yet.
+    pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<Record<'_>>> {
+        self.fetcher.poll(timeout)
     }
 
     /// Stops fetching `partition`: a bounded run has read it to its end.
     pub fn pause(&self, partition: i32) {
         let mut list = TopicPartitionList::new();
         list.add_partition(&self.topic, partition);
-        if let Err(e) = self.consumer.pause(&list) {
+        if let Err(e) = self.fetcher.pause(&list) {
             tracing::debug!("pausing partition {partition}: {e}");
         }
     }
@@ -406,7 +405,7 @@ impl Source {
         for (&partition, &offset) in offsets {
             list.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
         }
-        self.consumer.commit(&list, mode)
+        self.fetcher.commit(&list, mode)
     }
 }
 

@@ -2,10 +2,10 @@
 //! window tables, and progress made durable in checkpoints (the tables' commits first, then
 //! the file's checkpoint: see [`crate::sink::table`]).
 //!
-//! It runs on a thread of its own with a blocking poll (the fastest way to drain librdkafka)
-//! and checks the stop flag between polls. A checkpoint is taken when readings stop arriving
-//! (nothing for a poll's timeout) or every checkpoint interval while they keep coming, and
-//! once more at the end.
+//! It runs on a thread of its own, takes librdkafka's fetched messages a batch at a time
+//! ([`weather_common::fetch`], the fastest way to drain librdkafka) and checks the stop flag
+//! between messages. A checkpoint is taken when readings stop arriving (nothing for a poll's
+//! timeout) or every checkpoint interval while they keep coming, and once more at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
 use weather_common::meter::{counted, thousands, Meter};
 use weather_common::shutdown::Stop;
 use weather_common::Reading;
@@ -29,6 +28,7 @@ use crate::sink::table::{Commit, Table};
 use crate::sink::RowFormat;
 use crate::window::{Outcome, WindowSummary};
 use weather_common::dead_letter::{self, DeadLetters};
+use weather_common::fetch::Record;
 use weather_common::position::now_ms;
 use weather_common::source::{Admit, Progress, Source};
 
@@ -235,9 +235,9 @@ impl Warnings {
 impl Writer {
     /// Takes one message in: admitted by the run's bounds, then parsed and counted into its
     /// window, which is written once complete; a reading that cannot count is kept aside.
-    fn take(&mut self, message: &BorrowedMessage<'_>, summary: &mut Summary) -> anyhow::Result<Taken> {
+    fn take(&mut self, message: &Record<'_>, summary: &mut Summary) -> anyhow::Result<Taken> {
         let (partition, offset) = (message.partition(), message.offset());
-        match self.progress.admit(partition, offset, || message.timestamp().to_millis()) {
+        match self.progress.admit(partition, offset, || message.timestamp()) {
             Admit::New => {}
             Admit::Old => return Ok(Taken::Again),
             Admit::Beyond => return Ok(Taken::Beyond),
@@ -265,17 +265,17 @@ impl Writer {
                 }
                 Outcome::Duplicate => {
                     let reason = format!("duplicate record_id {} of {}", reading.record_id, reading.sensor_id);
-                    self.dead_letters.keep(message, "duplicate", &reason)?;
+                    self.dead_letters.keep(message.into(), "duplicate", &reason)?;
                 }
                 Outcome::Late => {
                     let reason = format!(
                         "record_id {} of {} arrived after its window was written",
                         reading.record_id, reading.sensor_id
                     );
-                    self.dead_letters.keep(message, "late", &reason)?;
+                    self.dead_letters.keep(message.into(), "late", &reason)?;
                 }
             },
-            Err(bad) => self.dead_letters.keep(message, bad.category(), &bad.to_string())?,
+            Err(bad) => self.dead_letters.keep(message.into(), bad.category(), &bad.to_string())?,
         }
         self.progress.consumed(partition, offset);
         summary.readings += 1;
