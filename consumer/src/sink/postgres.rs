@@ -24,10 +24,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, GenericClient, NoTls};
 use weather_common::error_chain;
 
 use super::table::{Commit, TableState, WindowTable};
@@ -68,8 +71,9 @@ const STATE_COLUMNS: [(&str, &str); 8] = [
 /// The first key of this program's advisory locks ("weat").
 const LOCK_CLASS: i32 = 0x7765_6174;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Bytes of COPY data per message to the server.
-const COPY_PIECE: usize = 256 * 1024;
+/// Bytes of COPY data per message to the server; rows are sent ahead of their commit once
+/// this many are waiting.
+const COPY_PIECE: usize = 64 * 1024;
 
 /// Where the windows go: a server, a database, a user and a table; the password is looked up
 /// when connecting.
@@ -274,7 +278,7 @@ fn connection_lost(client: &Client, error: &tokio_postgres::Error) -> bool {
 
 /// Deletes the progress and state of other outputs (groups) on this rule set.
 async fn forget_others(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     t: &str,
     days: i32,
     unit: &str,
@@ -309,8 +313,32 @@ pub struct Postgres {
     state: TableState,
     /// Commits made so far, as recorded in the state table.
     commits: i64,
-    /// Rows taken since the last commit, as COPY text.
+    /// Rows taken since the last commit, as COPY text: kept until it lands, so that a failed
+    /// commit can be made again whole.
     rows: Vec<u8>,
+    /// Rows sent ahead of their commit: `rows[..sent]`.
+    sent: usize,
+    ahead: Ahead,
+}
+
+/// Loading rows ahead of their commit, so that PostgreSQL's work (most of it keeping the
+/// primary key's index) goes on while the replay reads, rather than all at the checkpoint:
+/// a transaction is opened with a COPY that takes rows as they come, and the commit finishes
+/// it. If anything fails on the way, the commit rolls it back and makes the whole
+/// transaction again from `rows`: sending ahead only ever saves time.
+enum Ahead {
+    /// Nothing sent since the last commit.
+    Idle,
+    /// A transaction is open, its COPY taking the rows sent.
+    Open(Load),
+    /// Opening one failed: rows wait for the commit.
+    Off,
+}
+
+/// The COPY of an open transaction, fed by a task of its own with the pieces sent.
+struct Load {
+    pieces: mpsc::UnboundedSender<Bytes>,
+    copy: JoinHandle<Result<u64, tokio_postgres::Error>>,
 }
 
 impl Postgres {
@@ -340,6 +368,8 @@ impl Postgres {
             state: TableState::default(),
             commits: 0,
             rows: Vec::new(),
+            sent: 0,
+            ahead: Ahead::Idle,
         };
         table.runtime.clone().block_on(table.prepare(rebuild))?;
         Ok(table)
@@ -524,71 +554,143 @@ impl Postgres {
     }
 
     /// One transaction: the rows, the progress, the state; the swap of a rebuild that has
-    /// caught up.
-    async fn transact(&mut self, commit: &Commit<'_>, rows: &[u8]) -> Result<bool, tokio_postgres::Error> {
-        let t = self.target.table.clone();
-        let swap = self.state.rebuilding && commit.caught_up;
+    /// caught up. True if it swapped.
+    async fn transact(&self, commit: &Commit<'_>, rows: &[u8]) -> Result<bool, tokio_postgres::Error> {
+        self.client.batch_execute("BEGIN").await?;
+        let done = async {
+            if !rows.is_empty() {
+                let copy = self.client.copy_in(&self.copy_statement()).await?;
+                futures_util::pin_mut!(copy);
+                // In pieces, so that neither side holds a second copy of a large batch.
+                for piece in rows.chunks(COPY_PIECE) {
+                    copy.send(Bytes::copy_from_slice(piece)).await?;
+                }
+                copy.finish().await?;
+            }
+            self.finish_transaction(commit).await
+        };
+        self.rolled_back_on_error(done.await).await
+    }
+
+    /// [`Postgres::transact`] for a transaction whose rows up to `sent` were sent ahead by
+    /// `copy`, fed through `pieces`; made whole again if that went wrong.
+    async fn finish_ahead(
+        &self,
+        load: Load,
+        commit: &Commit<'_>,
+        rows: &[u8],
+        sent: usize,
+    ) -> Result<bool, tokio_postgres::Error> {
+        if sent < rows.len() {
+            // A closed channel means the COPY failed: found out just below.
+            let _ = load.pieces.send(Bytes::copy_from_slice(&rows[sent..]));
+        }
+        drop(load.pieces);
+        let reason = match load.copy.await {
+            Ok(Ok(_)) => return self.rolled_back_on_error(self.finish_transaction(commit).await).await,
+            Ok(Err(e)) => error_chain(&e),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!("{}: loading rows ahead failed ({reason}); loading them whole", self.name);
+        let _ = self.client.batch_execute("ROLLBACK").await;
+        self.transact(commit, rows).await
+    }
+
+    /// Opens a transaction with a COPY, fed by a task of its own.
+    async fn open_ahead(&self) -> Result<Load, tokio_postgres::Error> {
+        self.client.batch_execute("BEGIN").await?;
+        let copy = self.client.copy_in::<_, Bytes>(&self.copy_statement()).await;
+        let copy = self.rolled_back_on_error(copy).await?;
+        let (pieces, mut to_send) = mpsc::unbounded_channel::<Bytes>();
+        let copy = tokio::spawn(async move {
+            futures_util::pin_mut!(copy);
+            while let Some(piece) = to_send.recv().await {
+                copy.send(piece).await?;
+            }
+            copy.finish().await
+        });
+        Ok(Load { pieces, copy })
+    }
+
+    /// The COPY of this output's rows: into the staging table during a rebuild.
+    fn copy_statement(&self) -> String {
+        let t = &self.target.table;
         let target = if self.state.rebuilding { format!("{t}_staging") } else { t.clone() };
+        let columns: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+        format!("COPY {target} ({}) FROM STDIN", columns.join(", "))
+    }
+
+    /// The rest of a commit's transaction, after its rows: the progress, the swap of a rebuild
+    /// that has caught up, the state, and the commit itself. True if it swapped.
+    async fn finish_transaction(&self, commit: &Commit<'_>) -> Result<bool, tokio_postgres::Error> {
+        let t = &self.target.table;
+        let swap = self.state.rebuilding && commit.caught_up;
         let days = self.window.get() as i32;
         let unit = self.unit.name();
         let windows = commit.windows.map(|w| serde_json::to_string(w).expect("windows always serialize"));
-        let tx = self.client.transaction().await?;
-        if !rows.is_empty() {
-            let columns: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
-            let copy = tx.copy_in(&format!("COPY {target} ({}) FROM STDIN", columns.join(", "))).await?;
-            futures_util::pin_mut!(copy);
-            // In pieces, so that neither side holds a second copy of a large batch.
-            for piece in rows.chunks(COPY_PIECE) {
-                copy.send(bytes::Bytes::copy_from_slice(piece)).await?;
-            }
-            copy.finish().await?;
-        }
+        let client = &self.client;
         let (partitions, offsets): (Vec<i32>, Vec<i64>) = commit.offsets.iter().map(|(&p, &o)| (p, o)).unzip();
-        tx.execute(
-            &format!(
-                "INSERT INTO {t}_progress (consumer_group, topic, partition, next_offset) \
-                 SELECT $1, $2, p, o FROM unnest($3::integer[], $4::bigint[]) AS u(p, o) \
-                 ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = excluded.next_offset"
-            ),
-            &[&self.group, &self.topic, &partitions, &offsets],
-        )
-        .await?;
-        if swap {
-            tx.execute(&format!("DELETE FROM {t} WHERE window_days = $1 AND unit = $2"), &[&days, &unit]).await?;
-            tx.execute(
-                &format!("INSERT INTO {t} SELECT * FROM {t}_staging WHERE window_days = $1 AND unit = $2"),
-                &[&days, &unit],
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {t}_progress (consumer_group, topic, partition, next_offset) \
+                     SELECT $1, $2, p, o FROM unnest($3::integer[], $4::bigint[]) AS u(p, o) \
+                     ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = excluded.next_offset"
+                ),
+                &[&self.group, &self.topic, &partitions, &offsets],
             )
             .await?;
-            tx.execute(&format!("DELETE FROM {t}_staging WHERE window_days = $1 AND unit = $2"), &[&days, &unit])
+        if swap {
+            client.execute(&format!("DELETE FROM {t} WHERE window_days = $1 AND unit = $2"), &[&days, &unit]).await?;
+            client
+                .execute(
+                    &format!("INSERT INTO {t} SELECT * FROM {t}_staging WHERE window_days = $1 AND unit = $2"),
+                    &[&days, &unit],
+                )
+                .await?;
+            client
+                .execute(&format!("DELETE FROM {t}_staging WHERE window_days = $1 AND unit = $2"), &[&days, &unit])
                 .await?;
             // The rows of this rule set are this output's now: other outputs' progress on them
             // no longer describes the table.
-            forget_others(&tx, &t, days, unit, &self.group).await?;
+            forget_others(client, t, days, unit, &self.group).await?;
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO {t}_state (consumer_group, topic, window_days, unit, rebuilding, ended_with_partial, \
-                 commits, open_windows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (consumer_group, topic) DO UPDATE SET window_days = excluded.window_days, \
-                 unit = excluded.unit, rebuilding = excluded.rebuilding, \
-                 ended_with_partial = excluded.ended_with_partial, commits = excluded.commits, \
-                 open_windows = excluded.open_windows"
-            ),
-            &[
-                &self.group,
-                &self.topic,
-                &days,
-                &unit,
-                &(self.state.rebuilding && !swap),
-                &commit.partial,
-                &(self.commits + 1),
-                &windows,
-            ],
-        )
-        .await?;
-        tx.commit().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {t}_state (consumer_group, topic, window_days, unit, rebuilding, ended_with_partial, \
+                     commits, open_windows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (consumer_group, topic) DO UPDATE SET window_days = excluded.window_days, \
+                     unit = excluded.unit, rebuilding = excluded.rebuilding, \
+                     ended_with_partial = excluded.ended_with_partial, commits = excluded.commits, \
+                     open_windows = excluded.open_windows"
+                ),
+                &[
+                    &self.group,
+                    &self.topic,
+                    &days,
+                    &unit,
+                    &(self.state.rebuilding && !swap),
+                    &commit.partial,
+                    &(self.commits + 1),
+                    &windows,
+                ],
+            )
+            .await?;
+        client.batch_execute("COMMIT").await?;
         Ok(swap)
+    }
+
+    /// `result`, after rolling the open transaction back if it is an error (on a lost
+    /// connection there is nothing to roll back: the server has done it).
+    async fn rolled_back_on_error<T>(
+        &self,
+        result: Result<T, tokio_postgres::Error>,
+    ) -> Result<T, tokio_postgres::Error> {
+        if result.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result
     }
 
     /// Runs `commit` until it lands, reconnecting after a lost connection (a PostgreSQL
@@ -596,8 +698,17 @@ impl Postgres {
     /// commit count tells whether the last attempt had landed before the connection went.
     fn commit_rows(&mut self, commit: &Commit<'_>, rows: &[u8]) -> anyhow::Result<()> {
         let runtime = self.runtime.clone();
+        let mut ahead = match std::mem::replace(&mut self.ahead, Ahead::Idle) {
+            Ahead::Open(load) => Some(load),
+            Ahead::Idle | Ahead::Off => None,
+        };
+        let sent = std::mem::take(&mut self.sent);
         loop {
-            let error = match runtime.block_on(self.transact(commit, rows)) {
+            let attempt = match ahead.take() {
+                Some(load) => runtime.block_on(self.finish_ahead(load, commit, rows, sent)),
+                None => runtime.block_on(self.transact(commit, rows)),
+            };
+            let error = match attempt {
                 Ok(swapped) => {
                     self.committed(commit, swapped);
                     return Ok(());
@@ -624,6 +735,29 @@ impl Postgres {
                 self.committed(commit, swapped);
                 return Ok(());
             }
+        }
+    }
+
+    /// Sends the rows not sent yet ahead of their commit, opening its transaction first if
+    /// need be. A failure only leaves them for the commit.
+    fn send_ahead(&mut self) {
+        if matches!(self.ahead, Ahead::Idle) {
+            self.ahead = match self.runtime.block_on(self.open_ahead()) {
+                Ok(load) => Ahead::Open(load),
+                Err(e) => {
+                    tracing::debug!(
+                        "{}: could not load rows ahead ({}); they wait for the commit",
+                        self.name,
+                        error_chain(&e)
+                    );
+                    Ahead::Off
+                }
+            };
+        }
+        if let Ahead::Open(load) = &self.ahead {
+            // A closed channel means the COPY failed: the commit finds out.
+            let _ = load.pieces.send(Bytes::copy_from_slice(&self.rows[self.sent..]));
+            self.sent = self.rows.len();
         }
     }
 
@@ -694,6 +828,9 @@ impl WindowTable for Postgres {
 
     fn add(&mut self, w: &WindowSummary) -> anyhow::Result<()> {
         copy_row(&mut self.rows, w, self.window, self.unit);
+        if self.rows.len() - self.sent >= COPY_PIECE {
+            self.send_ahead();
+        }
         Ok(())
     }
 
@@ -793,5 +930,47 @@ mod tests {
             "sensor-1\t7\t2\tfahrenheit\t68.5\t700\t55\t7\t8\t14\nsensor-1\t7\t2\tcelsius\t-1.0\t2450\t192\t2\t1\t3\n"
         );
         assert_eq!(COLUMNS.len(), 10, "one value per column");
+    }
+
+    /// Rows sent ahead of their commit are loading while the run goes on, unseen until the
+    /// commit, with which they land once; when the connection is lost while rows are on their
+    /// way, the commit reconnects and loads them whole.
+    #[test]
+    fn rows_sent_ahead_land_once_with_their_commit_even_after_a_lost_connection() {
+        let pg = testkit::PostgresServer::start();
+        // No other test of this crate reads it.
+        std::env::set_var("PGPASSWORD", pg.password());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let target = PostgresTarget::parse(&pg.url(), "ahead", Duration::from_secs(30)).unwrap();
+        let (window, unit, handle) = (WindowSize::WEEK, Unit::Celsius, runtime.handle().clone());
+        let mut table = Postgres::open(&target, "g", "weather", window, unit, false, handle).unwrap();
+        let count = |sql: &str| pg.query(sql)[0][0].clone().unwrap();
+        let copying = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'weather' AND query LIKE 'COPY ahead %'";
+        // Enough rows for several pieces.
+        let rows_per_commit = (4 * COPY_PIECE / 40) as u64;
+        for round in 1..=2u64 {
+            for id in (round - 1) * rows_per_commit + 1..=round * rows_per_commit {
+                table.add(&crate::sink::week("sensor-1", id, 7 * 203, 7 * 700, 7 * 55)).unwrap();
+            }
+            assert!(matches!(table.ahead, Ahead::Open(_)), "round {round}: rows went ahead");
+            assert_eq!(count(copying), "1", "round {round}: the server is loading them");
+            assert_eq!(count("SELECT count(*) FROM ahead"), ((round - 1) * rows_per_commit).to_string());
+            if round == 2 {
+                let ended = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'weather'";
+                assert_eq!(pg.query(ended), [[Some("t".to_string())]]);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while count("SELECT count(*) FROM pg_stat_activity WHERE usename = 'weather'") != "0" {
+                    assert!(Instant::now() < deadline, "the backend did not end");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let offsets = BTreeMap::from([(0, (round * rows_per_commit * 7) as i64)]);
+            table.commit(&Commit { offsets: &offsets, windows: None, caught_up: true, partial: false }).unwrap();
+            let rows = "SELECT count(*), count(DISTINCT window_id), max(window_id) FROM ahead";
+            let n = (round * rows_per_commit).to_string();
+            assert_eq!(pg.query(rows), [[Some(n.clone()), Some(n.clone()), Some(n)]], "round {round}");
+            assert_eq!(count("SELECT next_offset FROM ahead_progress"), offsets[&0].to_string());
+        }
+        assert_eq!(count("SELECT commits FROM ahead_state"), "2");
     }
 }
