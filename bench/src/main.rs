@@ -426,8 +426,11 @@ fn bench_on(
             "archive (disk)" | "report" | "consume, batches" => None,
             // Against the file-only replay: the table's rows cost PostgreSQL's own work.
             "replay + postgres" => Some(0.5),
-            // Against the file-only replay: the same replay, plus one record per week.
-            "replay + topic" => Some(0.8),
+            // Against the file-only replay: the same replay, plus one record per week. On Tansu:
+            // on the mock cluster the polling thread is the bottleneck, and producing the weeks
+            // takes CPU from it on the same two cores.
+            "replay + topic" if broker.starts_with("Tansu") => Some(0.8),
+            "replay + topic" => None,
             _ => Some(0.8),
         };
         if let (Some(ratio), Some(target)) = (ratio, target) {
