@@ -2,11 +2,12 @@
 //! bottleneck (a replay reads a million readings in well under a second).
 //!
 //! rdkafka's `BaseConsumer::poll` hands out one message per call, and each call reads the
-//! clock four times (three in librdkafka, one in rdkafka) and unwraps an event: on the mock
-//! cluster that is most of a plain poll loop's time. librdkafka's
-//! `rd_kafka_consume_batch_queue` pays it once per batch; the benchmark's consume baseline
-//! measures both ways side by side. rdkafka (0.39) does not wrap that call, so this module
-//! does, over the bindings rdkafka re-exports, and keeps all of its `unsafe` in one place.
+//! clock three times or more (librdkafka notes when the application polls, and when it is done;
+//! rdkafka times the call) and unwraps an event: on the mock cluster that is most of a plain
+//! poll loop's time. librdkafka's `rd_kafka_consume_batch_queue` pays it once per batch; the
+//! benchmark's consume baseline measures both ways side by side. rdkafka (0.39) does not wrap
+//! that call, so this module does, over the bindings rdkafka re-exports, and keeps all of its
+//! `unsafe` in one place.
 //!
 //! A [`Fetcher`] owns the consumer and a queue of its own. Each partition's fetch queue is
 //! forwarded to that queue before the partition is assigned ([`Fetcher::assign`] is the only
