@@ -1,6 +1,8 @@
 //! The archiving loop: readings in from the partitions the group gives this instance, files
 //! out to the lake, each through the three steps of [`crate::state`] (decided, published,
-//! done). It runs on a thread of its own with a blocking poll, like the consumer's.
+//! done). It runs on a thread of its own with rdkafka's blocking poll, which also serves the
+//! group's rebalances; the consumer, which assigns its partitions itself, takes batches
+//! instead ([`weather_common::fetch`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
