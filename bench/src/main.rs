@@ -643,8 +643,7 @@ fn consume_baseline(bootstrap: &str, topic: &str, batches: bool) -> anyhow::Resu
     }
     let length = |payload: Option<&[u8]>| payload.map_or(0, <[u8]>::len);
     if batches {
-        let fetcher = Fetcher::new(consumer);
-        fetcher.assign(&assignment)?;
+        let fetcher = Fetcher::assign(consumer, &assignment)?;
         drain(expected, |timeout| fetcher.poll(timeout).map(|m| m.map(|m| length(m.payload()))))
     } else {
         consumer.assign(&assignment)?;

@@ -10,9 +10,10 @@
 //! `unsafe` in one place.
 //!
 //! A [`Fetcher`] owns the consumer and a queue of its own. Each partition's fetch queue is
-//! forwarded to that queue before the partition is assigned ([`Fetcher::assign`] is the only
-//! way to assign), so every fetched message, partition end and fetch error arrives there, in
-//! order, and nowhere else. The consumer's own queue keeps librdkafka's other events (client
+//! forwarded to that queue before the partition is assigned, once, when the fetcher is made
+//! (a partition assigned again would lose its forwarding to the first assignment's end), so
+//! every fetched message, partition end and fetch error arrives there, in order, and nowhere
+//! else. The consumer's own queue keeps librdkafka's other events (client
 //! errors, commit results), which rdkafka's poll serves between batches.
 
 use std::cell::RefCell;
@@ -51,18 +52,22 @@ struct Pending {
 unsafe impl<C: ConsumerContext> Send for Fetcher<C> {}
 
 impl<C: ConsumerContext> Fetcher<C> {
-    pub fn new(consumer: BaseConsumer<C>) -> Fetcher<C> {
+    /// Assigns the partitions of `list` to `consumer`, at their offsets, with their fetched
+    /// messages sent to the fetcher's queue.
+    pub fn assign(consumer: BaseConsumer<C>, list: &TopicPartitionList) -> KafkaResult<Fetcher<C>> {
         // SAFETY: the client handle is valid while `consumer` lives, and the queue is
         // destroyed before it (see `drop`).
         let queue = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
         let queue = NonNull::new(queue).expect("librdkafka allocates a queue or aborts");
         let pending = RefCell::new(Pending { taken: Vec::with_capacity(BATCH), next: 0 });
-        Fetcher { queue, pending, consumer }
+        let fetcher = Fetcher { queue, pending, consumer };
+        fetcher.forward(list)?;
+        fetcher.consumer.assign(list)?;
+        Ok(fetcher)
     }
 
-    /// Assigns the partitions of `list`, at their offsets, with their fetched messages sent to
-    /// this fetcher's queue.
-    pub fn assign(&self, list: &TopicPartitionList) -> KafkaResult<()> {
+    /// Forwards the fetch queue of every partition of `list` to this fetcher's queue.
+    fn forward(&self, list: &TopicPartitionList) -> KafkaResult<()> {
         let client = self.consumer.client().native_ptr();
         for element in list.elements() {
             let topic = CString::new(element.topic())
@@ -83,7 +88,7 @@ impl<C: ConsumerContext> Fetcher<C> {
                 rd::rd_kafka_queue_destroy(partition);
             }
         }
-        self.consumer.assign(list)
+        Ok(())
     }
 
     /// The next fetched message or news of a partition (its end, a fetch error), or an error of
@@ -93,12 +98,17 @@ impl<C: ConsumerContext> Fetcher<C> {
             return Some(next);
         }
         // Between batches, the consumer's own queue: it carries no messages (see the module's
-        // comment), only events, which rdkafka turns into errors and callbacks.
+        // comment), only events, which rdkafka turns into errors and callbacks. A message
+        // there would be one read out of its partition's order: fatal, never skipped.
         match self.consumer.poll(Duration::ZERO) {
             Some(Err(e)) => return Some(Err(e)),
             Some(Ok(m)) => {
-                tracing::error!("partition {} sent a message around its batch queue", m.partition());
-                return Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::Fail)));
+                tracing::error!(
+                    "partition {} offset {}: a message came around the fetcher's queue",
+                    m.partition(),
+                    m.offset()
+                );
+                return Some(Err(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fail)));
             }
             None => {}
         }
@@ -249,13 +259,11 @@ mod tests {
         let args = KafkaArgs::new(bootstrap);
         let consumer: BaseConsumer =
             args.client_config(&[("group.id", "fetch-test"), ("enable.partition.eof", "true")]).create().unwrap();
-        let fetcher = Fetcher::new(consumer);
         let mut list = TopicPartitionList::new();
         for &(partition, offset) in from {
             list.add_partition_offset(topic, partition, Offset::Offset(offset)).unwrap();
         }
-        fetcher.assign(&list).unwrap();
-        fetcher
+        Fetcher::assign(consumer, &list).unwrap()
     }
 
     /// Sends `count` records to `topic`, record `i` to partition `i % partitions` with key
@@ -326,7 +334,8 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         let first = fetcher(&bootstrap, "weather", &[(0, 0)]);
         let mut read = Vec::new();
-        // The first record is waited for alone; the second comes with the rest of a batch.
+        // Two records: by then the fetcher holds the rest of a batch (the mock cluster serves
+        // the 100 records in one fetch).
         while read.len() < 2 {
             assert!(Instant::now() < deadline, "read only {read:?} within 30 s");
             if let Some(Ok(record)) = first.poll(Duration::from_millis(100)) {

@@ -52,6 +52,10 @@ pub struct Progress {
     unfinished: BTreeSet<i32>,
     /// By partition: its last news was "nothing more for now".
     at_end: Vec<bool>,
+    /// Partitions of a bounded run that met their bound: what follows them is beyond it too,
+    /// even a later record stamped earlier (records already fetched still arrive after a
+    /// pause).
+    beyond: BTreeSet<i32>,
 }
 
 /// What to do with a record.
@@ -79,6 +83,7 @@ impl Progress {
             until_time,
             unfinished,
             at_end: Vec::new(),
+            beyond: BTreeSet::new(),
         }
     }
 
@@ -93,6 +98,7 @@ impl Progress {
         if let Some(at_end) = self.at_end.get_mut(index) {
             *at_end = false;
         }
+        self.beyond.remove(&partition);
         let end = self.end.as_ref().map(|end| end.get(index).copied().flatten());
         match end {
             Some(end) if end.is_none_or(|e| next < e) => self.unfinished.insert(partition),
@@ -122,9 +128,10 @@ impl Progress {
         }
         if let Some(end) = &self.end {
             let past_end = end.get(index).copied().flatten().is_some_and(|e| offset >= e);
-            let past_time = self.until_time.is_some_and(|until| timestamp().is_some_and(|t| t >= until));
-            if past_end || past_time {
+            let past = || past_end || self.until_time.is_some_and(|until| timestamp().is_some_and(|t| t >= until));
+            if self.beyond.contains(&partition) || past() {
                 self.unfinished.remove(&partition);
+                self.beyond.insert(partition);
                 return Admit::Beyond;
             }
         }
@@ -379,8 +386,7 @@ impl Source {
             let start = kafka::fetch_start(&view.probe, topic, partition, offset, view.watermarks[&partition])?;
             assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
         }
-        let fetcher = Fetcher::new(consumer);
-        fetcher.assign(&assignment)?;
+        let fetcher = Fetcher::assign(consumer, &assignment)?;
         Ok(Source { fetcher, topic: view.topic })
     }
 
@@ -455,7 +461,8 @@ mod tests {
     }
 
     /// A partition the group assigns later is read from where it is told, and a bounded run
-    /// waits for it; a revoked one is no longer waited for.
+    /// waits for it; a revoked one is no longer waited for; one assigned again after its
+    /// bound is read again.
     #[test]
     fn partitions_come_and_go_with_the_group() {
         let ends = BTreeMap::from([(0, Some(10)), (1, Some(5)), (2, Some(7))]);
@@ -472,6 +479,9 @@ mod tests {
         p.revoke(0);
         assert!(p.done());
         assert_eq!(p.next(), BTreeMap::from([(1, 5)]));
+        assert_eq!(p.admit(1, 5, || None), Admit::Beyond);
+        p.assign(1, 3);
+        assert_eq!(p.admit(1, 3, || None), Admit::New, "assigned again, read again from where it is told");
     }
 
     /// Records below a partition's next offset were read before and are not new; records at
@@ -504,6 +514,7 @@ mod tests {
         p.consumed(1, 0);
         p.reached_end(1, 500);
         assert_eq!(p.admit(0, 7, || Some(1_000)), Admit::Beyond, "stamped at the bound");
+        assert_eq!(p.admit(0, 8, || Some(999)), Admit::Beyond, "after the bound, even if stamped before it");
         assert!(!p.done(), "partition 1 may still get readings stamped before the bound");
         p.tick(999);
         assert!(!p.done());

@@ -168,6 +168,9 @@ impl Pipeline {
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     writer.progress.reached_end(partition, now_ms());
                 }
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(anyhow::Error::new(e).context("reading the topic"));
+                }
                 Some(Err(e)) => {
                     warnings.say(&e);
                     idle = true;
