@@ -74,6 +74,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Bytes of COPY data per message to the server; rows are sent ahead of their commit once
 /// this many are waiting.
 const COPY_PIECE: usize = 64 * 1024;
+/// Pieces on their way to the server at most: past that, sending ahead waits for it, rather
+/// than hold a second copy of the rows in memory.
+const PIECES_UNDER_WAY: usize = 16;
 
 /// Where the windows go: a server, a database, a user and a table; the password is looked up
 /// when connecting.
@@ -337,7 +340,7 @@ enum Ahead {
 
 /// The COPY of an open transaction, fed by a task of its own with the pieces sent.
 struct Load {
-    pieces: mpsc::UnboundedSender<Bytes>,
+    pieces: mpsc::Sender<Bytes>,
     copy: JoinHandle<Result<u64, tokio_postgres::Error>>,
 }
 
@@ -583,7 +586,7 @@ impl Postgres {
     ) -> Result<bool, tokio_postgres::Error> {
         if sent < rows.len() {
             // A closed channel means the COPY failed: found out just below.
-            let _ = load.pieces.send(Bytes::copy_from_slice(&rows[sent..]));
+            let _ = load.pieces.send(Bytes::copy_from_slice(&rows[sent..])).await;
         }
         drop(load.pieces);
         let reason = match load.copy.await {
@@ -591,7 +594,7 @@ impl Postgres {
             Ok(Err(e)) => error_chain(&e),
             Err(e) => e.to_string(),
         };
-        tracing::debug!("{}: loading rows ahead failed ({reason}); loading them whole", self.name);
+        tracing::warn!("{}: loading rows ahead of the commit failed ({reason}); loading them whole", self.name);
         let _ = self.client.batch_execute("ROLLBACK").await;
         self.transact(commit, rows).await
     }
@@ -601,7 +604,7 @@ impl Postgres {
         self.client.batch_execute("BEGIN").await?;
         let copy = self.client.copy_in::<_, Bytes>(&self.copy_statement()).await;
         let copy = self.rolled_back_on_error(copy).await?;
-        let (pieces, mut to_send) = mpsc::unbounded_channel::<Bytes>();
+        let (pieces, mut to_send) = mpsc::channel::<Bytes>(PIECES_UNDER_WAY);
         let copy = tokio::spawn(async move {
             futures_util::pin_mut!(copy);
             while let Some(piece) = to_send.recv().await {
@@ -745,8 +748,8 @@ impl Postgres {
             self.ahead = match self.runtime.block_on(self.open_ahead()) {
                 Ok(load) => Ahead::Open(load),
                 Err(e) => {
-                    tracing::debug!(
-                        "{}: could not load rows ahead ({}); they wait for the commit",
+                    tracing::warn!(
+                        "{}: could not load rows ahead of the commit ({}); they wait for it",
                         self.name,
                         error_chain(&e)
                     );
@@ -756,7 +759,7 @@ impl Postgres {
         }
         if let Ahead::Open(load) = &self.ahead {
             // A closed channel means the COPY failed: the commit finds out.
-            let _ = load.pieces.send(Bytes::copy_from_slice(&self.rows[self.sent..]));
+            let _ = load.pieces.blocking_send(Bytes::copy_from_slice(&self.rows[self.sent..]));
             self.sent = self.rows.len();
         }
     }
@@ -934,21 +937,21 @@ mod tests {
 
     /// Rows sent ahead of their commit are loading while the run goes on, unseen until the
     /// commit, with which they land once; when the connection is lost while rows are on their
-    /// way, the commit reconnects and loads them whole.
+    /// way, the commit reconnects and loads them whole, and when their `COPY` is cancelled,
+    /// it loads them whole on the same connection.
     #[test]
-    fn rows_sent_ahead_land_once_with_their_commit_even_after_a_lost_connection() {
+    fn rows_sent_ahead_land_once_with_their_commit_even_after_a_failure() {
         let pg = testkit::PostgresServer::start();
-        // No other test of this crate reads it.
-        std::env::set_var("PGPASSWORD", pg.password());
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let target = PostgresTarget::parse(&pg.url(), "ahead", Duration::from_secs(30)).unwrap();
+        let mut target = PostgresTarget::parse(&pg.url(), "ahead", Duration::from_secs(30)).unwrap();
+        target.config.password(pg.password());
         let (window, unit, handle) = (WindowSize::WEEK, Unit::Celsius, runtime.handle().clone());
         let mut table = Postgres::open(&target, "g", "weather", window, unit, false, handle).unwrap();
         let count = |sql: &str| pg.query(sql)[0][0].clone().unwrap();
         let copying = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'weather' AND query LIKE 'COPY ahead %'";
         // Enough rows for several pieces.
         let rows_per_commit = (4 * COPY_PIECE / 40) as u64;
-        for round in 1..=2u64 {
+        for round in 1..=3u64 {
             for id in (round - 1) * rows_per_commit + 1..=round * rows_per_commit {
                 table.add(&crate::sink::week("sensor-1", id, 7 * 203, 7 * 700, 7 * 55)).unwrap();
             }
@@ -964,6 +967,11 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            if round == 3 {
+                // Taken at the next piece the COPY reads: the commit's.
+                let cancelled = "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE usename = 'weather'";
+                assert_eq!(pg.query(cancelled), [[Some("t".to_string())]]);
+            }
             let offsets = BTreeMap::from([(0, (round * rows_per_commit * 7) as i64)]);
             table.commit(&Commit { offsets: &offsets, windows: None, caught_up: true, partial: false }).unwrap();
             let rows = "SELECT count(*), count(DISTINCT window_id), max(window_id) FROM ahead";
@@ -971,6 +979,9 @@ mod tests {
             assert_eq!(pg.query(rows), [[Some(n.clone()), Some(n.clone()), Some(n)]], "round {round}");
             assert_eq!(count("SELECT next_offset FROM ahead_progress"), offsets[&0].to_string());
         }
-        assert_eq!(count("SELECT commits FROM ahead_state"), "2");
+        assert_eq!(count("SELECT commits FROM ahead_state"), "3");
+        let log = pg.log();
+        assert!(log.contains("terminating connection due to administrator command"), "round 2's end:\n{log}");
+        assert!(log.contains("canceling statement due to user request"), "round 3's cancel:\n{log}");
     }
 }
