@@ -72,7 +72,7 @@ impl<C: ConsumerContext> Fetcher<C> {
         for element in list.elements() {
             let topic = CString::new(element.topic())
                 .map_err(|_| KafkaError::Subscription(format!("topic name {:?} has a NUL byte", element.topic())))?;
-            // SAFETY: the handle is valid (see `new`) and `topic` is a C string that outlives
+            // SAFETY: the handle is valid (see `assign`) and `topic` is a C string that outlives
             // the call; librdkafka returns a new reference to the partition's queue, released
             // at once (the forwarding stays), or null only for a producer.
             unsafe {
@@ -138,7 +138,7 @@ impl<C: ConsumerContext> Fetcher<C> {
         pending.taken.clear();
         pending.next = 0;
         let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: the queue is valid (see `new`) and `taken` has room for `max <= BATCH`
+        // SAFETY: the queue is valid (see `assign`) and `taken` has room for `max <= BATCH`
         // pointers; librdkafka writes `n` of them and returns `n`, or -1 on an error.
         unsafe {
             let n = rd::rd_kafka_consume_batch_queue(
