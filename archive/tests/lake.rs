@@ -87,13 +87,10 @@ async fn the_lake_in_s3_holds_every_valid_reading_once() {
     tansu.produce("weather", 3, 1_000, 3).await;
     let s3 = testkit::S3Server::start();
     s3.create_bucket("lake");
-    let out =
+    let summary = archived(
         archive_command(&tansu, &["--s3-bucket", "lake", "--s3-endpoint", &s3.endpoint(), "--s3-prefix", "archive"])
-            .args(["--until-end", "--max-rows", "400"])
-            .output()
-            .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary = String::from_utf8(out.stdout).unwrap();
+            .args(["--until-end", "--max-rows", "400"]),
+    );
     assert!(summary.contains(" to s3://lake/archive at http://127.0.0.1:"), "{summary}");
     let (expected, _) = topic_readings(&tansu, "weather");
     assert_lake_holds(&s3.bucket_dir("lake").join("archive"), &expected);
@@ -118,13 +115,8 @@ async fn a_state_whose_stored_checksum_disagrees_is_still_read() {
     let s3 = testkit::S3Server::start();
     s3.create_bucket("lake");
     let endpoint = s3.endpoint();
-    let run = || {
-        let out = archive_command(&tansu, &["--s3-bucket", "lake", "--s3-endpoint", &endpoint])
-            .arg("--until-end")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
+    let run =
+        || archived(archive_command(&tansu, &["--s3-bucket", "lake", "--s3-endpoint", &endpoint]).arg("--until-end"));
     run();
     // The state written again by a client with the SDK's default checksums (s3s-fs records
     // a CRC32 beside it), then its bytes changed as such a killed PUT leaves them.
@@ -195,8 +187,7 @@ fn a_second_instance_takes_over_and_fences_the_first() {
         assert!(std::time::Instant::now() < deadline, "the first instance published nothing");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let second = archive_command(&tansu, &flags).arg("--until-end").output().unwrap();
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    archived(archive_command(&tansu, &flags).arg("--until-end"));
     let first = first.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&first.stderr);
     assert!(!first.status.success(), "the first instance stops: {said}");

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 use testkit::Tansu;
@@ -131,13 +131,14 @@ pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) 
 
 /// Runs the archive binary on `tansu` into `dir` until the end, and returns its summary.
 pub fn archive(tansu: &Tansu, dir: &Path, extra: &[&str]) -> String {
-    let out = run_archive(tansu, dir, extra);
-    assert!(out.status.success(), "the archive failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    archived(archive_command(tansu, &["-o", dir.to_str().unwrap()]).args(extra))
 }
 
-pub fn run_archive(tansu: &Tansu, dir: &Path, extra: &[&str]) -> Output {
-    archive_command(tansu, &["-o", dir.to_str().unwrap()]).args(extra).output().expect("running weather-archive")
+/// Runs an archive `command` to its end, which must be a success; its summary.
+pub fn archived(command: &mut Command) -> String {
+    let out = command.output().expect("running weather-archive");
+    assert!(out.status.success(), "the archive failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The archive binary's command on `tansu`, with the destination flags given.
