@@ -44,7 +44,8 @@ pub struct Progress {
     /// Next offset to read, by partition (`None`: not read).
     next: Vec<Option<i64>>,
     /// For a bounded run: where each partition ends (`None`: at its first reading stamped at
-    /// or after `until_time`, or at its end once that time has passed).
+    /// or after `until_time`, which becomes its end once met, or at its end once that time has
+    /// passed).
     end: Option<Vec<Option<i64>>>,
     until_time: Option<i64>,
     /// For a bounded run: the partitions not yet read to their end (kept up to date, so
@@ -52,10 +53,6 @@ pub struct Progress {
     unfinished: BTreeSet<i32>,
     /// By partition: its last news was "nothing more for now".
     at_end: Vec<bool>,
-    /// Partitions of a bounded run that met their bound: what follows them is beyond it too,
-    /// even a later record stamped earlier (records already fetched still arrive after a
-    /// pause).
-    beyond: BTreeSet<i32>,
 }
 
 /// What to do with a record.
@@ -83,7 +80,6 @@ impl Progress {
             until_time,
             unfinished,
             at_end: Vec::new(),
-            beyond: BTreeSet::new(),
         }
     }
 
@@ -98,7 +94,6 @@ impl Progress {
         if let Some(at_end) = self.at_end.get_mut(index) {
             *at_end = false;
         }
-        self.beyond.remove(&partition);
         let end = self.end.as_ref().map(|end| end.get(index).copied().flatten());
         match end {
             Some(end) if end.is_none_or(|e| next < e) => self.unfinished.insert(partition),
@@ -126,12 +121,16 @@ impl Progress {
         if self.next.get(index).copied().flatten().is_some_and(|next| offset < next) {
             return Admit::Old;
         }
-        if let Some(end) = &self.end {
+        if let Some(end) = &mut self.end {
             let past_end = end.get(index).copied().flatten().is_some_and(|e| offset >= e);
-            let past = || past_end || self.until_time.is_some_and(|until| timestamp().is_some_and(|t| t >= until));
-            if self.beyond.contains(&partition) || past() {
+            let past_time = || self.until_time.is_some_and(|until| timestamp().is_some_and(|t| t >= until));
+            if past_end || past_time() {
+                // The partition ends here: what follows is beyond the bound too, even a record
+                // stamped earlier (records already fetched still arrive after the pause).
+                if let Some(e) = end.get_mut(index) {
+                    *e = Some(e.map_or(offset, |e| e.min(offset)));
+                }
                 self.unfinished.remove(&partition);
-                self.beyond.insert(partition);
                 return Admit::Beyond;
             }
         }
