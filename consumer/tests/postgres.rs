@@ -208,6 +208,56 @@ fn sigkill_with_the_table_alone_changes_nothing() {
     sigkill_scenario(&["--no-file"], "alone", false);
 }
 
+/// SIGKILL while rows are on their way to the table ahead of their commit (the server shows
+/// their `COPY` running), three times: none of those rows is ever visible, and the run that
+/// follows ends with the uninterrupted run's rows in the table and the file, each once.
+#[test]
+fn sigkill_while_rows_are_sent_ahead_changes_nothing() {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", PARTITIONS);
+    tansu.produce_in_small_batches(DAYS, SENSORS);
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference.csv");
+    let reference_flags = ["-o", reference.to_str().unwrap(), "-g", "reference", "--postgres-table", "reference"];
+    run_consumer(&tansu, &pg, &reference_flags, &dir.path().join("reference.log"));
+    let expected = csv_rows(&reference);
+    let crashed = dir.path().join("crashed.csv");
+    // Commits far apart, so that rows pile up and go ahead between them.
+    let mut flags = vec!["-o", crashed.to_str().unwrap(), "-g", "crashed", "--postgres-table", "ahead"];
+    flags.extend(["--checkpoint-interval", "60"]);
+    flags.extend(testkit::THROTTLE);
+    let rows = || table_rows(&pg, &WEEKLY_ROWS.replace("weather_aggregates", "ahead"));
+    let copying = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'weather' AND query LIKE 'COPY ahead %'";
+    for kill in 1..=3 {
+        let log = dir.path().join(format!("run-{kill}.log"));
+        let mut child = consumer(&tansu, &pg, &flags, &log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pg.query(copying) != [[Some("1".to_string())]] {
+            if let Some(status) = child.try_wait().unwrap() {
+                let (summary, stderr) = (std::fs::read_to_string(&log), std::fs::read_to_string(err_path(&log)));
+                panic!("run {kill} ended ({status}) before sending rows ahead:\n{summary:?}\n{stderr:?}");
+            }
+            assert!(Instant::now() < deadline, "run {kill} sent no rows ahead within 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pg.query(copying) != [[Some("0".to_string())]] {
+            assert!(Instant::now() < deadline, "the server kept the killed run's COPY");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let visible = rows();
+        assert!(visible.len() < expected.len(), "kill {kill}: the run had rows left to send");
+        for row in &visible {
+            assert!(expected.binary_search_by(|e| cmp_rows(e, row)).is_ok(), "kill {kill}: row {row:?}");
+        }
+    }
+    run_consumer(&tansu, &pg, &flags, &dir.path().join("final.log"));
+    assert_eq!(rows(), expected, "the table");
+    assert_eq!(csv_rows(&crashed), expected, "the file");
+}
+
 /// A PostgreSQL restart mid-run (an immediate shutdown, away for a few seconds) changes
 /// nothing: the consumer says it lost the connection, reconnects, and ends with the
 /// uninterrupted run's rows in the table and the file, each once.

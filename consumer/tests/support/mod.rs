@@ -8,15 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 /// The consumer binary on the broker at `bootstrap` with weekly °F CSV rules and a sensor column (unless `args`
-/// give a --window), a bounded run with a checkpoint every 50 ms, logging at `info`, then
-/// `args`.
+/// give a --window), a bounded run with a checkpoint every 50 ms (unless `args` give a
+/// --checkpoint-interval), logging at `info`, then `args`.
 pub fn consumer_command(bootstrap: &str, args: &[&str]) -> Command {
     let rules: &[&str] = if args.contains(&"--window") { &[] } else { &["--window", "week", "--unit", "fahrenheit"] };
+    let interval: &[&str] =
+        if args.contains(&"--checkpoint-interval") { &[] } else { &["--checkpoint-interval", "0.05"] };
     let mut command = Command::new(env!("CARGO_BIN_EXE_weather-consumer"));
     command
         .args(["-b", bootstrap, "--format", "csv"])
         .args(rules)
-        .args(["--sensor-column", "--until-end", "--checkpoint-interval", "0.05", "--connect-timeout", "20"])
+        .args(["--sensor-column", "--until-end", "--connect-timeout", "20"])
+        .args(interval)
         .args(args)
         .env("RUST_LOG", "info");
     command
