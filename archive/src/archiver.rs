@@ -154,18 +154,16 @@ impl Archiver {
         let lake =
             Arc::new(Lake::new(store, layout, view, settings.start.clone(), positions, settings.allow_data_loss));
         let mut config = vec![
-            ("group.id", settings.group.as_str()),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "true"),
             // Eager: with cooperative-sticky, Tansu 0.6 hands one partition to two members
             // for seconds at a time (see the README's notes).
             ("partition.assignment.strategy", "range"),
         ];
         config.extend_from_slice(&FETCH_SETTINGS);
-        let consumer: BaseConsumer<GroupContext> =
-            settings.kafka.client_config(&config).create_with_context(GroupContext::new(lake.clone()))?;
+        let consumer: BaseConsumer<GroupContext> = settings
+            .kafka
+            .consumer_config(&settings.group, &config)
+            .create_with_context(GroupContext::new(lake.clone()))?;
         if settings.scale_out {
             consumer.subscribe(&[settings.topic.as_str()])?;
         } else {

@@ -284,9 +284,8 @@ impl TopicView {
             Start::Earliest | Start::Resume => every(&|_| None),
             Start::Latest => every(&|p| Some(self.watermarks[&p].1)),
             Start::Committed => {
-                let member: BaseConsumer<LoggingContext> = args
-                    .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
-                    .create_with_context(LoggingContext)?;
+                let member: BaseConsumer<LoggingContext> =
+                    args.consumer_config(group, &[]).create_with_context(LoggingContext)?;
                 committed(&member, &self.topic, &self.partitions)?
             }
             Start::Time(time) => {
@@ -369,16 +368,10 @@ impl Source {
         view: TopicView,
         from: &BTreeMap<i32, i64>,
     ) -> Result<Source, SourceError> {
-        let mut settings = vec![
-            ("group.id", group),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "true"),
-        ];
+        let mut settings = vec![("auto.offset.reset", "earliest")];
         settings.extend_from_slice(&FETCH_SETTINGS);
         let consumer: BaseConsumer<LoggingContext> =
-            args.client_config(&settings).create_with_context(LoggingContext)?;
+            args.consumer_config(group, &settings).create_with_context(LoggingContext)?;
         let topic = view.topic.as_str();
         let mut assignment = TopicPartitionList::new();
         for (&partition, &offset) in from {

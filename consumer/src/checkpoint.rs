@@ -185,7 +185,7 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::Format;
+    use crate::rules::Format;
     use crate::units::Unit;
     use crate::window::WindowSize;
 

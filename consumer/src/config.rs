@@ -1,20 +1,18 @@
 //! What a user sets on the consumer. The raw command line ([`Cli`]) is turned into checked
 //! [`Settings`] before any work starts, so a bad flag is reported by name, at once.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
-use weather_common::s3::S3Args;
 
-use crate::rules::Rules;
-use crate::sink::postgres::PostgresTarget;
-use crate::sink::s3::S3Target;
-use crate::sink::topic::TopicTarget;
-use crate::sink::Format;
+use crate::rules::{Format, Rules};
+use crate::sink::file::{FileArgs, FileOutput};
+use crate::sink::table::{Checks, TableConfig};
+use crate::sink::TableArgs;
 use crate::units::Unit;
 use crate::window::WindowSize;
 use weather_common::position::{RunArgs, Start, Until};
@@ -73,11 +71,6 @@ pub struct Cli {
     #[arg(long, value_enum, env = "WEATHER_FORMAT")]
     pub format: Option<Format>,
 
-    /// Output file. Default: weather_aggregation.txt or .csv, by format. Its checkpoint is
-    /// kept beside it as <output>.checkpoint.
-    #[arg(short = 'o', long, env = "WEATHER_OUTPUT")]
-    pub output: Option<PathBuf>,
-
     /// Start every row (CSV) or group (TXT) with the sensor id: needed when the topic carries
     /// more than one sensor.
     #[arg(long, env = "WEATHER_SENSOR_COLUMN")]
@@ -104,18 +97,8 @@ pub struct Cli {
     #[arg(short = 'g', long, env = "WEATHER_GROUP")]
     pub group: Option<String>,
 
-    /// Upload the output to an S3 bucket (--s3-bucket) as this object key. Default: the
-    /// output's file name.
-    #[arg(long, env = "WEATHER_S3_KEY")]
-    pub s3_key: Option<String>,
-
     #[command(flatten)]
-    pub s3: S3Args,
-
-    /// Upload after a new window is written, but no more often than this; always once more
-    /// at the end.
-    #[arg(long, env = "WEATHER_UPLOAD_INTERVAL", value_name = "SECONDS", default_value = "5", value_parser = weather_common::parse_seconds)]
-    pub upload_interval: Duration,
+    pub file: FileArgs,
 
     /// How often progress is made durable (output fsynced, checkpoint replaced, offsets
     /// committed) while readings keep arriving; when the topic goes quiet it happens at once.
@@ -130,26 +113,8 @@ pub struct Cli {
     #[arg(long, env = "WEATHER_ALLOW_DATA_LOSS")]
     pub allow_data_loss: bool,
 
-    /// Also write every window into a PostgreSQL table, exactly once: a URL such as
-    /// postgres://weather@127.0.0.1:5432/weather, without a password (it comes from PGPASSWORD
-    /// or a password file, ~/.pgpass or PGPASSFILE).
-    #[arg(long, env = "WEATHER_POSTGRES_URL", value_name = "URL")]
-    pub to_postgres: Option<String>,
-
-    /// The PostgreSQL table; created if missing, with <table>_progress, <table>_state and
-    /// <table>_staging beside it.
-    #[arg(long, env = "WEATHER_POSTGRES_TABLE", value_name = "NAME", default_value = crate::sink::postgres::DEFAULT_TABLE)]
-    pub postgres_table: String,
-
-    /// Also publish every window to this Kafka topic, compacted, keyed by window (created if
-    /// missing, with the source topic's partition count); its progress lives in NAME.state.
-    #[arg(long, env = "WEATHER_TO_TOPIC", value_name = "NAME")]
-    pub to_topic: Option<String>,
-
-    /// Write no output file: the table (--to-postgres, --to-topic) is the only output, and keeps
-    /// the open windows itself.
-    #[arg(long, env = "WEATHER_NO_FILE")]
-    pub no_file: bool,
+    #[command(flatten)]
+    pub tables: TableArgs,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -165,23 +130,30 @@ pub struct Settings {
     pub kafka: KafkaArgs,
     /// What the output computes and how it writes it; the topic is among them.
     pub rules: Rules,
-    pub output: PathBuf,
+    /// The output file and its S3 copy; none with `--no-file`.
+    pub file: Option<FileOutput>,
+    /// The window tables, in the order they commit.
+    pub tables: Vec<Arc<dyn TableConfig>>,
+    /// The output a run resumes from.
+    pub reference: Reference,
     pub emit_partial: bool,
     pub start: Start,
     pub until: Until,
     pub dry_run: bool,
     pub progress: ProgressArgs,
     pub group: String,
-    pub s3: Option<S3Target>,
-    pub upload_interval: Duration,
     pub checkpoint_interval: Duration,
     pub dead_letter_topic: String,
     pub allow_data_loss: bool,
-    /// False with --no-file: the windows go to the tables only.
-    pub file: bool,
-    pub postgres: Option<PostgresTarget>,
-    /// The aggregates topic (`--to-topic`).
-    pub topic_sink: Option<TopicTarget>,
+}
+
+/// The output whose state a run resumes, and that the others follow: the file when there is
+/// one, else the last table to commit (after a crash the one furthest behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    File,
+    /// The table of this index in [`Settings::tables`].
+    Table(usize),
 }
 
 impl Cli {
@@ -189,16 +161,16 @@ impl Cli {
     pub fn settings(mut self) -> Result<Settings, clap::Error> {
         let v2 = self.preset == Some(Preset::V2);
         let rules = self.rules(v2);
-        if self.no_file {
-            if self.to_postgres.is_none() && self.to_topic.is_none() {
-                return Err(invalid(
-                    "--no-file needs a table to write to: give --to-postgres or --to-topic".to_string(),
-                ));
-            }
-            for (flag, given) in [("--output", self.output.is_some()), ("--s3-bucket", self.s3.s3_bucket.is_some())] {
-                if given {
-                    return Err(invalid(format!("--no-file writes no file: {flag} does not go with it")));
-                }
+        let dead_letter_topic = self.dead_letter_topic.take().unwrap_or_else(|| format!("{}.dlq", rules.topic));
+        if dead_letter_topic == rules.topic {
+            return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
+        }
+        let flags = self.tables.flags();
+        let checks = Checks { kafka: &self.kafka, topic: &rules.topic, dead_letter_topic: &dead_letter_topic };
+        let tables = self.tables.check(&checks).map_err(invalid)?;
+        if self.file.no_file {
+            if tables.is_empty() {
+                return Err(invalid(format!("--no-file needs a table to write to: give {}", flags.join(" or "))));
             }
             if self.dry_run {
                 return Err(invalid(
@@ -206,47 +178,33 @@ impl Cli {
                 ));
             }
         }
-        let output =
-            self.output.take().unwrap_or_else(|| format!("weather_aggregation.{}", rules.format.name()).into());
-        let postgres = match self.to_postgres.take() {
-            Some(url) => {
-                Some(PostgresTarget::parse(&url, &self.postgres_table, self.kafka.connect_timeout()).map_err(invalid)?)
+        let needs_upload = v2 && !self.file.no_file;
+        let file = self.file.check(&rules, needs_upload).map_err(|message| {
+            match needs_upload && message.starts_with("--preset v2") {
+                true => Cli::command().error(ErrorKind::MissingRequiredArgument, message),
+                false => invalid(message),
             }
-            None => None,
-        };
-        let s3 = self.s3_target(v2 && !self.no_file, &output)?;
-        let dead_letter_topic = self.dead_letter_topic.take().unwrap_or_else(|| format!("{}.dlq", rules.topic));
-        if dead_letter_topic == rules.topic {
-            return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
-        }
-        let topic_sink = match self.to_topic.take() {
-            Some(name) => Some(TopicTarget::parse(&name, &[&rules.topic, &dead_letter_topic]).map_err(invalid)?),
-            None => None,
-        };
-        let group = match (self.group.take(), &postgres, &topic_sink) {
-            (Some(group), _, _) => group,
-            (None, Some(target), _) if self.no_file => rules.table_group(&target.table, &target.address),
-            (None, None, Some(target)) if self.no_file => rules.topic_group(&target.topic),
-            (None, _, _) => rules.default_group(&output),
+        })?;
+        let (reference, group) = match (&file, tables.last()) {
+            (Some(file), _) => (Reference::File, rules.default_group(&file.path)),
+            (None, Some(_)) => (Reference::Table(tables.len() - 1), tables[0].default_group(&rules)),
+            (None, None) => unreachable!("--no-file without a table was refused above"),
         };
         Ok(Settings {
             start: self.run.start(v2),
             until: self.run.until(),
             kafka: self.kafka,
             rules,
-            output,
+            file,
+            tables,
+            reference,
             emit_partial: self.emit_partial,
             dry_run: self.dry_run,
             progress: self.progress,
-            group,
-            s3,
-            upload_interval: self.upload_interval,
+            group: self.group.take().unwrap_or(group),
             checkpoint_interval: self.checkpoint_interval,
             dead_letter_topic,
             allow_data_loss: self.allow_data_loss,
-            file: !self.no_file,
-            postgres,
-            topic_sink,
         })
     }
 
@@ -267,27 +225,6 @@ impl Cli {
             sensor_column: self.sensor_column,
         }
     }
-
-    /// Where the output is uploaded, if anywhere, after checking the output's path and the
-    /// S3 flags together.
-    fn s3_target(&mut self, v2: bool, output: &Path) -> Result<Option<S3Target>, clap::Error> {
-        let Some(file_name) = output.file_name().and_then(|n| n.to_str()) else {
-            return Err(invalid(format!("--output `{}` does not name a file", output.display())));
-        };
-        if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(invalid(format!("--output: directory `{}` does not exist", dir.display())));
-            }
-        }
-        if v2 && self.s3.s3_bucket.is_none() {
-            return Err(Cli::command().error(
-                ErrorKind::MissingRequiredArgument,
-                "--preset v2 uploads to S3: give --s3-bucket (or WEATHER_S3_BUCKET)",
-            ));
-        }
-        let bucket = self.s3.bucket(&[("--s3-key", self.s3_key.is_some())]).map_err(invalid)?;
-        Ok(bucket.map(|bucket| S3Target { bucket, key: self.s3_key.take().unwrap_or_else(|| file_name.to_string()) }))
-    }
 }
 
 fn invalid(message: String) -> clap::Error {
@@ -296,6 +233,8 @@ fn invalid(message: String) -> clap::Error {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn settings(args: &[&str]) -> Result<Settings, clap::Error> {
@@ -308,8 +247,10 @@ mod tests {
         for args in [&[][..], &["--preset", "v1"]] {
             let s = settings(args).unwrap();
             assert_eq!((s.rules.window, s.rules.unit, s.rules.format), (WindowSize::MONTH, Unit::Celsius, Format::Txt));
-            assert_eq!(s.output, PathBuf::from("weather_aggregation.txt"));
-            assert!(s.start == Start::Resume && s.until == Until::Follow && s.s3.is_none());
+            let file = s.file.unwrap();
+            assert_eq!(file.path, PathBuf::from("weather_aggregation.txt"));
+            assert!(s.start == Start::Resume && s.until == Until::Follow && file.s3.is_none());
+            assert_eq!(s.reference, Reference::File);
         }
     }
 
@@ -318,9 +259,10 @@ mod tests {
     fn v2_preset() {
         let s = settings(&["--preset", "v2", "--s3-bucket", "bucket", "--s3-endpoint", "http://127.0.0.1:1"]).unwrap();
         assert_eq!((s.rules.window, s.rules.unit, s.rules.format), (WindowSize::WEEK, Unit::Fahrenheit, Format::Csv));
-        assert_eq!(s.output, PathBuf::from("weather_aggregation.csv"));
+        let file = s.file.unwrap();
+        assert_eq!(file.path, PathBuf::from("weather_aggregation.csv"));
         assert_eq!(s.start, Start::Earliest);
-        let s3 = s.s3.unwrap();
+        let s3 = file.s3.unwrap();
         assert_eq!((s3.bucket.name.as_str(), s3.key.as_str()), ("bucket", "weather_aggregation.csv"));
     }
 
@@ -354,6 +296,24 @@ mod tests {
         assert_ne!(group_of(a.join("out.txt")), group_of(b.join("out.txt")));
         assert_eq!(group_of(a.join("out.txt")), group_of(b.join("../a/out.txt")));
         assert_eq!(settings(&["-g", "mine"]).unwrap().group, "mine");
+    }
+
+    /// Without a file, the last table to commit is the reference output and the first names
+    /// the default group; with a file, the file is the reference.
+    #[test]
+    fn tables_and_the_reference_output() {
+        let pg = ["--to-postgres", "postgres://w@127.0.0.1:5432/w"];
+        let s = settings(&[&pg[..], &["--to-topic", "aggregates", "--no-file"]].concat()).unwrap();
+        assert_eq!((s.tables.len(), s.reference, s.file.is_none()), (2, Reference::Table(1), true));
+        assert_eq!(s.group, "weather-consumer-month-celsius-postgres:127.0.0.1:5432/w/weather_aggregates");
+        let s = settings(&["--to-topic", "aggregates", "--no-file"]).unwrap();
+        assert_eq!(
+            (s.reference, s.group.as_str()),
+            (Reference::Table(0), "weather-consumer-month-celsius-topic:aggregates")
+        );
+        let s = settings(&pg).unwrap();
+        assert_eq!((s.tables.len(), s.reference), (1, Reference::File));
+        assert!(s.group.ends_with("weather_aggregation.txt"), "{}", s.group);
     }
 
     /// A bad flag says which flag and why.

@@ -35,6 +35,7 @@ use weather_common::shutdown::Stop;
 pub use config::{Cli, Command, Settings};
 pub use open::dry_run;
 pub use pipeline::Summary;
+use sink::file::FileOutput;
 use sink::s3::Uploader;
 use weather_common::s3;
 
@@ -42,18 +43,18 @@ use weather_common::s3;
 /// progress durable, uploads the final state and returns what it did.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Summary> {
     // Held until the end of the run, the final upload included. A table has a lock of its own.
-    let _writer = match settings.file {
-        true => Some(WriterLock::acquire(&settings.output, &settings.output.display().to_string())?),
-        false => None,
+    let _writer = match &settings.file {
+        Some(file) => Some(WriterLock::acquire(&file.path, &file.path.display().to_string())?),
+        None => None,
     };
     let stop = Stop::when(shutdown);
-    let s3 = match &settings.s3 {
-        Some(target) => {
+    let upload = match &settings.file {
+        Some(file @ FileOutput { s3: Some(target), .. }) => {
             let client = s3::client(&target.bucket).await;
             s3::check_bucket(&client, &target.bucket).await?;
-            Some((client, target.clone()))
+            Some((client, target.clone(), file.clone()))
         }
-        None => None,
+        _ => None,
     };
     let (pipeline_settings, thread_stop, runtime) = (settings.clone(), stop.clone(), tokio::runtime::Handle::current());
     let opened = tokio::task::spawn_blocking(move || open::open(pipeline_settings, &thread_stop, &runtime))
@@ -62,35 +63,35 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
     let Some(mut pipeline) = opened else {
         anyhow::bail!("stopped before the consumer was connected");
     };
-    let uploader = s3.map(|(client, target)| {
-        tracing::info!("uploading to {} (at most every {:?})", target.url(), settings.upload_interval);
-        Uploader::start(
+    let uploader = upload.map(|(client, target, file)| {
+        tracing::info!("uploading to {} (at most every {:?})", target.url(), file.upload_interval);
+        let uploader = Uploader::start(
             client,
-            target,
-            settings.output.clone(),
-            settings.upload_interval,
+            target.clone(),
+            file.path.clone(),
+            file.upload_interval,
             pipeline.writer.checkpoint.output_len,
-        )
+        );
+        (uploader, target, file)
     });
-    pipeline.writer.uploads = uploader.as_ref().map(Uploader::announcer);
+    pipeline.writer.uploads = uploader.as_ref().map(|(uploader, ..)| uploader.announcer());
     let consumed =
         tokio::task::spawn_blocking(move || pipeline.run(&stop)).await.context("the consumer thread panicked")?;
-    let report = match uploader {
-        Some(uploader) => Some(uploader.finish().await),
-        None => None,
-    };
-    let mut summary = consumed?;
-    summary.uploads = report;
-    if let (Some(report), Some(target)) = (report, &settings.s3) {
-        if report.behind {
-            anyhow::bail!(
-                "{} is complete ({} bytes), but {} could not be updated: it holds {}; the next run uploads it",
-                settings.output.display(),
-                summary.output_len,
-                target.url(),
-                report.uploaded_len.map_or("an older state".to_string(), |len| format!("the first {len} bytes"))
-            );
-        }
+    let mut summary = consumed;
+    let Some((uploader, target, file)) = uploader else { return summary };
+    let report = uploader.finish().await;
+    if let Ok(summary) = &mut summary {
+        summary.uploads = Some(report);
+    }
+    let summary = summary?;
+    if report.behind {
+        anyhow::bail!(
+            "{} is complete ({} bytes), but {} could not be updated: it holds {}; the next run uploads it",
+            file.path.display(),
+            summary.output_len,
+            target.url(),
+            report.uploaded_len.map_or("an older state".to_string(), |len| format!("the first {len} bytes"))
+        );
     }
     Ok(summary)
 }

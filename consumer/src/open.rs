@@ -15,11 +15,9 @@ use weather_common::source::{Progress, Source, TopicView};
 use weather_common::Reading;
 
 use crate::checkpoint::Checkpoint;
-use crate::config::Settings;
+use crate::config::{Reference, Settings};
 use crate::pipeline::{Pipeline, Writer};
-use crate::sink::postgres::Postgres;
-use crate::sink::table::{self, Joining, Table, TableState, WindowTable};
-use crate::sink::topic::TopicTable;
+use crate::sink::table::{self, Joining, Opening, Table, TableState, WindowTable};
 use crate::sink::{self, file::OutputFile};
 use crate::start::{self, Origin, Plan};
 use crate::window::Windows;
@@ -33,15 +31,17 @@ struct Prepared {
     ends: Option<BTreeMap<i32, Option<i64>>>,
 }
 
-/// Loads the checkpoint (the file's, or without a file the table's state `sole`), connects to
-/// Kafka (retrying while it is unreachable), and plans where every partition starts and stops.
-fn prepare(settings: &Settings, stop: &Stop, sole: Option<&TableState>) -> anyhow::Result<Prepared> {
+/// Loads the checkpoint (the file's, or without a file the reference table's state `sole`),
+/// connects to Kafka (retrying while it is unreachable), and plans where every partition
+/// starts and stops. `output` names the reference output in messages.
+fn prepare(settings: &Settings, stop: &Stop, sole: Option<&TableState>, output: &str) -> anyhow::Result<Prepared> {
     // The topic first: a mistyped --topic is reported as a missing topic, not as other rules.
     let view = TopicView::look_up(&settings.kafka, &settings.rules.topic, stop)?;
-    let checkpoint = match (&settings.start, sole) {
-        (Start::Earliest, _) => None,
-        (_, Some(state)) if !settings.file => table_checkpoint(settings, state)?,
-        _ => Checkpoint::load(&settings.output, &settings.rules)?,
+    let checkpoint = match (&settings.start, &settings.file, sole) {
+        (Start::Earliest, _, _) => None,
+        (_, Some(file), _) => Checkpoint::load(&file.path, &settings.rules)?,
+        (_, None, Some(state)) => table_checkpoint(settings, state)?,
+        (_, None, None) => None,
     };
     let positions = view.positions(&settings.kafka, &settings.group, &settings.start)?;
     if let (Some(c), Start::Committed) = (&checkpoint, &settings.start) {
@@ -53,10 +53,9 @@ fn prepare(settings: &Settings, stop: &Stop, sole: Option<&TableState>) -> anyho
             .collect();
         if !differ.is_empty() {
             tracing::warn!(
-                "group `{}` committed other offsets than the checkpoint of {} ({}); following the checkpoint, which \
-                 matches the output. To replay from the group's offsets, pass them as --start offset:...",
+                "group `{}` committed other offsets than the checkpoint of {output} ({}); following the checkpoint, \
+                 which matches the output. To replay from the group's offsets, pass them as --start offset:...",
                 settings.group,
-                settings.output.display(),
                 differ.join(", ")
             );
         }
@@ -91,13 +90,13 @@ fn table_checkpoint(settings: &Settings, state: &TableState) -> anyhow::Result<O
 
 /// The plan in words: where the output's state comes from.
 fn origin(settings: &Settings, prepared: &Prepared) -> String {
-    if !settings.file {
+    let Some(file) = &settings.file else {
         return match prepared.plan.origin {
             Origin::Resumed => "resumes at its progress in the table".to_string(),
             _ => format!("the table's rows are rebuilt from {}{}", settings.start, skips(prepared)),
         };
-    }
-    let output = &settings.output;
+    };
+    let output = &file.path;
     match (&prepared.plan.origin, &prepared.checkpoint) {
         (Origin::Resumed, Some(c)) => format!("resumes at its checkpoint ({})", counted(c.output_len, "byte")),
         (Origin::RolledBack { index }, Some(c)) => match c.history[*index].output_len {
@@ -150,7 +149,10 @@ fn skips(prepared: &Prepared) -> String {
 pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
     /// Records read from the end of each partition's range to see how far each sensor goes.
     const TAIL: i64 = 64;
-    let prepared = prepare(settings, &Stop::default(), None)?;
+    let Some(file) = &settings.file else {
+        anyhow::bail!("--dry-run plans from an output file's checkpoint: it does not go with --no-file");
+    };
+    let prepared = prepare(settings, &Stop::default(), None, &file.path.display().to_string())?;
     let Prepared { view, checkpoint, plan, ends } = &prepared;
     let mut partitions = Vec::new();
     let mut last_records: BTreeMap<String, u64> = BTreeMap::new();
@@ -175,10 +177,10 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
     // For a rebuild the checkpoint was not loaded; what it wrote is rewritten if the rules match.
     let current = match checkpoint {
         Some(c) => Some(c.clone()),
-        None => Checkpoint::read(&settings.output)?.filter(|c| c.rules == settings.rules),
+        None => Checkpoint::read(&file.path)?.filter(|c| c.rules == settings.rules),
     };
     Ok(start::DryRun {
-        output: settings.output.display().to_string(),
+        output: file.path.display().to_string(),
         origin: origin(settings, &prepared),
         partitions,
         until: match settings.until {
@@ -186,12 +188,12 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
             Until::End => "stops at the end every partition has now".to_string(),
             Until::Time(t) => format!("stops before the first reading stamped {} or later", format_time(t)),
         },
-        uploads: match &settings.s3 {
+        uploads: match &file.s3 {
             Some(target) => format!(
                 "{} at {}, at most every {:?} and once at the end",
                 target.url(),
                 target.bucket.endpoint_name(),
-                settings.upload_interval
+                file.upload_interval
             ),
             None => "none (no --s3-bucket)".to_string(),
         },
@@ -204,26 +206,17 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
 /// the dead-letter topic and the output; `None` if a stop came first.
 pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
     let rebuild = settings.start == Start::Earliest;
-    let mut sinks: Vec<Box<dyn WindowTable>> = Vec::new();
-    if let Some(target) = &settings.postgres {
-        let (window, unit) = (settings.rules.window, settings.rules.unit);
-        let table =
-            Postgres::open(target, &settings.group, &settings.rules.topic, window, unit, rebuild, runtime.clone())?;
-        sinks.push(Box::new(table));
-    }
-    if let Some(target) = &settings.topic_sink {
-        let (window, unit) = (settings.rules.window, settings.rules.unit);
-        let (group, source) = (&settings.group, &settings.rules.topic);
-        let table = TopicTable::open(&settings.kafka, target, group, source, window, unit, rebuild, stop, runtime)?;
-        sinks.push(Box::new(table));
-    }
-    // Without a file the last table is the reference: the tables commit in order, so after a
-    // crash it is the one furthest behind, and the others join it as they would join a file.
-    let prepared = prepare(&settings, stop, sinks.last().map(|s| s.state()))?;
-    let output = match settings.file {
-        true => settings.output.display().to_string(),
-        false => sinks.last().map(|s| s.name().to_string()).unwrap_or_default(),
+    let opening =
+        Opening { kafka: &settings.kafka, group: &settings.group, rules: &settings.rules, rebuild, stop, runtime };
+    let sinks: Vec<Box<dyn WindowTable>> =
+        settings.tables.iter().map(|table| table.open(&opening)).collect::<anyhow::Result<_>>()?;
+    // The other outputs join the reference as they would join a file.
+    let (output, sole) = match (settings.reference, &settings.file) {
+        (Reference::Table(i), _) => (sinks[i].name().to_string(), Some(sinks[i].state())),
+        (Reference::File, Some(file)) => (file.path.display().to_string(), None),
+        (Reference::File, None) => anyhow::bail!("the output file is the reference, and there is none"),
     };
+    let prepared = prepare(&settings, stop, sole, &output)?;
     let message = format!(
         "reading `{}` on {} as group `{}`; {output}: {}",
         settings.rules.topic,
@@ -241,9 +234,8 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
     let Prepared { view, checkpoint, plan, ends } = prepared;
     if let (Origin::RolledBack { .. }, Some(table)) = (&plan.origin, sinks.first()) {
         anyhow::bail!(
-            "--start {} rolls {} back, and {} cannot be rolled back with it: rebuild both with --from-beginning",
+            "--start {} rolls {output} back, and {} cannot be rolled back with it: rebuild both with --from-beginning",
             settings.start,
-            settings.output.display(),
             table.name()
         );
     }
@@ -266,17 +258,12 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
     };
     let new_windows = Windows::new(settings.rules.window);
     let mut tables = Vec::new();
-    let reference = match settings.file {
-        true => settings.output.display().to_string(),
-        false => output.clone(),
-    };
-    let last = sinks.len().saturating_sub(1);
     for (i, mut sink) in sinks.into_iter().enumerate() {
-        let joining = match settings.file || i < last {
+        let joining = match settings.reference != Reference::Table(i) {
             true => table::join(sink.state(), &resume, fresh, rebuild).map_err(|why| {
                 anyhow::anyhow!(
-                    "{} cannot follow {reference}: {why}. Rebuild both with --from-beginning, or write the table \
-                     elsewhere (another --postgres-table or --to-topic)",
+                    "{} cannot follow {output}: {why}. Rebuild both with --from-beginning, or write the table \
+                     elsewhere (another table name or topic)",
                     sink.name(),
                 )
             })?,
@@ -285,7 +272,7 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
         };
         let catch_up = match joining {
             Joining::Rebuild => {
-                sink.rebuild(&plan.from, (!settings.file).then_some(&new_windows))?;
+                sink.rebuild(&plan.from, settings.file.is_none().then_some(&new_windows))?;
                 None
             }
             Joining::CatchUp(catch_up) => Some(catch_up),
@@ -293,13 +280,15 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
         };
         tables.push(Table::new(sink, catch_up));
     }
-    let saving = || format!("writing the checkpoint beside {}", settings.output.display());
+    let saving = || format!("writing the checkpoint beside {output}");
     let checkpoint = match (plan.origin, checkpoint) {
         (Origin::Resumed, Some(checkpoint)) => checkpoint,
         (Origin::RolledBack { index }, Some(mut checkpoint)) => {
             // Saved before the file is cut back, as for a new output below.
             checkpoint.roll_back(index);
-            checkpoint.save(&settings.output).with_context(saving)?;
+            if let Some(file) = &settings.file {
+                checkpoint.save(&file.path).with_context(saving)?;
+            }
             checkpoint
         }
         _ => {
@@ -307,24 +296,24 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
             // checkpoint next to a new, shorter file.
             let mut fresh = Checkpoint::new(settings.rules.clone(), new_windows);
             fresh.offsets = plan.from;
-            if settings.file {
+            if let Some(file) = &settings.file {
                 fresh.remember();
-                fresh.save(&settings.output).with_context(saving)?;
+                fresh.save(&file.path).with_context(saving)?;
             }
             fresh
         }
     };
     let mut format = sink::row_format(&settings.rules);
-    let output = match settings.file {
-        true => {
-            let mut output = OutputFile::open(&settings.output, checkpoint.output_len)
-                .with_context(|| format!("opening the output {}", settings.output.display()))?;
+    let output = match &settings.file {
+        Some(file) => {
+            let mut output = OutputFile::open(&file.path, checkpoint.output_len)
+                .with_context(|| format!("opening the output {}", file.path.display()))?;
             if output.is_empty() {
                 output.write_all(format.header()).context("writing the output header")?;
             }
             Some(output)
         }
-        false => None,
+        None => None,
     };
     let writer = Writer { settings, checkpoint, progress, output, tables, format, dead_letters, uploads: None };
     Ok(Some(Pipeline { source, writer }))

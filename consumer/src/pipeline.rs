@@ -308,11 +308,11 @@ impl Writer {
         for table in &mut self.tables {
             table.commit(commit)?;
         }
-        if self.output.is_some() {
+        if let Some(output) = &self.output {
             self.checkpoint.remember();
             self.checkpoint
-                .save(&self.settings.output)
-                .with_context(|| format!("saving the checkpoint beside {}", self.settings.output.display()))?;
+                .save(output.path())
+                .with_context(|| format!("saving the checkpoint beside {}", output.path().display()))?;
         }
         summary.checkpoints += 1;
         if let Some(uploads) = &self.uploads {
@@ -399,7 +399,8 @@ fn append(output: &mut OutputFile, format: &mut dyn RowFormat, window: &WindowSu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::{row_format, rules, week, Format};
+    use crate::rules::Format;
+    use crate::sink::{row_format, rules, week};
     use crate::units::Unit;
     use crate::window::WindowSize;
 

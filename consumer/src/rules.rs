@@ -8,9 +8,27 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sink::Format;
 use crate::units::Unit;
 use crate::window::WindowSize;
+
+/// The output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The walkthrough's one-line text file: `id,temp,co,humidity,` per window.
+    Txt,
+    /// A CSV file with a header and one row per window.
+    Csv,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Txt => "txt",
+            Format::Csv => "csv",
+        }
+    }
+}
 
 /// The rules an output file was computed under. A checkpoint is only resumed under the same
 /// rules: anything else needs a rebuild.
@@ -41,20 +59,6 @@ impl Rules {
             self.format.name(),
             absolute(output).display()
         )
-    }
-}
-
-impl Rules {
-    /// The consumer group of a table that is the only output (`--no-file`): derived from what
-    /// the consumer computes and from the table and where it lives.
-    pub fn table_group(&self, table: &str, address: &str) -> String {
-        format!("weather-consumer-{}-{}-postgres:{address}/{table}", self.window.label(), self.unit.name())
-    }
-
-    /// The consumer group of an aggregates topic that is the only output (`--no-file
-    /// --to-topic`): derived from what the consumer computes and from the topic.
-    pub fn topic_group(&self, topic: &str) -> String {
-        format!("weather-consumer-{}-{}-topic:{topic}", self.window.label(), self.unit.name())
     }
 }
 

@@ -177,8 +177,8 @@ impl fmt::Display for DryRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::Format;
     use crate::rules::Rules;
-    use crate::sink::Format;
     use crate::units::Unit;
     use crate::window::{WindowSize, Windows};
 

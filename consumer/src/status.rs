@@ -89,10 +89,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<Status> {
     let probe = kafka::metadata_client(&args.kafka).context("creating the Kafka client")?;
     let partitions = kafka::partitions(&probe, &args.kafka, &args.topic)?;
     let marks = kafka::watermarks(&probe, &args.topic, &partitions).context("reading the topic's offsets")?;
-    let member: BaseConsumer<LoggingContext> = args
-        .kafka
-        .client_config(&[("group.id", &group), ("enable.auto.commit", "false")])
-        .create_with_context(LoggingContext)?;
+    let member: BaseConsumer<LoggingContext> =
+        args.kafka.consumer_config(&group, &[]).create_with_context(LoggingContext)?;
     let committed = source::committed(&member, &args.topic, &partitions).context("reading the group's offsets")?;
     let partitions: Vec<PartitionStatus> = partitions
         .iter()

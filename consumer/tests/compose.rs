@@ -98,9 +98,9 @@ fn our_services_get_flags_the_binaries_accept() {
                 let mut cli =
                     weather_consumer::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
                 // /out exists in the container, not here.
-                let output = cli.output.clone().expect("consumers name their output");
+                let output = cli.file.output.clone().expect("consumers name their output");
                 assert!(output.starts_with("/out"), "{name} writes to the mounted /out: {}", output.display());
-                cli.output = Some(out.path().join(output.file_name().unwrap()));
+                cli.file.output = Some(out.path().join(output.file_name().unwrap()));
                 cli.settings().unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
             }
             "weather-archive" => {

@@ -52,16 +52,11 @@ pub fn read_to_end(
     // Confirmed ends: Tansu lists the last batch's start as a partition's end.
     let marks = kafka::watermarks(&probe, topic, &partitions)?;
     drop(probe);
-    let mut settings = vec![
-        // Never commits: the report keeps no progress, it reads the whole table every time.
-        ("group.id", "weather-report"),
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("enable.partition.eof", "true"),
-        ("isolation.level", "read_committed"),
-    ];
+    let mut settings = vec![("isolation.level", "read_committed")];
     settings.extend_from_slice(&weather_common::source::FETCH_SETTINGS);
-    let consumer: BaseConsumer<LoggingContext> = args.client_config(&settings).create_with_context(LoggingContext)?;
+    // Never commits: the report keeps no progress, it reads the whole table every time.
+    let consumer: BaseConsumer<LoggingContext> =
+        args.consumer_config("weather-report", &settings).create_with_context(LoggingContext)?;
 
     // By partition: the end to read up to; a partition is removed once it is read.
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();

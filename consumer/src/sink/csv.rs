@@ -37,7 +37,8 @@ impl RowFormat for Csv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::{rules, week, Format};
+    use crate::rules::Format;
+    use crate::sink::{rules, week};
     use crate::units::Unit;
     use crate::window::WindowSize;
 

@@ -1,9 +1,86 @@
-//! The local output file: appended to through a buffer, made durable on demand, and cut
-//! back on restart to the length that the checkpoint says is durable and complete.
+//! The local output file: what a user sets for it (its path, its S3 copy), and the file itself,
+//! appended to through a buffer, made durable on demand, and cut back on restart to the length
+//! that the checkpoint says is durable and complete.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weather_common::s3::S3Args;
+
+use super::s3::S3Target;
+use crate::rules::Rules;
+
+/// The output file's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FileArgs {
+    /// Output file. Default: weather_aggregation.txt or .csv, by format. Its checkpoint is
+    /// kept beside it as <output>.checkpoint.
+    #[arg(short = 'o', long, env = "WEATHER_OUTPUT")]
+    pub output: Option<PathBuf>,
+
+    /// Upload the output to an S3 bucket (--s3-bucket) as this object key. Default: the
+    /// output's file name.
+    #[arg(long, env = "WEATHER_S3_KEY")]
+    pub s3_key: Option<String>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
+
+    /// Upload after a new window is written, but no more often than this; always once more
+    /// at the end.
+    #[arg(long, env = "WEATHER_UPLOAD_INTERVAL", value_name = "SECONDS", default_value = "5", value_parser = weather_common::parse_seconds)]
+    pub upload_interval: Duration,
+
+    /// Write no output file: the tables (--to-postgres, --to-topic) are the only output, and
+    /// keep the open windows themselves.
+    #[arg(long, env = "WEATHER_NO_FILE")]
+    pub no_file: bool,
+}
+
+/// The output file of a run, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileOutput {
+    pub path: PathBuf,
+    /// Where it is uploaded, if anywhere.
+    pub s3: Option<S3Target>,
+    pub upload_interval: Duration,
+}
+
+impl FileArgs {
+    /// The output file, checked; none with `--no-file`. `needs_upload`: the preset uploads to S3.
+    pub fn check(self, rules: &Rules, needs_upload: bool) -> Result<Option<FileOutput>, String> {
+        if self.no_file {
+            let given = [
+                ("--output", self.output.is_some()),
+                ("--s3-bucket", self.s3.s3_bucket.is_some()),
+                ("--s3-key", self.s3_key.is_some()),
+            ];
+            for (flag, given) in given {
+                if given {
+                    return Err(format!("--no-file writes no file: {flag} does not go with it"));
+                }
+            }
+            return Ok(None);
+        }
+        let path = self.output.unwrap_or_else(|| format!("weather_aggregation.{}", rules.format.name()).into());
+        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Err(format!("--output `{}` does not name a file", path.display()));
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(format!("--output: directory `{}` does not exist", dir.display()));
+            }
+        }
+        if needs_upload && self.s3.s3_bucket.is_none() {
+            return Err("--preset v2 uploads to S3: give --s3-bucket (or WEATHER_S3_BUCKET)".to_string());
+        }
+        let bucket = self.s3.bucket(&[("--s3-key", self.s3_key.is_some())])?;
+        let s3 = bucket.map(|bucket| S3Target { bucket, key: self.s3_key.unwrap_or_else(|| file_name.to_string()) });
+        Ok(Some(FileOutput { path, s3, upload_interval: self.upload_interval }))
+    }
+}
 
 pub struct OutputFile {
     path: PathBuf,

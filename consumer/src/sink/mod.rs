@@ -2,6 +2,9 @@
 //! the local output file that tracks its durable length ([`file`]), the S3 copy ([`s3`]), and
 //! the window tables ([`table`], the seam they share; [`postgres`], the warehouse table;
 //! [`topic`], the aggregates topic).
+//!
+//! Adding a table: a module that implements the traits of [`table`], and one line in
+//! [`TableArgs`] below. Nothing else names a particular table.
 
 pub mod csv;
 pub mod file;
@@ -11,25 +14,42 @@ pub mod table;
 pub mod topic;
 pub mod txt;
 
-use crate::rules::Rules;
-use crate::window::WindowSummary;
+use std::sync::Arc;
 
-/// The output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// The walkthrough's one-line text file: `id,temp,co,humidity,` per window.
-    Txt,
-    /// A CSV file with a header and one row per window.
-    Csv,
+use crate::rules::{Format, Rules};
+use crate::window::WindowSummary;
+use table::{Checks, TableConfig, TableFlags};
+
+/// The window tables a run can write to, each with the flags its module declares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TableArgs {
+    #[command(flatten)]
+    postgres: postgres::PostgresArgs,
+    #[command(flatten)]
+    topic: topic::TopicArgs,
 }
 
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Txt => "txt",
-            Format::Csv => "csv",
+impl TableArgs {
+    /// Every table's flags, in the order the tables commit. After a crash the last is the one
+    /// furthest behind, and so it is the reference output of a run without a file; the first
+    /// names the default consumer group of such a run.
+    fn each(self) -> Vec<Box<dyn TableFlags>> {
+        let TableArgs { postgres, topic } = self;
+        vec![Box::new(postgres), Box::new(topic)]
+    }
+
+    /// The flags that ask for a table, for messages.
+    pub fn flags(&self) -> Vec<&'static str> {
+        self.clone().each().iter().map(|t| t.flag()).collect()
+    }
+
+    /// The tables asked for, checked, in the order they commit.
+    pub fn check(self, checks: &Checks<'_>) -> Result<Vec<Arc<dyn TableConfig>>, String> {
+        let mut tables = Vec::new();
+        for flags in self.each() {
+            tables.extend(flags.check(checks)?);
         }
+        Ok(tables)
     }
 }
 

@@ -11,16 +11,67 @@
 //! durable offsets ([`CatchUp`]). Without a file (`--no-file`) the table's own state, open
 //! windows included, is the checkpoint.
 //!
-//! A new kind of table implements [`WindowTable`] in a module of its own and is opened in
-//! `open.rs` beside the others; [`join`] and [`Table`] then give it the same guarantees. What it
-//! must provide: its durable [`TableState`] for the output (consumer group and topic) when
-//! opened; [`WindowTable::rebuild`], durable at once, keeping the old rows visible until a
-//! commit with `caught_up`; and [`WindowTable::commit`], all or nothing, that tells after a lost
-//! connection whether the last attempt landed, so that it is never applied twice.
+//! A new kind of table is a module of its own with three parts, listed once in
+//! [`super::TableArgs`]: its flags ([`TableFlags`]), checked into a [`TableConfig`] before any
+//! work starts, which opens the running [`WindowTable`]; [`join`] and [`Table`] then give it the
+//! same guarantees. What the running table must provide: its durable [`TableState`] for the
+//! output (consumer group and topic) when opened; [`WindowTable::rebuild`], durable at once,
+//! keeping the old rows visible until a commit with `caught_up`; and [`WindowTable::commit`],
+//! all or nothing, that tells after a lost connection whether the last attempt landed, so that
+//! it is never applied twice.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
 
+use tokio::runtime::Handle;
+use weather_common::kafka::KafkaArgs;
+use weather_common::shutdown::Stop;
+
+use crate::rules::Rules;
 use crate::window::{WindowSummary, Windows};
+
+/// A table's flags, as the command line gave them.
+pub trait TableFlags {
+    /// The flag that asks for this table, e.g. `--to-postgres`.
+    fn flag(&self) -> &'static str;
+
+    /// The table's checked configuration, if its flag was given; the error names the flag and
+    /// says what is wrong.
+    fn check(self: Box<Self>, checks: &Checks<'_>) -> Result<Option<Arc<dyn TableConfig>>, String>;
+}
+
+/// What a table's flags are checked against.
+pub struct Checks<'a> {
+    pub kafka: &'a KafkaArgs,
+    /// The topic read.
+    pub topic: &'a str,
+    pub dead_letter_topic: &'a str,
+}
+
+/// A table, checked: everything needed to open it for a run.
+pub trait TableConfig: fmt::Debug + Send + Sync {
+    /// The consumer group of an output that has no file and this as its first table: derived
+    /// from what the consumer computes and from where the table lives.
+    fn default_group(&self, rules: &Rules) -> String;
+
+    /// Opens the table for this run's output: connects, creates what is missing, and reads
+    /// where the output's progress stands.
+    fn open(&self, run: &Opening<'_>) -> anyhow::Result<Box<dyn WindowTable>>;
+}
+
+/// The run a table is opened for.
+pub struct Opening<'a> {
+    pub kafka: &'a KafkaArgs,
+    /// The consumer group of the output.
+    pub group: &'a str,
+    pub rules: &'a Rules,
+    /// The run rebuilds every output from the beginning: progress under other rules is no
+    /// reason to stop.
+    pub rebuild: bool,
+    pub stop: &'a Stop,
+    pub runtime: &'a Handle,
+}
 
 /// Where a table's durable progress stands for one output (its consumer group and topic).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -22,8 +22,10 @@
 //!   the restarted run writes again with the same key and the same value: the log may hold a
 //!   window twice, the table (the latest value per key) never differs.
 //!
-//! Either way the topic commits before the file's checkpoint (see [`super::table`]): after a
+//! Either way the topic commits before the file's checkpoint (see [`crate::sink::table`]): after a
 //! crash it is never behind the file, and the windows it holds are not sent again.
+
+pub mod config;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -36,53 +38,18 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use tokio::runtime::Handle;
 use weather_common::kafka::{self, Deliveries, KafkaArgs, LoggingContext};
-use weather_common::shutdown::Stop;
 
-use super::table::{Commit, TableState, WindowTable};
+pub use self::config::{TopicArgs, TopicTarget};
+use crate::sink::table::{Commit, Opening, TableState, WindowTable};
 use crate::units::Unit;
 use crate::window::{WindowSize, WindowSummary, Windows};
 
 /// The companion topic of an aggregates topic, where each output's progress lives.
 pub const STATE_SUFFIX: &str = ".state";
-/// Kafka's longest topic name, less the companion's suffix.
-const MAX_TOPIC_LEN: usize = 249 - STATE_SUFFIX.len();
 /// Java clients place keys with murmur2: with it, any other writer of this topic puts a
 /// window's key in the same partition, which compaction needs.
 const PARTITIONER: (&str, &str) = ("partitioner", "murmur2_random");
-
-/// Where the windows go: `--to-topic`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicTarget {
-    pub topic: String,
-}
-
-impl TopicTarget {
-    /// Checks `--to-topic`: a Kafka topic name, none of the topics the consumer reads or keeps
-    /// rejected readings in.
-    pub fn parse(name: &str, taken: &[&str]) -> Result<TopicTarget, String> {
-        let legal = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if name.is_empty() || !legal || name.len() > MAX_TOPIC_LEN || name == "." || name == ".." {
-            return Err(format!(
-                "--to-topic: `{name}` is not a Kafka topic name this consumer creates: 1 to {MAX_TOPIC_LEN} \
-                 characters of a-z A-Z 0-9 . _ -"
-            ));
-        }
-        for &other in taken {
-            if name == other || format!("{name}{STATE_SUFFIX}") == other {
-                return Err(format!(
-                    "--to-topic: `{name}` is the topic read or the dead-letter topic (`{other}`): name another"
-                ));
-            }
-        }
-        Ok(TopicTarget { topic: name.to_string() })
-    }
-
-    pub fn state_topic(&self) -> String {
-        format!("{}{STATE_SUFFIX}", self.topic)
-    }
-}
 
 /// How this broker makes a commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,18 +102,9 @@ impl TopicTable {
     /// if missing, warns about an existing topic that is not compacted, finds out whether the
     /// broker commits transactions, and reads where this output's progress stands. `rebuild`:
     /// the run rebuilds from the beginning, so progress under other rules is no reason to stop.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open(
-        kafka: &KafkaArgs,
-        target: &TopicTarget,
-        group: &str,
-        source_topic: &str,
-        window: WindowSize,
-        unit: Unit,
-        rebuild: bool,
-        stop: &Stop,
-        runtime: &Handle,
-    ) -> anyhow::Result<TopicTable> {
+    pub fn open(run: &Opening<'_>, target: &TopicTarget) -> anyhow::Result<TopicTable> {
+        let Opening { kafka, group, rules, rebuild, stop, runtime } = *run;
+        let (source_topic, window, unit) = (rules.topic.as_str(), rules.window, rules.unit);
         let probe = kafka::metadata_client(kafka)?;
         let partitions = kafka::partitions_unless(&probe, kafka, source_topic, stop)?;
         let state_topic = target.state_topic();
@@ -174,9 +132,8 @@ impl TopicTable {
         };
         let group_metadata = match delivery {
             Delivery::Transactions => {
-                let member: BaseConsumer<LoggingContext> = kafka
-                    .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
-                    .create_with_context(LoggingContext)?;
+                let member: BaseConsumer<LoggingContext> =
+                    kafka.consumer_config(group, &[]).create_with_context(LoggingContext)?;
                 member.group_metadata()
             }
             Delivery::Idempotent => None,
@@ -474,16 +431,6 @@ async fn ensure_compacted(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Topic names as Kafka takes them, none of the consumer's own topics.
-    #[test]
-    fn topic_names() {
-        let taken = ["weather", "weather.dlq"];
-        assert_eq!(TopicTarget::parse("weather.aggregates", &taken).unwrap().state_topic(), "weather.aggregates.state");
-        for bad in ["", ".", "..", "a b", "a/b", "weather", "weather.dlq", &"a".repeat(MAX_TOPIC_LEN + 1)] {
-            assert!(TopicTarget::parse(bad, &taken).unwrap_err().starts_with("--to-topic"), "{bad}");
-        }
-    }
 
     /// A state record names its output in its key and round-trips with its open windows.
     #[test]

@@ -1,0 +1,40 @@
+//! The clients every job makes, with the project's defaults: consumers that commit only what
+//! they chose to and are told where each partition ends, probes for look-ups, and producers
+//! with the project's delivery guarantees.
+
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::ThreadedProducer;
+
+use super::{KafkaArgs, LoggingContext};
+
+/// A consumer for metadata look-ups and reading ranges by explicit assignment. It never
+/// commits; librdkafka only insists that it names a group.
+pub fn metadata_client(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingContext>> {
+    probe_client(args, &[])
+}
+
+/// A [`metadata_client`] that sees records of transactions not (yet) committed: its
+/// [`watermarks`] are the ends of the logs. (librdkafka reads committed records only by
+/// default, and then the end it is told is where the first unfinished transaction starts.)
+pub fn metadata_client_seeing_everything(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingContext>> {
+    probe_client(args, &[("isolation.level", "read_uncommitted")])
+}
+
+fn probe_client(args: &KafkaArgs, extra: &[(&str, &str)]) -> KafkaResult<BaseConsumer<LoggingContext>> {
+    // Probes want an answer now, not the broker's long poll for more records.
+    let mut settings = vec![("fetch.wait.max.ms", "10")];
+    settings.extend_from_slice(extra);
+    args.consumer_config("weather-pipeline-reader", &settings).create_with_context(LoggingContext)
+}
+
+/// A producer with the project's delivery guarantees: idempotent, acks from all replicas.
+pub fn reliable_producer<C: rdkafka::producer::ProducerContext>(
+    args: &KafkaArgs,
+    extra: &[(&str, &str)],
+    context: C,
+) -> KafkaResult<ThreadedProducer<C>> {
+    let mut defaults = vec![("enable.idempotence", "true"), ("acks", "all")];
+    defaults.extend_from_slice(extra);
+    args.client_config(&defaults).create_with_context(context)
+}

@@ -1,0 +1,85 @@
+//! librdkafka's logs and errors routed into `tracing`: errors that repeat while a broker is
+//! down are said once in a while, not many times a second.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Routes librdkafka's logs and errors into `tracing`, and reports commits.
+#[derive(Clone, Default)]
+pub struct LoggingContext;
+
+impl ClientContext for LoggingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            // A failed connection (FAIL) is retried by librdkafka: a warning, like the error event
+            // that follows it.
+            RDKafkaLogLevel::Error if fac == "FAIL" => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            _ => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Reaching the end of a partition is news, not trouble; the consumer handles it.
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::PartitionEOF)) {
+            return tracing::trace!(target: "librdkafka", "{reason}");
+        }
+        // Connection errors repeat, many at a time, while a broker is down; librdkafka keeps
+        // retrying, so they are warnings, not failures, and one of a kind every few seconds
+        // says it.
+        let text = error.to_string();
+        if once_in_a_while(&text) {
+            tracing::warn!(target: "librdkafka", "{text}: {reason}");
+        } else {
+            tracing::debug!(target: "librdkafka", "{text}: {reason}");
+        }
+    }
+}
+
+/// True unless the same error was last said less than [`REPEAT_AFTER`] ago.
+pub(crate) fn once_in_a_while(text: &str) -> bool {
+    static SAID: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    said.retain(|(_, at)| now.duration_since(*at) < REPEAT_AFTER);
+    if said.iter().any(|(known, _)| known == text) {
+        return false;
+    }
+    said.push((text.to_string(), now));
+    true
+}
+
+/// How long one kind of librdkafka error stays said.
+const REPEAT_AFTER: Duration = Duration::from_secs(10);
+
+impl ConsumerContext for LoggingContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &rdkafka::TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(
+                "committing offsets to the consumer group failed (will retry with the next checkpoint): {e}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One kind of error is said once, then not again for a while; another kind is said.
+    #[test]
+    fn repeated_errors_are_said_once_in_a_while() {
+        assert!(once_in_a_while("test: all brokers down"));
+        assert!(!once_in_a_while("test: all brokers down"));
+        assert!(once_in_a_while("test: transport failure"));
+    }
+}
