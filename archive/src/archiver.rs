@@ -15,6 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::dead_letter::{self, DeadLetters};
+use weather_common::kafka;
 use weather_common::meter::{counted, thousands, Meter};
 use weather_common::position::{now_ms, Until};
 use weather_common::shutdown::Stop;
@@ -201,7 +202,6 @@ impl Archiver {
         let follow = self.writer.settings.until == Until::Follow;
         let mut meter = Meter::new(self.writer.settings.progress.display(), "readings", None);
         let mut last_commit = Instant::now();
-        let mut said = None::<String>;
         let result = loop {
             if stop.requested() || (!follow && self.writer.assigned && self.writer.progress.done()) {
                 break Ok(());
@@ -218,11 +218,7 @@ impl Archiver {
                     idle = true;
                 }
                 Some(Err(e)) => {
-                    let text = e.to_string();
-                    if said.as_ref() != Some(&text) {
-                        tracing::warn!("while consuming: {text} (librdkafka retries)");
-                        said = Some(text);
-                    }
+                    kafka::warn_consuming(&e);
                     idle = true;
                 }
                 Some(Ok(message)) => {
@@ -232,7 +228,7 @@ impl Archiver {
                 }
             }
             for partition in self.writer.to_pause.drain(..) {
-                pause(&self.consumer, &self.writer.settings.topic, partition);
+                kafka::pause(&self.consumer, &self.writer.settings.topic, partition);
             }
             if !idle && !self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
                 continue;
@@ -277,14 +273,6 @@ impl Archiver {
                 tracing::debug!("commit to the consumer group failed: {e} (the lake's state holds the progress)");
             }
         }
-    }
-}
-
-fn pause(consumer: &BaseConsumer<GroupContext>, topic: &str, partition: i32) {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(topic, partition);
-    if let Err(e) = consumer.pause(&list) {
-        tracing::debug!("pausing partition {partition}: {e}");
     }
 }
 

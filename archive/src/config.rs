@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
+use weather_common::dead_letter::DeadLetterArgs;
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
 use weather_common::position::{RunArgs, Start, Until};
@@ -60,10 +61,8 @@ pub struct Cli {
     #[arg(short = 'g', long, env = "WEATHER_GROUP")]
     pub group: Option<String>,
 
-    /// Topic where readings that cannot be archived are kept, with the reason in a header.
-    /// Default: <topic>.dlq.
-    #[arg(long, env = "WEATHER_DEAD_LETTER_TOPIC")]
-    pub dead_letter_topic: Option<String>,
+    #[command(flatten)]
+    pub dead_letters: DeadLetterArgs,
 
     /// Start even if retention deleted readings the lake has not archived (they are skipped).
     #[arg(long, env = "WEATHER_ALLOW_DATA_LOSS")]
@@ -127,10 +126,7 @@ impl Cli {
                 Destination::Disk(std::path::absolute(&output).unwrap_or(output))
             }
         };
-        let dead_letter_topic = self.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", self.topic));
-        if dead_letter_topic == self.topic {
-            return Err(invalid(format!("--dead-letter-topic: `{dead_letter_topic}` is the topic being read")));
-        }
+        let dead_letter_topic = self.dead_letters.topic(&self.topic).map_err(invalid)?;
         Ok(Settings {
             scale_out: self.group.is_some(),
             group: self.group.unwrap_or_else(|| format!("weather-archive:{destination}")),
@@ -140,7 +136,7 @@ impl Cli {
             partition_by: self.partition_by,
             max_rows: self.max_rows as usize,
             flush_interval: self.flush_interval,
-            start: self.run.start(false),
+            start: self.run.start(Start::Resume),
             until: self.run.until(),
             dead_letter_topic,
             allow_data_loss: self.allow_data_loss,

@@ -11,8 +11,8 @@
 //! - [`archiver`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
 //!
-//! Reading the topic (positions, bounded runs, the dead-letter topic) is shared with the
-//! consumer, in [`weather_common::source`].
+//! Reading the topic (positions, bounded runs) is shared with the consumer, in
+//! [`weather_common::source`]; so are the dead letters, in [`weather_common::dead_letter`].
 
 pub mod archiver;
 pub mod columns;

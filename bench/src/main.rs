@@ -61,7 +61,7 @@ struct Cli {
     #[arg(long, value_enum, default_value = "both")]
     broker: BrokerChoice,
 
-    /// Rounds of the four steps, each on a fresh broker; each step's best rate counts (this
+    /// Rounds of the steps, each on a fresh broker; each step's best rate counts (this
     /// machine's timings vary from run to run).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
     rounds: u32,
@@ -201,7 +201,7 @@ impl Broker {
     }
 }
 
-/// Runs the four steps on one broker, checks the counts, prints the table, returns the targets
+/// Runs every step on one broker, checks the counts, prints the table, returns the targets
 /// missed.
 fn bench_on(
     broker: &str,

@@ -14,6 +14,27 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
+/// Where rejected readings go: flattened into the command line of every job that reads the
+/// topic.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DeadLetterArgs {
+    /// Topic where readings that cannot be used are kept, with the reason in a header.
+    /// Default: <topic>.dlq.
+    #[arg(long, env = "WEATHER_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+}
+
+impl DeadLetterArgs {
+    /// The dead-letter topic of a job that reads `read`; the error says why it cannot be.
+    pub fn topic(&self, read: &str) -> Result<String, String> {
+        let topic = self.dead_letter_topic.clone().unwrap_or_else(|| format!("{read}.dlq"));
+        if topic == read {
+            return Err(format!("--dead-letter-topic: `{topic}` is the topic being read: name another"));
+        }
+        Ok(topic)
+    }
+}
+
 /// A message kept aside: where it was read, and its bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {

@@ -121,9 +121,9 @@ impl<C: ConsumerContext> Fetcher<C> {
         self.next_taken()
     }
 
-    /// Stops fetching the partitions of `list`.
-    pub fn pause(&self, list: &TopicPartitionList) -> KafkaResult<()> {
-        self.consumer.pause(list)
+    /// Stops fetching `partition` of `topic` (see [`crate::kafka::pause`]).
+    pub fn pause(&self, topic: &str, partition: i32) {
+        crate::kafka::pause(&self.consumer, topic, partition)
     }
 
     /// Commits the offsets of `list` to the consumer group.

@@ -70,13 +70,13 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Where the run starts: `--start`, else the beginning with `--from-beginning` or when
-    /// `rebuild` says the job replays by default (the consumer's version 2), else `resume`.
-    pub fn start(&self, rebuild: bool) -> Start {
-        match (&self.start, self.from_beginning || rebuild) {
+    /// Where the run starts: `--start`, else the beginning with `--from-beginning`, else the
+    /// job's `default` (the consumer's version 2 replays; every other run resumes).
+    pub fn start(&self, default: Start) -> Start {
+        match (&self.start, self.from_beginning) {
             (Some(start), _) => start.clone(),
             (None, true) => Start::Earliest,
-            (None, false) => Start::Resume,
+            (None, false) => default,
         }
     }
 

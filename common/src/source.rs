@@ -390,11 +390,7 @@ impl Source {
 
     /// Stops fetching `partition`: a bounded run has read it to its end.
     pub fn pause(&self, partition: i32) {
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&self.topic, partition);
-        if let Err(e) = self.fetcher.pause(&list) {
-            tracing::debug!("pausing partition {partition}: {e}");
-        }
+        self.fetcher.pause(&self.topic, partition)
     }
 
     /// Tells the consumer group how far the durable output goes (for lag tools).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
+use weather_common::dead_letter::DeadLetterArgs;
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
 
@@ -105,9 +106,8 @@ pub struct Cli {
     #[arg(long, env = "WEATHER_CHECKPOINT_INTERVAL", value_name = "SECONDS", default_value = "1", value_parser = weather_common::parse_seconds)]
     pub checkpoint_interval: Duration,
 
-    /// Topic where rejected readings are kept, with the reason in a header. Default: <topic>.dlq.
-    #[arg(long, env = "WEATHER_DEAD_LETTER_TOPIC")]
-    pub dead_letter_topic: Option<String>,
+    #[command(flatten)]
+    pub dead_letters: DeadLetterArgs,
 
     /// Resume even if retention deleted readings after the checkpoint (they are skipped).
     #[arg(long, env = "WEATHER_ALLOW_DATA_LOSS")]
@@ -161,10 +161,7 @@ impl Cli {
     pub fn settings(mut self) -> Result<Settings, clap::Error> {
         let v2 = self.preset == Some(Preset::V2);
         let rules = self.rules(v2);
-        let dead_letter_topic = self.dead_letter_topic.take().unwrap_or_else(|| format!("{}.dlq", rules.topic));
-        if dead_letter_topic == rules.topic {
-            return Err(invalid("--dead-letter-topic must differ from --topic".to_string()));
-        }
+        let dead_letter_topic = self.dead_letters.topic(&rules.topic).map_err(invalid)?;
         let flags = self.tables.flags();
         let checks = Checks { kafka: &self.kafka, topic: &rules.topic, dead_letter_topic: &dead_letter_topic };
         let tables = self.tables.check(&checks).map_err(invalid)?;
@@ -191,7 +188,7 @@ impl Cli {
             (None, None) => unreachable!("--no-file without a table was refused above"),
         };
         Ok(Settings {
-            start: self.run.start(v2),
+            start: self.run.start(if v2 { Start::Earliest } else { Start::Resume }),
             until: self.run.until(),
             kafka: self.kafka,
             rules,

@@ -1,19 +1,20 @@
 //! The aggregating consumer: readings from the `weather` topic in, window averages out.
 //!
 //! - [`window`]: pure; readings in, finished window summaries out, by `record_id`.
-//! - [`units`]: °C/°F and exact rounding (ties to even).
-//! - [`sink`]: TXT and CSV row formats, the durable output file, S3, and the window tables
-//!   (PostgreSQL, the aggregates topic) with the seam they share.
+//! - [`units`]: °C/°F and exact rounding (ties to even), from [`weather_common::units`].
+//! - [`rules`]: what an output computes and how it writes it, recorded once.
+//! - [`sink`]: TXT and CSV row formats, the durable output file and its S3 copy, and the window
+//!   tables (PostgreSQL, the aggregates topic) with the seam they share; each destination owns
+//!   its flags and how it opens.
 //! - [`checkpoint`]: ties the output file to Kafka offsets so a crash loses and doubles nothing.
 //! - [`start`]: the plan a `--start` / `--until` makes for an output, `--dry-run`.
-//! - [`open`]: a run's start: the plan, the checkpoint it resumes or rolls back, the output.
+//! - [`open`]: a run's start: the plan, the checkpoint it resumes or rolls back, the outputs.
 //! - [`pipeline`]: the loop that joins them.
+//! - [`config`]: the command line, checked into [`config::Settings`].
+//! - [`status`]: `weather-consumer status`, where a consumer stands.
 //!
 //! Reading the topic (positions, bounded runs, the dead-letter topic) is shared with the
 //! other jobs that read it, in [`weather_common::source`] and [`weather_common::dead_letter`].
-//! - [`rules`]: what an output computes and how it writes it, recorded once.
-//! - [`config`]: the command line, checked into [`config::Settings`].
-//! - [`status`]: `weather-consumer status`, where a consumer stands.
 
 pub mod checkpoint;
 pub mod config;
@@ -36,7 +37,6 @@ pub use config::{Cli, Command, Settings};
 pub use open::dry_run;
 pub use pipeline::Summary;
 use sink::file::FileOutput;
-use sink::s3::Uploader;
 use weather_common::s3;
 
 /// Runs the consumer until its bounded run is done or `shutdown` resolves, then makes all
@@ -48,46 +48,31 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
         None => None,
     };
     let stop = Stop::when(shutdown);
-    let upload = match &settings.file {
-        Some(file @ FileOutput { s3: Some(target), .. }) => {
+    let s3 = match settings.file.as_ref().and_then(|file| file.s3.as_ref()) {
+        Some(target) => {
             let client = s3::client(&target.bucket).await;
             s3::check_bucket(&client, &target.bucket).await?;
-            Some((client, target.clone(), file.clone()))
+            Some(client)
         }
-        _ => None,
+        None => None,
     };
     let (pipeline_settings, thread_stop, runtime) = (settings.clone(), stop.clone(), tokio::runtime::Handle::current());
-    let opened = tokio::task::spawn_blocking(move || open::open(pipeline_settings, &thread_stop, &runtime))
+    let opened = tokio::task::spawn_blocking(move || open::open(pipeline_settings, &thread_stop, &runtime, s3))
         .await
         .context("the consumer thread panicked")??;
-    let Some(mut pipeline) = opened else {
+    let Some((pipeline, uploader)) = opened else {
         anyhow::bail!("stopped before the consumer was connected");
     };
-    let uploader = upload.map(|(client, target, file)| {
-        tracing::info!("uploading to {} (at most every {:?})", target.url(), file.upload_interval);
-        let uploader = Uploader::start(
-            client,
-            target.clone(),
-            file.path.clone(),
-            file.upload_interval,
-            pipeline.writer.checkpoint.output_len,
-        );
-        (uploader, target, file)
-    });
-    pipeline.writer.uploads = uploader.as_ref().map(|(uploader, ..)| uploader.announcer());
     let consumed =
         tokio::task::spawn_blocking(move || pipeline.run(&stop)).await.context("the consumer thread panicked")?;
-    let mut summary = consumed;
-    let Some((uploader, target, file)) = uploader else { return summary };
+    let Some(uploader) = uploader else { return consumed };
     let report = uploader.finish().await;
-    if let Ok(summary) = &mut summary {
-        summary.uploads = Some(report);
-    }
-    let summary = summary?;
-    if report.behind {
+    let mut summary = consumed?;
+    summary.uploads = Some(report);
+    if let (true, Some(FileOutput { path, s3: Some(target), .. })) = (report.behind, &settings.file) {
         anyhow::bail!(
             "{} is complete ({} bytes), but {} could not be updated: it holds {}; the next run uploads it",
-            file.path.display(),
+            path.display(),
             summary.output_len,
             target.url(),
             report.uploaded_len.map_or("an older state".to_string(), |len| format!("the first {len} bytes"))

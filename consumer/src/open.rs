@@ -17,8 +17,10 @@ use weather_common::Reading;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Reference, Settings};
 use crate::pipeline::{Pipeline, Writer};
-use crate::sink::table::{self, Joining, Opening, Table, TableState, WindowTable};
-use crate::sink::{self, file::OutputFile};
+use crate::sink;
+use crate::sink::file::{FileOutput, OutputFile};
+use crate::sink::s3::Uploader;
+use crate::sink::table::{self, Joining, Opening, OutputStart, Table, TableState, WindowTable};
 use crate::start::{self, Origin, Plan};
 use crate::window::Windows;
 
@@ -203,8 +205,14 @@ pub fn dry_run(settings: &Settings) -> anyhow::Result<start::DryRun> {
 }
 
 /// Plans the run, assigns the partitions, and prepares the checkpoint (rolled back or new),
-/// the dead-letter topic and the output; `None` if a stop came first.
-pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -> anyhow::Result<Option<Pipeline>> {
+/// the dead-letter topic, the output and its uploads (with `s3`, a client of the output's
+/// bucket); `None` if a stop came first.
+pub fn open(
+    settings: Settings,
+    stop: &Stop,
+    runtime: &tokio::runtime::Handle,
+    s3: Option<aws_sdk_s3::Client>,
+) -> anyhow::Result<Option<(Pipeline, Option<Uploader>)>> {
     let rebuild = settings.start == Start::Earliest;
     let opening =
         Opening { kafka: &settings.kafka, group: &settings.group, rules: &settings.rules, rebuild, stop, runtime };
@@ -251,7 +259,11 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
     let dead_letters = DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone());
     // The tables join before the file's checkpoint is written: a table starting a rebuild
     // must not be left behind a new file by a crash in between.
-    let fresh = plan.origin != Origin::Resumed;
+    let output_start = match (&plan.origin, rebuild) {
+        (_, true) => OutputStart::Rebuilt,
+        (Origin::Resumed, false) => OutputStart::Resumes,
+        (_, false) => OutputStart::Anew,
+    };
     let resume = match (&plan.origin, &checkpoint) {
         (Origin::Resumed, Some(c)) => c.offsets.clone(),
         _ => plan.from.clone(),
@@ -260,14 +272,14 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
     let mut tables = Vec::new();
     for (i, mut sink) in sinks.into_iter().enumerate() {
         let joining = match settings.reference != Reference::Table(i) {
-            true => table::join(sink.state(), &resume, fresh, rebuild).map_err(|why| {
+            true => table::join(sink.state(), &resume, output_start).map_err(|why| {
                 anyhow::anyhow!(
                     "{} cannot follow {output}: {why}. Rebuild both with --from-beginning, or write the table \
                      elsewhere (another table name or topic)",
                     sink.name(),
                 )
             })?,
-            false if fresh => Joining::Rebuild,
+            false if output_start != OutputStart::Resumes => Joining::Rebuild,
             false => Joining::Along,
         };
         let catch_up = match joining {
@@ -315,6 +327,16 @@ pub fn open(settings: Settings, stop: &Stop, runtime: &tokio::runtime::Handle) -
         }
         None => None,
     };
-    let writer = Writer { settings, checkpoint, progress, output, tables, format, dead_letters, uploads: None };
-    Ok(Some(Pipeline { source, writer }))
+    let uploader = match (s3, &settings.file) {
+        (Some(client), Some(FileOutput { s3: Some(target), path, upload_interval })) => {
+            tracing::info!("uploading to {} (at most every {upload_interval:?})", target.url());
+            let _runtime = runtime.enter();
+            let len = checkpoint.output_len;
+            Some(Uploader::start(client, target.clone(), path.clone(), *upload_interval, len))
+        }
+        _ => None,
+    };
+    let uploads = uploader.as_ref().map(Uploader::announcer);
+    let writer = Writer { settings, checkpoint, progress, output, tables, format, dead_letters, uploads };
+    Ok(Some((Pipeline { source, writer }, uploader)))
 }

@@ -111,23 +111,23 @@ impl fmt::Display for Summary {
 
 /// Everything the loop owns: where readings come from, and what they go into.
 pub struct Pipeline {
-    pub source: Source,
-    pub writer: Writer,
+    pub(crate) source: Source,
+    pub(crate) writer: Writer,
 }
 
 /// The output side of a run: the windows, the file and the tables they are written to, the
 /// checkpoint that ties them to the offsets read, and the dead letters.
 pub struct Writer {
-    pub settings: Settings,
+    pub(crate) settings: Settings,
     /// The state of the output; saved beside the file, or (without one) by the table.
-    pub checkpoint: Checkpoint,
-    pub progress: Progress,
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) progress: Progress,
     /// None with `--no-file`.
-    pub output: Option<OutputFile>,
-    pub tables: Vec<Table>,
-    pub format: Box<dyn RowFormat>,
-    pub dead_letters: DeadLetters,
-    pub uploads: Option<Announcer>,
+    pub(crate) output: Option<OutputFile>,
+    pub(crate) tables: Vec<Table>,
+    pub(crate) format: Box<dyn RowFormat>,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) uploads: Option<Announcer>,
 }
 
 /// What became of one message.
@@ -155,7 +155,6 @@ impl Pipeline {
         let mut last_checkpoint = Instant::now();
         let total = writer.progress.remaining().map(|r| r as u64);
         let mut meter = Meter::new(writer.settings.progress.display(), "readings", total);
-        let mut warnings = Warnings::default();
         let mut paused = BTreeSet::new();
         let mut next_mark = MIN_MARK_SPACING;
         while !stop.requested() && !writer.progress.done() {
@@ -172,7 +171,7 @@ impl Pipeline {
                     return Err(anyhow::Error::new(e).context("reading the topic"));
                 }
                 Some(Err(e)) => {
-                    warnings.say(&e);
+                    weather_common::kafka::warn_consuming(&e);
                     idle = true;
                 }
                 Some(Ok(message)) => match writer.take(&message, &mut summary)? {
@@ -213,25 +212,6 @@ impl Pipeline {
         writer.finish(&self.source, &mut summary)?;
         summary.elapsed = started.elapsed();
         Ok(summary)
-    }
-}
-
-/// Errors while consuming, said once each unless they change or 30 s have passed: librdkafka
-/// retries, and repeats them while a broker is away.
-#[derive(Default)]
-struct Warnings {
-    last: Option<(String, Instant)>,
-}
-
-impl Warnings {
-    fn say(&mut self, error: &KafkaError) {
-        let text = error.to_string();
-        let repeated =
-            self.last.as_ref().is_some_and(|(prev, at)| *prev == text && at.elapsed() <= Duration::from_secs(30));
-        if !repeated {
-            tracing::warn!("while consuming: {text} (librdkafka retries)");
-            self.last = Some((text, Instant::now()));
-        }
     }
 }
 

@@ -82,12 +82,8 @@ pub fn read_to_end(
     let mut quiet = (0, Instant::now());
     let done = |ends: &mut BTreeMap<i32, i64>, partition: i32| {
         if ends.remove(&partition).is_some() {
-            let mut list = TopicPartitionList::new();
-            list.add_partition(topic, partition);
             // Records written after the start are not this run's: stop fetching them.
-            if let Err(e) = consumer.pause(&list) {
-                tracing::debug!("pausing partition {partition}: {e}");
-            }
+            kafka::pause(&consumer, topic, partition);
         }
     };
     while !ends.is_empty() {

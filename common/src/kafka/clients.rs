@@ -2,9 +2,10 @@
 //! they chose to and are told where each partition ends, probes for look-ups, and producers
 //! with the project's delivery guarantees.
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::ThreadedProducer;
+use rdkafka::TopicPartitionList;
 
 use super::{KafkaArgs, LoggingContext};
 
@@ -37,4 +38,14 @@ pub fn reliable_producer<C: rdkafka::producer::ProducerContext>(
     let mut defaults = vec![("enable.idempotence", "true"), ("acks", "all")];
     defaults.extend_from_slice(extra);
     args.client_config(&defaults).create_with_context(context)
+}
+
+/// Stops fetching `partition` of `topic`: a bounded run has read it to its end. A failure only
+/// means that fetching goes on (the records are then passed over), so it is logged, not returned.
+pub fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    if let Err(e) = consumer.pause(&list) {
+        tracing::debug!("pausing partition {partition} of `{topic}`: {e}");
+    }
 }

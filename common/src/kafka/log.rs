@@ -58,6 +58,15 @@ pub(crate) fn once_in_a_while(text: &str) -> bool {
     true
 }
 
+/// Says an error of a consumer's that librdkafka retries on its own (a broker away, a fetch
+/// failed): a warning, once in a while for the same error.
+pub fn warn_consuming(error: &KafkaError) {
+    let text = format!("while consuming: {error} (librdkafka retries)");
+    if once_in_a_while(&text) {
+        tracing::warn!("{text}");
+    }
+}
+
 /// How long one kind of librdkafka error stays said.
 const REPEAT_AFTER: Duration = Duration::from_secs(10);
 

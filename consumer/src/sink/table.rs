@@ -135,12 +135,23 @@ pub enum Joining {
     Rebuild,
 }
 
-/// Decides how a table in `state` joins a run. `resume` is where the file's state stands;
-/// `fresh` says the file starts anew (a new output, or a rebuild from the beginning), and
-/// `rebuild` that the rows must be computed anew whatever the table holds. The error says why
-/// the table cannot follow the file, for a message that adds what to do.
-pub fn join(state: &TableState, resume: &BTreeMap<i32, i64>, fresh: bool, rebuild: bool) -> Result<Joining, String> {
-    if rebuild || (fresh && state.offsets.is_empty()) {
+/// How the reference output starts a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStart {
+    /// It resumes where it stood.
+    Resumes,
+    /// It starts anew, from elsewhere than the beginning (a new output, a roll-back).
+    Anew,
+    /// Every output is rebuilt from the beginning of the topic, whatever it holds.
+    Rebuilt,
+}
+
+/// Decides how a table in `state` joins a run whose reference output stands at `resume` and
+/// starts as `start`. The error says why the table cannot follow the reference, for a message
+/// that adds what to do.
+pub fn join(state: &TableState, resume: &BTreeMap<i32, i64>, start: OutputStart) -> Result<Joining, String> {
+    let fresh = start != OutputStart::Resumes;
+    if start == OutputStart::Rebuilt || (fresh && state.offsets.is_empty()) {
         return Ok(Joining::Rebuild);
     }
     if state.offsets.is_empty() {
@@ -315,21 +326,21 @@ mod tests {
     #[test]
     fn how_a_table_joins_a_run() {
         let file = offsets(&[(0, 10), (1, 20)]);
-        assert_eq!(join(&state(&[(0, 10), (1, 20)]), &file, false, false), Ok(Joining::Along));
+        assert_eq!(join(&state(&[(0, 10), (1, 20)]), &file, OutputStart::Resumes), Ok(Joining::Along));
         assert_eq!(
-            join(&state(&[(0, 12), (1, 20)]), &file, false, false),
+            join(&state(&[(0, 12), (1, 20)]), &file, OutputStart::Resumes),
             Ok(Joining::CatchUp(CatchUp::new(offsets(&[(0, 12), (1, 20)]))))
         );
-        let behind = join(&state(&[(0, 12), (1, 19)]), &file, false, false).unwrap_err();
+        let behind = join(&state(&[(0, 12), (1, 19)]), &file, OutputStart::Resumes).unwrap_err();
         assert!(behind.contains("partition 1 at 19, the output at 20"), "{behind}");
-        assert!(join(&state(&[(0, 10)]), &file, false, false).unwrap_err().contains("partition 1 at 0"));
-        assert!(join(&state(&[]), &file, false, false).unwrap_err().contains("no windows"));
-        assert_eq!(join(&state(&[]), &file, true, false), Ok(Joining::Rebuild));
-        assert_eq!(join(&state(&[(0, 1)]), &file, false, true), Ok(Joining::Rebuild));
+        assert!(join(&state(&[(0, 10)]), &file, OutputStart::Resumes).unwrap_err().contains("partition 1 at 0"));
+        assert!(join(&state(&[]), &file, OutputStart::Resumes).unwrap_err().contains("no windows"));
+        assert_eq!(join(&state(&[]), &file, OutputStart::Anew), Ok(Joining::Rebuild));
+        assert_eq!(join(&state(&[(0, 1)]), &file, OutputStart::Rebuilt), Ok(Joining::Rebuild));
         let ended = TableState { ended_with_partial: true, ..state(&[(0, 12), (1, 20)]) };
-        assert!(join(&ended, &file, false, false).unwrap_err().contains("partial"));
+        assert!(join(&ended, &file, OutputStart::Resumes).unwrap_err().contains("partial"));
         let ended = TableState { ended_with_partial: true, ..state(&[(0, 10), (1, 20)]) };
-        assert_eq!(join(&ended, &file, false, false), Ok(Joining::Along));
+        assert_eq!(join(&ended, &file, OutputStart::Resumes), Ok(Joining::Along));
     }
 
     /// A table ahead holds the windows finished below its offsets, not those finished above
