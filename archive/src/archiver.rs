@@ -16,6 +16,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::dead_letter::{self, DeadLetters};
 use weather_common::kafka;
+
+use crate::metrics::Metrics;
 use weather_common::meter::{counted, thousands, Meter};
 use weather_common::position::{now_ms, Until};
 use weather_common::shutdown::Stop;
@@ -55,6 +57,10 @@ pub struct Summary {
     pub rejected: BTreeMap<&'static str, u64>,
     pub dead_letter_topic: String,
     pub destination: String,
+    /// Changes of assignment the group made (partitions given or taken back).
+    pub rebalances: u64,
+    /// Writes refused because another instance had taken the partition over.
+    pub fenced_writes: u64,
     /// How far the lake holds each partition this instance wrote.
     pub offsets: BTreeMap<i32, i64>,
     pub elapsed: Duration,
@@ -83,6 +89,13 @@ impl fmt::Display for Summary {
             write!(f, ", {} of earlier runs replaced", thousands(self.superseded))?;
         }
         writeln!(f)?;
+        if self.fenced_writes > 0 {
+            writeln!(
+                f,
+                "fenced writes:      {} (partitions taken over by another instance)",
+                thousands(self.fenced_writes)
+            )?;
+        }
         writeln!(f, "{}", dead_letter::summary_line(&self.rejected, &self.dead_letter_topic))?;
         let offsets: Vec<String> = self.offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         writeln!(
@@ -114,6 +127,7 @@ struct Writer {
     to_pause: Vec<i32>,
     /// Rows in all open files.
     buffered: usize,
+    metrics: Metrics,
 }
 
 pub struct Archiver {
@@ -131,6 +145,7 @@ impl Archiver {
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Archiver> {
         let view = TopicView::look_up(&settings.kafka, &settings.topic, stop)?;
+        weather_common::metrics::health_of_job().connected();
         let positions = view.positions(&settings.kafka, &settings.group, &settings.start)?;
         let ends = view.ends(settings.until)?;
         let until_time = match settings.until {
@@ -181,6 +196,7 @@ impl Archiver {
             ..Summary::default()
         };
         let dead_letters = DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime);
+        let metrics = Metrics::new(&settings.topic, &settings.kafka);
         let writer = Writer {
             lake,
             settings,
@@ -191,6 +207,7 @@ impl Archiver {
             assigned: false,
             to_pause: Vec::new(),
             buffered: 0,
+            metrics,
         };
         Ok(Archiver { consumer, writer })
     }
@@ -225,6 +242,13 @@ impl Archiver {
                     if let Err(e) = self.writer.take(&message, stop) {
                         break Err(e);
                     }
+                    if self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
+                        self.writer.metrics.read(
+                            message.partition(),
+                            message.offset(),
+                            message.timestamp().to_millis(),
+                        );
+                    }
                 }
             }
             for partition in self.writer.to_pause.drain(..) {
@@ -247,11 +271,13 @@ impl Archiver {
             }
             let summary = &self.writer.summary;
             meter.update(summary.readings, || format!("{} written", counted(summary.files, "file")));
+            self.writer.report_metrics();
         };
         meter.finish();
         result?;
         self.writer.close_all(stop)?;
         self.commit(CommitMode::Sync);
+        self.writer.report_metrics();
         let mut summary = self.writer.summary;
         summary.rejected = self.writer.dead_letters.counts().clone();
         summary.elapsed = started.elapsed();
@@ -277,11 +303,18 @@ impl Archiver {
 }
 
 impl Writer {
+    /// Publishes the figures so far to the metrics.
+    fn report_metrics(&self) {
+        let held = self.parts.iter().map(|(&partition, part)| (partition, part.lease.state.done)).collect();
+        self.metrics.publish(&self.summary, self.dead_letters.counts(), &held);
+    }
+
     /// Applies what the group changed since the last poll.
     fn apply_changes(&mut self) -> anyhow::Result<()> {
         for change in self.lake.changes() {
             match change {
                 Change::Assigned(taken) => {
+                    self.summary.rebalances += 1;
                     let Taken { partition, lease, index, start, boundaries } = *taken;
                     let s = &self.settings;
                     let files = PartitionFiles::new(partition, s.partition_by, s.max_rows, start, boundaries);
@@ -290,6 +323,8 @@ impl Writer {
                     self.assigned = true;
                 }
                 Change::Revoked(partition) => {
+                    self.summary.rebalances += 1;
+                    self.metrics.revoked(partition);
                     // Its open file is dropped: the readings are read again by the next owner,
                     // from the state this instance left.
                     self.drop_partition(partition);
@@ -425,6 +460,7 @@ impl Writer {
         match written {
             Ok(()) => Ok(()),
             Err(PublishError::State(StateError::Fenced { .. })) => {
+                self.summary.fenced_writes += 1;
                 tracing::warn!(
                     "partition {partition} was taken over by another instance: leaving it (nothing more is written for it here)"
                 );

@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser};
 use weather_common::dead_letter::DeadLetterArgs;
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
+use weather_common::metrics::MetricsArgs;
 use weather_common::position::{RunArgs, Start, Until};
 use weather_common::s3::{Bucket, S3Args};
 
@@ -70,6 +71,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub progress: ProgressArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Where the lake is.
@@ -105,6 +109,7 @@ pub struct Settings {
     pub dead_letter_topic: String,
     pub allow_data_loss: bool,
     pub progress: ProgressArgs,
+    pub metrics: MetricsArgs,
 }
 
 impl Cli {
@@ -141,6 +146,7 @@ impl Cli {
             dead_letter_topic,
             allow_data_loss: self.allow_data_loss,
             progress: self.progress,
+            metrics: self.metrics,
         })
     }
 }

@@ -10,6 +10,7 @@
 //! - [`member`]: the consumer group's rebalances.
 //! - [`archiver`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
+//! - [`metrics`]: what it shows Prometheus, from the figures its summary counts.
 //!
 //! Reading the topic (positions, bounded runs) is shared with the consumer, in
 //! [`weather_common::source`]; so are the dead letters, in [`weather_common::dead_letter`].
@@ -20,6 +21,7 @@ pub mod config;
 pub mod lake;
 pub mod layout;
 pub mod member;
+pub mod metrics;
 pub mod roll;
 pub mod state;
 pub mod store;
@@ -42,6 +44,7 @@ use store::Store;
 /// Archives until the bounded run is done or `shutdown` resolves, publishing every open file
 /// at the end, and returns what it did.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Summary> {
+    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-archive").await?;
     let stop = Stop::when(shutdown);
     let runtime = tokio::runtime::Handle::current();
     let (store, prefix): (Arc<dyn Store>, &str) = match &settings.destination {

@@ -11,6 +11,7 @@
 //! - [`s3`]: the bucket, its flags, a client from the AWS credential chain, S3's refusals.
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
+//! - [`metrics`]: Prometheus metrics and health on `--metrics-addr`, and the lag of a job.
 //! - [`lock`]: one writer per output, by an advisory lock the kernel releases.
 //! - [`units`]: °C/°F and exact rounding, as every output writes numbers.
 //! - [`aggregate`]: a window's averages as one record of the compacted aggregates topic.
@@ -21,6 +22,7 @@ pub mod fetch;
 pub mod kafka;
 pub mod lock;
 pub mod meter;
+pub mod metrics;
 pub mod position;
 pub mod reading;
 pub mod s3;

@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use weather_common::dead_letter::DeadLetterArgs;
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
+use weather_common::metrics::MetricsArgs;
 
 use crate::rules::{Format, Rules};
 use crate::sink::file::{FileArgs, FileOutput};
@@ -115,6 +116,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub tables: TableArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -145,6 +149,7 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     pub dead_letter_topic: String,
     pub allow_data_loss: bool,
+    pub metrics: MetricsArgs,
 }
 
 /// The output whose state a run resumes, and that the others follow: the file when there is
@@ -202,6 +207,7 @@ impl Cli {
             checkpoint_interval: self.checkpoint_interval,
             dead_letter_topic,
             allow_data_loss: self.allow_data_loss,
+            metrics: self.metrics,
         })
     }
 

@@ -12,12 +12,14 @@
 //! - [`pipeline`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
 //! - [`status`]: `weather-consumer status`, where a consumer stands.
+//! - [`metrics`]: what it shows Prometheus, from the figures its summary counts.
 //!
 //! Reading the topic (positions, bounded runs, the dead-letter topic) is shared with the
 //! other jobs that read it, in [`weather_common::source`] and [`weather_common::dead_letter`].
 
 pub mod checkpoint;
 pub mod config;
+pub mod metrics;
 pub mod open;
 pub mod pipeline;
 pub mod rules;
@@ -47,6 +49,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
         Some(file) => Some(WriterLock::acquire(&file.path, &file.path.display().to_string())?),
         None => None,
     };
+    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-consumer").await?;
     let stop = Stop::when(shutdown);
     let s3 = match settings.file.as_ref().and_then(|file| file.s3.as_ref()) {
         Some(target) => {

@@ -9,6 +9,7 @@ use std::io::Write;
 use anyhow::Context;
 use weather_common::dead_letter::DeadLetters;
 use weather_common::meter::{counted, thousands};
+use weather_common::metrics;
 use weather_common::position::{format_time, Start, Until};
 use weather_common::shutdown::Stop;
 use weather_common::source::{Progress, Source, TopicView};
@@ -16,6 +17,7 @@ use weather_common::Reading;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{Reference, Settings};
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Writer};
 use crate::sink;
 use crate::sink::file::{FileOutput, OutputFile};
@@ -39,6 +41,7 @@ struct Prepared {
 fn prepare(settings: &Settings, stop: &Stop, sole: Option<&TableState>, output: &str) -> anyhow::Result<Prepared> {
     // The topic first: a mistyped --topic is reported as a missing topic, not as other rules.
     let view = TopicView::look_up(&settings.kafka, &settings.rules.topic, stop)?;
+    metrics::health_of_job().connected();
     let checkpoint = match (&settings.start, &settings.file, sole) {
         (Start::Earliest, _, _) => None,
         (_, Some(file), _) => Checkpoint::load(&file.path, &settings.rules)?,
@@ -290,7 +293,7 @@ pub fn open(
             Joining::CatchUp(catch_up) => Some(catch_up),
             Joining::Along => None,
         };
-        tables.push(Table::new(sink, catch_up));
+        tables.push(Table::new(sink, settings.tables[i].kind(), catch_up));
     }
     let saving = || format!("writing the checkpoint beside {output}");
     let checkpoint = match (plan.origin, checkpoint) {
@@ -337,6 +340,7 @@ pub fn open(
         _ => None,
     };
     let uploads = uploader.as_ref().map(Uploader::announcer);
-    let writer = Writer { settings, checkpoint, progress, output, tables, format, dead_letters, uploads };
+    let metrics = Metrics::new(&settings.rules.topic, &settings.kafka);
+    let writer = Writer { settings, checkpoint, progress, output, tables, format, dead_letters, uploads, metrics };
     Ok(Some((Pipeline { source, writer }, uploader)))
 }

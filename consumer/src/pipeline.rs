@@ -22,6 +22,7 @@ use weather_common::Reading;
 
 use crate::checkpoint::{Checkpoint, Mark, HISTORY};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::sink::file::OutputFile;
 use crate::sink::s3::{Announcer, UploadReport};
 use crate::sink::table::{Commit, Table};
@@ -128,6 +129,7 @@ pub struct Writer {
     pub(crate) format: Box<dyn RowFormat>,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) uploads: Option<Announcer>,
+    pub(crate) metrics: Metrics,
 }
 
 /// What became of one message.
@@ -177,6 +179,9 @@ impl Pipeline {
                 Some(Ok(message)) => match writer.take(&message, &mut summary)? {
                     Taken::Read => {
                         dirty = true;
+                        if summary.readings.is_multiple_of(CLOCK_EVERY) {
+                            writer.metrics.read(message.partition(), message.timestamp());
+                        }
                         if summary.readings >= next_mark {
                             next_mark = summary.readings.saturating_add(writer.take_mark());
                         }
@@ -207,6 +212,7 @@ impl Pipeline {
                 last_checkpoint = Instant::now();
             }
             meter.update(summary.readings, || format!("{} written", counted(summary.windows_written, "window")));
+            writer.publish(&summary);
         }
         meter.finish();
         writer.finish(&self.source, &mut summary)?;
@@ -270,6 +276,7 @@ impl Writer {
     /// in between leaves the tables ahead of the file, never behind. False if dead letters are
     /// not acknowledged yet. `partial`: the partial windows of the run's end are in this one.
     fn checkpoint(&mut self, source: &Source, summary: &mut Summary, partial: bool) -> anyhow::Result<bool> {
+        let started = Instant::now();
         if !self.dead_letters.flush(DEAD_LETTER_FLUSH)? {
             tracing::warn!("dead letters not yet acknowledged; checkpoint postponed");
             return Ok(false);
@@ -295,6 +302,7 @@ impl Writer {
                 .with_context(|| format!("saving the checkpoint beside {}", output.path().display()))?;
         }
         summary.checkpoints += 1;
+        self.metrics.checkpoint(summary, &self.checkpoint.offsets, started.elapsed());
         if let Some(uploads) = &self.uploads {
             uploads.announce(self.checkpoint.output_len);
         }
@@ -331,7 +339,14 @@ impl Writer {
         summary.offsets = self.checkpoint.offsets.clone();
         summary.output_len = self.checkpoint.output_len;
         summary.tables = self.tables.iter().map(|t| (t.name().to_string(), t.windows_sent)).collect();
+        self.publish(summary);
         Ok(())
+    }
+
+    /// Publishes the figures so far to the metrics, and that the loop is alive.
+    fn publish(&self, summary: &Summary) {
+        self.metrics.publish(summary, self.dead_letters.counts(), self.output.is_some(), &self.tables);
+        weather_common::metrics::health_of_job().alive();
     }
 
     /// Remembers the state now as a mark to roll back to (saved with the next checkpoint), and

@@ -3,6 +3,7 @@
 use clap::Parser;
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
+use weather_common::metrics::MetricsArgs;
 
 /// The weather sensor: publishes a bounded random walk of readings (one per simulated day)
 /// to a Kafka topic, as JSON keyed by sensor id. On restart each sensor continues where the
@@ -39,6 +40,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub progress: ProgressArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 impl Config {

@@ -24,6 +24,7 @@ use walk::Walk;
 /// Runs the sensor until `count` readings per sensor are acknowledged or `shutdown` resolves;
 /// either way everything sent is flushed to Kafka before it returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Sent> {
+    let _metrics = weather_common::metrics::serve(&config.metrics, "weather-producer").await?;
     let stop = Stop::when(shutdown);
     tokio::task::spawn_blocking(move || run_blocking(&config, &stop)).await.context("the sensor thread panicked")?
 }
@@ -36,6 +37,7 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
     let producer = publish::producer(&config.kafka).context("creating the Kafka producer")?;
     let client = kafka::metadata_client(&config.kafka).context("creating the Kafka client")?;
     let partitions = kafka::partitions_unless(&client, &config.kafka, &config.topic, stop)?;
+    weather_common::metrics::health_of_job().connected();
     let watermarks = kafka::watermarks(&client, &config.topic, &partitions).context("reading the topic's offsets")?;
     let sensor_ids = config.sensor_ids();
     let placed = resume::placement(sensor_ids.iter().map(String::as_str), &partitions);

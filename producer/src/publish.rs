@@ -10,6 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
 use weather_common::meter::{counted, thousands, Display, Meter};
+use weather_common::metrics;
 use weather_common::shutdown::Stop;
 
 use crate::walk::Walk;
@@ -121,6 +122,7 @@ pub fn publish(
             sent += 1;
             if tick.is_some() || sent.is_multiple_of(METER_EVERY) {
                 let context = producer.context();
+                publish_counts(topic, sent, context);
                 meter.update(sent, || {
                     format!(
                         "{} acknowledged, {} failed",
@@ -135,6 +137,7 @@ pub fn publish(
     meter.finish();
     let flushed = kafka::flush(&producer, FLUSH_TIMEOUT);
     let context = producer.context();
+    publish_counts(topic, sent, context);
     let outcome =
         Sent { sent, acknowledged: context.acknowledged(), failed: context.failed(), elapsed: started.elapsed() };
     if let Some(failure) = context.first_failure() {
@@ -146,12 +149,22 @@ pub fn publish(
     Ok(outcome)
 }
 
+/// The figures the summary counts, for the metrics; and that the sensor is alive.
+fn publish_counts(topic: &str, sent: u64, deliveries: &Deliveries) {
+    let topic = [("topic", topic.to_string())];
+    metrics::set_counter("weather_producer_readings_sent_total", &topic, sent);
+    metrics::set_counter("weather_producer_readings_acknowledged_total", &topic, deliveries.acknowledged());
+    metrics::set_counter("weather_producer_readings_failed_total", &topic, deliveries.failed());
+    metrics::health_of_job().alive();
+}
+
 /// Waits until `at`, waking often enough to notice a stop; false if a stop came first.
 fn pace(at: Instant, stop: &Stop) -> bool {
     loop {
         if stop.requested() {
             return false;
         }
+        metrics::health_of_job().alive();
         let now = Instant::now();
         if now >= at {
             return true;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use weather_common::error_chain;
+use weather_common::metrics;
 use weather_common::s3::Bucket;
 
 /// Where the copy goes.
@@ -115,6 +116,21 @@ impl Uploader {
     }
 }
 
+impl UploadReport {
+    /// An upload of the file's first `len` bytes landed: counted here and in the metrics.
+    fn succeeded(&mut self, len: u64) {
+        self.uploads += 1;
+        self.uploaded_len = Some(len);
+        metrics::set_counter("weather_consumer_uploads_total", &[], self.uploads);
+    }
+
+    /// An attempt failed: counted here and in the metrics.
+    fn failed(&mut self) {
+        self.failed_attempts += 1;
+        metrics::set_counter("weather_consumer_upload_failures_total", &[], self.failed_attempts);
+    }
+}
+
 async fn upload_loop(
     client: Client,
     target: S3Target,
@@ -138,13 +154,12 @@ async fn upload_loop(
             let wanted = *announced.borrow_and_update();
             match put(&client, &target, &path, wanted).await {
                 Ok(()) => {
-                    report.uploads += 1;
-                    report.uploaded_len = Some(wanted);
+                    report.succeeded(wanted);
                     next_allowed = Instant::now() + interval;
                     backoff = Duration::from_secs(1);
                 }
                 Err(e) => {
-                    report.failed_attempts += 1;
+                    report.failed();
                     tracing::warn!("upload to {} failed, retrying in {backoff:?}: {e}", target.url());
                     next_allowed = Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -163,12 +178,9 @@ async fn upload_loop(
             break;
         }
         match put(&client, &target, &path, wanted).await {
-            Ok(()) => {
-                report.uploads += 1;
-                report.uploaded_len = Some(wanted);
-            }
+            Ok(()) => report.succeeded(wanted),
             Err(e) => {
-                report.failed_attempts += 1;
+                report.failed();
                 tracing::warn!("final upload to {} failed (attempt {attempt} of {FINAL_ATTEMPTS}): {e}", target.url());
                 if attempt < FINAL_ATTEMPTS {
                     tokio::time::sleep(backoff).await;

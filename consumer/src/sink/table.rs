@@ -51,6 +51,9 @@ pub struct Checks<'a> {
 
 /// A table, checked: everything needed to open it for a run.
 pub trait TableConfig: fmt::Debug + Send + Sync {
+    /// What kind of table it is, in a word, for metrics' labels: `postgres`, `topic`.
+    fn kind(&self) -> &'static str;
+
     /// The consumer group of an output that has no file and this as its first table: derived
     /// from what the consumer computes and from where the table lives.
     fn default_group(&self, rules: &Rules) -> String;
@@ -234,21 +237,27 @@ impl CatchUp {
 /// A window table as the consumer's writer drives it.
 pub struct Table {
     sink: Box<dyn WindowTable>,
+    kind: &'static str,
     catch_up: Option<CatchUp>,
     /// Windows taken since the last commit, for the summary.
     pub windows_sent: u64,
 }
 
 impl Table {
-    pub fn new(sink: Box<dyn WindowTable>, catch_up: Option<CatchUp>) -> Table {
+    pub fn new(sink: Box<dyn WindowTable>, kind: &'static str, catch_up: Option<CatchUp>) -> Table {
         if catch_up.is_some() {
             tracing::info!("{} is ahead of the output: the windows it holds are not sent again", sink.name());
         }
-        Table { sink, catch_up, windows_sent: 0 }
+        Table { sink, kind, catch_up, windows_sent: 0 }
     }
 
     pub fn name(&self) -> &str {
         self.sink.name()
+    }
+
+    /// What kind of table it is (`postgres`, `topic`).
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// True while a rebuild waits to be made visible.
@@ -292,6 +301,13 @@ impl Table {
 
     /// Commits the windows taken since the last commit with the run's progress.
     pub fn commit(&mut self, commit: Commit<'_>) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        self.commit_caught_up(commit)?;
+        crate::metrics::commit(self.kind, started.elapsed());
+        Ok(())
+    }
+
+    fn commit_caught_up(&mut self, commit: Commit<'_>) -> anyhow::Result<()> {
         match &self.catch_up {
             None => self.sink.commit(&commit),
             Some(c) => {
@@ -410,7 +426,7 @@ mod tests {
     fn a_table_catches_up_then_follows() {
         let recorded = std::sync::Arc::new(std::sync::Mutex::new(Recorded::default()));
         let recorder = Recorder { state: state(&[(0, 10)]), shared: recorded.clone() };
-        let mut table = Table::new(Box::new(recorder), Some(CatchUp::new(offsets(&[(0, 10)]))));
+        let mut table = Table::new(Box::new(recorder), "test", Some(CatchUp::new(offsets(&[(0, 10)]))));
         table.finished(&week("a", 1, 0, 0, 0), 0, 6).unwrap();
         table.commit(Commit { offsets: &offsets(&[(0, 7)]), windows: None, caught_up: true, partial: false }).unwrap();
         assert!(table.catching_up());

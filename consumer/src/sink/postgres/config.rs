@@ -41,6 +41,10 @@ impl TableFlags for PostgresArgs {
 }
 
 impl TableConfig for PostgresTarget {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
     fn default_group(&self, rules: &Rules) -> String {
         format!(
             "weather-consumer-{}-{}-postgres:{}/{}",

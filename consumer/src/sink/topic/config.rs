@@ -61,6 +61,10 @@ impl TopicTarget {
 }
 
 impl TableConfig for TopicTarget {
+    fn kind(&self) -> &'static str {
+        "topic"
+    }
+
     fn default_group(&self, rules: &Rules) -> String {
         format!("weather-consumer-{}-{}-topic:{}", rules.window.label(), rules.unit.name(), self.topic)
     }

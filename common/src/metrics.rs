@@ -1,0 +1,275 @@
+//! What a long-running job shows an operator: Prometheus metrics at `/metrics` and its health
+//! at `/health`, served on `--metrics-addr`.
+//!
+//! Jobs count through the `metrics` facade. Without `--metrics-addr` no recorder is installed
+//! and every count is a no-op; with it, [`serve`] installs Prometheus's recorder once per
+//! process and serves it until the returned [`Server`] is dropped. Counters are set from the
+//! figures the job's summary counts ([`set_counter`]), so that the two never disagree. Lag is
+//! measured when Prometheus asks: the broker's end of each partition a job reads, less the
+//! position the job last published ([`Lag`]), as kafka-lag-exporter and Burrow measure it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::kafka::{self, KafkaArgs, LoggingContext};
+use crate::position::now_ms;
+
+/// The metrics flag of every long-running job.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics and the job's health at /health,
+    /// e.g. 127.0.0.1:9102. Off by default.
+    #[arg(long, env = "WEATHER_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Buckets of every `*_duration_seconds` histogram: from a millisecond to a minute.
+const DURATION_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0];
+/// A loop that has not said it is alive for this long is unhealthy.
+const STALLED_AFTER_MS: i64 = 30_000;
+/// How long a scrape waits for the broker's ends of the partitions.
+const LAG_LOOK_UP: Duration = Duration::from_secs(2);
+
+/// Why the metrics could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("--metrics-addr {addr}: cannot listen there ({source}): choose another address or port")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("installing the Prometheus recorder: {0}")]
+    Recorder(#[from] metrics_exporter_prometheus::BuildError),
+}
+
+/// The process's recorder, installed by the first [`serve`].
+fn recorder() -> Result<&'static PrometheusHandle, MetricsError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle);
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &DURATION_BUCKETS)?
+        .install_recorder()?;
+    Ok(HANDLE.get_or_init(|| handle))
+}
+
+/// A running metrics server; it stops when dropped.
+pub struct Server {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// What `/metrics` and `/health` answer from.
+#[derive(Clone)]
+struct Job {
+    name: &'static str,
+    handle: &'static PrometheusHandle,
+}
+
+/// Serves `/metrics` and `/health` for the job `name` on `addr`, if given, until the returned
+/// server is dropped. Must be called on a Tokio runtime.
+pub async fn serve(args: &MetricsArgs, name: &'static str) -> Result<Option<Server>, MetricsError> {
+    let Some(addr) = args.metrics_addr else { return Ok(None) };
+    let handle = recorder()?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Listen { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| MetricsError::Listen { addr, source })?;
+    let app =
+        Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(Job { name, handle });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = served.await {
+            tracing::warn!("the metrics server on {addr} stopped: {e}");
+        }
+    });
+    tracing::info!("metrics at http://{addr}/metrics, health at http://{addr}/health");
+    Ok(Some(Server { stop: Some(stop), addr }))
+}
+
+async fn metrics(State(job): State<Job>) -> impl IntoResponse {
+    // The lag is looked up now, off the runtime's threads: it asks the broker.
+    let _ = tokio::task::spawn_blocking(Lag::measure_all).await;
+    job.handle.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], job.handle.render())
+}
+
+async fn health(State(job): State<Job>) -> impl IntoResponse {
+    match HEALTH.verdict(now_ms()) {
+        Ok(text) => (StatusCode::OK, format!("{}: {text}\n", job.name)),
+        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}: {text}\n", job.name)),
+    }
+}
+
+/// Sets counter `name` with `labels` to `value`, a figure the job's summary counts.
+pub fn set_counter(name: &'static str, labels: &[(&'static str, String)], value: u64) {
+    ::metrics::counter!(name, labels).absolute(value);
+}
+
+/// The job's health, as its loop reports it.
+pub struct Health {
+    connected: AtomicBool,
+    /// When the loop last said it was alive (Unix ms); 0: not yet.
+    alive_at: AtomicI64,
+}
+
+static HEALTH: Health = Health { connected: AtomicBool::new(false), alive_at: AtomicI64::new(0) };
+
+/// The process's health, for its job's loop to report to.
+pub fn health_of_job() -> &'static Health {
+    &HEALTH
+}
+
+impl Health {
+    /// The broker answered: the job is connected.
+    pub fn connected(&self) {
+        self.connected.store(true, Ordering::Relaxed);
+        self.alive();
+    }
+
+    /// The job's loop went round: it is working (or waiting for work).
+    pub fn alive(&self) {
+        self.alive_at.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Healthy, or why not, at `now` (Unix ms).
+    fn verdict(&self, now: i64) -> Result<String, String> {
+        if !self.connected.load(Ordering::Relaxed) {
+            return Err("not connected to Kafka yet".to_string());
+        }
+        let since = now - self.alive_at.load(Ordering::Relaxed);
+        if since > STALLED_AFTER_MS {
+            return Err(format!("connected, but its loop has not gone round for {} s", since / 1000));
+        }
+        Ok("connected and working".to_string())
+    }
+}
+
+/// The lag of one job on one topic: the position the job last published per partition, the
+/// Kafka timestamp of the last reading it read there, and a client of its own to ask the
+/// broker for the partitions' ends when Prometheus scrapes.
+pub struct Lag {
+    /// The names of its gauges: readings, seconds.
+    names: [&'static str; 2],
+    topic: String,
+    kafka: KafkaArgs,
+    probe: Mutex<Option<BaseConsumer<LoggingContext>>>,
+    /// Per partition: the next offset to read, and the timestamp of the last reading read.
+    positions: Mutex<BTreeMap<i32, (i64, Option<i64>)>>,
+}
+
+/// Every job's lag in this process, measured at each scrape while its job holds it.
+static LAGS: Mutex<Vec<Weak<Lag>>> = Mutex::new(Vec::new());
+
+impl Lag {
+    /// A job's lag on `topic`, in the gauges `names` (readings, seconds), measured at each
+    /// scrape while the returned handle lives.
+    pub fn register(names: [&'static str; 2], topic: &str, kafka: &KafkaArgs) -> Arc<Lag> {
+        let lag = Arc::new(Lag {
+            names,
+            topic: topic.to_string(),
+            kafka: kafka.clone(),
+            probe: Mutex::new(None),
+            positions: Mutex::new(BTreeMap::new()),
+        });
+        LAGS.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&lag));
+        lag
+    }
+
+    /// The job stands at `next` in `partition`, its last reading stamped `timestamp`.
+    pub fn publish(&self, partition: i32, next: i64, timestamp: Option<i64>) {
+        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = positions.entry(partition).or_insert((next, timestamp));
+        entry.0 = next;
+        if timestamp.is_some() {
+            entry.1 = timestamp;
+        }
+    }
+
+    /// The job stands at `next` in every partition given.
+    pub fn publish_all(&self, next: &BTreeMap<i32, i64>) {
+        for (&partition, &offset) in next {
+            self.publish(partition, offset, None);
+        }
+    }
+
+    /// The job no longer reads `partition` (another member of its group does).
+    pub fn forget(&self, partition: i32) {
+        self.positions.lock().unwrap_or_else(|e| e.into_inner()).remove(&partition);
+        self.set(partition, 0, 0.0);
+    }
+
+    fn measure_all() {
+        let lags: Vec<Arc<Lag>> = {
+            let mut lags = LAGS.lock().unwrap_or_else(|e| e.into_inner());
+            lags.retain(|lag| lag.strong_count() > 0);
+            lags.iter().filter_map(Weak::upgrade).collect()
+        };
+        for lag in lags {
+            lag.measure();
+        }
+    }
+
+    /// Sets the lag gauges from the broker's ends now; a broker that does not answer leaves
+    /// them as they were.
+    fn measure(&self) {
+        let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        if probe.is_none() {
+            *probe = kafka::metadata_client(&self.kafka).ok();
+        }
+        let Some(probe) = probe.as_ref() else { return };
+        let now = now_ms();
+        for (partition, (next, timestamp)) in positions {
+            let Ok((_, end)) = probe.fetch_watermarks(&self.topic, partition, LAG_LOOK_UP) else { continue };
+            let readings = (end - next).max(0);
+            let seconds = match (readings, timestamp) {
+                (0, _) => 0.0,
+                (_, Some(t)) => (now - t).max(0) as f64 / 1000.0,
+                (_, None) => 0.0,
+            };
+            self.set(partition, readings, seconds);
+        }
+    }
+
+    fn set(&self, partition: i32, readings: i64, seconds: f64) {
+        let labels = [("topic", self.topic.clone()), ("partition", partition.to_string())];
+        ::metrics::gauge!(self.names[0], &labels).set(readings as f64);
+        ::metrics::gauge!(self.names[1], &labels).set(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Healthy once connected and while the loop goes round; unhealthy before it connects and
+    /// once the loop has stalled, saying which.
+    #[test]
+    fn health_says_why() {
+        let health = Health { connected: AtomicBool::new(false), alive_at: AtomicI64::new(0) };
+        assert!(health.verdict(now_ms()).unwrap_err().contains("not connected"));
+        health.connected();
+        assert!(health.verdict(now_ms()).is_ok());
+        let stalled = health.verdict(now_ms() + STALLED_AFTER_MS + 1000).unwrap_err();
+        assert!(stalled.contains("has not gone round"), "{stalled}");
+    }
+}

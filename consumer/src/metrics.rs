@@ -1,0 +1,74 @@
+//! The aggregator's metrics (served by [`weather_common::metrics`]): its counters are set from
+//! the very figures its summary counts, at every turn of the loop's clock and at the end of a
+//! run, so that `/metrics` and the summary never disagree. Its lag is measured at each scrape
+//! from the durable position each checkpoint publishes: readings not yet in every output are
+//! lag, whether or not they were read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use weather_common::kafka::KafkaArgs;
+use weather_common::metrics::{set_counter, Lag};
+
+use crate::pipeline::Summary;
+use crate::sink::table::Table;
+
+/// What the loop publishes: the topic's name for labels, and the lag's positions.
+pub struct Metrics {
+    topic: String,
+    lag: Arc<Lag>,
+    /// Per partition, the Kafka timestamp of a recent reading read (looked at every so often).
+    stamps: BTreeMap<i32, i64>,
+}
+
+impl Metrics {
+    pub fn new(topic: &str, kafka: &KafkaArgs) -> Metrics {
+        let lag = Lag::register(["weather_consumer_lag_readings", "weather_consumer_lag_seconds"], topic, kafka);
+        Metrics { topic: topic.to_string(), lag, stamps: BTreeMap::new() }
+    }
+
+    /// A reading stamped `timestamp` was read from `partition`.
+    pub fn read(&mut self, partition: i32, timestamp: Option<i64>) {
+        if let Some(timestamp) = timestamp {
+            self.stamps.insert(partition, timestamp);
+        }
+    }
+
+    /// The figures so far: the summary's counts, the dead letters' by reason, and the windows
+    /// each table was sent.
+    pub fn publish(&self, summary: &Summary, rejected: &BTreeMap<&'static str, u64>, file: bool, tables: &[Table]) {
+        let topic = || ("topic", self.topic.clone());
+        set_counter("weather_consumer_readings_total", &[topic()], summary.readings);
+        for (&reason, &count) in rejected {
+            set_counter("weather_consumer_readings_rejected_total", &[topic(), ("reason", reason.to_string())], count);
+        }
+        if file {
+            let windows = summary.windows_written + summary.partial_windows;
+            set_counter("weather_consumer_windows_written_total", &[("sink", "file".to_string())], windows);
+        }
+        for table in tables {
+            set_counter(
+                "weather_consumer_windows_written_total",
+                &[("sink", table.kind().to_string())],
+                table.windows_sent,
+            );
+        }
+    }
+
+    /// A checkpoint made everything up to `offsets` durable; it took `took`.
+    pub fn checkpoint(&self, summary: &Summary, offsets: &BTreeMap<i32, i64>, took: Duration) {
+        for (&partition, &next) in offsets {
+            self.lag.publish(partition, next, self.stamps.get(&partition).copied());
+        }
+        ::metrics::histogram!("weather_consumer_checkpoint_duration_seconds").record(took.as_secs_f64());
+        set_counter("weather_consumer_checkpoints_total", &[], summary.checkpoints);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        ::metrics::gauge!("weather_consumer_last_checkpoint_timestamp_seconds").set(now.as_secs_f64());
+    }
+}
+
+/// One table's commit took `took`.
+pub fn commit(sink: &'static str, took: Duration) {
+    ::metrics::histogram!("weather_consumer_commit_duration_seconds", "sink" => sink).record(took.as_secs_f64());
+}

@@ -1,0 +1,306 @@
+//! The jobs' metrics, read as Prometheus reads them: `/metrics` parsed by Prometheus's own
+//! Python parser (not our writer) agrees with the consumer's summary, the lag rises while the
+//! consumer cannot make progress durable and returns to 0 once it has caught up, and a real
+//! Prometheus server (Debian's) scrapes the sensor, the consumer and the archive.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use testkit::{free_port, lake_python, PostgresServer, Tansu};
+
+/// One sample of a scrape: its name, labels and value.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Scrapes `http://addr/metrics` and parses it with `prometheus_client`'s parser.
+fn scrape(addr: &str) -> Vec<Sample> {
+    const PARSE: &str = r#"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=10).read().decode()
+samples = [{"name": s.name, "labels": s.labels, "value": s.value}
+           for family in text_string_to_metric_families(text) for s in family.samples]
+print(json.dumps(samples))
+"#;
+    let out = Command::new(lake_python()).args(["-c", PARSE, addr]).output().expect("running Python");
+    assert!(out.status.success(), "scraping {addr}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the parser's samples")
+}
+
+/// The sum of the samples named `name` whose labels include `labels`; none: `None`.
+fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.value)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
+/// Scrapes `addr` until `done` says the samples are what the test waits for (at most
+/// `deadline`); the last scrape.
+fn scrape_until(addr: &str, what: &str, deadline: Duration, done: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
+    let until = Instant::now() + deadline;
+    loop {
+        let samples = scrape(addr);
+        if done(&samples) {
+            return samples;
+        }
+        assert!(Instant::now() < until, "{what} within {deadline:?}; the last scrape:\n{samples:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A process of the test, killed when dropped (a failed assertion included).
+struct Job(Child);
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Job {
+    /// SIGTERM, as an operator stops a job; waits for it to end.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.0.wait().unwrap()
+    }
+}
+
+fn get(url: &str) -> (u16, String) {
+    let out = Command::new(lake_python())
+        .args([
+            "-c",
+            "import sys, urllib.request, urllib.error\n\
+             try:\n    r = urllib.request.urlopen(sys.argv[1], timeout=10); print(r.status); print(r.read().decode())\n\
+             except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode())",
+            url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The figure after `label` on the summary's line that starts with it.
+fn figure(summary: &str, label: &str) -> u64 {
+    let line = summary.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no `{label}` in:\n{summary}"));
+    line[label.len()..].split_whitespace().next().unwrap().replace(',', "").parse().unwrap()
+}
+
+/// After readings of two sensors and three bad records, the consumer's counters equal its
+/// summary: readings, rejected by reason, windows per sink. While another session holds the
+/// table's progress locked, the consumer cannot make progress durable and the lag of the
+/// readings sent meanwhile shows, in readings and in seconds; once the lock goes, the lag
+/// returns to 0. `/health` says the job is connected and working.
+#[test]
+fn counters_equal_the_summary_and_lag_rises_then_returns_to_zero() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 3);
+    let pg = PostgresServer::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(tansu.produce("weather", 2, 300, 1));
+    let bad: [testkit::RawMessage<'_>; 3] = [
+        (Some(b"sensor-1"), Some(b"not json")),
+        (Some(b"sensor-2"), Some(b"{\"sensor_id\": \"sensor-2\"}")),
+        (Some(b"sensor-1"), None),
+    ];
+    tansu.send_raw("weather", &bad);
+    let dir = tempfile::tempdir().unwrap();
+    let (output, log) = (dir.path().join("out.txt"), dir.path().join("consumer.log"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let consumer = Job(Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["-b", &tansu.bootstrap(), "--preset", "v1", "--sensor-column", "--quiet"])
+        .args(["-o", output.to_str().unwrap(), "--checkpoint-interval", "0.2"])
+        .args(["--to-postgres", &pg.url(), "--metrics-addr", &addr])
+        .env("PGPASSWORD", pg.password())
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting weather-consumer"));
+    let lag = |s: &[Sample]| sum(s, "weather_consumer_lag_readings", &[("topic", "weather")]);
+    let read = |s: &[Sample]| sum(s, "weather_consumer_readings_total", &[("topic", "weather")]);
+    scrape_until(&addr, "all 603 records read and durable", Duration::from_secs(60), |s| {
+        read(s) == Some(603.0) && lag(s) == Some(0.0)
+    });
+    let (status, body) = get(&format!("http://{addr}/health"));
+    assert_eq!((status, body.trim()), (200, "weather-consumer: connected and working"));
+
+    // Another session locks the progress table: the consumer's next commit waits for it.
+    let mut config = tokio_postgres::Config::from_str(&pg.url()).unwrap();
+    config.password(pg.password());
+    let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    runtime
+        .block_on(client.batch_execute("BEGIN; LOCK TABLE weather_aggregates_progress IN ACCESS EXCLUSIVE MODE"))
+        .unwrap();
+    runtime.block_on(tansu.produce("weather", 2, 100, 1));
+    scrape_until(&addr, "the lag rising while the table is locked", Duration::from_secs(60), |s| {
+        lag(s).is_some_and(|l| l > 0.0) && sum(s, "weather_consumer_lag_seconds", &[]).is_some_and(|l| l > 0.0)
+    });
+    runtime.block_on(client.batch_execute("COMMIT")).unwrap();
+    let last = scrape_until(&addr, "every reading read and the lag back to 0", Duration::from_secs(60), |s| {
+        read(s) == Some(803.0) && lag(s) == Some(0.0) && sum(s, "weather_consumer_lag_seconds", &[]) == Some(0.0)
+    });
+
+    assert!(consumer.terminate().success());
+    let summary = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(read(&last), Some(figure(&summary, "readings consumed:") as f64), "{summary}");
+    let rejected_line = summary.lines().find(|l| l.starts_with("readings rejected:")).unwrap();
+    let mut rejected_total = 0.0;
+    for sample in last.iter().filter(|s| s.name == "weather_consumer_readings_rejected_total") {
+        let reason = &sample.labels["reason"];
+        assert!(rejected_line.contains(&format!("{reason} {}", sample.value)), "{reason}: {rejected_line}");
+        rejected_total += sample.value;
+    }
+    assert_eq!(rejected_total, figure(&summary, "readings rejected:") as f64, "{summary}");
+    assert_eq!(rejected_total, 3.0);
+    let windows = |sink: &str| sum(&last, "weather_consumer_windows_written_total", &[("sink", sink)]);
+    assert_eq!(windows("file"), Some(figure(&summary, "windows written:") as f64), "{summary}");
+    let table_line = summary.lines().find(|l| l.starts_with("table:")).expect("a table line");
+    let sent: u64 = table_line.rsplit_once('(').unwrap().1.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(windows("postgres"), Some(sent as f64), "{summary}");
+    assert!(sent > 0);
+    assert!(sum(&last, "weather_consumer_checkpoint_duration_seconds_count", &[]).is_some_and(|n| n > 0.0));
+    assert!(sum(&last, "weather_consumer_commit_duration_seconds_bucket", &[("sink", "postgres")]).is_some());
+}
+
+/// Another job's binary, built beside the consumer's by `cargo test --workspace`.
+fn sibling(name: &str) -> String {
+    let path = Path::new(env!("CARGO_BIN_EXE_weather-consumer")).with_file_name(name);
+    assert!(path.is_file(), "{} is not built: run the tests with --workspace (scripts/test does)", path.display());
+    path.to_str().unwrap().to_string()
+}
+
+/// Starts a job binary with `args`, its output discarded, stopped when dropped.
+fn job(binary: &str, args: &[&str]) -> Job {
+    Job(Command::new(binary)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}")))
+}
+
+/// Debian's Prometheus scrapes the sensor, the consumer and the archive, all following a live
+/// topic: every target is up, and a PromQL query through its HTTP API returns the consumer's
+/// lag per partition.
+#[test]
+fn prometheus_scrapes_every_job() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = tansu.bootstrap();
+    let addrs: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let _sensor = job(
+        &sibling("weather-producer"),
+        &["-b", &bootstrap, "--sensors", "3", "--rate", "20", "--quiet", "--metrics-addr", &addrs[0]],
+    );
+    let output = dir.path().join("out.txt");
+    let _consumer = job(
+        env!("CARGO_BIN_EXE_weather-consumer"),
+        &["-b", &bootstrap, "--preset", "v1", "--sensor-column", "--quiet", "-o", output.to_str().unwrap()]
+            .iter()
+            .chain(&["--metrics-addr", addrs[1].as_str()])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    let lake = dir.path().join("lake");
+    let _archive = job(
+        &sibling("weather-archive"),
+        &["-b", &bootstrap, "-o", lake.to_str().unwrap(), "--quiet", "--metrics-addr", &addrs[2]],
+    );
+
+    let config = dir.path().join("prometheus.yml");
+    let targets = |i: usize| format!("['{}']", addrs[i]);
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weather-producer\n    static_configs:\n      \
+             - targets: {}\n  - job_name: weather-consumer\n    static_configs:\n      - targets: {}\n  - job_name: \
+             weather-archive\n    static_configs:\n      - targets: {}\n",
+            targets(0),
+            targets(1),
+            targets(2)
+        ),
+    )
+    .unwrap();
+    let prometheus_addr = format!("127.0.0.1:{}", free_port());
+    let _prometheus = Job(Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address={prometheus_addr}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("Debian's prometheus is not installed: scripts/test installs it (apt-get install prometheus)"));
+    let query = |promql: &str| -> serde_json::Value {
+        let url = format!("http://{prometheus_addr}/api/v1/query?query={}", urlencode(promql));
+        let (status, body) = get(&url);
+        if status != 200 {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["data"]["result"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let up = query("up");
+        let ups: Vec<(String, String)> = up
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (s["metric"]["job"].as_str().unwrap_or("").to_string(), s["value"][1].as_str().unwrap_or("").into())
+            })
+            .collect();
+        let lag = query("sum by (partition) (weather_consumer_lag_readings)");
+        let partitions: Vec<String> = lag
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["metric"]["partition"].as_str().map(str::to_string))
+            .collect();
+        if ups.len() == 3 && ups.iter().all(|(_, v)| v == "1") && partitions.len() == 3 {
+            let mut sorted = partitions.clone();
+            sorted.sort();
+            assert_eq!(sorted, ["0", "1", "2"]);
+            let jobs: Vec<&str> = ups.iter().map(|(j, _)| j.as_str()).collect();
+            for expected in ["weather-producer", "weather-consumer", "weather-archive"] {
+                assert!(jobs.contains(&expected), "{jobs:?}");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every job up and the lag per partition within 90 s; up: {ups:?}, lag: {lag}\n{}",
+            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let sent = query("weather_producer_readings_acknowledged_total");
+    assert!(sent.as_array().is_some_and(|s| !s.is_empty()), "{sent}");
+    let files = query("weather_archive_files_total");
+    assert!(files.as_array().is_some_and(|s| !s.is_empty()), "{files}");
+}
+
+/// `text` as a URL query value.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
