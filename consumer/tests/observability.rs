@@ -2,7 +2,8 @@
 //! Grafana (pinned images, a configuration Prometheus's own `promtool` accepts, a scrape target
 //! for every job that serves metrics and none for anything else, Grafana provisioned from the
 //! repo's files at the paths compose mounts), the dashboard (JSON that parses, PromQL that
-//! `promtool` parses, and only metrics that docs/metrics.md documents).
+//! `promtool` parses, and only metrics that docs/metrics.md documents), and the local stack's
+//! Prometheus (`scripts/stack prometheus`, a real server, scraping the documented ports).
 //!
 //! promtool 2.42 (Debian 12's) parses PromQL only inside rule files and has no command that
 //! lists an expression's metric names, so each query is checked as a recording rule, and its
@@ -11,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -389,4 +391,63 @@ fn metric_names_are_picked_out_of_a_query() {
     let expr = r#"histogram_quantile(0.99, sum by (job, le) (rate(a_seconds_bucket{job="x", le!="1"}[5m]))) / on (job) group_left (sink) b_total offset 5m and time() - c"#;
     assert_eq!(metric_names(expr), ["a_seconds_bucket", "b_total", "c"].map(String::from).into());
     assert_eq!(metric_names("sum(rate(x_total[1m])) by (reason)"), ["x_total".to_string()].into());
+}
+
+/// Stops the local stack's Prometheus when the test ends, whether it passed or not.
+struct StackDown<'a>(&'a Path);
+
+impl Drop for StackDown<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/stack")).arg("down").env("WEATHER_STACK_DIR", self.0).output();
+    }
+}
+
+/// `scripts/stack prometheus` starts Debian's Prometheus on 127.0.0.1 with a configuration
+/// promtool accepts, and it scrapes every job at the port docs/metrics.md gives it (the jobs
+/// are not running: their targets are down, but they are there); `scripts/stack down` stops it.
+#[test]
+fn the_local_stacks_prometheus_scrapes_the_documented_ports() {
+    let stack = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let _down = StackDown(stack.path());
+    let started = Command::new(repo().join("scripts/stack"))
+        .arg("prometheus")
+        .env("WEATHER_STACK_DIR", stack.path())
+        .env("WEATHER_PROMETHEUS_PORT", port.to_string())
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "scripts/stack prometheus: {}", String::from_utf8_lossy(&started.stderr));
+    let config = stack.path().join("prometheus.yml");
+    let check = promtool(&["check", "config", config.to_str().unwrap()]);
+    assert!(check.status.success(), "promtool check config: {}", String::from_utf8_lossy(&check.stdout));
+
+    // `up` has a series per target once each was scraped (every 5 s): a real PromQL query.
+    let expected: BTreeSet<String> = documented_ports()
+        .iter()
+        .map(|(job, port)| format!("up{{instance=\"127.0.0.1:{port}\", job=\"{job}\"}}"))
+        .collect();
+    let server = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut series = BTreeSet::new();
+    while series != expected {
+        assert!(Instant::now() < deadline, "after 60 s, `up` is {series:?}, not {expected:?}");
+        // Prometheus tells no one when it has scraped: ask again shortly.
+        std::thread::sleep(Duration::from_millis(250));
+        let answer = promtool(&["query", "instant", &server, "up"]);
+        series = String::from_utf8_lossy(&answer.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(" => ").map(|(s, _)| s.to_string()))
+            .collect();
+    }
+
+    let pid: i32 = std::fs::read_to_string(stack.path().join("prometheus.pid")).unwrap().trim().parse().unwrap();
+    let down =
+        Command::new(repo().join("scripts/stack")).arg("down").env("WEATHER_STACK_DIR", stack.path()).output().unwrap();
+    assert!(down.status.success(), "scripts/stack down: {}", String::from_utf8_lossy(&down.stderr));
+    // Gone, or a zombie that whoever adopted it has yet to reap.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        state.is_empty() || state.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        "scripts/stack down stopped prometheus ({pid}): {state}"
+    );
 }
