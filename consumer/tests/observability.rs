@@ -307,11 +307,17 @@ fn prometheus_scrapes_every_job_at_its_metrics_port() {
 fn grafana_is_provisioned_from_the_repo() {
     let services = compose();
     let grafana = &services["grafana"];
-    assert_eq!(
-        mounted_at(grafana, "ops/grafana/provisioning").as_deref(),
-        Some("/etc/grafana/provisioning"),
-        "Grafana reads its provisioning from /etc/grafana/provisioning"
-    );
+    // Each kind of provisioning where Grafana looks for it: /etc/grafana/provisioning/<kind>.
+    let kinds = std::fs::read_dir(repo().join("ops/grafana/provisioning")).unwrap();
+    let kinds: Vec<String> = kinds.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(kinds.contains(&"datasources".into()) && kinds.contains(&"dashboards".into()), "{kinds:?}");
+    for kind in kinds {
+        assert_eq!(
+            mounted_at(grafana, &format!("ops/grafana/provisioning/{kind}")),
+            Some(format!("/etc/grafana/provisioning/{kind}")),
+            "Grafana reads its {kind} provisioning"
+        );
+    }
     let dashboards = mounted_at(grafana, "ops/grafana/dashboards").expect("grafana mounts ops/grafana/dashboards");
 
     let providers = yaml("ops/grafana/provisioning/dashboards/weather-pipeline.yml");
