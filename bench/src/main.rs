@@ -10,6 +10,7 @@
 //!   as the replay does ([`weather_common::fetch`]): how fast the topic can be read at all;
 //! - replay: `weather-consumer` recomputing version 2 (weekly, °F, CSV, checkpoints on) from
 //!   the beginning to the end of that topic;
+//! - replay + metrics: the same replay serving its metrics (`--metrics-addr`), beside the replay;
 //! - archive: `weather-archive` writing every reading of that topic to Parquet files on the
 //!   local disk, from the beginning to the end (beside the consume baseline too);
 //! - replay + PostgreSQL: the same replay also loading every week into a PostgreSQL table
@@ -288,6 +289,24 @@ fn bench_on(
             replay.stdout
         );
         ensure!(std::fs::read_to_string(&output)?.lines().count() as u64 == weeks + 1, "the output lacks rows");
+        // The same replay serving its metrics (nobody scrapes: what counting costs the loop).
+        let with_metrics = measure(
+            "replay + metrics",
+            n,
+            Command::new(sibling("weather-consumer")?)
+                .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
+                .args(["--sensor-column", "--from-beginning", "--until-end", "--metrics-addr", "127.0.0.1:0", "-o"])
+                .arg(&output),
+        )?;
+        ensure!(
+            with_metrics.stdout.contains(&format!("readings consumed:  {} ", thousands(n))),
+            "the replay + metrics read:\n{}",
+            with_metrics.stdout
+        );
+        let with_metrics = Measured {
+            data_seconds: n as f64 / reported_rate(&with_metrics.stdout, "readings consumed:")?,
+            ..with_metrics
+        };
         let lake = dir.path().join("lake");
         if lake.exists() {
             std::fs::remove_dir_all(&lake)?;
@@ -348,8 +367,8 @@ fn bench_on(
             Measured { data_seconds: n as f64 / reported_rate(&report.stdout, "read `aggregates`")?, ..report };
         println!(
             "{broker}, round {}/{}: producer {:.2}x, replay {:.2}x ({:.2}x the batches), archive {:.2}x, report \
-             {:.2}x its baseline (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + postgres {:.2}x, \
-             replay + topic {:.2}x the replay",
+             {:.2}x its baseline (replay peak {:.1} MiB, archive {:.1} MiB; archive {}); replay + metrics {:.2}x, \
+             replay + postgres {:.2}x, replay + topic {:.2}x the replay",
             rounds.len() + 1,
             cli.rounds,
             producer.rate() / produce_baseline.rate(),
@@ -360,6 +379,7 @@ fn bench_on(
             replay.peak_rss_kib as f64 / 1024.0,
             archive.peak_rss_kib as f64 / 1024.0,
             files_written(&archive.stdout)?,
+            with_metrics.rate() / replay.rate(),
             to_table.rate() / replay.rate(),
             to_topic.rate() / replay.rate()
         );
@@ -369,6 +389,7 @@ fn bench_on(
             consume_baseline,
             consume_batches,
             replay,
+            with_metrics,
             archive,
             to_table,
             to_topic,
@@ -381,10 +402,10 @@ fn bench_on(
         .reduce(|a, b| a.into_iter().zip(b).map(|(a, b)| best(a, b)).collect())
         .expect("at least one round");
     let Ok(
-        [produce_baseline, producer, consume_baseline, consume_batches, replay, archive, to_table, to_topic, report_baseline, report],
-    ) = <[Measured; 10]>::try_from(best_of)
+        [produce_baseline, producer, consume_baseline, consume_batches, replay, with_metrics, archive, to_table, to_topic, report_baseline, report],
+    ) = <[Measured; 11]>::try_from(best_of)
     else {
-        unreachable!("every round measures ten steps")
+        unreachable!("every round measures eleven steps")
     };
 
     println!("\n{broker}, {partitions} partitions, best of {} round(s)", cli.rounds);
@@ -398,6 +419,7 @@ fn bench_on(
         (&consume_baseline, None),
         (&consume_batches, Some(&consume_baseline)),
         (&replay, Some(&consume_baseline)),
+        (&with_metrics, Some(&replay)),
         (&archive, Some(&consume_baseline)),
         (&to_table, Some(&replay)),
         (&to_topic, Some(&replay)),
@@ -424,6 +446,8 @@ fn bench_on(
             "archive (disk)" if broker.starts_with("Tansu") => Some(0.7),
             // Not a target: how much faster reading is when messages are taken in batches.
             "archive (disk)" | "report" | "consume, batches" => None,
+            // Against the replay without metrics: counting must cost the loop next to nothing.
+            "replay + metrics" => Some(0.97),
             // Against the file-only replay: the table's rows cost PostgreSQL's own work.
             "replay + postgres" => Some(0.5),
             // Against the file-only replay: the same replay, plus one record per week. On Tansu:
