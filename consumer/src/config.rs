@@ -37,6 +37,13 @@ pub enum WindowArg {
     Week,
 }
 
+/// `--window`: a name clap knows, or what to give instead (any length: `--window-days`).
+fn window_arg(name: &str) -> Result<WindowArg, String> {
+    WindowArg::from_str(name, true).map_err(|_| {
+        format!("`{name}` is not a window: month or week, or any length in readings with --window-days N (a fortnight: --window-days 14)")
+    })
+}
+
 /// The aggregating consumer: reads weather readings from Kafka, writes monthly or weekly
 /// averages (°C or °F, TXT or CSV, optionally uploaded to S3), and can recompute the whole
 /// history from the beginning of the topic.
@@ -58,7 +65,7 @@ pub struct Cli {
     pub preset: Option<Preset>,
 
     /// Window length: month (30 readings) or week (7). Default: month.
-    #[arg(long, value_enum, env = "WEATHER_WINDOW", conflicts_with = "window_days")]
+    #[arg(long, env = "WEATHER_WINDOW", conflicts_with = "window_days", value_parser = window_arg)]
     pub window: Option<WindowArg>,
 
     /// Window length in readings (simulated days), instead of --window.
@@ -324,6 +331,7 @@ mod tests {
     fn bad_flags_are_named() {
         for (args, needle) in [
             (&["--window", "year"][..], "--window"),
+            (&["--window", "fortnight"], "--window-days 14"),
             (&["--window", "week", "--window-days", "3"], "--window-days"),
             (&["--window-days", "0"], "--window-days"),
             (&["--unit", "kelvin"], "--unit"),

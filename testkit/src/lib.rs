@@ -109,7 +109,7 @@ impl Tansu {
 
     pub fn kafka_args(&self) -> KafkaArgs {
         let mut args = KafkaArgs::new(self.bootstrap());
-        args.connect_timeout = 20;
+        args.connect_timeout = Some(20);
         args
     }
 

@@ -23,14 +23,21 @@ pub struct KafkaArgs {
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_override, env = "KAFKA_X", value_delimiter = ';')]
     pub overrides: Vec<(String, String)>,
 
-    /// How long to keep retrying an unreachable broker at start before giving up.
-    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub connect_timeout: u64,
+    /// How long to keep retrying an unreachable broker at start before giving up. Default: 15 s
+    /// while no broker has answered yet (a wrong address is said at once), 60 s once one has.
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: Option<u64>,
 }
+
+/// How long an unreachable broker is retried by default once one has answered: a broker
+/// restarting, a topic being created.
+const CONNECT_TIMEOUT: u64 = 60;
+/// How long the first answer of any broker is waited for by default.
+const FIRST_ANSWER_TIMEOUT: u64 = 15;
 
 impl KafkaArgs {
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
-        KafkaArgs { bootstrap_servers: bootstrap_servers.into(), overrides: Vec::new(), connect_timeout: 60 }
+        KafkaArgs { bootstrap_servers: bootstrap_servers.into(), overrides: Vec::new(), connect_timeout: None }
     }
 
     /// The base configuration every client of this project starts from; the `-X` overrides
@@ -72,8 +79,15 @@ impl KafkaArgs {
         self.client_config(&settings)
     }
 
+    /// How long an unreachable broker is retried once one has answered: `--connect-timeout`,
+    /// else a minute.
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout)
+        Duration::from_secs(self.connect_timeout.unwrap_or(CONNECT_TIMEOUT))
+    }
+
+    /// How long the first answer of any broker is waited for: `--connect-timeout`, else 15 s.
+    pub fn first_answer_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout.unwrap_or(FIRST_ANSWER_TIMEOUT))
     }
 }
 

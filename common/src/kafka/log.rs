@@ -1,6 +1,7 @@
 //! librdkafka's logs and errors routed into `tracing`: errors that repeat while a broker is
 //! down are said once in a while, not many times a second.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,9 @@ pub struct LoggingContext;
 impl ClientContext for LoggingContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            // A failed connection (FAIL) is retried by librdkafka: a warning, like the error event
-            // that follows it.
-            RDKafkaLogLevel::Error if fac == "FAIL" => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            // A failed connection (FAIL) is retried by librdkafka, and the error event that
+            // follows it says the same: a detail.
+            RDKafkaLogLevel::Error if fac == "FAIL" => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", "{fac}: {log_message}")
             }
@@ -37,12 +38,26 @@ impl ClientContext for LoggingContext {
         // retrying, so they are warnings, not failures, and one of a kind every few seconds
         // says it.
         let text = error.to_string();
-        if once_in_a_while(&text) {
+        // Until a broker has answered, the job's own retry says it (naming --connect-timeout).
+        if answered() && once_in_a_while(&text) {
             tracing::warn!(target: "librdkafka", "{text}: {reason}");
         } else {
             tracing::debug!(target: "librdkafka", "{text}: {reason}");
         }
     }
+}
+
+/// Whether any broker has answered this process yet.
+static ANSWERED: AtomicBool = AtomicBool::new(false);
+
+/// A broker answered.
+pub(crate) fn answered_now() {
+    ANSWERED.store(true, Ordering::Relaxed);
+}
+
+/// True once any broker has answered this process.
+pub(crate) fn answered() -> bool {
+    ANSWERED.load(Ordering::Relaxed)
 }
 
 /// True unless the same error was last said less than [`REPEAT_AFTER`] ago.

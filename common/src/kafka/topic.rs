@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 
-use super::KafkaArgs;
+use super::{log, KafkaArgs};
 use crate::shutdown::Stop;
 
 /// The partition of a record keyed `key` among a topic's sorted `partitions`: librdkafka's default
@@ -24,7 +24,7 @@ pub enum TopicError {
     #[error(
         "topic `{topic}` does not exist on {brokers}{}: if that is the name you meant, create it first, e.g. \
          `kafka-topics.sh --bootstrap-server {brokers} --create --topic {topic} --partitions 3` (Apache Kafka) or \
-         `tansu topic create {topic} --partitions 3` (Tansu; scripts/stack up creates `weather`)",
+         `scripts/stack topic {topic} 3` (the local stack, whose `up` creates `weather`)",
         others(topic, .existing)
     )]
     Missing { topic: String, brokers: String, existing: Vec<String> },
@@ -70,11 +70,13 @@ pub fn partitions_unless<C: ConsumerContext>(
     stop: &Stop,
 ) -> Result<Vec<i32>, TopicError> {
     let brokers = &args.bootstrap_servers;
-    let deadline = Instant::now() + args.connect_timeout();
+    let started = Instant::now();
+    let deadline = || started + if log::answered() { args.connect_timeout() } else { args.first_answer_timeout() };
     let mut backoff = Duration::from_millis(200);
     let mut unknown_since: Option<Instant> = None;
+    let mut said = false;
     loop {
-        let attempt = deadline
+        let attempt = deadline()
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(200), Duration::from_secs(2));
         let last = match topic_partitions(client, topic, attempt) {
@@ -82,7 +84,7 @@ pub fn partitions_unless<C: ConsumerContext>(
             Ok(None) => {
                 // The broker answered: it does not know the topic.
                 let since = *unknown_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= MISSING_TOPIC_GRACE || Instant::now() + backoff > deadline {
+                if since.elapsed() >= MISSING_TOPIC_GRACE || Instant::now() + backoff > deadline() {
                     let existing = client
                         .fetch_metadata(None, Duration::from_secs(5))
                         .map(|m| m.topics().iter().map(|t| t.name().to_string()).collect())
@@ -95,10 +97,21 @@ pub fn partitions_unless<C: ConsumerContext>(
             Err(e) => Some(e),
         };
         if let Some(last) = last {
+            let deadline = deadline();
             if Instant::now() + backoff > deadline {
-                return Err(TopicError::Unreachable { brokers: brokers.clone(), seconds: args.connect_timeout, last });
+                let seconds = deadline.saturating_duration_since(started).as_secs();
+                return Err(TopicError::Unreachable { brokers: brokers.clone(), seconds, last });
             }
-            tracing::warn!("no Kafka broker answered at {brokers} yet ({last}); retrying in {backoff:?}");
+            // Said once; librdkafka's own errors stay quiet until a broker has answered.
+            if !said {
+                let left = deadline.saturating_duration_since(started).as_secs();
+                tracing::warn!(
+                    "no Kafka broker answers at {brokers} ({last}); retrying for up to {left} s (--connect-timeout)"
+                );
+                said = true;
+            } else {
+                tracing::debug!("no Kafka broker answered at {brokers} yet ({last}); retrying in {backoff:?}");
+            }
         }
         if sleep_unless(backoff, stop) {
             return Err(TopicError::Stopped { brokers: brokers.clone() });
@@ -128,6 +141,7 @@ pub fn topic_partitions<C: ConsumerContext>(
     timeout: Duration,
 ) -> KafkaResult<Option<Vec<i32>>> {
     let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    log::answered_now();
     Ok(metadata.topics().iter().find(|t| t.name() == topic).and_then(|t| {
         let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
         ids.sort_unstable();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
 use weather_common::error_chain;
 
-use super::target::PostgresTarget;
+use super::target::{password_file, PostgresTarget};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -19,8 +19,8 @@ pub enum PostgresError {
     Credentials { address: String, user: String, said: String },
     #[error("database `{database}` does not exist on PostgreSQL at {address}: create it (createdb {database}), or name another in --to-postgres")]
     NoDatabase { address: String, database: String },
-    #[error("PostgreSQL at {address} asks for a password for user `{user}`: set PGPASSWORD or add it to the password file (~/.pgpass, or PGPASSFILE)")]
-    NoPassword { address: String, user: String },
+    #[error("PostgreSQL at {address} asks for a password for user `{user}`, and none was found: set PGPASSWORD, or add a line `{address}:{database}:{user}:PASSWORD` to the password file ({file})")]
+    NoPassword { address: String, database: String, user: String, file: String },
 }
 
 /// Connects, retrying an unreachable server with backoff until `deadline`; wrong credentials
@@ -55,8 +55,15 @@ pub(super) async fn connect(target: &PostgresTarget, deadline: Instant) -> anyho
             if code != "57P03" {
                 return Err(anyhow::Error::new(error).context(format!("connecting to PostgreSQL at {address}")));
             }
-        } else if error.to_string().contains("password missing") {
-            return Err(PostgresError::NoPassword { address, user: target.user().into() }.into());
+        } else if error_chain(&error).contains("password missing") {
+            // Known at once: no retry finds a password.
+            let file = match password_file() {
+                Some(path) if path.exists() => format!("{}, which has no line for it", path.display()),
+                Some(path) => format!("{}, which does not exist; PGPASSFILE names another", path.display()),
+                None => "PGPASSFILE, else ~/.pgpass; HOME is not set".to_string(),
+            };
+            let (user, database) = (target.user().to_string(), target.database().to_string());
+            return Err(PostgresError::NoPassword { address, database, user, file }.into());
         }
         let now = Instant::now();
         if now >= deadline {

@@ -105,15 +105,19 @@ pub fn check_table_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The password file libpq reads: `PGPASSFILE`, else `~/.pgpass`.
+pub(super) fn password_file() -> Option<PathBuf> {
+    std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pgpass")))
+}
+
 /// The password for `user` on `host_port` and `database`: `PGPASSWORD`, else the password file.
 fn password(host_port: &str, database: &str, user: &str) -> Option<String> {
     if let Ok(password) = std::env::var("PGPASSWORD") {
         return Some(password);
     }
-    let file = std::env::var_os("PGPASSFILE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pgpass")))?;
-    let text = std::fs::read_to_string(file).ok()?;
+    let text = std::fs::read_to_string(password_file()?).ok()?;
     let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "5432"));
     pgpass_lookup(&text, host, port, database, user)
 }

@@ -117,7 +117,7 @@ impl TopicTable {
         let (producer, delivery) = match transactional(kafka, &transactional_id, &state_topic, &key, timeout)? {
             Some(producer) => (producer, Delivery::Transactions),
             None => {
-                tracing::info!(
+                tracing::debug!(
                     "the broker at {} does not commit transactions (no EndTxn): the windows go to `{}` with \
                      idempotent writes, acknowledged before its progress",
                     kafka.bootstrap_servers,
