@@ -54,3 +54,25 @@ fn a_missing_postgres_password_is_said_at_once() {
     assert!(stderr.contains(&format!("127.0.0.1:{}:weather:weather:PASSWORD", pg.port())), "{stderr}");
     assert!(!stderr.contains("unreachable"), "{stderr}");
 }
+
+/// A rerun into tables that exist says nothing of them: no "already exists, skipping" notice
+/// from PostgreSQL at each start (the tables are created only when missing).
+#[test]
+fn a_rerun_into_existing_tables_is_quiet() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 1);
+    let pg = PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rerun = || {
+        run(Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["-b", &tansu.bootstrap(), "--until-end", "--quiet", "--to-postgres", &pg.url(), "-o"])
+            .arg(dir.path().join("out.txt"))
+            .env("PGPASSWORD", pg.password()))
+    };
+    let (first, stderr, _) = rerun();
+    assert!(first.success(), "{stderr}");
+    assert_eq!(pg.query("SELECT count(*) FROM weather_aggregates_state"), [[Some("1".to_string())]]);
+    let (second, stderr, _) = rerun();
+    assert!(second.success(), "{stderr}");
+    assert!(!stderr.contains("already exists") && !stderr.contains("NOTICE"), "{stderr}");
+}
