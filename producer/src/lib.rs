@@ -13,11 +13,12 @@ pub mod walk;
 pub mod writers;
 
 use std::future::Future;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Context;
-use weather_common::kafka;
+use rdkafka::producer::{Producer, ThreadedProducer};
+use weather_common::kafka::{self, Deliveries};
 use weather_common::meter::counted;
 use weather_common::shutdown::Stop;
 
@@ -83,12 +84,13 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
     );
     let display = config.progress.display();
     let (running, watching) = mpsc::channel::<()>();
+    let producer = Arc::new(producer);
     let watcher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || watch_while_running(watch, &watching, &stop))
+        let (stop, producer) = (stop.clone(), producer.clone());
+        std::thread::spawn(move || watch_while_running(watch, &producer, &watching, &stop))
     };
     let sent =
-        publish::publish(producer, &config.topic, &partitions, &mut walks, config.rate, config.count, display, stop);
+        publish::publish(&producer, &config.topic, &partitions, &mut walks, config.rate, config.count, display, stop);
     drop(running);
     let (mut watch, rival) =
         watcher.join().map_err(|_| anyhow::anyhow!("the thread watching for another writer panicked"))?;
@@ -98,7 +100,7 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
         Some(rival) => Some(rival),
         // A run that failed says why; the broker may not answer a look now.
         None if sent.is_err() => None,
-        None => watch.look().unwrap_or_else(|e| {
+        None => watch.look(|| producer.context().acknowledged(), true).unwrap_or_else(|e| {
             tracing::warn!("could not look for another writer of these sensors at the end: {e}");
             None
         }),
@@ -111,9 +113,14 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
 
 /// Looks for another writer every [`LOOK_INTERVAL`] until `running` is dropped; on finding one,
 /// stops the sensor (whose run then ends with the error that names it).
-fn watch_while_running(mut watch: Watch, running: &mpsc::Receiver<()>, stop: &Stop) -> (Watch, Option<Rival>) {
+fn watch_while_running(
+    mut watch: Watch,
+    producer: &ThreadedProducer<Deliveries>,
+    running: &mpsc::Receiver<()>,
+    stop: &Stop,
+) -> (Watch, Option<Rival>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = running.recv_timeout(LOOK_INTERVAL) {
-        match watch.look() {
+        match watch.look(|| producer.context().acknowledged(), false) {
             Ok(Some(rival)) => {
                 stop.request();
                 return (watch, Some(rival));

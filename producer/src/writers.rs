@@ -10,8 +10,9 @@
 //! writer's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use weather_common::kafka::{self, KafkaArgs, LoggingContext};
 use weather_common::meter::thousands;
@@ -88,6 +89,8 @@ pub struct Watch {
     client: BaseConsumer<LoggingContext>,
     topic: String,
     placed: BTreeMap<i32, BTreeSet<String>>,
+    /// Per partition, its end when the run started.
+    start: HashMap<i32, i64>,
     /// Per partition, the offset the next look reads from.
     next: HashMap<i32, i64>,
     continuity: Continuity,
@@ -107,15 +110,48 @@ impl Watch {
         for sensor in placed.values().flatten() {
             continuity.last.insert(sensor.clone(), found.get(sensor).map_or(0, |f| f.last.record_id));
         }
-        let next = placed.keys().map(|&p| (p, watermarks.get(&p).map_or(0, |&(_, high)| high))).collect();
-        Ok(Watch { client: kafka::metadata_client(kafka_args)?, topic: topic.to_string(), placed, next, continuity })
+        let start: HashMap<i32, i64> =
+            placed.keys().map(|&p| (p, watermarks.get(&p).map_or(0, |&(_, high)| high))).collect();
+        Ok(Watch {
+            client: kafka::metadata_client(kafka_args)?,
+            topic: topic.to_string(),
+            placed,
+            next: start.clone(),
+            start,
+            continuity,
+        })
     }
 
     /// Reads what was written to our sensors' partitions since the last look; the first
-    /// reading of another writer found there, if any.
-    pub fn look(&mut self) -> KafkaResult<Option<Rival>> {
+    /// reading of another writer found there, if any. `acknowledged` counts the readings this
+    /// process has written (all to these partitions): while the partitions have grown by no
+    /// more since the run started, nobody else wrote there, and nothing is read. On Tansu's
+    /// memory storage every fetch lists every record batch of the partition, and a look that
+    /// read each time slowed a sensor sending single-reading batches until its flush timed out.
+    ///
+    /// `confirmed` looks the partitions' ends up by reading their last record (one fetch
+    /// each): Tansu lists the start of the last record batch + 1 as a partition's end, so that
+    /// a large last batch of ours could hide a few readings of another writer before it. The
+    /// periodic looks of a running sensor go by the listing; the last look of a run confirms.
+    pub fn look(&mut self, acknowledged: impl Fn() -> u64, confirmed: bool) -> KafkaResult<Option<Rival>> {
         let partitions: Vec<i32> = self.placed.keys().copied().collect();
-        let watermarks = kafka::watermarks(&self.client, &self.topic, &partitions)?;
+        let ends: HashMap<i32, (i64, i64)> = if confirmed {
+            kafka::watermarks(&self.client, &self.topic, &partitions)?
+        } else {
+            let mut listed = HashMap::new();
+            for &partition in &partitions {
+                listed
+                    .insert(partition, self.client.fetch_watermarks(&self.topic, partition, Duration::from_secs(10))?);
+            }
+            listed
+        };
+        let grown: i64 =
+            self.start.iter().map(|(p, &start)| ends.get(p).map_or(0, |&(_, end)| (end - start).max(0))).sum();
+        // Counted after the look-up: every reading of ours it counts is acknowledged by now.
+        if grown as u64 <= acknowledged() {
+            return Ok(None);
+        }
+        let watermarks = if confirmed { ends } else { kafka::watermarks(&self.client, &self.topic, &partitions)? };
         for (&partition, sensors) in &self.placed {
             let Some(&(low, high)) = watermarks.get(&partition) else { continue };
             let next = self.next.get(&partition).copied().unwrap_or(high).max(low);
