@@ -20,9 +20,11 @@ pub fn aggregates_topics(existing: &[String]) -> Vec<&str> {
 
 /// Where the aggregates are on this broker, or how to publish them.
 fn the_way(topic: &str, existing: &[String]) -> String {
-    let to_topic = format!("`weather-consumer --to-topic {topic}` publishes the windows it writes to a topic");
     match aggregates_topics(existing).as_slice() {
-        [] => format!("no aggregates topic on this broker yet: {to_topic}, and creates it"),
+        [] => format!(
+            "there is none on this broker yet: `weather-consumer --to-topic {topic}` publishes the windows it \
+             writes to one, and creates it"
+        ),
         [one] => format!("the aggregates topic on this broker is `{one}` (weather-report -t {one})"),
         many => {
             let listed: Vec<String> = many.iter().map(|t| format!("`{t}`")).collect();
@@ -45,8 +47,7 @@ fn likely<'a>(topic: &str, existing: &'a [String]) -> Option<&'a str> {
 pub fn missing_topic(topic: &str, brokers: &str, existing: &[String]) -> String {
     let typo = likely(topic, existing).map(|t| format!(" (did you mean `{t}`?)")).unwrap_or_default();
     format!(
-        "topic `{topic}` does not exist on {brokers}{typo}: weather-report reads an aggregates topic, which \
-         {}",
+        "topic `{topic}` does not exist on {brokers}{typo}: weather-report reads an aggregates topic, and {}",
         the_way(topic, existing)
     )
 }
@@ -101,7 +102,13 @@ mod tests {
     #[test]
     fn a_missing_topic_points_to_the_consumer() {
         let text = missing_topic("weather.aggregates", "b:9092", &topics(&["weather"]));
-        assert!(text.contains("`weather-consumer --to-topic weather.aggregates` publishes"), "{text}");
+        assert!(
+            text.contains(
+                "weather-report reads an aggregates topic, and there is none on this broker yet: \
+                 `weather-consumer --to-topic weather.aggregates` publishes the windows it writes to one"
+            ),
+            "{text}"
+        );
         let text = missing_topic("agregates", "b:9092", &topics(&["aggregates", "aggregates.state"]));
         assert!(text.contains("(did you mean `aggregates`?)") && text.contains("is `aggregates`"), "{text}");
     }
