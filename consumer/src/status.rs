@@ -81,10 +81,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<Status> {
     let group = match (&args.group, &checkpoint, &args.output) {
         (Some(group), _, _) => group.clone(),
         (None, Some(checkpoint), Some(output)) => checkpoint.rules.default_group(output),
-        (None, _, output) => anyhow::bail!(
-            "{} has no checkpoint, so its consumer group is unknown: give --group",
-            output.as_deref().unwrap_or(Path::new("the output")).display()
-        ),
+        (None, _, Some(output)) => anyhow::bail!("{}", no_checkpoint(output)),
+        (None, _, None) => anyhow::bail!("give an output (-o) or a consumer group (--group)"),
     };
     let probe = kafka::metadata_client(&args.kafka).context("creating the Kafka client")?;
     let partitions = kafka::partitions(&probe, &args.kafka, &args.topic)?;
@@ -113,6 +111,29 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<Status> {
             last_upload: UploadRecord::read(output),
         }),
     })
+}
+
+/// Why `output`, which has no checkpoint, has no status: most likely no consumer has written
+/// it yet; a file without a checkpoint was written by something else.
+fn no_checkpoint(output: &Path) -> String {
+    let checkpoint = Checkpoint::path_for(output);
+    if output.exists() {
+        format!(
+            "{} has no checkpoint beside it ({}), so it was not written by weather-consumer, or under another name, \
+             and its consumer group is unknown: give --group",
+            output.display(),
+            checkpoint.display()
+        )
+    } else {
+        format!(
+            "{} is not written yet: no consumer has written it (there is no {}). A consumer run with -o {} \
+             writes it and its checkpoint; its status then shows here. For a consumer group's offsets alone, give \
+             --group",
+            output.display(),
+            checkpoint.display(),
+            output.display()
+        )
+    }
 }
 
 impl fmt::Display for Status {

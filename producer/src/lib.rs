@@ -3,23 +3,32 @@
 //! - [`walk`]: the pure, seeded bounded random walk.
 //! - [`resume`]: finds where each sensor left off in the topic.
 //! - [`publish`]: sends readings to Kafka, paced, with delivery reports and a final flush.
+//! - [`writers`]: notices another process writing the same sensor, and stops this one.
 //! - [`config`]: the command line.
 
 pub mod config;
 pub mod publish;
 pub mod resume;
 pub mod walk;
+pub mod writers;
 
 use std::future::Future;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use anyhow::Context;
-use weather_common::kafka;
+use rdkafka::producer::{Producer, ThreadedProducer};
+use weather_common::kafka::{self, Deliveries};
 use weather_common::meter::counted;
 use weather_common::shutdown::Stop;
 
 pub use config::Config;
 pub use publish::Sent;
 use walk::Walk;
+use writers::{Rival, Watch};
+
+/// How often a running sensor looks at its partitions' tails for another writer.
+const LOOK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs the sensor until `count` readings per sensor are acknowledged or `shutdown` resolves;
 /// either way everything sent is flushed to Kafka before it returns.
@@ -47,6 +56,8 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
         return Ok(Sent::default());
     };
     drop(client);
+    let watch = Watch::new(&config.kafka, &config.topic, placed, &watermarks, &last)
+        .context("creating the Kafka client that watches for another writer")?;
     let mut walks: Vec<Walk> = sensor_ids
         .into_iter()
         .map(|id| {
@@ -74,5 +85,51 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
         config.count.map_or("until stopped".into(), |n| format!("{} each", counted(n, "reading"))),
     );
     let display = config.progress.display();
-    Ok(publish::publish(producer, &config.topic, &partitions, &mut walks, config.rate, config.count, display, stop)?)
+    let (running, watching) = mpsc::channel::<()>();
+    let producer = Arc::new(producer);
+    let watcher = {
+        let (stop, producer) = (stop.clone(), producer.clone());
+        std::thread::spawn(move || watch_while_running(watch, &producer, &watching, &stop))
+    };
+    let sent =
+        publish::publish(&producer, &config.topic, &partitions, &mut walks, config.rate, config.count, display, stop);
+    drop(running);
+    let (mut watch, rival) =
+        watcher.join().map_err(|_| anyhow::anyhow!("the thread watching for another writer panicked"))?;
+    // A last look once everything is acknowledged: a short run (a history with --count) ends
+    // before its first look, and must still see a live sensor writing beside it.
+    let rival = match rival {
+        Some(rival) => Some(rival),
+        // A run that failed says why; the broker may not answer a look now.
+        None if sent.is_err() => None,
+        None => watch.look(|| producer.context().acknowledged(), true).unwrap_or_else(|e| {
+            tracing::warn!("could not look for another writer of these sensors at the end: {e}");
+            None
+        }),
+    };
+    match rival {
+        Some(rival) => Err(anyhow::anyhow!("{rival}")),
+        None => Ok(sent?),
+    }
+}
+
+/// Looks for another writer every [`LOOK_INTERVAL`] until `running` is dropped; on finding one,
+/// stops the sensor (whose run then ends with the error that names it).
+fn watch_while_running(
+    mut watch: Watch,
+    producer: &ThreadedProducer<Deliveries>,
+    running: &mpsc::Receiver<()>,
+    stop: &Stop,
+) -> (Watch, Option<Rival>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = running.recv_timeout(LOOK_INTERVAL) {
+        match watch.look(|| producer.context().acknowledged(), false) {
+            Ok(Some(rival)) => {
+                stop.request();
+                return (watch, Some(rival));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!("looking for another writer of these sensors: {e}"),
+        }
+    }
+    (watch, None)
 }

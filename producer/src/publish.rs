@@ -70,7 +70,7 @@ pub const DELIVERY_SETTINGS: [(&str, &str); 2] = [
     // Batches of up to 100 ms, not librdkafka's 5 ms. A paced fleet (8 sensors at 250 readings
     // per second) then writes up to 10 record batches a second per partition instead of up to
     // 200. Tansu 0.6's memory storage lists every batch of a partition for each fetch and answers
-    // only once a pass finds no new one (README, Notes): with 5 ms batches, after a few minutes
+    // only once a pass finds no new one (docs/brokers.md): with 5 ms batches, after a few minutes
     // the listing outlasted the gap between batches and a following consumer's fetch was held
     // for tens of seconds at a time. A sensor sending as fast as it can (`--rate 0`) fills its
     // batches (10,000 readings) in well under 100 ms.
@@ -83,7 +83,7 @@ pub const DELIVERY_SETTINGS: [(&str, &str); 2] = [
 /// `rate` is readings per second per sensor; 0 sends as fast as the broker takes them.
 #[allow(clippy::too_many_arguments)]
 pub fn publish(
-    producer: ThreadedProducer<Deliveries>,
+    producer: &ThreadedProducer<Deliveries>,
     topic: &str,
     partitions: &[i32],
     walks: &mut [Walk],
@@ -118,7 +118,7 @@ pub fn publish(
             }
             payload.clear();
             walk.next_reading().write_json(&mut payload);
-            kafka::send(&producer, BaseRecord::to(topic).partition(partition).key(walk.sensor_id()).payload(&payload))?;
+            kafka::send(producer, BaseRecord::to(topic).partition(partition).key(walk.sensor_id()).payload(&payload))?;
             sent += 1;
             if tick.is_some() || sent.is_multiple_of(METER_EVERY) {
                 let context = producer.context();
@@ -135,7 +135,7 @@ pub fn publish(
         round += 1;
     }
     meter.finish();
-    let flushed = kafka::flush(&producer, FLUSH_TIMEOUT);
+    let flushed = kafka::flush(producer, FLUSH_TIMEOUT);
     let context = producer.context();
     publish_counts(topic, sent, context);
     let outcome =

@@ -6,11 +6,13 @@
 //! - [`summary`]: pure; per window length and sensor: windows, gaps, min / mean / max.
 //! - [`csv`]: the table in the consumer's CSV columns.
 //! - [`chart`], [`page`]: plotters' SVG charts in one self-contained HTML page.
+//! - [`hints`]: pure; what to say when the topic is not an aggregates topic.
 //! - [`config`]: the command line.
 
 pub mod chart;
 pub mod config;
 pub mod csv;
+pub mod hints;
 pub mod page;
 pub mod source;
 pub mod summary;
@@ -19,7 +21,8 @@ pub mod table;
 use std::future::Future;
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use weather_common::kafka::TopicError;
 use weather_common::shutdown::Stop;
 
 pub use config::Cli;
@@ -38,17 +41,34 @@ fn report(cli: &Cli, stop: &Stop) -> anyhow::Result<Report> {
     let mut table = Table::default();
     let read = source::read_to_end(&cli.kafka, &cli.topic, cli.progress.display(), stop, |p, o, key, value| {
         table.apply(p, o, key, value)
-    })?;
-    let report = Report::new(&cli.topic, read, table, cli.window_days);
+    });
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => match e.downcast_ref::<TopicError>() {
+            Some(TopicError::Missing { topic, brokers, existing }) => {
+                bail!("{}", hints::missing_topic(topic, brokers, existing))
+            }
+            _ => return Err(e),
+        },
+    };
+    // Records and not one of them a window or a tombstone: the topic is not what the report
+    // reads, and a table of nothing would only hide that.
+    if read.records > 0 && table.is_empty() && table.deleted == 0 && table.bad_records() == read.records {
+        let existing = source::topics(&cli.kafka);
+        bail!("{}", hints::not_aggregates(&cli.topic, read.records, &table.bad_by_category, &existing));
+    }
+    let mut report = Report::new(&cli.topic, read, table, cli.window_days);
     // Both files are rendered before either is written: a CSV that cannot be written (several
     // window lengths) leaves no half of the outputs behind.
     let csv = cli.csv.as_ref().map(|path| csv::render(&report).map(|bytes| (path, bytes))).transpose()?;
     let html = cli.html.as_ref().map(|path| page::render(&report).map(|text| (path, text))).transpose()?;
     if let Some((path, bytes)) = csv {
         replace(path, &bytes)?;
+        report.written.push(("the table as CSV", path.clone()));
     }
     if let Some((path, text)) = html {
         replace(path, text.as_bytes())?;
+        report.written.push(("the charts as HTML", path.clone()));
     }
     Ok(report)
 }

@@ -1,7 +1,9 @@
 //! The report as one self-contained HTML page: no script, no external file, the charts inline
-//! as SVG. Per window length a table of every sensor (its name links to its charts), then per
-//! sensor `avg_temp` over the window ids and two small charts of `avg_co` and `avg_humidity`.
-//! All charts of one window length share their axes, so that sensors compare at a glance.
+//! as SVG. Per window length a table of every sensor (its name links to its charts), with
+//! several sensors a chart comparing their `avg_temp`, then per sensor `avg_temp` over its
+//! window ids and two small charts of `avg_co` and `avg_humidity`. A sensor's charts span its
+//! own windows, so that a short series fills them; the values' axes are shared by every sensor
+//! of a window length, so that their charts compare at a glance.
 
 use std::fmt::Write as _;
 
@@ -9,7 +11,7 @@ use plotters::style::RGBColor;
 use weather_common::aggregate::Aggregate;
 use weather_common::meter::{counted, thousands};
 
-use crate::chart::{y_range, Chart};
+use crate::chart::{y_range, Chart, Line, PALETTE};
 use crate::summary::{ranges, Report, Section, Series};
 
 const TEMPERATURE: RGBColor = RGBColor(200, 60, 40);
@@ -17,12 +19,13 @@ const CO: RGBColor = RGBColor(100, 100, 100);
 const HUMIDITY: RGBColor = RGBColor(40, 110, 190);
 
 const STYLE: &str = "
-body { font-family: sans-serif; margin: 1.5rem auto; max-width: 1000px; padding: 0 1rem; color: #222; }
+body { font-family: sans-serif; margin: 1.5rem auto; max-width: 1800px; padding: 0 1.5rem; color: #222; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.25rem; margin-top: 2.5rem; } h3 { font-size: 1.05rem; margin: 0 0 .3rem; }
 table { border-collapse: collapse; font-size: .85rem; font-variant-numeric: tabular-nums; }
 th, td { padding: .15rem .5rem; text-align: right; border-bottom: 1px solid #e4e4e4; }
 th:first-child, td:first-child { text-align: left; }
 article { margin: 1.5rem 0; padding-top: .5rem; border-top: 1px solid #ccc; }
+section > h3 { margin-top: 1.5rem; }
 figure { margin: 0; }
 svg { display: block; width: 100%; height: auto; }
 .small { display: grid; grid-template-columns: 1fr 1fr; gap: .5rem; }
@@ -91,9 +94,8 @@ fn write_section(html: &mut String, section: &Section) -> anyhow::Result<()> {
     }
     html.push_str("</table>\n");
 
-    // Shared axes: every window id and value of the section.
+    // Shared value axes: every value of the section. Window ids: each sensor's own.
     let all = || section.sensors.iter().flat_map(|s| s.windows.iter());
-    let x = all().map(|w| w.key.window_id).min().unwrap_or(1)..=all().map(|w| w.key.window_id).max().unwrap_or(1);
     let span = |value: fn(&Aggregate) -> f64| {
         let (min, max) = all().map(value).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         y_range(min, max)
@@ -104,20 +106,41 @@ fn write_section(html: &mut String, section: &Section) -> anyhow::Result<()> {
         ("humidity", HUMIDITY, span(humidity), "avg_humidity (%)".to_string(), 0),
     ];
     let values: [fn(&Aggregate) -> f64; 3] = [temperature, co, humidity];
+    let runs = |s: &Series, value: fn(&Aggregate) -> f64| -> Vec<Vec<(u64, f64)>> {
+        s.runs().iter().map(|run| run.iter().map(|w| (w.key.window_id, value(w))).collect()).collect()
+    };
+    if section.sensors.len() > 1 {
+        let x = all().map(|w| w.key.window_id).min().unwrap_or(1)..=all().map(|w| w.key.window_id).max().unwrap_or(1);
+        let (_, _, y, y_desc, y_decimals) = &axes[0];
+        let chart = Chart {
+            size: (1400, 420),
+            x,
+            y: y.clone(),
+            x_desc: section.window_name(),
+            y_desc: y_desc.clone(),
+            y_decimals: *y_decimals,
+            lines: section
+                .sensors
+                .iter()
+                .zip(PALETTE.iter().cycle())
+                .map(|(s, color)| Line { label: Some(s.sensor_id.clone()), color: *color, runs: runs(s, temperature) })
+                .collect(),
+        };
+        writeln!(html, "<h3>avg_temp of every sensor</h3>\n<figure class=\"chart compare\">{}</figure>", chart.svg()?)?;
+    }
     for s in &section.sensors {
         let id = escape(&s.sensor_id);
         writeln!(html, "<article id=\"{anchor}-{id}\">\n<h3>{id}</h3>\n<p class=\"note\">{}</p>", describe(s))?;
         for (i, ((class, color, y, y_desc, y_decimals), value)) in axes.iter().zip(values).enumerate() {
-            let size = if i == 0 { (960, 300) } else { (475, 210) };
+            let size = if i == 0 { (1400, 340) } else { (690, 230) };
             let chart = Chart {
                 size,
-                x: x.clone(),
+                x: s.first()..=s.last(),
                 y: y.clone(),
                 x_desc: section.window_name(),
                 y_desc: y_desc.clone(),
                 y_decimals: *y_decimals,
-                color: *color,
-                runs: s.runs().iter().map(|run| run.iter().map(|w| (w.key.window_id, value(w))).collect()).collect(),
+                lines: vec![Line { label: None, color: *color, runs: runs(s, value) }],
             };
             if i == 1 {
                 html.push_str("<div class=\"small\">\n");
@@ -186,5 +209,43 @@ mod tests {
         assert!(html.contains("2 windows, 1 to 3, 1 missing: 2"), "{html}");
         assert!(html.contains("avg_temp (°C)") && html.contains("avg_co (ppm)") && html.contains("avg_humidity (%)"));
         assert!(!html.contains("<script") && !html.contains("src="), "self-contained");
+        assert_eq!(html.matches("<figure class=\"chart compare\">").count(), 1, "one chart compares the sensors");
+    }
+
+    /// Each sensor's charts span its own windows: a sensor of 3 weeks beside one of 200 gets
+    /// an x axis of its 3 weeks, not a fifth of the other's. One sensor alone needs no comparison.
+    #[test]
+    fn a_short_series_fills_its_chart() {
+        let mut table = Table::default();
+        for (offset, (sensor, id)) in
+            (1..=200).map(|id| ("sensor-1", id)).chain((10..=12).map(|id| ("sensor-2", id))).enumerate()
+        {
+            let a = week(sensor, id, 100 + id as i64);
+            table.apply(0, offset as i64, Some(&a.key.to_json()), Some(&a.to_json()));
+        }
+        let html = render(&Report::new("agg", Read::default(), table, None)).unwrap();
+        let short = html.split("<figure class=\"chart temperature\" data-sensor=\"sensor-2\">").nth(1).unwrap();
+        let short = &short[..short.find("</figure>").unwrap()];
+        // The x axis labels of sensor-2's chart: its own weeks, 10 to 12.
+        let labels: Vec<u64> = short
+            .split("<text")
+            .filter_map(|t| t.split(">\n").nth(1)?.split('\n').next()?.trim().parse().ok())
+            .filter(|&n: &u64| n < 100)
+            .collect();
+        assert!(labels.contains(&10) && labels.contains(&12), "{labels:?}");
+        assert!(labels.iter().all(|&n| (10..=13).contains(&n)), "only sensor-2's weeks on its axis: {labels:?}");
+
+        let mut alone = Table::default();
+        let a = week("sensor-1", 1, 100);
+        alone.apply(0, 0, Some(&a.key.to_json()), Some(&a.to_json()));
+        let html = render(&Report::new("agg", Read::default(), alone, None)).unwrap();
+        assert!(!html.contains("chart compare"), "nothing to compare with one sensor");
+    }
+
+    /// The page spreads over a wide window: nothing caps it at half of a 1,400 px screen.
+    #[test]
+    fn the_page_uses_a_wide_window() {
+        let max_width: u32 = STYLE.split("max-width: ").nth(1).unwrap().split("px").next().unwrap().parse().unwrap();
+        assert!(max_width >= 1400, "{max_width}");
     }
 }

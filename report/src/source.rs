@@ -138,6 +138,18 @@ pub fn read_to_end(
     Ok(read)
 }
 
+/// The broker's topics, for a hint; none if it cannot say.
+pub fn topics(args: &KafkaArgs) -> Vec<String> {
+    let listed = kafka::metadata_client(args).and_then(|client| client.fetch_metadata(None, Duration::from_secs(5)));
+    match listed {
+        Ok(metadata) => metadata.topics().iter().map(|t| t.name().to_string()).collect(),
+        Err(e) => {
+            tracing::debug!("listing the broker's topics: {e}");
+            Vec::new()
+        }
+    }
+}
+
 /// The consumer's position in `partition`: the offset it would fetch next.
 fn position(consumer: &BaseConsumer<LoggingContext>, topic: &str, partition: i32) -> Option<i64> {
     let positions = consumer.position().ok()?;

@@ -28,6 +28,8 @@ pub struct Report {
     pub sections: Vec<Section>,
     /// `--window-days`, and the windows of other lengths it left out.
     pub only: Option<(u32, u64)>,
+    /// The files written, what each holds and where (absolute when it could be resolved).
+    pub written: Vec<(&'static str, std::path::PathBuf)>,
 }
 
 /// The windows of one length and one unit.
@@ -76,6 +78,7 @@ impl Report {
                 .map(|((window_days, unit), sensors)| Section { window_days, unit, sensors })
                 .collect(),
             only: only.map(|days| (days, left_out)),
+            written: Vec::new(),
         }
     }
 
@@ -267,6 +270,13 @@ impl fmt::Display for Report {
         for section in &self.sections {
             writeln!(f)?;
             section.fmt(f)?;
+        }
+        if !self.written.is_empty() {
+            writeln!(f)?;
+        }
+        for (what, path) in &self.written {
+            let shown = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            writeln!(f, "wrote {what}: {}", shown.display())?;
         }
         Ok(())
     }
