@@ -31,6 +31,9 @@ use crate::roll::{Decision, FileIndex, PartitionFiles};
 use crate::state::{Lease, PartitionState, StateError};
 use crate::store::{Store, StoreError};
 
+/// How long a member waits for the group's first assignment before it says why it may never
+/// come (and a bounded run stops).
+const ASSIGNMENT_WAIT: Duration = Duration::from_secs(45);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Reading the clock for every message costs more than the message: look every so often.
 const CLOCK_EVERY: u64 = 1024;
@@ -219,9 +222,27 @@ impl Archiver {
         let follow = self.writer.settings.until == Until::Follow;
         let mut meter = Meter::new(self.writer.settings.progress.display(), "readings", None);
         let mut last_commit = Instant::now();
+        let mut waiting_said = false;
         let result = loop {
             if stop.requested() || (!follow && self.writer.assigned && self.writer.progress.done()) {
                 break Ok(());
+            }
+            if !self.writer.assigned && started.elapsed() > ASSIGNMENT_WAIT {
+                let why = format!(
+                    "the group `{}` has assigned this instance nothing, not even an empty share, in {} s: its \
+                     coordinator has not finished a rebalance (Tansu 0.6 does not recover from a member that died \
+                     without leaving: docs/tansu); restart the other members of the group, or run without --group \
+                     to archive every partition",
+                    self.writer.settings.group,
+                    ASSIGNMENT_WAIT.as_secs()
+                );
+                if !follow {
+                    break Err(anyhow::anyhow!("{why}; a bounded run stops here"));
+                }
+                if !waiting_said {
+                    tracing::warn!("{why}; following, it goes on waiting");
+                    waiting_said = true;
+                }
             }
             let polled = self.consumer.poll(POLL_TIMEOUT);
             if let Err(e) = self.writer.apply_changes() {
@@ -313,6 +334,21 @@ impl Writer {
     fn apply_changes(&mut self) -> anyhow::Result<()> {
         for change in self.lake.changes() {
             match change {
+                Change::Given(partitions) => {
+                    self.assigned = true;
+                    if partitions.is_empty() && self.settings.scale_out {
+                        tracing::warn!(
+                            "the group `{}` assigned this instance no partition: it has as many members as `{}` has \
+                             partitions, or more{}",
+                            self.settings.group,
+                            self.settings.topic,
+                            match self.settings.until {
+                                Until::Follow => "; it waits for the group to change",
+                                _ => "; the bounded run ends",
+                            }
+                        );
+                    }
+                }
                 Change::Assigned(taken) => {
                     self.summary.rebalances += 1;
                     let Taken { partition, lease, index, start, boundaries } = *taken;

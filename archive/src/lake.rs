@@ -31,6 +31,8 @@ pub struct Taken {
 
 /// What the group changed, for the archiving loop to apply.
 pub enum Change {
+    /// The group gave this instance these partitions (possibly none); each is then taken.
+    Given(Vec<i32>),
     Assigned(Box<Taken>),
     Revoked(i32),
     Failed(anyhow::Error),
@@ -171,6 +173,7 @@ fn passing(error: &anyhow::Error) -> bool {
 
 impl Rebalance for Lake {
     fn assigned(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        self.record(Change::Given(partitions.to_vec()));
         let listed = retrying("listing the lake", || Ok(self.store.list(&self.layout.data_prefix())?));
         let keys = match listed {
             Ok(keys) => keys,
