@@ -90,7 +90,7 @@ impl LivePage {
         let (head, rest) = page.split_once("<body>\n").ok_or_else(unexpected)?;
         let (body, tail) = rest.rsplit_once("</body>").ok_or_else(unexpected)?;
         let document = format!(
-            "{head}<body>\n<p id=\"live-status\" class=\"note\" style=\"float: right; margin: .3rem 0\">connecting</p>\n\
+            "{head}<body>\n<p id=\"live-status\" class=\"note\" style=\"float: right; margin: .3rem 0\">○ connecting</p>\n\
              <div id=\"live\" data-drawing=\"{id}\">\n{body}</div>\n<script>{SCRIPT}</script>\n</body>{tail}"
         );
         Ok(LivePage { id, document: Bytes::from(document), body: body.to_string() })
@@ -99,7 +99,7 @@ impl LivePage {
 
 /// Swaps in each drawing the server sends (a connection is first sent the current one, which is
 /// left alone if it is already shown), and says in the corner whether the page is live.
-const SCRIPT: &str = r#"
+const SCRIPT: &str = r##"
 (() => {
   const live = document.getElementById("live");
   const status = document.getElementById("live-status");
@@ -108,13 +108,17 @@ const SCRIPT: &str = r#"
     if (event.lastEventId !== live.dataset.drawing) {
       live.innerHTML = event.data;
       live.dataset.drawing = event.lastEventId;
-      status.textContent = "live, updated " + new Date().toLocaleTimeString();
+      say("● live, updated " + new Date().toLocaleTimeString(), true);
     }
   });
-  events.onopen = () => { status.textContent = "live"; };
-  events.onerror = () => { status.textContent = "not live: reconnecting to the report"; };
+  events.onopen = () => say("● live", true);
+  events.onerror = () => say("○ not live: reconnecting to the report", false);
+  function say(text, isLive) {
+    status.textContent = text;
+    status.style.color = isLive ? "#1a7f37" : "#b35900";
+  }
 })();
-"#;
+"##;
 
 /// `GET /`: the page, once the topic has been read to its end at start.
 async fn page(State(mut latest): State<Latest>) -> Response {

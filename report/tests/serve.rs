@@ -70,7 +70,7 @@ fn the_page_follows_the_topic() {
         ])
     );
     assert_eq!(tab.evaluate(POINTS), json!({ "sensor-1": 3, "sensor-2": 2 }));
-    let live = tab.wait_for("document.getElementById('live-status').textContent === 'live'", SHOWN_WITHIN);
+    let live = tab.wait_for("document.getElementById('live-status').textContent === '● live'", SHOWN_WITHIN);
     live.unwrap_or_else(|e| panic!("the event stream did not open: {e}"));
     // Gone if the page were loaded again.
     tab.evaluate("window.loadedOnce = true");
@@ -89,14 +89,15 @@ fn the_page_follows_the_topic() {
     assert_eq!(tab.evaluate(POINTS), json!({ "sensor-1": 3, "sensor-2": 3, "sensor-3": 1 }));
     assert_eq!(tab.evaluate("window.loadedOnce === true"), json!(true), "the page was not loaded again");
     let status = tab.evaluate("document.getElementById('live-status').textContent");
-    assert!(status.as_str().is_some_and(|s| s.starts_with("live, updated ")), "{status}");
+    assert!(status.as_str().is_some_and(|s| s.starts_with("● live, updated ")), "{status}");
 
     let output = report.stop();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}: {stdout}", output.status);
     assert!(stdout.contains("table: 7 windows (1 overwritten by a later value, 0 deleted by a tombstone)"), "{stdout}");
     assert!(stdout.contains("read `aggregates`: 8 records from 2 partitions"), "{stdout}");
-    let gone = tab.wait_for("document.getElementById('live-status').textContent.startsWith('not live')", SHOWN_WITHIN);
+    let gone =
+        tab.wait_for("document.getElementById('live-status').textContent.startsWith('○ not live')", SHOWN_WITHIN);
     gone.unwrap_or_else(|e| panic!("the page did not notice that the report stopped: {e}"));
 }
 
