@@ -32,7 +32,8 @@ pub use summary::Report;
 use table::Table;
 
 /// Reads the topic to its end, writes the files asked for, and returns the report to print.
-/// `shutdown` stops the reading (nothing is written then).
+/// `shutdown` stops the reading (nothing is written then). With `--serve`, follows the topic
+/// and serves its live page until `shutdown` instead ([`serve::run`]).
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Report> {
     if let Some(address) = cli.serve.clone() {
         // Served until `shutdown`; the report is then the table as last seen.
