@@ -47,7 +47,8 @@ pub async fn run(
     let stop = Stop::when(shutdown);
     let follower = {
         let stop = stop.clone();
-        // Drawings of other runs keep their place: a page from one never takes another's for current.
+        // Drawing ids unique across runs too: a page left open from an earlier run, reconnecting,
+        // never takes this run's drawing for the one it shows.
         let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let mut number = 0u64;
         // A blocking poll on a thread of its own is the fastest way to drain librdkafka. When it

@@ -101,6 +101,21 @@ fn the_page_follows_the_topic() {
     gone.unwrap_or_else(|e| panic!("the page did not notice that the report stopped: {e}"));
 }
 
+/// An address that cannot be served on (here one already taken) fails the run at once, naming
+/// it and what --serve takes, before any broker is asked (none answers at this one).
+#[tokio::test]
+async fn a_taken_address_fails_at_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let argv =
+        ["weather-report", "-b", "127.0.0.1:1", "--connect-timeout", "5", "-t", "aggregates", "--serve", &address];
+    let cli = <weather_report::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    let started = Instant::now();
+    let err = format!("{:#}", weather_report::run(cli, std::future::pending()).await.unwrap_err());
+    assert!(err.contains(&format!("cannot serve on `{address}`")) && err.contains("HOST:PORT"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
 /// `weather-report --serve` as a user runs it, on a port the system chooses; killed if the test
 /// fails before it is stopped.
 struct Served {
