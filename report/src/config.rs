@@ -1,5 +1,5 @@
-//! What a user sets on the report: the topic to read, the files to write, and the usual Kafka
-//! and progress flags shared with the other binaries.
+//! What a user sets on the report: the topic to read, the files to write or the address to
+//! serve the live page on, and the usual Kafka and progress flags shared with the other binaries.
 
 use std::path::PathBuf;
 
@@ -37,6 +37,12 @@ pub struct Cli {
     /// for monthly averages. Needed for --csv when the topic holds several window lengths.
     #[arg(long, env = "WEATHER_REPORT_WINDOW_DAYS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_WINDOW_DAYS)))]
     pub window_days: Option<u32>,
+
+    /// Follow the topic and serve the report on HOST:PORT (e.g. 127.0.0.1:8080) as a live
+    /// page, until Ctrl-C or SIGTERM: its tables and charts update as windows arrive, with
+    /// nothing loaded from elsewhere. Prints the summary of the table as last seen when it stops.
+    #[arg(long, env = "WEATHER_REPORT_SERVE", value_name = "HOST:PORT", conflicts_with_all = ["csv", "html"])]
+    pub serve: Option<String>,
 
     #[command(flatten)]
     pub progress: ProgressArgs,

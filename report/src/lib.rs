@@ -1,5 +1,6 @@
 //! The report: a compacted aggregates topic (written by `weather-consumer --to-topic`) read
-//! as a table, printed, written as CSV and charted in one HTML page.
+//! as a table, printed, written as CSV and charted in one HTML page, or followed and served as a
+//! live page.
 //!
 //! - [`source`]: reads the topic from its beginning to its end, committed records only.
 //! - [`table`]: pure; the latest value per window, tombstones, bad records kept aside.
@@ -7,13 +8,17 @@
 //! - [`csv`]: the table in the consumer's CSV columns.
 //! - [`chart`], [`page`]: plotters' SVG charts in one self-contained HTML page.
 //! - [`hints`]: pure; what to say when the topic is not an aggregates topic.
+//! - [`live`]: `--serve`'s table: the topic followed, the page drawn again as windows arrive.
+//! - [`serve`]: `--serve`'s HTTP server: the page, and each new drawing as a server-sent event.
 //! - [`config`]: the command line.
 
 pub mod chart;
 pub mod config;
 pub mod csv;
 pub mod hints;
+pub mod live;
 pub mod page;
+pub mod serve;
 pub mod source;
 pub mod summary;
 pub mod table;
@@ -30,8 +35,13 @@ pub use summary::Report;
 use table::Table;
 
 /// Reads the topic to its end, writes the files asked for, and returns the report to print.
-/// `shutdown` stops the reading (nothing is written then).
+/// `shutdown` stops the reading (nothing is written then). With `--serve`, follows the topic
+/// and serves its live page until `shutdown` instead ([`serve::run`]).
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Report> {
+    if let Some(address) = cli.serve.clone() {
+        // Served until `shutdown`; the report is then the table as last seen.
+        return serve::run(cli, &address, shutdown).await;
+    }
     let stop = Stop::when(shutdown);
     // A blocking poll on a thread of its own is the fastest way to drain librdkafka.
     tokio::task::spawn_blocking(move || report(&cli, &stop)).await.context("the report thread panicked")?

@@ -18,7 +18,7 @@ pub struct BadRecord {
 /// Bad records kept with their position; the rest are only counted.
 pub const BAD_RECORDS_KEPT: usize = 100;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Table {
     /// The window's averages, its key in the map only (a million windows are a million
     /// sensor ids fewer to keep).

@@ -1,6 +1,6 @@
 //! The real local stack for integration tests: a Tansu broker, an s3s-fs server and a
 //! PostgreSQL server, each started on a free port of 127.0.0.1 chosen here, with its data in a
-//! temporary directory, and stopped when dropped.
+//! temporary directory, and stopped when dropped; and a headless browser ([`chromium`]).
 //!
 //! The binaries are found in `TANSU_BIN` / `S3S_FS_BIN`, else on `PATH`, else where
 //! `scripts/stack install` puts them. A missing binary fails the test with the command that
@@ -20,6 +20,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weather_common::kafka::{self, KafkaArgs};
+
+pub mod chromium;
 
 pub const TANSU_VERSION: &str = "0.6.0";
 pub const S3S_FS_VERSION: &str = "0.14.1";
