@@ -267,21 +267,15 @@ fn bench_on(
             Command::new(&me).args(["consume-baseline", "--batches", bootstrap, topic]),
         )?;
         let consume_batches = with_data_seconds(consume_batches, n)?;
-        let replay = measure(
+        let replay = measure_job(
             "replay (v2)",
             n,
             Command::new(sibling("weather-consumer")?)
                 .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
                 .args(["--sensor-column", "--from-beginning", "--until-end", "-o"])
                 .arg(&output),
+            CONSUMED,
         )?;
-        ensure!(
-            replay.stdout.contains(&format!("readings consumed:  {} ", thousands(n))),
-            "the replay read:\n{}",
-            replay.stdout
-        );
-        let replay =
-            Measured { data_seconds: n as f64 / reported_rate(&replay.stdout, "readings consumed:")?, ..replay };
         let weeks = u64::from(cli.sensors) * (per_sensor / 7);
         ensure!(
             replay.stdout.contains(&format!("windows written:    {} complete", thousands(weeks))),
@@ -290,41 +284,27 @@ fn bench_on(
         );
         ensure!(std::fs::read_to_string(&output)?.lines().count() as u64 == weeks + 1, "the output lacks rows");
         // The same replay serving its metrics (nobody scrapes: what counting costs the loop).
-        let with_metrics = measure(
+        let with_metrics = measure_job(
             "replay + metrics",
             n,
             Command::new(sibling("weather-consumer")?)
                 .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
                 .args(["--sensor-column", "--from-beginning", "--until-end", "--metrics-addr", "127.0.0.1:0", "-o"])
                 .arg(&output),
+            CONSUMED,
         )?;
-        ensure!(
-            with_metrics.stdout.contains(&format!("readings consumed:  {} ", thousands(n))),
-            "the replay + metrics read:\n{}",
-            with_metrics.stdout
-        );
-        let with_metrics = Measured {
-            data_seconds: n as f64 / reported_rate(&with_metrics.stdout, "readings consumed:")?,
-            ..with_metrics
-        };
         let lake = dir.path().join("lake");
         if lake.exists() {
             std::fs::remove_dir_all(&lake)?;
         }
-        let archive = measure(
+        let archive = measure_job(
             "archive (disk)",
             n,
             Command::new(sibling("weather-archive")?)
                 .args(["-b", bootstrap, "-t", topic, "--from-beginning", "--until-end", "-o"])
                 .arg(&lake),
+            "readings archived:",
         )?;
-        ensure!(
-            archive.stdout.starts_with(&format!("readings archived:  {} ", thousands(n))),
-            "the archive wrote:\n{}",
-            archive.stdout
-        );
-        let archive =
-            Measured { data_seconds: n as f64 / reported_rate(&archive.stdout, "readings archived:")?, ..archive };
         let table = format!("bench_round_{round}");
         let mut loading = Command::new(sibling("weather-consumer")?);
         loading
@@ -333,9 +313,7 @@ fn bench_on(
             .args(["--postgres-table", &table, "-o"])
             .arg(&to_postgres)
             .env("PGPASSWORD", postgres.password());
-        let to_table = measure("replay + postgres", n, &mut loading)?;
-        let to_table =
-            Measured { data_seconds: n as f64 / reported_rate(&to_table.stdout, "readings consumed:")?, ..to_table };
+        let to_table = measure_job("replay + postgres", n, &mut loading, CONSUMED)?;
         let rows = postgres.query(&format!("SELECT count(*) FROM {table}"));
         ensure!(rows == [[Some(weeks.to_string())]], "the table holds {rows:?} rows, not {weeks}");
         let mut publishing = Command::new(sibling("weather-consumer")?);
@@ -343,14 +321,12 @@ fn bench_on(
             .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
             .args(["--sensor-column", "--from-beginning", "--until-end", "--to-topic", TO_TOPIC, "-o"])
             .arg(&to_topic_output);
-        let to_topic = measure("replay + topic", n, &mut publishing)?;
+        let to_topic = measure_job("replay + topic", n, &mut publishing, CONSUMED)?;
         ensure!(
             to_topic.stdout.contains(&format!("({} sent)", counted(weeks, "window"))),
             "the replay + topic sent:\n{}",
             to_topic.stdout
         );
-        let to_topic =
-            Measured { data_seconds: n as f64 / reported_rate(&to_topic.stdout, "readings consumed:")?, ..to_topic };
         publish_aggregates(bootstrap, "aggregates", n, cli.sensors)?;
         let report_baseline =
             measure("consume aggregates", n, Command::new(&me).args(["consume-baseline", bootstrap, "aggregates"]))?;
@@ -471,6 +447,17 @@ fn bench_on(
         missed.push(format!("{broker}: archive peak RSS {} KiB (target under 128 MiB)", archive.peak_rss_kib));
     }
     Ok(missed)
+}
+
+/// The summary line of the consumer that starts with its count and rate.
+const CONSUMED: &str = "readings consumed:";
+
+/// Measures a job that reports its own rate: its summary `line` must count all `readings`,
+/// and its data time is from the rate it reports (first reading to last).
+fn measure_job(name: &'static str, readings: u64, command: &mut Command, line: &str) -> anyhow::Result<Measured> {
+    let m = measure(name, readings, command)?;
+    ensure!(m.stdout.contains(&format!("{line}  {} ", thousands(readings))), "{name}:\n{}", m.stdout);
+    Ok(Measured { data_seconds: readings as f64 / reported_rate(&m.stdout, line)?, ..m })
 }
 
 /// The files and bytes of an archive run, and their rates, from its summary's

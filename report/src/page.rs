@@ -71,26 +71,17 @@ fn write_section(html: &mut String, section: &Section) -> anyhow::Result<()> {
         unit = section.unit.symbol()
     )?;
     for s in &section.sensors {
-        let (t, c, h) = (s.temperature(), s.co(), s.humidity());
-        writeln!(
+        let [windows, first, last, missing, stats @ ..] = s.figures();
+        write!(
             html,
-            "<tr><td><a href=\"#{anchor}-{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{} / {} / {}</td><td>{} / {} / {}</td><td>{} / {} / {}</td></tr>",
-            thousands(s.windows.len() as u64),
-            s.first(),
-            s.last(),
-            thousands(s.missing()),
-            t.min(),
-            t.mean(),
-            t.max(),
-            c.min(),
-            c.mean(),
-            c.max(),
-            h.min(),
-            h.mean(),
-            h.max(),
+            "<tr><td><a href=\"#{anchor}-{id}\">{id}</a></td><td>{windows}</td><td>{first}</td><td>{last}</td>\
+             <td>{missing}</td>",
             id = escape(&s.sensor_id),
         )?;
+        for [min, mean, max] in stats.as_chunks::<3>().0 {
+            write!(html, "<td>{min} / {mean} / {max}</td>")?;
+        }
+        html.push_str("</tr>\n");
     }
     html.push_str("</table>\n");
 

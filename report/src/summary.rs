@@ -111,7 +111,46 @@ impl Section {
     }
 }
 
+/// The figures of a sensor's row, in every table of sensors: their heads in the printed table,
+/// and their widths there.
+const FIGURES: [(&str, usize); 13] = [
+    ("WINDOWS", 8),
+    ("FIRST", 6),
+    ("LAST", 6),
+    ("MISSING", 8),
+    ("TEMP_MIN", 9),
+    ("TEMP_MEAN", 9),
+    ("TEMP_MAX", 9),
+    ("CO_MIN", 7),
+    ("CO_MEAN", 7),
+    ("CO_MAX", 7),
+    ("HUM_MIN", 7),
+    ("HUM_MEAN", 8),
+    ("HUM_MAX", 7),
+];
+
 impl Series {
+    /// The figures of its row in a table of sensors, in the order of [`FIGURES`]: windows,
+    /// first, last, missing, then the min, mean and max of avg_temp, avg_co and avg_humidity.
+    pub fn figures(&self) -> [String; 13] {
+        let (t, c, h) = (self.temperature(), self.co(), self.humidity());
+        [
+            thousands(self.windows.len() as u64),
+            self.first().to_string(),
+            self.last().to_string(),
+            thousands(self.missing()),
+            t.min().to_string(),
+            t.mean().to_string(),
+            t.max().to_string(),
+            c.min().to_string(),
+            c.mean().to_string(),
+            c.max().to_string(),
+            h.min().to_string(),
+            h.mean().to_string(),
+            h.max().to_string(),
+        ]
+    }
+
     pub fn first(&self) -> u64 {
         self.windows.first().map_or(0, |w| w.key.window_id)
     }
@@ -292,44 +331,17 @@ impl fmt::Display for Section {
             counted(self.windows() as u64, "window")
         )?;
         let width = self.sensors.iter().map(|s| s.sensor_id.len()).max().unwrap_or(0).max("SENSOR".len());
-        writeln!(
-            f,
-            "{:<width$} {:>8} {:>6} {:>6} {:>8}  {:>9} {:>9} {:>9}  {:>7} {:>7} {:>7}  {:>7} {:>8} {:>7}",
-            "SENSOR",
-            "WINDOWS",
-            "FIRST",
-            "LAST",
-            "MISSING",
-            "TEMP_MIN",
-            "TEMP_MEAN",
-            "TEMP_MAX",
-            "CO_MIN",
-            "CO_MEAN",
-            "CO_MAX",
-            "HUM_MIN",
-            "HUM_MEAN",
-            "HUM_MAX"
-        )?;
-        for s in &self.sensors {
-            let (t, c, h) = (s.temperature(), s.co(), s.humidity());
-            writeln!(
-                f,
-                "{:<width$} {:>8} {:>6} {:>6} {:>8}  {:>9} {:>9} {:>9}  {:>7} {:>7} {:>7}  {:>7} {:>8} {:>7}",
-                s.sensor_id,
-                thousands(s.windows.len() as u64),
-                s.first(),
-                s.last(),
-                thousands(s.missing()),
-                t.min(),
-                t.mean(),
-                t.max(),
-                c.min(),
-                c.mean(),
-                c.max(),
-                h.min(),
-                h.mean(),
-                h.max()
-            )?;
+        let header = FIGURES.map(|(name, _)| name.to_string());
+        for (id, figures) in
+            std::iter::once(("SENSOR", header)).chain(self.sensors.iter().map(|s| (s.sensor_id.as_str(), s.figures())))
+        {
+            write!(f, "{id:<width$}")?;
+            for (i, (figure, (_, figure_width))) in figures.iter().zip(FIGURES).enumerate() {
+                // Two spaces before each group of three: temperature, CO, humidity.
+                let gap = if i >= 4 && (i - 4) % 3 == 0 { "  " } else { " " };
+                write!(f, "{gap}{figure:>figure_width$}")?;
+            }
+            writeln!(f)?;
         }
         for s in self.sensors.iter().filter(|s| s.missing() > 0) {
             writeln!(f, "missing in {}: {}", s.sensor_id, ranges(&s.gaps(), GAPS_SHOWN))?;
