@@ -413,5 +413,21 @@ mod tests {
         );
         assert_eq!(row("sensor-2")[5..8], ["-1.5", "-1.5", "-1.5"]);
         assert!(text.contains("missing in sensor-1: 2\n"), "{text}");
+        // The columns line up under their heads, the three groups apart.
+        let line = |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap().to_string();
+        assert_eq!(
+            line("SENSOR"),
+            concat!(
+                "SENSOR    WINDOWS  FIRST   LAST  MISSING   TEMP_MIN TEMP_MEAN  TEMP_MAX   CO_MIN CO_MEAN  CO_MAX",
+                "  HUM_MIN HUM_MEAN HUM_MAX"
+            )
+        );
+        assert_eq!(
+            line("sensor-1"),
+            concat!(
+                "sensor-1        2      1      3        1       20.0      21.0      22.0      700   700.0     700",
+                "       50     50.0      50"
+            )
+        );
     }
 }
