@@ -6,6 +6,8 @@
 //! `scripts/stack install` puts them. A missing binary fails the test with the command that
 //! installs it: no test is skipped because a server is missing.
 
+pub mod strace;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
