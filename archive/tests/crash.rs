@@ -94,17 +94,35 @@ fn still_running(child: &mut Child, log: &Path, context: &str) {
     }
 }
 
-/// Per partition, how far the lake's state says it is archived.
-fn done(root: &Path) -> BTreeMap<i32, i64> {
-    (0..PARTITIONS as i32).filter_map(|p| Some((p, state(root, p)?["done"].as_i64().unwrap()))).collect()
+/// Per partition of `partitions`, how far the lake's state says it is archived (`None`: the
+/// partition has no state yet).
+fn done(root: &Path, partitions: u32) -> BTreeMap<i32, Option<i64>> {
+    (0..partitions as i32).map(|p| (p, state(root, p).map(|s| s["done"].as_i64().unwrap()))).collect()
+}
+
+/// Records each partition's progress in `previous`: it never goes back, and a state once
+/// written never goes away (a takeover would start the partition over).
+fn check_progress(previous: &mut BTreeMap<i32, i64>, now: &BTreeMap<i32, Option<i64>>, context: &str) {
+    for (&partition, &done) in now {
+        match (previous.get(&partition).copied(), done) {
+            (Some(before), None) => panic!("{context}: partition {partition}'s state is gone (it was at {before})"),
+            (Some(before), Some(done)) => {
+                assert!(done >= before, "{context}: partition {partition}'s state went back from {before} to {done}")
+            }
+            (None, _) => {}
+        }
+        if let Some(done) = done {
+            previous.insert(partition, done);
+        }
+    }
 }
 
 /// SIGKILL at `kills` random moments of a 100,000-reading archive run (now and then during
 /// start-up, otherwise once the run published a file of its own, then at a random moment:
 /// mid-file, mid-decision, mid-upload), restarting each time. After each kill: the killed run
-/// printed no summary, and no partition's state went back. At the end: the last run read
-/// exactly the readings after the state's progress, and the lake holds every valid reading
-/// once, as DuckDB reads it, with no partial or leftover file.
+/// printed no summary, and no partition's state went back or went away. At the end: the last
+/// run read exactly the readings after the state's progress, and the lake holds every valid
+/// reading once, as DuckDB reads it, with no partial or leftover file.
 fn sigkill_scenario(lake: Lake, kills: u32) {
     let tansu = Tansu::start();
     tansu.create_topic("weather", PARTITIONS);
@@ -137,12 +155,9 @@ fn sigkill_scenario(lake: Lake, kills: u32) {
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{context}: the killed run had printed its summary");
-        for (partition, done) in done(&root) {
-            let before = previous.insert(partition, done).unwrap_or(0);
-            assert!(done >= before, "{context}: partition {partition}'s state went back from {before} to {done}");
-        }
+        check_progress(&mut previous, &done(&root, PARTITIONS), &context);
     }
-    let resumed_at: i64 = done(&root).values().sum();
+    let resumed_at: i64 = done(&root, PARTITIONS).values().flatten().sum();
     println!("after {kills} kills the lake holds {resumed_at} of {} readings", expected.len());
     let log = logs.path().join("final.log");
     let summary = finish(start(&tansu, &lake, &flags, &log), &log, Duration::from_secs(120));
@@ -192,7 +207,7 @@ async fn a_flush_then_a_crash_duplicates_nothing() {
         let log = logs.path().join(format!("follow-{round}.log"));
         let mut child = start(&tansu, &lake, &["--flush-interval", "0.2"], &log);
         // The flush publishes what the run read, though no partition ended and no hour passed.
-        wait_for(&context, || ends.iter().all(|(p, end)| done(&root).get(p) == Some(end)));
+        wait_for(&context, || ends.iter().all(|(p, &end)| done(&root, 2)[p] == Some(end)));
         assert!(child.try_wait().unwrap().is_none(), "{context}: following, the run does not end");
         tansu.produce("weather", 2, 150 * (round + 1) + 40, 5).await;
         std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));

@@ -94,8 +94,16 @@ pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) 
             let hour = hour.as_i64().or_else(|| hour.as_str()?.parse().ok());
             assert_eq!(hour, Some(i64::from(stamp.hour())), "{row:?}");
         }
+        // The directory as written, which DuckDB's reading of `hour` as a number would not
+        // tell apart: `date=YYYY-MM-DD`, and `hour=HH` zero-padded when the lake is by hour.
+        let file = row["filename"].as_str().unwrap();
+        let dir = Path::new(file).parent().unwrap().to_str().unwrap();
+        let by_day = format!("topic=weather/date={}", stamp.date());
+        let by_hour = format!("{by_day}/hour={:02}", stamp.hour());
+        let wanted = if row.contains_key("hour") { by_hour } else { by_day };
+        assert_eq!(dir, wanted, "the directory of {file}, holding offset {at:?}");
         assert!(seen.insert(at, got).is_none(), "offset {at:?} is in the lake twice");
-        by_file.entry(row["filename"].as_str().unwrap().to_string()).or_default().push(at);
+        by_file.entry(file.to_string()).or_default().push(at);
     }
     let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(k)).take(5).collect();
     let extra: Vec<_> = seen.keys().filter(|k| !expected.contains_key(k)).take(5).collect();
@@ -103,12 +111,7 @@ pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) 
     for (at, got) in &seen {
         assert_eq!(got, &expected[at], "the values at {at:?}");
     }
-    for (file, offsets) in &by_file {
-        let name = Path::new(file).file_name().unwrap().to_str().unwrap();
-        let (partition, first) = offsets[0];
-        assert_eq!(name, format!("weather+{partition}+{first:020}.parquet"), "{file}");
-        assert!(offsets.windows(2).all(|w| w[0].0 == partition && w[0].1 < w[1].1), "{file}: not in offset order");
-    }
+    check_files(&by_file);
     for file in &lake.files {
         assert_eq!((file["row_groups"].as_i64(), file["compression"].as_str()), (Some(1), Some("SNAPPY")), "{file:?}");
         assert_eq!(file["statistics"], Value::Bool(true), "{file:?}");
@@ -127,6 +130,20 @@ pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) 
         ])
     );
     lake
+}
+
+/// Each file's rows, as `(partition, offset)` in the order read: all of one partition, the
+/// file's first row included and its last, in offset order, and the file named after that
+/// partition and its first offset.
+pub fn check_files(by_file: &BTreeMap<String, Vec<(i32, i64)>>) {
+    for (file, offsets) in by_file {
+        let name = Path::new(file).file_name().unwrap().to_str().unwrap();
+        let (partition, first) = offsets[0];
+        assert_eq!(name, format!("weather+{partition}+{first:020}.parquet"), "{file}");
+        let strangers: Vec<_> = offsets.iter().filter(|(p, _)| *p != partition).collect();
+        assert!(strangers.is_empty(), "{file}: rows of another partition than {partition}: {strangers:?}");
+        assert!(offsets.windows(2).all(|w| w[0].1 < w[1].1), "{file}: not in offset order");
+    }
 }
 
 /// Runs the archive binary on `tansu` into `dir` until the end, and returns its summary.
