@@ -57,9 +57,20 @@ pub struct LakeView {
     pub leftovers: Vec<String>,
 }
 
+/// The lake in the directory `dir`, as the readers find it.
 pub fn read_lake(dir: &Path) -> LakeView {
+    run_reader(&[dir.to_str().unwrap()])
+}
+
+/// The lake in `bucket` of the S3 server at `endpoint`, as the readers find it through the S3
+/// API (listing and GET; nothing of the server's own disk).
+pub fn read_lake_in_s3(endpoint: &str, bucket: &str) -> LakeView {
+    run_reader(&[&format!("s3://{bucket}"), endpoint])
+}
+
+fn run_reader(args: &[&str]) -> LakeView {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_lake.py");
-    let out = Command::new(testkit::lake_python()).arg(script).arg(dir).output().expect("running the lake reader");
+    let out = Command::new(testkit::lake_python()).arg(script).args(args).output().expect("running the lake reader");
     assert!(out.status.success(), "the lake reader failed: {}", String::from_utf8_lossy(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).expect("the reader's JSON");
     let objects = |name: &str| -> Vec<BTreeMap<String, Value>> {
@@ -69,10 +80,22 @@ pub fn read_lake(dir: &Path) -> LakeView {
     LakeView { rows: objects("rows"), files: objects("files"), leftovers }
 }
 
+/// The lake in `dir` holds exactly `expected` (see [`assert_view_holds`]).
+pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) -> LakeView {
+    assert_view_holds(read_lake(dir), expected)
+}
+
+/// The data files of a lake by name, each with the SHA-256 of its bytes.
+pub fn file_digests(lake: &LakeView) -> BTreeMap<String, String> {
+    lake.files
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap().to_string(), f["sha256"].as_str().unwrap().to_string()))
+        .collect()
+}
+
 /// The lake holds exactly `expected`, each reading once with its values, every file one hour
 /// of one partition, in offset order and named after its first offset, with statistics.
-pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) -> LakeView {
-    let lake = read_lake(dir);
+pub fn assert_view_holds(lake: LakeView, expected: &BTreeMap<(i32, i64), Expected>) -> LakeView {
     assert!(lake.leftovers.is_empty(), "files that are not Parquet: {:?}", lake.leftovers);
     let mut seen = BTreeMap::new();
     let mut by_file: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
