@@ -4,9 +4,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -18,25 +19,50 @@ const DAYS: u64 = 12_500;
 const SENSORS: u32 = 8;
 const PARTITIONS: u32 = 4;
 
-/// Where a crash scenario's lake is.
+/// Where a crash scenario's lake is: a directory, or a bucket of an S3 server.
 enum Lake {
     Disk(tempfile::TempDir),
-    S3(S3Server),
+    S3(Rc<S3Server>, &'static str),
 }
 
 impl Lake {
-    /// The lake's files on disk (for S3: the server's directory of the bucket).
+    /// A bucket of its own on `server`.
+    fn in_bucket(server: &Rc<S3Server>, bucket: &'static str) -> Lake {
+        server.create_bucket(bucket);
+        Lake::S3(server.clone(), bucket)
+    }
+
+    /// Another lake of the same kind, empty: where an uninterrupted run goes.
+    fn another(&self) -> Lake {
+        match self {
+            Lake::Disk(_) => Lake::Disk(tempfile::tempdir().unwrap()),
+            Lake::S3(server, _) => Lake::in_bucket(server, "reference"),
+        }
+    }
+
+    /// The lake's files on disk (for S3: the server's directory of the bucket), for the test
+    /// to follow a run's progress; what the lake holds is read by [`Lake::read`].
     fn root(&self) -> PathBuf {
         match self {
             Lake::Disk(dir) => dir.path().to_path_buf(),
-            Lake::S3(server) => server.bucket_dir("lake"),
+            Lake::S3(server, bucket) => server.bucket_dir(bucket),
+        }
+    }
+
+    /// The lake as its readers find it: in a directory, or through the S3 API.
+    fn read(&self) -> LakeView {
+        match self {
+            Lake::Disk(dir) => read_lake(dir.path()),
+            Lake::S3(server, bucket) => read_lake_in_s3(&server.endpoint(), bucket),
         }
     }
 
     fn flags(&self) -> Vec<String> {
         match self {
             Lake::Disk(dir) => vec!["-o".into(), dir.path().display().to_string()],
-            Lake::S3(server) => vec!["--s3-bucket".into(), "lake".into(), "--s3-endpoint".into(), server.endpoint()],
+            Lake::S3(server, bucket) => {
+                vec!["--s3-bucket".into(), bucket.to_string(), "--s3-endpoint".into(), server.endpoint()]
+            }
         }
     }
 }
@@ -94,17 +120,36 @@ fn still_running(child: &mut Child, log: &Path, context: &str) {
     }
 }
 
-/// Per partition, how far the lake's state says it is archived.
-fn done(root: &Path) -> BTreeMap<i32, i64> {
-    (0..PARTITIONS as i32).filter_map(|p| Some((p, state(root, p)?["done"].as_i64().unwrap()))).collect()
+/// Per partition of `partitions`, how far the lake's state says it is archived (`None`: the
+/// partition has no state yet).
+fn done(root: &Path, partitions: u32) -> BTreeMap<i32, Option<i64>> {
+    (0..partitions as i32).map(|p| (p, state(root, p).map(|s| s["done"].as_i64().unwrap()))).collect()
+}
+
+/// Records each partition's progress in `previous`: it never goes back, and a state once
+/// written never goes away (a takeover would start the partition over).
+fn check_progress(previous: &mut BTreeMap<i32, i64>, now: &BTreeMap<i32, Option<i64>>, context: &str) {
+    for (&partition, &done) in now {
+        match (previous.get(&partition).copied(), done) {
+            (Some(before), None) => panic!("{context}: partition {partition}'s state is gone (it was at {before})"),
+            (Some(before), Some(done)) => {
+                assert!(done >= before, "{context}: partition {partition}'s state went back from {before} to {done}")
+            }
+            (None, _) => {}
+        }
+        if let Some(done) = done {
+            previous.insert(partition, done);
+        }
+    }
 }
 
 /// SIGKILL at `kills` random moments of a 100,000-reading archive run (now and then during
 /// start-up, otherwise once the run published a file of its own, then at a random moment:
 /// mid-file, mid-decision, mid-upload), restarting each time. After each kill: the killed run
-/// printed no summary, and no partition's state went back. At the end: the last run read
-/// exactly the readings after the state's progress, and the lake holds every valid reading
-/// once, as DuckDB reads it, with no partial or leftover file.
+/// printed no summary, and no partition's state went back or went away. At the end: the last
+/// run read exactly the readings after the state's progress, the lake holds every valid
+/// reading once, as DuckDB reads it (a bucket through the S3 API), with no partial or leftover
+/// file, and its files are those of an uninterrupted run into another lake, names and bytes.
 fn sigkill_scenario(lake: Lake, kills: u32) {
     let tansu = Tansu::start();
     tansu.create_topic("weather", PARTITIONS);
@@ -137,12 +182,9 @@ fn sigkill_scenario(lake: Lake, kills: u32) {
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{context}: the killed run had printed its summary");
-        for (partition, done) in done(&root) {
-            let before = previous.insert(partition, done).unwrap_or(0);
-            assert!(done >= before, "{context}: partition {partition}'s state went back from {before} to {done}");
-        }
+        check_progress(&mut previous, &done(&root, PARTITIONS), &context);
     }
-    let resumed_at: i64 = done(&root).values().sum();
+    let resumed_at: i64 = done(&root, PARTITIONS).values().flatten().sum();
     println!("after {kills} kills the lake holds {resumed_at} of {} readings", expected.len());
     let log = logs.path().join("final.log");
     let summary = finish(start(&tansu, &lake, &flags, &log), &log, Duration::from_secs(120));
@@ -153,7 +195,23 @@ fn sigkill_scenario(lake: Lake, kills: u32) {
         "{context}: the last run read other readings than those after the state's progress:\n{summary}"
     );
     assert!(count(&summary, "readings archived:") > 0, "{context}: the kills all landed after the run's end");
-    assert_lake_holds(&root, &expected);
+    let crashed = assert_view_holds(lake.read(), &expected);
+    // File boundaries are decided by --max-rows and the hours alone, and a restart writes the
+    // decided file again: the lake is the very lake of an uninterrupted run, file for file.
+    let reference = lake.another();
+    let log = logs.path().join("reference.log");
+    finish(start(&tansu, &reference, &["--until-end", "--max-rows", "200"], &log), &log, Duration::from_secs(120));
+    let (crashed, reference) = (file_digests(&crashed), file_digests(&reference.read()));
+    assert!(crashed.len() > 100, "{} files", crashed.len());
+    let names: BTreeSet<&String> = crashed.keys().chain(reference.keys()).collect();
+    let differ: Vec<&&String> = names.iter().filter(|k| crashed.get(**k) != reference.get(**k)).collect();
+    assert!(
+        differ.is_empty(),
+        "{context}: {} of {} files are not the uninterrupted run's (names and bytes), first {:?}",
+        differ.len(),
+        reference.len(),
+        &differ[..differ.len().min(5)]
+    );
 }
 
 #[test]
@@ -163,9 +221,7 @@ fn sigkill_at_random_moments_leaves_every_reading_once_on_disk() {
 
 #[test]
 fn sigkill_at_random_moments_leaves_every_reading_once_in_s3() {
-    let s3 = S3Server::start();
-    s3.create_bucket("lake");
-    sigkill_scenario(Lake::S3(s3), 20);
+    sigkill_scenario(Lake::in_bucket(&Rc::new(S3Server::start()), "lake"), 20);
 }
 
 /// Following the topic, a quiet partition's file is flushed after the interval (the lake holds
@@ -192,7 +248,7 @@ async fn a_flush_then_a_crash_duplicates_nothing() {
         let log = logs.path().join(format!("follow-{round}.log"));
         let mut child = start(&tansu, &lake, &["--flush-interval", "0.2"], &log);
         // The flush publishes what the run read, though no partition ended and no hour passed.
-        wait_for(&context, || ends.iter().all(|(p, end)| done(&root).get(p) == Some(end)));
+        wait_for(&context, || ends.iter().all(|(p, &end)| done(&root, 2)[p] == Some(end)));
         assert!(child.try_wait().unwrap().is_none(), "{context}: following, the run does not end");
         tansu.produce("weather", 2, 150 * (round + 1) + 40, 5).await;
         std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
@@ -206,9 +262,13 @@ async fn a_flush_then_a_crash_duplicates_nothing() {
     assert!(view.files.len() >= 4, "each round's flush made files of its own: {} files", view.files.len());
 }
 
-/// Three instances in one group share the partitions; one is killed mid-run, the others finish
-/// their partitions (rebalancing as each leaves), and a last run takes over what the killed one
-/// left: every reading is in the lake once.
+/// Three instances in one group, each taking partitions over from the others as the group
+/// moves them; one is killed, the others end, and a last run (without a group) takes over what
+/// was left: every reading is in the lake once. On Tansu 0.6 this shows the lake's fencing under
+/// a group that keeps moving partitions, not the group's sharing: the members are each assigned
+/// partitions at some point, but the group never settles with all three holding partitions
+/// together, and ends with none holding any (see the ignored test below, which asserts the
+/// sharing, and docs/tansu).
 #[test]
 fn a_member_killed_mid_run_loses_nothing_after_a_rebalance() {
     let tansu = Tansu::start();
@@ -240,5 +300,162 @@ fn a_member_killed_mid_run_loses_nothing_after_a_rebalance() {
     let mut last_flags = vec!["--until-end"];
     last_flags.extend(testkit::THROTTLE);
     finish(start(&tansu, &lake, &last_flags, &last), &last, Duration::from_secs(120));
+    assert_lake_holds(&root, &expected);
+}
+
+/// The partitions a member holds now, after the group's assignments and revocations that its
+/// log (stderr at info) shows so far.
+fn holding(log: &Path) -> BTreeSet<i32> {
+    let text = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+    let mut held = BTreeSet::new();
+    for line in text.lines() {
+        let list = |marker: &str| -> Option<BTreeSet<i32>> {
+            let rest = &line[line.find(marker)? + marker.len()..];
+            let list = &rest[..rest.find(']')?];
+            Some(list.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse().unwrap()).collect())
+        };
+        if let Some(assigned) = list("the group assigned partitions [") {
+            // An eager protocol: each assignment is the whole of what the member holds.
+            held = assigned;
+        } else if list("the group took back partitions [").is_some() {
+            held.clear();
+        }
+    }
+    held
+}
+
+/// The group test's members: in group `shared`, with a short session (the broker drops a
+/// killed member within seconds), and these fetch settings.
+fn group_flags(fetch: &[&'static str]) -> Vec<&'static str> {
+    let mut flags = vec!["--until-end", "--max-rows", "2000", "-g", "shared"];
+    flags.extend([
+        "-X",
+        "session.timeout.ms=10000",
+        "-X",
+        "heartbeat.interval.ms=1000",
+        "-X",
+        "max.poll.interval.ms=10000",
+    ]);
+    flags.extend(fetch);
+    flags
+}
+
+/// The session of the group test's members: the broker drops a member silent for longer.
+const SESSION: Duration = Duration::from_secs(10);
+
+/// Member 0's fetch settings: one small fetch per partition a second at most, so that it is
+/// still at work when the other two have finished.
+const SLOW: [&str; 10] = [
+    "-X",
+    "max.partition.fetch.bytes=512",
+    "-X",
+    "fetch.max.bytes=1024",
+    "-X",
+    "message.max.bytes=1024",
+    "-X",
+    "queued.max.messages.kbytes=1",
+    "-X",
+    "fetch.queue.backoff.ms=1000",
+];
+
+/// Three instances in one group share the six partitions, each holding its own, none twice.
+/// Member 0 is the slowest: the other two finish and leave (the group hands their partitions
+/// on at each clean leave, to member 0 in the end), and member 0, holding every partition with
+/// work left, is SIGKILLed. Once the broker has dropped it (its session passed), a new member
+/// joins the same group, is assigned every partition, takes over from the lake's state, and
+/// archives exactly the readings the state had not: more than none. The lake then holds every
+/// reading once. (Tansu 0.6 never hands a silently dead member's partitions to the members
+/// that stay, only at a join or a clean leave, see docs/tansu: so the takeover is by a member
+/// that joins.)
+///
+/// Ignored: on Tansu 0.6 it fails at its first step, every time (5 runs): the members never
+/// share the partitions. Started together (3 runs), the first member is assigned all six and
+/// gives them back, two members are then assigned three each (a split between two, with three
+/// in the group) and give them back within seconds, and then no member holds any partition for
+/// the rest of the wait (150 s). Started one after the other (2 runs), the first is assigned all
+/// six; when the second joins, the first gives them back and is never assigned again, the
+/// second is assigned all six alone, gives them back 13 s later, and no member holds any after
+/// that. With a 6 s session the broker also dropped a live member for a missed heartbeat;
+/// 10 and 20 s sessions, 1 s heartbeats and a 10 s rebalance timeout changed nothing else.
+/// Run it with `--ignored` against a broker whose groups work.
+#[test]
+#[ignore = "Tansu 0.6 never has two or three archive members share the partitions (see the doc)"]
+fn a_member_killed_mid_run_loses_nothing_when_a_new_member_takes_over() {
+    let tansu = Tansu::start();
+    tansu.create_topic("weather", 6);
+    tansu.produce_in_small_batches(DAYS / 2, SENSORS);
+    let (expected, _) = topic_readings(&tansu, "weather");
+    let end = |p: i32| expected.keys().filter(|k| k.0 == p).map(|k| k.1 + 1).max().unwrap_or(0);
+    let lake = Lake::Disk(tempfile::tempdir().unwrap());
+    let root = lake.root();
+    // Readings of the partitions `held` not yet archived, by the lake's state.
+    let left = |held: &BTreeSet<i32>| -> i64 {
+        let done = done(&root, 6);
+        held.iter().map(|&p| end(p) - done[&p].unwrap_or(0)).sum()
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let log = |i: usize| logs.path().join(format!("member-{i}.log"));
+    // One member after the other, each once the group has shared every partition among those
+    // there: a member joins a group that is not in the middle of a rebalance.
+    let all: BTreeSet<i32> = (0..6).collect();
+    let shared = |members: &[usize]| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let held: Vec<BTreeSet<i32>> = members.iter().map(|&i| holding(&log(i))).collect();
+            if held.iter().all(|h| !h.is_empty()) && held.iter().flatten().copied().collect::<BTreeSet<i32>>() == all {
+                break;
+            }
+            let logs: Vec<String> = members
+                .iter()
+                .map(|&i| std::fs::read_to_string(log(i).with_extension("err")).unwrap_or_default())
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "members {members:?} did not share every partition within 60 s: {held:?}\n{}\n---- the broker:\n{}",
+                logs.join("\n----\n"),
+                tansu.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut others = Vec::new();
+    for i in 1..3 {
+        others.push(start(&tansu, &lake, &group_flags(&testkit::THROTTLE), &log(i)));
+        shared(&(1..=i).collect::<Vec<_>>());
+    }
+    let mut slow = start(&tansu, &lake, &group_flags(&SLOW), &log(0));
+    shared(&[0, 1, 2]);
+    let held: Vec<BTreeSet<i32>> = (0..3).map(|i| holding(&log(i))).collect();
+    let shares: usize = held.iter().map(BTreeSet::len).sum();
+    assert_eq!(shares, 6, "a partition was held by two members at once: {held:?}");
+
+    // The fast two finish and leave, one after the other, each a clean leave that rebalances.
+    for (i, member) in others.into_iter().enumerate() {
+        let summary = finish(member, &log(i + 1), Duration::from_secs(120));
+        assert!(count(&summary, "readings archived:") > 0, "member {} archived nothing:\n{summary}", i + 1);
+    }
+    still_running(&mut slow, &log(0), "member 0, when the others had finished");
+    wait_for("member 0 holding every partition once alone", || holding(&log(0)) == all);
+    still_running(&mut slow, &log(0), "member 0, before its kill");
+    assert!(left(&all) > 0, "member 0 had no work left before its kill: make it slower");
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    let killed = Instant::now();
+    assert_eq!(std::fs::read_to_string(log(0)).unwrap(), "", "the killed member had printed its summary");
+    let remainder = left(&all);
+    assert!(remainder > 0, "member 0 left no work behind");
+
+    // A join before the broker dropped member 0 would hand member 0 partitions again, for
+    // good: the session has to pass first (no event of the broker's says so before the join).
+    std::thread::sleep((SESSION + Duration::from_millis(500)).saturating_sub(killed.elapsed()));
+    let summary = finish(start(&tansu, &lake, &group_flags(&[]), &log(3)), &log(3), Duration::from_secs(120));
+    assert!(tansu.log().contains("missed heartbeat for"), "the broker never dropped member 0:\n{}", tansu.log());
+    let first = std::fs::read_to_string(log(3).with_extension("err")).unwrap();
+    assert!(first.contains("the group assigned partitions [0, 1, 2, 3, 4, 5]"), "the new member's log:\n{first}");
+    assert_eq!(
+        count(&summary, "readings archived:") as i64,
+        remainder,
+        "the new member read other readings than those the lake's state had not archived:\n{summary}"
+    );
     assert_lake_holds(&root, &expected);
 }

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use support::*;
 use testkit::Tansu;
@@ -62,17 +64,18 @@ async fn the_lake_holds_every_valid_reading_once() {
 async fn late_readings_land_in_their_own_hour() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
-    // 2025-11-29T10:00:00Z, and readings of hours 10, 10, 11, 10 (late), 12, 11 (late).
-    let ten = 1_764_410_400_000_i64;
+    // 2025-11-29T08:00:00Z, and readings of hours 08, 08, 09, 08 (late), 10, 09 (late): hours
+    // of one digit and of two, so the directories' zero-padding (`hour=08`) is pinned too.
+    let eight = 1_764_403_200_000_i64;
     let hours = [0, 0, 1, 0, 2, 1];
-    send_readings_at(&tansu, &hours.map(|h| ten + h * 3_600_000 + 1_000));
+    send_readings_at(&tansu, &hours.map(|h| eight + h * 3_600_000 + 1_000));
     let (expected, _) = topic_readings(&tansu, "weather");
     let by_hour = tempfile::tempdir().unwrap();
     let summary = archive(&tansu, by_hour.path(), &["--until-end"]);
     assert!(summary.contains("files written:      5 to ") && summary.contains(", 2 late\n"), "{summary}");
     let lake = assert_lake_holds(by_hour.path(), &expected);
     let per_hour = |hour: &str| lake.files.iter().filter(|f| f["path"].as_str().unwrap().contains(hour)).count();
-    assert_eq!((per_hour("hour=10/"), per_hour("hour=11/"), per_hour("hour=12/")), (2, 2, 1));
+    assert_eq!((per_hour("hour=08/"), per_hour("hour=09/"), per_hour("hour=10/")), (2, 2, 1));
     let by_day = tempfile::tempdir().unwrap();
     let summary = archive(&tansu, by_day.path(), &["--until-end", "--partition-by", "day"]);
     assert!(summary.contains("files written:      1 to ") && summary.contains(", 0 late\n"), "{summary}");
@@ -207,4 +210,26 @@ fn send_readings_at(tansu: &Tansu, stamps: &[i64]) {
     let messages: Vec<(i32, &[u8], &[u8], i64)> =
         values.iter().zip(stamps).map(|(v, &at)| (0, &b"sensor-1"[..], v.as_bytes(), at)).collect();
     tansu.send_stamped("weather", &messages);
+}
+
+/// The file check itself: a file whose last row (or any other) is of another partition is
+/// caught, as is one out of offset order or named after another offset.
+#[test]
+fn the_file_check_catches_a_stranger_row() {
+    let file = |rows: &[(i32, i64)]| {
+        BTreeMap::from([(
+            "topic=weather/date=2026-01-01/hour=00/weather+1+00000000000000000010.parquet".to_string(),
+            rows.to_vec(),
+        )])
+    };
+    check_files(&file(&[(1, 10), (1, 11), (1, 12)]));
+    for broken in [
+        &[(1, 10), (1, 11), (2, 12)][..],
+        &[(1, 10), (2, 11), (1, 12)],
+        &[(1, 10), (1, 12), (1, 11)],
+        &[(1, 11), (1, 12)],
+    ] {
+        let caught = std::panic::catch_unwind(|| check_files(&file(broken))).is_err();
+        assert!(caught, "{broken:?} was not caught");
+    }
 }

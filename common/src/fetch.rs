@@ -323,6 +323,36 @@ mod tests {
         assert_eq!(ended, BTreeMap::from([(0, each + 1), (1, each), (2, each)]), "{count} records");
     }
 
+    /// A message that reaches the consumer's own queue instead of the fetcher's (here: a
+    /// partition assigned behind the fetcher's back, so its fetch queue is not forwarded)
+    /// stops the read with a fatal error: it is never handed out, nor skipped in silence.
+    #[test]
+    fn a_message_around_the_queue_is_fatal() {
+        let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
+        mock.create_topic("weather", 2, 1).unwrap();
+        let bootstrap = mock.bootstrap_servers();
+        send(&bootstrap, "weather", 10, 2);
+        let fetcher = fetcher(&bootstrap, "weather", &[(0, 0)]);
+        let mut around = TopicPartitionList::new();
+        around.add_partition_offset("weather", 1, Offset::Offset(0)).unwrap();
+        fetcher.consumer.incremental_assign(&around).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut handed_out = Vec::new();
+        let error = loop {
+            assert!(Instant::now() < deadline, "no fatal error within 30 s; handed out {handed_out:?}");
+            match fetcher.poll(Duration::from_millis(100)) {
+                Some(Ok(record)) => handed_out.push((record.partition(), record.offset())),
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => break e,
+            }
+        };
+        assert!(
+            matches!(error, KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fail)),
+            "{error:?}, after {handed_out:?}"
+        );
+        assert!(handed_out.iter().all(|&(p, _)| p == 0), "a partition-1 record was handed out: {handed_out:?}");
+    }
+
     /// A fetcher dropped while it holds messages taken from librdkafka gives them back, and
     /// the next one reads on from where the first stopped.
     #[test]

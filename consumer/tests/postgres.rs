@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -92,10 +93,12 @@ fn table_equals_the_csv_with_eight_sensors() {
 /// SIGKILL at 20 random moments of a 100,000-reading replay with `--to-postgres`: after every
 /// kill the table, its staging rows included, holds only rows of the uninterrupted run, each
 /// once (the primary key would refuse a second); at the end it holds exactly the
-/// uninterrupted run's rows, as does the file. With `rebuild`, the uninterrupted run loaded the
-/// same table first, so the crashed run rebuilds its rows beside them: readers see all of
-/// them after every kill, never a half-rebuilt table. Without, the crashed run loads the rule
-/// set in place, and readers see each sensor's first weeks, in order.
+/// uninterrupted run's rows, as does the file. With `rebuild`, the table already holds this
+/// rule set's rows, with other values (the uninterrupted run's, each `avg_co` one higher), so
+/// the crashed run rebuilds them beside the old ones: after every kill readers see all the old
+/// rows or all the new ones, never half of each, and at the end the new ones. Without, the
+/// crashed run loads the rule set in place, and readers see per sensor exactly the weeks the
+/// committed offsets complete.
 fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", PARTITIONS);
@@ -117,12 +120,24 @@ fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
     );
     let expected = csv_rows(&reference);
     assert_eq!(expected.len() as u64, u64::from(SENSORS) * (DAYS / 7));
-    let first_weeks = |rows: &[Vec<String>]| -> bool {
-        let mut sensors = rows.chunk_by(|a, b| a[0] == b[0]);
-        sensors.all(|mine| {
-            let theirs: Vec<&Vec<String>> = expected.iter().filter(|e| e[0] == mine[0][0]).collect();
-            mine.len() <= theirs.len() && mine.iter().zip(theirs).all(|(a, b)| a == b)
-        })
+    let readings = tansu.read_all("weather");
+    let reference_rows: Vec<String> = expected.iter().map(|row| row.join(",")).collect();
+    oracle::assert_reference_is_the_spec(&reference_rows, &readings);
+    let old: Vec<Vec<String>> = if rebuild {
+        // The rows a rebuild must replace: this rule set's, with values the new ones do not have.
+        pg.query(&format!("UPDATE {table} SET avg_co = avg_co + 1"));
+        let old: Vec<Vec<String>> = expected
+            .iter()
+            .map(|row| {
+                let mut row = row.clone();
+                row[3] = (row[3].parse::<i64>().unwrap() + 1).to_string();
+                row
+            })
+            .collect();
+        assert_eq!(table_rows(&pg, &WEEKLY_ROWS.replace("weather_aggregates", table)), old, "the old rows");
+        old
+    } else {
+        Vec::new()
     };
 
     let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
@@ -135,16 +150,24 @@ fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
         flags.extend(["-o", crashed.to_str().unwrap()]);
     }
     flags.extend(testkit::THROTTLE);
-    // Before the first run has created the tables, there is nothing in them.
+    // Until the first run has committed, its tables may not exist yet; after that, every query
+    // must succeed (an error is a failure, not "no rows").
+    let created = std::cell::Cell::new(false);
+    let query = |sql: &str| -> Vec<Vec<Option<String>>> {
+        match pg.try_query(sql) {
+            Ok(rows) => rows,
+            Err(e) if !created.get() && e.contains(UNDEFINED_TABLE) => Vec::new(),
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    };
     let rows = |which: &str| -> Vec<Vec<String>> {
         let sql = WEEKLY_ROWS.replace("FROM weather_aggregates", &format!("FROM {table}{which}"));
-        let found = pg.try_query(&sql).unwrap_or_default();
-        found.into_iter().map(|r| r.into_iter().map(Option::unwrap).collect()).collect()
+        query(&sql).into_iter().map(|r| r.into_iter().map(Option::unwrap).collect()).collect()
     };
     let committed = || -> i64 {
         let sql =
             format!("SELECT coalesce(sum(next_offset), 0) FROM {table}_progress WHERE consumer_group = 'crashed'");
-        pg.try_query(&sql).ok().and_then(|rows| rows.first()?[0].as_ref()?.parse().ok()).unwrap_or(0)
+        query(&sql).first().map_or(0, |row| row[0].as_deref().unwrap().parse().unwrap())
     };
     for kill in 0..20 {
         let context = format!("after kill {}, CRASH_SEED={seed}", kill + 1);
@@ -165,17 +188,21 @@ fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
         assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kill} kills: make it longer");
         child.kill().unwrap();
         child.wait().unwrap();
+        created.set(true);
         let visible = rows("");
         if rebuild {
-            assert!(visible == expected, "{context}: {} rows visible during the rebuild", visible.len());
+            assert!(
+                visible == old || visible == expected,
+                "{context}: {} rows visible during the rebuild, neither all the old ones nor all the new ones",
+                visible.len()
+            );
         } else {
-            assert!(first_weeks(&visible), "{context}: the rows visible are not each sensor's first weeks");
+            let offsets = progress(&pg, table, "crashed");
+            assert_committed_prefix(&visible, &expected, &readings, &offsets, &context);
         }
-        // Rows of the table and of the rebuild under way: each a row of the reference.
-        for which in ["", "_staging"] {
-            for row in rows(which) {
-                assert!(expected.binary_search_by(|e| cmp_rows(e, &row)).is_ok(), "{context}: {which} row {row:?}");
-            }
+        // Rows of the rebuild under way: each a row of the reference.
+        for row in rows("_staging") {
+            assert!(expected.binary_search_by(|e| cmp_rows(e, &row)).is_ok(), "{context}: staged row {row:?}");
         }
     }
     let summary = run_consumer(&tansu, &pg, &flags, &dir.path().join("final.log"));
@@ -187,6 +214,47 @@ fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
         assert_eq!(csv_rows(&crashed), expected, "{context}: the file");
     }
     assert_eq!(committed(), i64::try_from(DAYS * u64::from(SENSORS)).unwrap());
+}
+
+/// PostgreSQL's code for a table that does not exist (as `try_query` prints it).
+const UNDEFINED_TABLE: &str = "E42P01";
+
+/// The next offset per partition that `group` committed to `table`'s progress.
+fn progress(pg: &PostgresServer, table: &str, group: &str) -> BTreeMap<i32, i64> {
+    let sql = format!("SELECT partition, next_offset FROM {table}_progress WHERE consumer_group = '{group}'");
+    table_rows(pg, &sql).into_iter().map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap())).collect()
+}
+
+/// Fails unless `visible` (rows as [`WEEKLY_ROWS`] gives them) is, per sensor, exactly the
+/// first rows of `expected` that the committed `offsets` account for: the weeks completed by
+/// the sensor's readings before its partition's committed offset, no more (a row whose
+/// readings are not committed leaked) and no fewer (a committed row was lost).
+fn assert_committed_prefix(
+    visible: &[Vec<String>],
+    expected: &[Vec<String>],
+    readings: &[testkit::Record],
+    offsets: &BTreeMap<i32, i64>,
+    context: &str,
+) {
+    let mut counted: BTreeMap<String, usize> = BTreeMap::new();
+    for record in readings {
+        if record.offset < offsets.get(&record.partition).copied().unwrap_or(0) {
+            let value: serde_json::Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
+            *counted.entry(value["sensor_id"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    let committed: Vec<&Vec<String>> = expected
+        .chunk_by(|a, b| a[0] == b[0])
+        .flat_map(|rows| &rows[..counted.get(&rows[0][0]).map_or(0, |&n| n / 7)])
+        .collect();
+    if let Some(i) = (0..visible.len().min(committed.len())).find(|&i| &visible[i] != committed[i]) {
+        panic!("{context}: visible row {} is {:?}, the committed offsets give {:?}", i + 1, visible[i], committed[i]);
+    }
+    assert_eq!(
+        visible.len(),
+        committed.len(),
+        "{context}: rows visible, and rows the committed offsets {offsets:?} complete"
+    );
 }
 
 fn cmp_rows(a: &[String], b: &[String]) -> std::cmp::Ordering {
@@ -209,7 +277,8 @@ fn sigkill_with_the_table_alone_changes_nothing() {
 }
 
 /// SIGKILL while rows are on their way to the table ahead of their commit (the server shows
-/// their `COPY` running), three times: none of those rows is ever visible, and the run that
+/// their `COPY` running), three times: none of those rows is ever visible (the table holds per
+/// sensor exactly the weeks its committed offsets complete), and the run that
 /// follows ends with the uninterrupted run's rows in the table and the file, each once.
 #[test]
 fn sigkill_while_rows_are_sent_ahead_changes_nothing() {
@@ -221,6 +290,7 @@ fn sigkill_while_rows_are_sent_ahead_changes_nothing() {
     let reference_flags = ["-o", reference.to_str().unwrap(), "-g", "reference", "--postgres-table", "reference"];
     run_consumer(&tansu, &pg, &reference_flags, &dir.path().join("reference.log"));
     let expected = csv_rows(&reference);
+    let readings = tansu.read_all("weather");
     let crashed = dir.path().join("crashed.csv");
     // Commits far apart, so that rows pile up and go ahead between them.
     let mut flags = vec!["-o", crashed.to_str().unwrap(), "-g", "crashed", "--postgres-table", "ahead"];
@@ -249,9 +319,8 @@ fn sigkill_while_rows_are_sent_ahead_changes_nothing() {
         }
         let visible = rows();
         assert!(visible.len() < expected.len(), "kill {kill}: the run had rows left to send");
-        for row in &visible {
-            assert!(expected.binary_search_by(|e| cmp_rows(e, row)).is_ok(), "kill {kill}: row {row:?}");
-        }
+        let offsets = progress(&pg, "ahead", "crashed");
+        assert_committed_prefix(&visible, &expected, &readings, &offsets, &format!("kill {kill}"));
     }
     run_consumer(&tansu, &pg, &flags, &dir.path().join("final.log"));
     assert_eq!(rows(), expected, "the table");

@@ -2,64 +2,22 @@
 //! version 2 of the consumer aggregate, version 2 uploads to s3s-fs. Every output is checked
 //! against an oracle that applies the spec's formulas to the readings actually in the topic.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::Value;
+use support::oracle;
 use testkit::{S3Server, Tansu};
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The spec's formulas, written independently of the consumer: group the readings in the
-/// topic by sensor and `(record_id - 1) div size + 1`, keep the complete windows, average,
-/// round once with ties to even. Returns per sensor the rows `id,avg_temp,avg_co,avg_humidity`
-/// in window order.
+/// The spec's formulas ([`oracle::windows`]) on the readings in the topic: per sensor the rows
+/// `id,avg_temp,avg_co,avg_humidity` of the complete windows, in window order.
 fn oracle(tansu: &Tansu, topic: &str, size: u64, fahrenheit: bool) -> BTreeMap<String, Vec<String>> {
-    oracle_of(&tansu.read_all(topic), size, fahrenheit, false)
-}
-
-/// [`oracle`] of these records (good readings only); with `partial`, the incomplete windows
-/// too, averaged over the readings they have (as `--emit-partial` writes them).
-fn oracle_of(records: &[testkit::Record], size: u64, fahrenheit: bool, partial: bool) -> BTreeMap<String, Vec<String>> {
-    // (sensor, window id) -> day -> (temperature tenths, CO, humidity)
-    type Days = BTreeMap<u64, (i64, i64, i64)>;
-    let mut windows: BTreeMap<(String, u64), Days> = BTreeMap::new();
-    for record in records {
-        let Some(Ok(v)) = record.value.as_deref().map(serde_json::from_slice::<Value>) else { continue };
-        let (Some(sensor), Some(day)) = (v["sensor_id"].as_str(), v["record_id"].as_u64()) else { continue };
-        let tenths = (v["temperature"].as_f64().unwrap() * 10.0).round() as i64;
-        let (co, humidity) = (v["CO_concentration"].as_i64().unwrap(), v["humidity"].as_i64().unwrap());
-        windows.entry((sensor.to_string(), (day - 1) / size + 1)).or_default().insert(day, (tenths, co, humidity));
-    }
-    // Round half to even, by truncating division and comparing the remainder.
-    fn round(num: i64, den: i64) -> i64 {
-        let (q, r) = (num / den, num % den);
-        let away = if num < 0 { -1 } else { 1 };
-        match (2 * r.abs()).cmp(&den) {
-            std::cmp::Ordering::Less => q,
-            std::cmp::Ordering::Greater => q + away,
-            std::cmp::Ordering::Equal if q % 2 == 0 => q,
-            std::cmp::Ordering::Equal => q + away,
-        }
-    }
-    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for ((sensor, id), days) in windows {
-        if days.len() as u64 != size && !partial {
-            continue;
-        }
-        let n = days.len() as i64;
-        let sum = |f: fn(&(i64, i64, i64)) -> i64| days.values().map(f).sum::<i64>();
-        let t = if fahrenheit { round(18 * sum(|d| d.0), 10 * n) + 320 } else { round(sum(|d| d.0), n) };
-        let temp = format!("{}{}.{}", if t < 0 { "-" } else { "" }, t.abs() / 10, t.abs() % 10);
-        rows.entry(sensor).or_default().push(format!(
-            "{id},{temp},{},{}",
-            round(sum(|d| d.1), n),
-            round(sum(|d| d.2), n)
-        ));
-    }
-    rows
+    oracle::windows(&tansu.read_all(topic), size, fahrenheit, false)
 }
 
 /// The CSV rows of a multi-sensor output, grouped by sensor (rows of one sensor keep their
@@ -209,7 +167,8 @@ async fn bad_messages_are_kept_aside() {
     let first = tansu.consume(&args).await.unwrap();
     assert_eq!((first.readings, first.windows_written, first.partial_windows), (10, 1, 1));
     assert!(first.rejected.is_empty(), "{:?}", first.rejected);
-    let expected: String = oracle_of(&good, 7, false, true)["sensor-1"].iter().map(|r| format!("{r}\n")).collect();
+    let expected: String =
+        oracle::windows(&good, 7, false, true)["sensor-1"].iter().map(|r| format!("{r}\n")).collect();
     let written = std::fs::read_to_string(&out).unwrap();
     assert_eq!(written, format!("week_id,avg_temp,avg_co,avg_humidity\n{expected}"));
 

@@ -6,6 +6,8 @@
 //! `scripts/stack install` puts them. A missing binary fails the test with the command that
 //! installs it: no test is skipped because a server is missing.
 
+pub mod strace;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -96,12 +98,21 @@ impl Tansu {
         let child = Command::new(binary("tansu", "TANSU_BIN", &format!("tansu-{TANSU_VERSION}")))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", engine])
             .current_dir(self.dir.path())
+            // Errors, and what the group coordinator decides (it logs a member it drops for a
+            // missed heartbeat at info), whatever RUST_LOG the test runs with.
+            .env("RUST_LOG", "error,tansu_broker::coordinator::group=info")
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log)
             .spawn()
             .expect("starting tansu");
         let child = self.child.insert(child);
         wait_for_port(child, self.port, "tansu", &self.dir.path().join("tansu.log"))
+    }
+
+    /// Everything the broker logged (its group coordinator says, for one, which members it
+    /// dropped for a missed heartbeat).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
     }
 
     /// `127.0.0.1:PORT`, for `bootstrap.servers`.

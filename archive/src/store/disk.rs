@@ -24,12 +24,11 @@ impl DiskStore {
         self.root.join(key)
     }
 
-    /// Writes `bytes` to `path` through a temporary file, durably.
-    fn replace(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let dir = path.parent().expect("keys lie under the root");
+    /// Creates `dir` (under the root) if missing, durably: with the new directories' entries
+    /// synced in their parents, so that what is published in it survives a crash too.
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
         if !dir.is_dir() {
             fs::create_dir_all(dir)?;
-            // The new directories' entries must survive a crash too.
             let mut d = dir;
             while d != self.root {
                 let parent = d.parent().expect("under the root");
@@ -37,6 +36,13 @@ impl DiskStore {
                 d = parent;
             }
         }
+        Ok(())
+    }
+
+    /// Writes `bytes` to `path` through a temporary file, durably.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let dir = path.parent().expect("keys lie under the root");
+        self.create_dir(dir)?;
         let name = path.file_name().expect("a key names a file").to_string_lossy();
         let temporary = dir.join(format!(".{name}.tmp"));
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temporary)?;
@@ -105,7 +111,7 @@ impl Store for DiskStore {
     fn write_state(&self, key: &str, bytes: &[u8], expected: Option<&Version>) -> Result<Version, StoreError> {
         let path = self.path(key);
         let failed = |e: io::Error| StoreError::failed(format!("writing {}", path.display()), e);
-        fs::create_dir_all(path.parent().expect("under the root")).map_err(failed)?;
+        self.create_dir(path.parent().expect("under the root")).map_err(failed)?;
         // Held while the state is compared and replaced; released when dropped, or by the
         // kernel if this process dies.
         let lock = OpenOptions::new()

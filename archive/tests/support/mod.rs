@@ -57,9 +57,20 @@ pub struct LakeView {
     pub leftovers: Vec<String>,
 }
 
+/// The lake in the directory `dir`, as the readers find it.
 pub fn read_lake(dir: &Path) -> LakeView {
+    run_reader(&[dir.to_str().unwrap()])
+}
+
+/// The lake in `bucket` of the S3 server at `endpoint`, as the readers find it through the S3
+/// API (listing and GET; nothing of the server's own disk).
+pub fn read_lake_in_s3(endpoint: &str, bucket: &str) -> LakeView {
+    run_reader(&[&format!("s3://{bucket}"), endpoint])
+}
+
+fn run_reader(args: &[&str]) -> LakeView {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_lake.py");
-    let out = Command::new(testkit::lake_python()).arg(script).arg(dir).output().expect("running the lake reader");
+    let out = Command::new(testkit::lake_python()).arg(script).args(args).output().expect("running the lake reader");
     assert!(out.status.success(), "the lake reader failed: {}", String::from_utf8_lossy(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).expect("the reader's JSON");
     let objects = |name: &str| -> Vec<BTreeMap<String, Value>> {
@@ -69,10 +80,22 @@ pub fn read_lake(dir: &Path) -> LakeView {
     LakeView { rows: objects("rows"), files: objects("files"), leftovers }
 }
 
+/// The lake in `dir` holds exactly `expected` (see [`assert_view_holds`]).
+pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) -> LakeView {
+    assert_view_holds(read_lake(dir), expected)
+}
+
+/// The data files of a lake by name, each with the SHA-256 of its bytes.
+pub fn file_digests(lake: &LakeView) -> BTreeMap<String, String> {
+    lake.files
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap().to_string(), f["sha256"].as_str().unwrap().to_string()))
+        .collect()
+}
+
 /// The lake holds exactly `expected`, each reading once with its values, every file one hour
 /// of one partition, in offset order and named after its first offset, with statistics.
-pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) -> LakeView {
-    let lake = read_lake(dir);
+pub fn assert_view_holds(lake: LakeView, expected: &BTreeMap<(i32, i64), Expected>) -> LakeView {
     assert!(lake.leftovers.is_empty(), "files that are not Parquet: {:?}", lake.leftovers);
     let mut seen = BTreeMap::new();
     let mut by_file: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
@@ -94,8 +117,16 @@ pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) 
             let hour = hour.as_i64().or_else(|| hour.as_str()?.parse().ok());
             assert_eq!(hour, Some(i64::from(stamp.hour())), "{row:?}");
         }
+        // The directory as written, which DuckDB's reading of `hour` as a number would not
+        // tell apart: `date=YYYY-MM-DD`, and `hour=HH` zero-padded when the lake is by hour.
+        let file = row["filename"].as_str().unwrap();
+        let dir = Path::new(file).parent().unwrap().to_str().unwrap();
+        let by_day = format!("topic=weather/date={}", stamp.date());
+        let by_hour = format!("{by_day}/hour={:02}", stamp.hour());
+        let wanted = if row.contains_key("hour") { by_hour } else { by_day };
+        assert_eq!(dir, wanted, "the directory of {file}, holding offset {at:?}");
         assert!(seen.insert(at, got).is_none(), "offset {at:?} is in the lake twice");
-        by_file.entry(row["filename"].as_str().unwrap().to_string()).or_default().push(at);
+        by_file.entry(file.to_string()).or_default().push(at);
     }
     let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(k)).take(5).collect();
     let extra: Vec<_> = seen.keys().filter(|k| !expected.contains_key(k)).take(5).collect();
@@ -103,12 +134,7 @@ pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) 
     for (at, got) in &seen {
         assert_eq!(got, &expected[at], "the values at {at:?}");
     }
-    for (file, offsets) in &by_file {
-        let name = Path::new(file).file_name().unwrap().to_str().unwrap();
-        let (partition, first) = offsets[0];
-        assert_eq!(name, format!("weather+{partition}+{first:020}.parquet"), "{file}");
-        assert!(offsets.windows(2).all(|w| w[0].0 == partition && w[0].1 < w[1].1), "{file}: not in offset order");
-    }
+    check_files(&by_file);
     for file in &lake.files {
         assert_eq!((file["row_groups"].as_i64(), file["compression"].as_str()), (Some(1), Some("SNAPPY")), "{file:?}");
         assert_eq!(file["statistics"], Value::Bool(true), "{file:?}");
@@ -127,6 +153,20 @@ pub fn assert_lake_holds(dir: &Path, expected: &BTreeMap<(i32, i64), Expected>) 
         ])
     );
     lake
+}
+
+/// Each file's rows, as `(partition, offset)` in the order read: all of one partition, the
+/// file's first row included and its last, in offset order, and the file named after that
+/// partition and its first offset.
+pub fn check_files(by_file: &BTreeMap<String, Vec<(i32, i64)>>) {
+    for (file, offsets) in by_file {
+        let name = Path::new(file).file_name().unwrap().to_str().unwrap();
+        let (partition, first) = offsets[0];
+        assert_eq!(name, format!("weather+{partition}+{first:020}.parquet"), "{file}");
+        let strangers: Vec<_> = offsets.iter().filter(|(p, _)| *p != partition).collect();
+        assert!(strangers.is_empty(), "{file}: rows of another partition than {partition}: {strangers:?}");
+        assert!(offsets.windows(2).all(|w| w[0].1 < w[1].1), "{file}: not in offset order");
+    }
 }
 
 /// Runs the archive binary on `tansu` into `dir` until the end, and returns its summary.
