@@ -1,6 +1,8 @@
 //! Outages and misconfiguration on the real stack: each is retried where it can pass, and
 //! reported plainly where it cannot, and none loses or doubles output.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -122,14 +124,14 @@ async fn s3_outage_keeps_local_output_and_the_next_run_uploads() {
         &endpoint,
     ];
 
-    let err = tansu.consume(&args).await.unwrap_err().to_string();
+    let err = support::consume(&tansu, &args).await.unwrap_err().to_string();
     assert!(err.contains("s3://later/weekly.csv could not be updated") && err.contains("next run uploads it"), "{err}");
     let local = std::fs::read_to_string(&output).unwrap();
     assert_eq!(local.lines().count(), 1 + 10, "the local output is complete:\n{local}");
 
     let s3 = S3Server::start_on(port);
     s3.create_bucket("later");
-    let summary = tansu.consume(&args).await.unwrap();
+    let summary = support::consume(&tansu, &args).await.unwrap();
     assert_eq!(summary.readings, 0, "the second run resumes at the end: nothing to read");
     assert_eq!(summary.uploads.map(|u| (u.uploads, u.behind)), Some((1, false)));
     assert_eq!(std::fs::read_to_string(&output).unwrap(), local, "the resume leaves the file as it was");
@@ -145,16 +147,16 @@ async fn an_interrupted_checkpoint_save_does_not_break_the_resume() {
     tansu.produce("weather", 1, 40, 28).await;
     let dir = tempfile::tempdir().unwrap();
     let (output, reference) = (dir.path().join("out.txt"), dir.path().join("reference.txt"));
-    tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap();
+    support::consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap();
     let checkpoint = std::fs::read_to_string(dir.path().join("out.txt.checkpoint")).unwrap();
     let staging = dir.path().join("out.txt.checkpoint.tmp");
     std::fs::write(&staging, &checkpoint[..checkpoint.len() / 2]).unwrap();
 
     tansu.produce("weather", 1, 30, 28).await;
-    let resumed = tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap();
+    let resumed = support::consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap();
     assert_eq!((resumed.readings, resumed.windows_written), (30, 1), "it resumes at the checkpoint");
     assert!(!staging.exists(), "the temporary file was replaced and renamed");
-    tansu.consume(&["--until-end", "--from-beginning", "-o", path(&reference)]).await.unwrap();
+    support::consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&reference)]).await.unwrap();
     assert_eq!(std::fs::read_to_string(&output).unwrap(), std::fs::read_to_string(&reference).unwrap());
 }
 
@@ -167,13 +169,13 @@ async fn a_recreated_topic_needs_a_rebuild() {
     tansu.produce("weather", 1, 60, 22).await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.txt");
-    tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap();
+    support::consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap();
     tansu.delete_topic("weather");
     tansu.create_topic("weather", 1);
     tansu.produce("weather", 1, 10, 23).await;
-    let err = tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap_err();
+    let err = support::consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("created again") && format!("{err:#}").contains("--from-beginning"), "{err:#}");
-    let rebuilt = tansu.consume(&["--until-end", "--from-beginning", "-o", path(&output)]).await.unwrap();
+    let rebuilt = support::consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&output)]).await.unwrap();
     assert_eq!(rebuilt.readings, 10);
 }
 
@@ -188,7 +190,7 @@ async fn a_failing_write_commits_nothing_past_the_durable_output() {
     let dir = tempfile::tempdir().unwrap();
     let (reference, output) = (dir.path().join("reference.csv"), dir.path().join("out.csv"));
     let common = ["--window", "week", "--format", "csv", "--until-end", "--checkpoint-interval", "0"];
-    tansu.consume(&[&common[..], &["-o", path(&reference), "-g", "reference"]].concat()).await.unwrap();
+    support::consume(&tansu, &[&common[..], &["-o", path(&reference), "-g", "reference"]].concat()).await.unwrap();
     assert!(std::fs::metadata(&reference).unwrap().len() > 8192);
 
     // A file size limit of 8 KiB, with SIGXFSZ ignored so the write fails with EFBIG.
@@ -208,7 +210,7 @@ async fn a_failing_write_commits_nothing_past_the_durable_output() {
     let durable = checkpoint["output_len"].as_u64().unwrap();
     assert!(durable <= 8192 && durable <= std::fs::metadata(&output).unwrap().len(), "checkpoint at {durable}");
 
-    tansu.consume(&[&common[..], &["-o", path(&output), "-g", "limited"]].concat()).await.unwrap();
+    support::consume(&tansu, &[&common[..], &["-o", path(&output), "-g", "limited"]].concat()).await.unwrap();
     assert_eq!(std::fs::read_to_string(&output).unwrap(), std::fs::read_to_string(&reference).unwrap());
 }
 
@@ -259,7 +261,7 @@ async fn an_unwritable_output_directory_is_reported() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 1);
     tansu.produce("weather", 1, 7, 26).await;
-    let err = tansu.consume(&["--until-end", "-o", "/proc/weather_aggregation.txt"]).await.unwrap_err();
+    let err = support::consume(&tansu, &["--until-end", "-o", "/proc/weather_aggregation.txt"]).await.unwrap_err();
     let err = format!("{err:#}");
     assert!(
         err.contains("cannot lock /proc/weather_aggregation.txt.lock for writing /proc/weather_aggregation.txt: "),
@@ -276,12 +278,12 @@ async fn deleted_readings_stop_the_consumer_unless_allowed() {
     tansu.produce("weather", 1, 60, 27).await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.txt");
-    tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap();
+    support::consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap();
     tansu.produce("weather", 1, 40, 27).await;
     tansu.apply_retention("weather", 0, 80);
 
-    let err = tansu.consume(&["--until-end", "-o", path(&output)]).await.unwrap_err();
+    let err = support::consume(&tansu, &["--until-end", "-o", path(&output)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("60..80") && format!("{err:#}").contains("--allow-data-loss"), "{err:#}");
-    let resumed = tansu.consume(&["--until-end", "--allow-data-loss", "-o", path(&output)]).await.unwrap();
+    let resumed = support::consume(&tansu, &["--until-end", "--allow-data-loss", "-o", path(&output)]).await.unwrap();
     assert_eq!(resumed.readings, 20, "it resumes at the earliest reading left");
 }

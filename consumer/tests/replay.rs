@@ -1,6 +1,8 @@
 //! Replay controls and progress against the real broker: `--start` (time, offsets, latest),
 //! `--until time:`, `--dry-run`, and the progress lines of both binaries.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -55,12 +57,12 @@ async fn start_at_a_time_recomputes_only_the_windows_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("weekly.csv");
     tansu.produce("weather", SENSORS, 140, 41).await;
-    let first = tansu.consume(&with(&output, &["--until-end"])).await.unwrap();
+    let first = support::consume(&tansu, &with(&output, &["--until-end"])).await.unwrap();
     assert_eq!(first.readings, 420);
     let before_moment = std::fs::read(&output).unwrap();
     let moment = a_moment_between_batches();
     tansu.produce("weather", SENSORS, 70, 41).await;
-    let second = tansu.consume(&with(&output, &["--until-end"])).await.unwrap();
+    let second = support::consume(&tansu, &with(&output, &["--until-end"])).await.unwrap();
     assert_eq!((second.readings, second.windows_written), (210, 30));
     let complete = std::fs::read(&output).unwrap();
     let checkpoint = dir.path().join("weekly.csv.checkpoint");
@@ -80,7 +82,7 @@ async fn start_at_a_time_recomputes_only_the_windows_after_it() {
     assert_eq!(std::fs::read(&checkpoint).unwrap(), checkpoint_bytes, "a dry run changes nothing");
     assert_eq!(std::fs::read(&output).unwrap(), complete);
 
-    let replay = tansu.consume(&with(&output, &["--start", &start, "--until-end"])).await.unwrap();
+    let replay = support::consume(&tansu, &with(&output, &["--start", &start, "--until-end"])).await.unwrap();
     assert_eq!((replay.readings, replay.windows_written), (210, 30));
     let replayed = std::fs::read(&output).unwrap();
     assert_eq!(replayed[..before_moment.len()], before_moment[..], "the weeks before the moment are kept");
@@ -102,30 +104,30 @@ async fn until_a_time_and_start_at_offsets_or_the_end() {
 
     let until = format!("time:{}", weather_common::position::format_time(moment));
     let bounded = dir.path().join("until.csv");
-    let summary = tansu.consume(&with(&bounded, &["--start", "earliest", "--until", &until])).await.unwrap();
+    let summary = support::consume(&tansu, &with(&bounded, &["--start", "earliest", "--until", &until])).await.unwrap();
     assert_eq!((summary.readings, summary.windows_written), (420, 60));
     let at_moment = summary.offsets.clone();
 
     let group = Checkpoint::read(&bounded).unwrap().unwrap().rules.default_group(&bounded);
     let committed = dir.path().join("committed.csv");
     let args = with(&committed, &["-g", &group, "--start", "committed", "--until-end"]);
-    let summary = tansu.consume(&args).await.unwrap();
+    let summary = support::consume(&tansu, &args).await.unwrap();
     assert_eq!(summary.readings, 210, "a new output starts at the group's committed offsets");
 
     let (&partition, &offset) = at_moment.iter().max_by_key(|&(_, &o)| o).unwrap();
     let from_offsets = dir.path().join("offsets.csv");
     let start = format!("offset:{partition}={offset}");
-    let summary = tansu.consume(&with(&from_offsets, &["--start", &start, "--until-end"])).await.unwrap();
+    let summary = support::consume(&tansu, &with(&from_offsets, &["--start", &start, "--until-end"])).await.unwrap();
     assert_eq!(summary.readings as i64, 630 - offset, "partition {partition} from {offset}, the others from 0");
 
     let latest = dir.path().join("latest.csv");
-    let summary = tansu.consume(&with(&latest, &["--start", "latest", "--until-end"])).await.unwrap();
+    let summary = support::consume(&tansu, &with(&latest, &["--start", "latest", "--until-end"])).await.unwrap();
     assert_eq!(summary.readings, 0);
     assert_eq!(summary.offsets.values().sum::<i64>(), 630, "a new output starts at the end");
-    let summary = tansu.consume(&with(&bounded, &["--start", "latest", "--until-end"])).await.unwrap();
+    let summary = support::consume(&tansu, &with(&bounded, &["--start", "latest", "--until-end"])).await.unwrap();
     assert_eq!(summary.readings, 210, "an existing output is never moved forward: it resumes");
 
-    let err = tansu.consume(&with(&latest, &["--start", "offset:7=0", "--until-end"])).await.unwrap_err();
+    let err = support::consume(&tansu, &with(&latest, &["--start", "offset:7=0", "--until-end"])).await.unwrap_err();
     assert!(format!("{err:#}").contains("no partition 7"), "{err:#}");
 }
 

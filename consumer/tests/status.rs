@@ -1,5 +1,7 @@
 //! `weather-consumer status` against the real stack.
 
+mod support;
+
 use std::process::Command;
 
 use testkit::{S3Server, Tansu};
@@ -19,7 +21,7 @@ async fn status_shows_lag_last_windows_and_upload() {
     let output = output.to_str().unwrap();
     let endpoint = s3.endpoint();
     let v2 = ["--preset", "v2", "--until-end", "-o", output, "--s3-bucket", "status", "--s3-endpoint", &endpoint];
-    tansu.consume(&v2).await.unwrap();
+    support::consume(&tansu, &v2).await.unwrap();
     tansu.produce("weather", 1, 30, 31).await;
 
     let status = |extra: &[&str]| {

@@ -40,7 +40,7 @@ async fn v1_writes_the_walkthrough_txt() {
     tansu.produce("weather", 1, 95, 11).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("weather_aggregation.txt");
-    let summary = tansu.consume(&["--preset", "v1", "--until-end", "-o", path(&out)]).await.unwrap();
+    let summary = support::consume(&tansu, &["--preset", "v1", "--until-end", "-o", path(&out)]).await.unwrap();
     let expected: String =
         oracle(&tansu, "weather", 30, false)["sensor-1"].iter().map(|row| format!("{row},")).collect();
     let written = std::fs::read_to_string(&out).unwrap();
@@ -59,11 +59,11 @@ async fn v2_replays_the_whole_history_and_uploads_it() {
     tansu.produce("weather", 3, 100, 12).await;
     let dir = tempfile::tempdir().unwrap();
     let (v1, v2) = (dir.path().join("v1.txt"), dir.path().join("v2.csv"));
-    tansu.consume(&["--preset", "v1", "--sensor-column", "--until-end", "-o", path(&v1)]).await.unwrap();
+    support::consume(&tansu, &["--preset", "v1", "--sensor-column", "--until-end", "-o", path(&v1)]).await.unwrap();
     let endpoint = s3.endpoint();
     let v2_args = ["--preset", "v2", "--sensor-column", "--until-end", "-o", path(&v2)];
     let s3_args = ["--s3-bucket", "weather-bucket", "--s3-endpoint", &endpoint, "--upload-interval", "0"];
-    let summary = tansu.consume(&[&v2_args[..], &s3_args[..]].concat()).await.unwrap();
+    let summary = support::consume(&tansu, &[&v2_args[..], &s3_args[..]].concat()).await.unwrap();
 
     let csv = std::fs::read_to_string(&v2).unwrap();
     assert!(csv.starts_with("sensor_id,week_id,avg_temp,avg_co,avg_humidity\n"), "{csv}");
@@ -87,15 +87,15 @@ async fn restart_resumes_without_duplicates() {
     tansu.produce("weather", 1, 50, 13).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("v1.txt");
-    let first = tansu.consume(&["--until-end", "-o", path(&out)]).await.unwrap();
+    let first = support::consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
     assert_eq!((first.readings, first.windows_written), (50, 1));
     tansu.produce("weather", 1, 70, 13).await;
-    let second = tansu.consume(&["--until-end", "-o", path(&out)]).await.unwrap();
+    let second = support::consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
     assert_eq!((second.readings, second.windows_written), (70, 3), "only the new readings are read");
     let resumed = std::fs::read(&out).unwrap();
 
     let rebuilt_path = dir.path().join("rebuilt.txt");
-    tansu.consume(&["--until-end", "--from-beginning", "-o", path(&rebuilt_path)]).await.unwrap();
+    support::consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&rebuilt_path)]).await.unwrap();
     assert_eq!(
         String::from_utf8(resumed.clone()).unwrap(),
         String::from_utf8(std::fs::read(&rebuilt_path).unwrap()).unwrap()
@@ -103,7 +103,7 @@ async fn restart_resumes_without_duplicates() {
     let expected: String = oracle(&tansu, "weather", 30, false)["sensor-1"].iter().map(|r| format!("{r},")).collect();
     assert_eq!(String::from_utf8(resumed).unwrap(), expected);
     // Rebuilding in place replaces the file; it never appends a second copy.
-    tansu.consume(&["--until-end", "--from-beginning", "-o", path(&out)]).await.unwrap();
+    support::consume(&tansu, &["--until-end", "--from-beginning", "-o", path(&out)]).await.unwrap();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
 }
 
@@ -116,7 +116,7 @@ async fn new_rules_need_a_rebuild() {
     tansu.produce("weather", 1, 70, 14).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.txt");
-    let first = tansu.consume(&["--until-end", "-o", path(&out)]).await.unwrap();
+    let first = support::consume(&tansu, &["--until-end", "-o", path(&out)]).await.unwrap();
     assert_eq!(first.windows_written, 2);
     let checkpoint = weather_consumer::checkpoint::Checkpoint::path_for(&out);
     let (written, checkpointed) = (std::fs::read(&out).unwrap(), std::fs::read(&checkpoint).unwrap());
@@ -124,13 +124,15 @@ async fn new_rules_need_a_rebuild() {
     assert_eq!(String::from_utf8(written.clone()).unwrap(), celsius);
 
     tansu.produce("weather", 1, 30, 14).await; // a month the refused run must not touch
-    let err = tansu.consume(&["--until-end", "--unit", "fahrenheit", "-o", path(&out)]).await.unwrap_err();
+    let err = support::consume(&tansu, &["--until-end", "--unit", "fahrenheit", "-o", path(&out)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("--from-beginning"), "{err:#}");
     assert_eq!(std::fs::read(&out).unwrap(), written, "the refusal changed the file");
     assert_eq!(std::fs::read(&checkpoint).unwrap(), checkpointed, "the refusal changed the checkpoint");
 
     let rebuilt =
-        tansu.consume(&["--until-end", "--unit", "fahrenheit", "--from-beginning", "-o", path(&out)]).await.unwrap();
+        support::consume(&tansu, &["--until-end", "--unit", "fahrenheit", "--from-beginning", "-o", path(&out)])
+            .await
+            .unwrap();
     assert_eq!((rebuilt.readings, rebuilt.windows_written), (100, 3));
     let fahrenheit: String = oracle(&tansu, "weather", 30, true)["sensor-1"].iter().map(|r| format!("{r},")).collect();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), fahrenheit);
@@ -145,7 +147,7 @@ async fn several_sensors_need_the_sensor_column() {
     tansu.produce("weather", 2, 7, 15).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.csv");
-    let err = tansu.consume(&["--until-end", "--window", "week", "-o", path(&out)]).await.unwrap_err();
+    let err = support::consume(&tansu, &["--until-end", "--window", "week", "-o", path(&out)]).await.unwrap_err();
     assert!(format!("{err:#}").contains("--sensor-column"), "{err:#}");
 }
 
@@ -164,7 +166,7 @@ async fn bad_messages_are_kept_aside() {
     let out = dir.path().join("out.csv");
     // --emit-partial writes week 2 (days 8 to 10) as partial: a reading of it is then late.
     let args = ["--until-end", "--window", "week", "--format", "csv", "--emit-partial", "-o", path(&out)];
-    let first = tansu.consume(&args).await.unwrap();
+    let first = support::consume(&tansu, &args).await.unwrap();
     assert_eq!((first.readings, first.windows_written, first.partial_windows), (10, 1, 1));
     assert!(first.rejected.is_empty(), "{:?}", first.rejected);
     let expected: String =
@@ -199,7 +201,7 @@ async fn bad_messages_are_kept_aside() {
     ];
     let raw: Vec<testkit::RawMessage<'_>> = bad.iter().map(|&(key, value, _)| (key, value)).collect();
     tansu.send_raw("weather", &raw);
-    let second = tansu.consume(&args).await.unwrap();
+    let second = support::consume(&tansu, &args).await.unwrap();
     assert_eq!((second.readings, second.windows_written, second.partial_windows), (bad.len() as u64, 0, 0));
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for (_, _, category) in &bad {
@@ -248,13 +250,13 @@ async fn late_readings_never_rewrite_a_written_window() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.csv");
     let args = ["--until-end", "--window", "week", "--format", "csv", "--emit-partial", "-o", path(&out)];
-    let first = tansu.consume(&args).await.unwrap();
+    let first = support::consume(&tansu, &args).await.unwrap();
     assert_eq!((first.windows_written, first.partial_windows), (1, 1));
     let written = std::fs::read_to_string(&out).unwrap();
     assert_eq!(written.lines().count(), 3, "{written}");
 
     tansu.produce("weather", 1, 1, 17).await; // record_id 11, in the partial week 2
-    let second = tansu.consume(&args).await.unwrap();
+    let second = support::consume(&tansu, &args).await.unwrap();
     assert_eq!(second.rejected.get("late"), Some(&1));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), written, "week 2 is not rewritten");
     let late = tansu.read_all("weather.dlq");

@@ -157,16 +157,6 @@ impl Tansu {
         assert_eq!(sent.acknowledged, days * u64::from(sensors));
     }
 
-    /// Runs `weather-consumer` with these flags against this broker, in-process, as its
-    /// command line would.
-    pub async fn consume(&self, args: &[&str]) -> anyhow::Result<weather_consumer::Summary> {
-        let bootstrap = self.bootstrap();
-        let argv = ["weather-consumer", "-b", &bootstrap, "--connect-timeout", "20", "--quiet"];
-        let settings =
-            weather_consumer::Cli::try_parse_from(argv.into_iter().chain(args.iter().copied()))?.settings()?;
-        weather_consumer::run(settings, std::future::pending()).await
-    }
-
     /// Creates a topic with the Tansu CLI, as `scripts/stack` does.
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let status = Command::new(binary("tansu", "TANSU_BIN", &format!("tansu-{TANSU_VERSION}")))

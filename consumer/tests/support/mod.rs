@@ -91,3 +91,13 @@ pub fn assert_row_prefixes(
         }
     }
 }
+
+/// Runs `weather-consumer` with these flags against `tansu`, in-process, as its command line
+/// would.
+pub async fn consume(tansu: &testkit::Tansu, args: &[&str]) -> anyhow::Result<weather_consumer::Summary> {
+    use clap::Parser;
+    let bootstrap = tansu.bootstrap();
+    let argv = ["weather-consumer", "-b", &bootstrap, "--connect-timeout", "20", "--quiet"];
+    let settings = weather_consumer::Cli::try_parse_from(argv.into_iter().chain(args.iter().copied()))?.settings()?;
+    weather_consumer::run(settings, std::future::pending()).await
+}
