@@ -264,11 +264,7 @@ impl Archiver {
                         break Err(e);
                     }
                     if self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
-                        self.writer.metrics.read(
-                            message.partition(),
-                            message.offset(),
-                            message.timestamp().to_millis(),
-                        );
+                        self.writer.metrics.read(message.partition(), message.timestamp().to_millis());
                     }
                 }
             }

@@ -204,13 +204,6 @@ impl Lag {
         }
     }
 
-    /// The job stands at `next` in every partition given.
-    pub fn publish_all(&self, next: &BTreeMap<i32, i64>) {
-        for (&partition, &offset) in next {
-            self.publish(partition, offset, None);
-        }
-    }
-
     /// The job no longer reads `partition` (another member of its group does).
     pub fn forget(&self, partition: i32) {
         self.positions.lock().unwrap_or_else(|e| e.into_inner()).remove(&partition);
@@ -229,7 +222,8 @@ impl Lag {
     }
 
     /// Sets the lag gauges from the broker's ends now; a broker that does not answer leaves
-    /// them as they were.
+    /// them as they were, and is not asked again for the other partitions of this scrape (a
+    /// scrape must answer within Prometheus's timeout, not a look-up's per partition).
     fn measure(&self) {
         let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
@@ -239,7 +233,7 @@ impl Lag {
         let Some(probe) = probe.as_ref() else { return };
         let now = now_ms();
         for (partition, (next, timestamp)) in positions {
-            let Ok((_, end)) = probe.fetch_watermarks(&self.topic, partition, LAG_LOOK_UP) else { continue };
+            let Ok((_, end)) = probe.fetch_watermarks(&self.topic, partition, LAG_LOOK_UP) else { return };
             let readings = (end - next).max(0);
             let seconds = match (readings, timestamp) {
                 (0, _) => 0.0,

@@ -187,13 +187,7 @@ impl Cli {
                 ));
             }
         }
-        let needs_upload = v2 && !self.file.no_file;
-        let file = self.file.check(&rules, needs_upload).map_err(|message| {
-            match needs_upload && message.starts_with("--preset v2") {
-                true => Cli::command().error(ErrorKind::MissingRequiredArgument, message),
-                false => invalid(message),
-            }
-        })?;
+        let file = self.file.check(&rules, v2).map_err(invalid)?;
         let (reference, group) = match (&file, tables.last()) {
             (Some(file), _) => (Reference::File, rules.default_group(&file.path)),
             (None, Some(_)) => (Reference::Table(tables.len() - 1), tables[0].default_group(&rules)),

@@ -49,7 +49,8 @@ pub struct FileOutput {
 }
 
 impl FileArgs {
-    /// The output file, checked; none with `--no-file`. `needs_upload`: the preset uploads to S3.
+    /// The output file, checked; none with `--no-file`. `needs_upload`: the preset uploads the
+    /// file to S3 (version 2).
     pub fn check(self, rules: &Rules, needs_upload: bool) -> Result<Option<FileOutput>, String> {
         if self.no_file {
             let given = [
