@@ -15,26 +15,21 @@ use crate::archiver::Summary;
 pub struct Metrics {
     topic: String,
     lag: Arc<Lag>,
-    /// Per partition, the Kafka timestamp of a recent reading read (looked at every so often).
-    stamps: BTreeMap<i32, i64>,
 }
 
 impl Metrics {
     pub fn new(topic: &str, kafka: &KafkaArgs) -> Metrics {
         let lag = Lag::register(["weather_archive_lag_readings", "weather_archive_lag_seconds"], topic, kafka);
-        Metrics { topic: topic.to_string(), lag, stamps: BTreeMap::new() }
+        Metrics { topic: topic.to_string(), lag }
     }
 
     /// A reading stamped `timestamp` was read from `partition`.
-    pub fn read(&mut self, partition: i32, timestamp: Option<i64>) {
-        if let Some(timestamp) = timestamp {
-            self.stamps.insert(partition, timestamp);
-        }
+    pub fn read(&self, partition: i32, timestamp: Option<i64>) {
+        self.lag.read(partition, timestamp);
     }
 
     /// This instance no longer writes `partition`.
-    pub fn revoked(&mut self, partition: i32) {
-        self.stamps.remove(&partition);
+    pub fn revoked(&self, partition: i32) {
         self.lag.forget(partition);
     }
 
@@ -52,7 +47,7 @@ impl Metrics {
         set_counter("weather_archive_rebalances_total", &[], summary.rebalances);
         set_counter("weather_archive_fenced_writes_total", &[], summary.fenced_writes);
         for (&partition, &next) in held {
-            self.lag.publish(partition, next, self.stamps.get(&partition).copied());
+            self.lag.durable(partition, next);
         }
         health_of_job().alive();
     }

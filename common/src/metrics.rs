@@ -163,17 +163,25 @@ impl Health {
     }
 }
 
-/// The lag of one job on one topic: the position the job last published per partition, the
-/// Kafka timestamp of the last reading it read there, and a client of its own to ask the
-/// broker for the partitions' ends when Prometheus scrapes.
+/// The lag of one job on one topic: per partition, the durable position the job last
+/// published and the Kafka timestamp of a recent reading it read there, and a client of its
+/// own to ask the broker for the partitions' ends when Prometheus scrapes.
 pub struct Lag {
     /// The names of its gauges: readings, seconds.
     names: [&'static str; 2],
     topic: String,
     kafka: KafkaArgs,
     probe: Mutex<Option<BaseConsumer<LoggingContext>>>,
-    /// Per partition: the next offset to read, and the timestamp of the last reading read.
-    positions: Mutex<BTreeMap<i32, (i64, Option<i64>)>>,
+    positions: Mutex<BTreeMap<i32, Position>>,
+}
+
+/// Where a job stands in one partition.
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    /// The next offset its durable output accounts for; none before its first checkpoint.
+    durable: Option<i64>,
+    /// The Kafka timestamp of a recent reading read there.
+    stamp: Option<i64>,
 }
 
 /// Every job's lag in this process, measured at each scrape while its job holds it.
@@ -194,14 +202,17 @@ impl Lag {
         lag
     }
 
-    /// The job stands at `next` in `partition`, its last reading stamped `timestamp`.
-    pub fn publish(&self, partition: i32, next: i64, timestamp: Option<i64>) {
-        let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = positions.entry(partition).or_insert((next, timestamp));
-        entry.0 = next;
+    /// A reading stamped `timestamp` was read from `partition` (looked at every so often: the
+    /// seconds of lag are told from it).
+    pub fn read(&self, partition: i32, timestamp: Option<i64>) {
         if timestamp.is_some() {
-            entry.1 = timestamp;
+            self.positions.lock().unwrap_or_else(|e| e.into_inner()).entry(partition).or_default().stamp = timestamp;
         }
+    }
+
+    /// The job's output holds `partition` durably up to `next`.
+    pub fn durable(&self, partition: i32, next: i64) {
+        self.positions.lock().unwrap_or_else(|e| e.into_inner()).entry(partition).or_default().durable = Some(next);
     }
 
     /// The job no longer reads `partition` (another member of its group does).
@@ -232,7 +243,8 @@ impl Lag {
         }
         let Some(probe) = probe.as_ref() else { return };
         let now = now_ms();
-        for (partition, (next, timestamp)) in positions {
+        for (partition, Position { durable, stamp: timestamp }) in positions {
+            let Some(next) = durable else { continue };
             let Ok((_, end)) = probe.fetch_watermarks(&self.topic, partition, LAG_LOOK_UP) else { return };
             let readings = (end - next).max(0);
             let seconds = match (readings, timestamp) {

@@ -18,21 +18,17 @@ use crate::sink::table::Table;
 pub struct Metrics {
     topic: String,
     lag: Arc<Lag>,
-    /// Per partition, the Kafka timestamp of a recent reading read (looked at every so often).
-    stamps: BTreeMap<i32, i64>,
 }
 
 impl Metrics {
     pub fn new(topic: &str, kafka: &KafkaArgs) -> Metrics {
         let lag = Lag::register(["weather_consumer_lag_readings", "weather_consumer_lag_seconds"], topic, kafka);
-        Metrics { topic: topic.to_string(), lag, stamps: BTreeMap::new() }
+        Metrics { topic: topic.to_string(), lag }
     }
 
     /// A reading stamped `timestamp` was read from `partition`.
-    pub fn read(&mut self, partition: i32, timestamp: Option<i64>) {
-        if let Some(timestamp) = timestamp {
-            self.stamps.insert(partition, timestamp);
-        }
+    pub fn read(&self, partition: i32, timestamp: Option<i64>) {
+        self.lag.read(partition, timestamp);
     }
 
     /// The figures so far: the summary's counts, the dead letters' by reason, and the windows
@@ -59,7 +55,7 @@ impl Metrics {
     /// A checkpoint made everything up to `offsets` durable; it took `took`.
     pub fn checkpoint(&self, summary: &Summary, offsets: &BTreeMap<i32, i64>, took: Duration) {
         for (&partition, &next) in offsets {
-            self.lag.publish(partition, next, self.stamps.get(&partition).copied());
+            self.lag.durable(partition, next);
         }
         ::metrics::histogram!("weather_consumer_checkpoint_duration_seconds").record(took.as_secs_f64());
         set_counter("weather_consumer_checkpoints_total", &[], summary.checkpoints);
