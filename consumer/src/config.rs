@@ -13,6 +13,7 @@ use weather_common::metrics::MetricsArgs;
 
 use crate::rules::{Format, Rules};
 use crate::sink::file::{FileArgs, FileOutput};
+use crate::sink::postgres::target::PostgresTarget;
 use crate::sink::table::{Checks, TableConfig};
 use crate::sink::TableArgs;
 use crate::units::Unit;
@@ -102,9 +103,26 @@ pub struct Cli {
     pub progress: ProgressArgs,
 
     /// Consumer group for offset commits. Default: derived from what this consumer computes
-    /// and writes, so a v1 and a v2 consumer never share progress.
+    /// and writes, so a v1 and a v2 consumer never share progress. With --share, the group whose
+    /// members share the topic's partitions.
     #[arg(short = 'g', long, env = "WEATHER_GROUP")]
     pub group: Option<String>,
+
+    /// Share the topic's partitions with the other members of --group (processes like this
+    /// one, here or on other machines), each writing the windows of its partitions: needs
+    /// --group, --no-file and --to-postgres, whose database keeps each partition's state and
+    /// owner. Without it, one process reads every partition (with a file, always).
+    #[arg(long, env = "WEATHER_SHARE", requires = "group")]
+    pub share: bool,
+
+    /// This member's name in a shared group. Default: the host's name and the process id.
+    #[arg(long, env = "WEATHER_MEMBER", requires = "share")]
+    pub member: Option<String>,
+
+    /// How long a member of a shared group that stopped sending heartbeats (crashed, paused,
+    /// cut off) keeps its partitions before the others take them over.
+    #[arg(long, env = "WEATHER_LEASE", value_name = "SECONDS", default_value = "10", value_parser = weather_common::parse_seconds)]
+    pub lease: Duration,
 
     #[command(flatten)]
     pub file: FileArgs,
@@ -157,6 +175,17 @@ pub struct Settings {
     pub dead_letter_topic: String,
     pub allow_data_loss: bool,
     pub metrics: MetricsArgs,
+    /// Set when the partitions are shared with the other members of the group.
+    pub share: Option<Share>,
+}
+
+/// A member of a shared group (`--share`).
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// Where each partition's state and owner are kept: the database of `--to-postgres`.
+    pub store: PostgresTarget,
+    pub member: String,
+    pub lease: Duration,
 }
 
 /// The output whose state a run resumes, and that the others follow: the file when there is
@@ -174,6 +203,7 @@ impl Cli {
         let v2 = self.preset == Some(Preset::V2);
         let rules = self.rules(v2);
         let dead_letter_topic = self.dead_letters.topic(&rules.topic).map_err(invalid)?;
+        let share = self.share().map_err(invalid)?;
         let flags = self.tables.flags();
         let checks = Checks { kafka: &self.kafka, topic: &rules.topic, dead_letter_topic: &dead_letter_topic };
         let tables = self.tables.check(&checks).map_err(invalid)?;
@@ -209,7 +239,38 @@ impl Cli {
             dead_letter_topic,
             allow_data_loss: self.allow_data_loss,
             metrics: self.metrics,
+            share,
         })
+    }
+
+    /// A shared group's member, checked: what it needs and what it does not do yet.
+    fn share(&self) -> Result<Option<Share>, String> {
+        if !self.share {
+            return Ok(None);
+        }
+        let refused = [
+            (!self.file.no_file, "a file (one writer): add --no-file"),
+            (self.tables.share_store()?.is_none(), "no --to-postgres, whose database keeps the partitions' state"),
+            (self.emit_partial, "--emit-partial (a member does not know when the group's run ends)"),
+            (self.dry_run, "--dry-run"),
+            (self.tables.topic_given(), "--to-topic (a shared group writes to PostgreSQL only, for now)"),
+            (
+                !matches!(self.run.start(Start::Resume), Start::Resume | Start::Earliest),
+                "a --start other than resume or earliest (a partition starts from its state, or the beginning)",
+            ),
+        ];
+        if let Some((_, what)) = refused.iter().find(|(refused, _)| *refused) {
+            return Err(format!("--share does not go with {what}"));
+        }
+        let store = self.tables.share_store()?.expect("checked above");
+        let member = self.member.clone().unwrap_or_else(default_member);
+        if member.is_empty() || member.len() > 200 {
+            return Err(format!("--member `{member}` must be 1 to 200 characters"));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err("--lease must be at least 1 second".to_string());
+        }
+        Ok(Some(Share { store, member, lease: self.lease }))
     }
 
     /// What the output computes and how it writes it: the flags given, else the preset's.
@@ -229,6 +290,13 @@ impl Cli {
             sensor_column: self.sensor_column,
         }
     }
+}
+
+/// A member's default name: the host's name and the process id, unique among running members.
+fn default_member() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = if host.trim().is_empty() { "member" } else { host.trim() };
+    format!("{host}-{}", std::process::id())
 }
 
 fn invalid(message: String) -> clap::Error {
@@ -350,6 +418,49 @@ mod tests {
             (&["--to-postgres", "postgres://w:secret@127.0.0.1/w"], "--to-postgres: the URL carries a password"),
             (&["--to-postgres", "postgres://w@127.0.0.1/w", "--postgres-table", "Aggregates"], "--postgres-table"),
             (&["--to-postgres", "postgres://w@127.0.0.1/w", "--no-file", "-o", "x.csv"], "--output"),
+        ] {
+            let err = settings(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    /// `--share` makes a member of a shared group, with PostgreSQL for the partitions' state;
+    /// what a member does not do is refused by name, and a file keeps one writer.
+    #[test]
+    fn share_needs_a_group_no_file_and_postgres() {
+        let pg = ["--to-postgres", "postgres://w@127.0.0.1/w"];
+        let s =
+            settings(&[&pg[..], &["--share", "-g", "fleet", "--no-file", "--member", "a", "--lease", "3"]].concat())
+                .unwrap();
+        let share = s.share.unwrap();
+        assert_eq!((share.member.as_str(), share.lease, s.group.as_str()), ("a", Duration::from_secs(3), "fleet"));
+        assert!(settings(&[&pg[..], &["-g", "fleet", "--no-file"]].concat()).unwrap().share.is_none());
+        for (args, needle) in [
+            (&["--share", "--no-file"][..], "--group"),
+            (&["--share", "-g", "fleet"], "a file (one writer): add --no-file"),
+            (&["--share", "-g", "fleet", "--no-file", "--to-topic", "aggregates"], "no --to-postgres"),
+            (
+                &[
+                    "--share",
+                    "-g",
+                    "fleet",
+                    "--no-file",
+                    "--to-topic",
+                    "aggregates",
+                    "--to-postgres",
+                    "postgres://w@h/w",
+                ],
+                "--to-topic",
+            ),
+            (
+                &["--share", "-g", "fleet", "--no-file", "--to-postgres", "postgres://w@h/w", "--start", "latest"],
+                "--start",
+            ),
+            (
+                &["--share", "-g", "fleet", "--no-file", "--to-postgres", "postgres://w@h/w", "--emit-partial"],
+                "--emit-partial",
+            ),
+            (&["-g", "fleet", "--member", "a"], "--share"),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

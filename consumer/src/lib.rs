@@ -11,6 +11,7 @@
 //! - [`open`]: a run's start: the plan, the checkpoint it resumes or rolls back, the outputs.
 //! - [`pipeline`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
+//! - [`share`]: scale-out, the members of a group sharing the partitions (`--share`).
 //! - [`status`]: `weather-consumer status`, where a consumer stands.
 //! - [`metrics`]: what it shows Prometheus, from the figures its summary counts.
 //!
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod open;
 pub mod pipeline;
 pub mod rules;
+pub mod share;
 pub mod sink;
 pub mod start;
 pub mod status;
@@ -51,6 +53,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
     };
     let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-consumer").await?;
     let stop = Stop::when(shutdown);
+    if let Some(share) = settings.share.clone() {
+        let runtime = tokio::runtime::Handle::current();
+        return tokio::task::spawn_blocking(move || share::member::run(&settings, &share, &stop, &runtime))
+            .await
+            .context("the member's thread panicked")?;
+    }
     let s3 = match settings.file.as_ref().and_then(|file| file.s3.as_ref()) {
         Some(target) => {
             let client = s3::client(&target.bucket).await;

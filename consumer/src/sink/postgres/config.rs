@@ -28,15 +28,22 @@ pub struct PostgresArgs {
     pub postgres_connect_timeout: u64,
 }
 
+impl PostgresArgs {
+    /// The server and table of `--to-postgres`, checked; none without it.
+    pub fn target(&self) -> Result<Option<PostgresTarget>, String> {
+        let Some(url) = &self.to_postgres else { return Ok(None) };
+        let timeout = Duration::from_secs(self.postgres_connect_timeout);
+        PostgresTarget::parse(url, &self.postgres_table, timeout).map(Some)
+    }
+}
+
 impl TableFlags for PostgresArgs {
     fn flag(&self) -> &'static str {
         "--to-postgres"
     }
 
     fn check(self: Box<Self>, _: &Checks<'_>) -> Result<Option<Arc<dyn TableConfig>>, String> {
-        let Some(url) = &self.to_postgres else { return Ok(None) };
-        let timeout = Duration::from_secs(self.postgres_connect_timeout);
-        Ok(Some(Arc::new(PostgresTarget::parse(url, &self.postgres_table, timeout)?)))
+        Ok(self.target()?.map(|target| Arc::new(target) as Arc<dyn TableConfig>))
     }
 }
 

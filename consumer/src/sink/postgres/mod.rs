@@ -14,11 +14,13 @@
 //! (there is nothing to replace, and its rows are then written once, not twice). The state's
 //! commit count tells after a lost connection whether a commit landed.
 //!
-//! A run holds a PostgreSQL advisory lock per table and rule set: one writer each.
+//! A run holds a PostgreSQL advisory lock per table and rule set: one writer each (the members
+//! of a shared output, [`partitions`], hold it together).
 
 mod ahead;
 pub mod config;
 mod connect;
+pub mod partitions;
 mod schema;
 pub mod target;
 mod transaction;
@@ -108,7 +110,7 @@ impl Postgres {
     /// Creates the tables if missing, takes the lock, and reads this output's state.
     async fn prepare(&mut self, rebuild: bool) -> anyhow::Result<()> {
         let t = self.t().to_string();
-        schema::ensure(&self.client, &t, &self.target.address).await?;
+        schema::ensure(&self.client, &t, &self.target.address, &schema::TABLES).await?;
         self.lock().await?;
         let state = self
             .client
@@ -199,11 +201,8 @@ impl Postgres {
         )
     }
 
-    /// The second key of the lock: a stable hash of the table and the rule set, positive.
     fn lock_key(&self) -> i32 {
-        let name = format!("{}/{}/{}", self.t(), self.window.get(), self.unit.name());
-        let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-        (hash & 0x7fff_ffff) as i32
+        lock_key(self.t(), self.window, self.unit)
     }
 
     /// Runs `commit` until it lands, reconnecting after a lost connection (a PostgreSQL
@@ -260,6 +259,13 @@ impl Postgres {
             self.state.rebuilding = false;
         }
     }
+}
+
+/// The second key of a table's and rule set's lock: a stable hash of both, positive.
+fn lock_key(table: &str, window: WindowSize, unit: Unit) -> i32 {
+    let name = format!("{table}/{}/{}", window.get(), unit.name());
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    (hash & 0x7fff_ffff) as i32
 }
 
 impl WindowTable for Postgres {

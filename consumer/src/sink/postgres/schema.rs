@@ -7,6 +7,12 @@
 //! - `T_progress`: per consumer group, topic and partition, the next offset.
 //! - `T_state`: per consumer group and topic, the rules, whether a rebuild is under way, a
 //!   commit count, and the open windows when the table is the only output.
+//!
+//! A shared output (`--share`, [`super::partitions`]) keeps three more:
+//! - `T_partitions`: per consumer group, topic and partition, its owner and epoch, the next
+//!   offset and the open windows of its sensors.
+//! - `T_members`: per consumer group and topic, each member's last heartbeat and partitions.
+//! - `T_sensors`: per consumer group and topic, the partition each sensor's readings come from.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,8 +71,43 @@ pub(super) const STATE: Schema = Schema {
     key: &["consumer_group", "topic"],
     nullable: &["open_windows"],
 };
+pub(super) const PARTITIONS: Schema = Schema {
+    suffix: "_partitions",
+    columns: &[
+        ("consumer_group", "text"),
+        ("topic", "text"),
+        ("partition", "integer"),
+        ("epoch", "bigint"),
+        ("owner", "text"),
+        ("next_offset", "bigint"),
+        ("open_windows", "text"),
+        ("commits", "bigint"),
+    ],
+    key: &["consumer_group", "topic", "partition"],
+    nullable: &["owner", "next_offset", "open_windows"],
+};
+pub(super) const MEMBERS: Schema = Schema {
+    suffix: "_members",
+    columns: &[
+        ("consumer_group", "text"),
+        ("topic", "text"),
+        ("member", "text"),
+        ("seen", "timestamp with time zone"),
+        ("owns", "integer[]"),
+    ],
+    key: &["consumer_group", "topic", "member"],
+    nullable: &[],
+};
+pub(super) const SENSORS: Schema = Schema {
+    suffix: "_sensors",
+    columns: &[("consumer_group", "text"), ("topic", "text"), ("sensor_id", "text"), ("partition", "integer")],
+    key: &["consumer_group", "topic", "sensor_id"],
+    nullable: &[],
+};
 /// Every table of the sink, in the order they are made.
 pub(super) const TABLES: [&Schema; 4] = [&WINDOWS, &STAGING, &PROGRESS, &STATE];
+/// The tables of a shared output, made beside those.
+pub(super) const SHARED_TABLES: [&Schema; 3] = [&PARTITIONS, &MEMBERS, &SENSORS];
 
 impl Schema {
     /// This table's name beside `t`.
@@ -101,8 +142,8 @@ impl Schema {
 /// Creates the tables beside `t` that are missing, and refuses one that exists with other
 /// columns than this consumer writes: never altered silently. A table that exists is left
 /// alone (no `CREATE ... IF NOT EXISTS` that the server would answer with a notice).
-pub(super) async fn ensure(client: &Client, t: &str, address: &str) -> anyhow::Result<()> {
-    for schema in TABLES {
+pub(super) async fn ensure(client: &Client, t: &str, address: &str, tables: &[&Schema]) -> anyhow::Result<()> {
+    for schema in tables {
         let name = schema.name(t);
         let exists = check_columns(client, &name, schema.columns, address).await?;
         if !exists {

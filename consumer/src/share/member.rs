@@ -1,0 +1,367 @@
+//! One member of a shared group: its heartbeat, the partitions it owns, and the loop that reads
+//! them. Each owned partition keeps its own open windows (a sensor's readings all come from one
+//! partition), its next offset, the windows finished since the last commit and the epoch it was
+//! claimed at; a commit makes all of them durable at once, or none if another member has
+//! claimed one of them since ([`PartitionStore::commit`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::CommitMode;
+use rdkafka::error::KafkaError;
+use tokio::runtime::Handle;
+use weather_common::dead_letter::DeadLetters;
+use weather_common::fetch::Record;
+use weather_common::position::Until;
+use weather_common::shutdown::Stop;
+use weather_common::source::{Source, TopicView};
+use weather_common::Reading;
+
+use super::assignment::{share_of, Moves};
+use crate::config::{Settings, Share};
+use crate::pipeline::Summary;
+use crate::sink::postgres::partitions::{Claimed, PartitionCommit, PartitionStore};
+use crate::window::{Outcome, WindowSummary, Windows};
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
+
+/// A partition this member owns.
+struct Owned {
+    epoch: i64,
+    /// The next offset to take.
+    next: i64,
+    windows: Windows,
+    /// Sensors seen in it, and those first seen since the last commit.
+    sensors: HashSet<String>,
+    new_sensors: Vec<String>,
+    /// Windows finished since the last commit.
+    finished: Vec<WindowSummary>,
+    /// Something to commit.
+    dirty: bool,
+    /// Where a bounded run (`--until-end`) stops reading it: its end when it was claimed.
+    end: i64,
+}
+
+impl Owned {
+    fn new(claimed: Claimed, start: i64, end: i64, settings: &Settings) -> Owned {
+        let windows = claimed.windows.unwrap_or_else(|| Windows::new(settings.rules.window));
+        Owned {
+            epoch: claimed.epoch,
+            next: start,
+            sensors: windows.sensors().collect(),
+            windows,
+            new_sensors: Vec::new(),
+            finished: Vec::new(),
+            dirty: false,
+            end,
+        }
+    }
+
+    fn commit(&self, partition: i32, release: bool) -> PartitionCommit<'_> {
+        PartitionCommit {
+            partition,
+            epoch: self.epoch,
+            next_offset: self.next,
+            windows: &self.windows,
+            finished: &self.finished,
+            new_sensors: &self.new_sensors,
+            release,
+        }
+    }
+}
+
+/// A member, between two heartbeats.
+struct Member<'a> {
+    settings: &'a Settings,
+    share: &'a Share,
+    stop: &'a Stop,
+    store: PartitionStore,
+    partitions: Vec<i32>,
+    owned: BTreeMap<i32, Owned>,
+    /// Reads the owned partitions; remade whenever they change.
+    source: Option<Source>,
+    dead_letters: DeadLetters,
+    summary: Summary,
+}
+
+/// Runs a member of a shared group until it is stopped (or, with `--until-end`, until the
+/// partitions it owns are read to their end), then commits and hands its partitions back.
+pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let topic = &settings.rules.topic;
+    let view = TopicView::look_up(&settings.kafka, topic, stop)?;
+    let rules = (settings.rules.window, settings.rules.unit);
+    let store = PartitionStore::open(
+        &share.store,
+        &settings.group,
+        topic,
+        &share.member,
+        share.lease,
+        rules,
+        &view.partitions,
+        runtime.clone(),
+    )?;
+    tracing::info!(
+        "member `{}` of group `{}`: sharing the {} partitions of `{topic}`, state in {}",
+        share.member,
+        settings.group,
+        view.partitions.len(),
+        store.name()
+    );
+    let mut member = Member {
+        settings,
+        share,
+        stop,
+        store,
+        partitions: view.partitions.clone(),
+        owned: BTreeMap::new(),
+        source: None,
+        dead_letters: DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone()),
+        summary: Summary { dead_letter_topic: settings.dead_letter_topic.clone(), ..Summary::default() },
+    };
+    let result = member.follow();
+    let ended = result.and_then(|()| member.leave());
+    member.summary.elapsed = started.elapsed();
+    ended.map(|()| member.summary)
+}
+
+impl Member<'_> {
+    fn follow(&mut self) -> anyhow::Result<()> {
+        let heartbeat_every = (self.share.lease / 4).max(Duration::from_millis(250));
+        let mut next_heartbeat = Instant::now();
+        let mut last_commit = Instant::now();
+        let mut owned_nothing_since: Option<Instant> = None;
+        while !self.stop.requested() {
+            if Instant::now() >= next_heartbeat {
+                self.rebalance()?;
+                next_heartbeat = Instant::now() + heartbeat_every;
+            }
+            if self.settings.until == Until::End {
+                if self.owned.is_empty() {
+                    let since = *owned_nothing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= 2 * self.share.lease {
+                        tracing::info!(
+                            "member `{}` owns no partition after {} s: the other members read all {} (--until-end \
+                             ends it)",
+                            self.share.member,
+                            since.elapsed().as_secs(),
+                            self.partitions.len()
+                        );
+                        return Ok(());
+                    }
+                } else if self.owned.values().all(|o| o.next >= o.end) {
+                    return Ok(());
+                } else {
+                    owned_nothing_since = None;
+                }
+            }
+            let Some(source) = &self.source else {
+                std::thread::sleep(POLL_TIMEOUT);
+                continue;
+            };
+            let idle = match source.poll(POLL_TIMEOUT) {
+                None => true,
+                Some(Err(KafkaError::PartitionEOF(_))) => true,
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(anyhow::Error::new(e).context("reading the topic"));
+                }
+                Some(Err(e)) => {
+                    weather_common::kafka::warn_consuming(&e);
+                    true
+                }
+                Some(Ok(message)) => {
+                    Self::take(&mut self.owned, &mut self.dead_letters, &message)?;
+                    self.summary.readings += 1;
+                    false
+                }
+            };
+            let due = idle || last_commit.elapsed() >= self.settings.checkpoint_interval;
+            if due && self.owned.values().any(|o| o.dirty) && self.commit(&BTreeSet::new())? {
+                last_commit = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one message of an owned partition into its windows.
+    fn take(
+        owned: &mut BTreeMap<i32, Owned>,
+        dead_letters: &mut DeadLetters,
+        message: &Record<'_>,
+    ) -> anyhow::Result<()> {
+        let (partition, offset) = (message.partition(), message.offset());
+        // A partition handed back since it was fetched, or a message read before.
+        let Some(part) = owned.get_mut(&partition).filter(|p| offset >= p.next) else { return Ok(()) };
+        match Reading::parse(message.payload(), message.key()) {
+            Ok(reading) => {
+                if !part.sensors.contains(reading.sensor_id.as_ref()) {
+                    part.sensors.insert(reading.sensor_id.to_string());
+                    part.new_sensors.push(reading.sensor_id.to_string());
+                }
+                match part.windows.add(&reading) {
+                    Outcome::Counted => {}
+                    Outcome::Finished(window) => part.finished.push(window),
+                    Outcome::Duplicate => {
+                        let reason = format!("duplicate record_id {} of {}", reading.record_id, reading.sensor_id);
+                        dead_letters.keep(message.into(), "duplicate", &reason)?;
+                    }
+                    Outcome::Late => {
+                        let reason = format!(
+                            "record_id {} of {} arrived after its window was written",
+                            reading.record_id, reading.sensor_id
+                        );
+                        dead_letters.keep(message.into(), "late", &reason)?;
+                    }
+                }
+            }
+            Err(bad) => dead_letters.keep(message.into(), bad.category(), &bad.to_string())?,
+        }
+        part.next = offset + 1;
+        part.dirty = true;
+        Ok(())
+    }
+
+    /// The heartbeat: the live members, this member's share of the partitions, and the moves to
+    /// it: what is no longer its share is committed and handed back, what is and has no live
+    /// owner is claimed. The partitions read change with it.
+    fn rebalance(&mut self) -> anyhow::Result<()> {
+        let owns: BTreeSet<i32> = self.owned.keys().copied().collect();
+        let live = self.store.heartbeat(&owns)?;
+        let share = share_of(&self.share.member, &live, &self.partitions);
+        let moves = Moves::between(&owns, &share);
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let mut changed = false;
+        if !moves.release.is_empty() {
+            // Until its dead letters are acknowledged, a partition is kept (and offered again at
+            // the next heartbeat).
+            if self.commit(&moves.release)? {
+                changed = true;
+            }
+        }
+        let mut claims = Vec::new();
+        for &partition in &moves.claim {
+            if let Some(claimed) = self.store.claim(partition)? {
+                claims.push(claimed);
+            }
+        }
+        if !claims.is_empty() || changed {
+            self.reopen(claims)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the owned partitions, the `claimed` ones among them, from where each stands.
+    fn reopen(&mut self, claimed: Vec<Claimed>) -> anyhow::Result<()> {
+        self.source = None;
+        let view = TopicView::look_up(&self.settings.kafka, &self.settings.rules.topic, self.stop)?;
+        for claim in claimed {
+            let partition = claim.partition;
+            let (low, high) = view.watermarks[&partition];
+            let start = match claim.next_offset {
+                None => low,
+                Some(next) if next < low && !self.settings.allow_data_loss => bail!(
+                    "partition {partition} of `{}` starts at offset {low} now, but its state is at {next}: retention \
+                     deleted readings never aggregated; rerun with --allow-data-loss to skip them",
+                    self.settings.rules.topic
+                ),
+                Some(next) => next.max(low),
+            };
+            tracing::info!(
+                "member `{}`: claimed partition {partition} at epoch {}, from offset {start}",
+                self.share.member,
+                claim.epoch
+            );
+            self.owned.insert(partition, Owned::new(claim, start, high, self.settings));
+        }
+        let from: BTreeMap<i32, i64> = self.owned.iter().map(|(&p, o)| (p, o.next)).collect();
+        let listed: Vec<String> = from.keys().map(i32::to_string).collect();
+        tracing::info!("member `{}` reads partitions [{}]", self.share.member, listed.join(", "));
+        if !from.is_empty() {
+            self.source = Some(Source::open(&self.settings.kafka, &self.settings.group, view, &from)?);
+        }
+        Ok(())
+    }
+
+    /// Commits every owned partition with something to commit, and hands `release` back with
+    /// it. Partitions another member has claimed meanwhile are fenced: dropped, with what they
+    /// held since their last commit, and the others committed without them. False if the dead
+    /// letters are not acknowledged yet (nothing committed).
+    fn commit(&mut self, release: &BTreeSet<i32>) -> anyhow::Result<bool> {
+        if !self.dead_letters.flush(DEAD_LETTER_FLUSH)? {
+            tracing::warn!("dead letters not yet acknowledged; commit postponed");
+            return Ok(false);
+        }
+        loop {
+            let commits: Vec<PartitionCommit<'_>> = self
+                .owned
+                .iter()
+                .filter(|(p, o)| o.dirty || release.contains(p))
+                .map(|(&p, o)| o.commit(p, release.contains(&p)))
+                .collect();
+            if commits.is_empty() {
+                return Ok(true);
+            }
+            let fenced = self.store.commit(&commits)?;
+            if fenced.is_empty() {
+                break;
+            }
+            for partition in fenced {
+                let lost = self.owned.remove(&partition).expect("a committed partition is owned");
+                tracing::warn!(
+                    "member `{}`: partition {partition} was claimed by another member (its epoch is past {}: this \
+                     member's lease ran out); fenced: its {} windows and readings since its last commit are \
+                     dropped here, the new owner reads them again",
+                    self.share.member,
+                    lost.epoch,
+                    lost.finished.len()
+                );
+                self.source = None;
+            }
+        }
+        let mut offsets = BTreeMap::new();
+        for (&partition, owned) in &mut self.owned {
+            self.summary.windows_written += owned.finished.len() as u64;
+            owned.finished.clear();
+            owned.new_sensors.clear();
+            owned.dirty = false;
+            offsets.insert(partition, owned.next);
+        }
+        self.summary.checkpoints += 1;
+        if let Some(source) = &self.source {
+            if let Err(e) = source.commit(&offsets, CommitMode::Async) {
+                tracing::debug!("commit to the consumer group failed: {e}");
+            }
+        }
+        self.summary.offsets.extend(offsets);
+        for partition in release {
+            if self.owned.remove(partition).is_some() {
+                tracing::info!("member `{}`: handed partition {partition} back", self.share.member);
+            }
+        }
+        if self.source.is_none() && !self.owned.is_empty() {
+            self.reopen(Vec::new())?;
+        }
+        Ok(true)
+    }
+
+    /// The end of a run: everything committed and every partition handed back, then the
+    /// heartbeat removed, so that the others take the partitions over at once.
+    fn leave(&mut self) -> anyhow::Result<()> {
+        let all: BTreeSet<i32> = self.owned.keys().copied().collect();
+        if !self.commit(&all)? {
+            bail!(
+                "rejected readings could not be kept aside in `{}`: progress stays at the last commit",
+                self.dead_letters.topic()
+            );
+        }
+        self.store.leave().context("leaving the group")?;
+        self.summary.rejected = self.dead_letters.counts().clone();
+        self.summary.tables = vec![(self.store.name(), self.summary.windows_written)];
+        tracing::info!("member `{}` left group `{}`", self.share.member, self.settings.group);
+        Ok(())
+    }
+}

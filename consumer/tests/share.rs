@@ -1,0 +1,201 @@
+//! Scale-out on the real stack (Tansu and PostgreSQL, started by the test): members of a shared
+//! group (`--share`) follow a live topic together, one is SIGKILLed with work left and one is
+//! paused past its lease, others join and leave, and the table ends equal to the spec's oracle,
+//! every window once.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::*;
+use testkit::{PostgresServer, Tansu};
+
+const PARTITIONS: i32 = 6;
+const SENSORS: u32 = 12;
+/// The history already in the topic when the members start, per sensor.
+const HISTORY_DAYS: u64 = 350;
+const GROUP: &str = "shared";
+const LEASE: &str = "2";
+
+/// A member of the group, following the topic (no `--until-end`), its log at info level.
+fn member(tansu: &Tansu, pg: &PostgresServer, name: &str, dir: &Path, extra: &[&str]) -> (Child, PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weather-consumer"));
+    command
+        .args(["-b", &tansu.bootstrap(), "--connect-timeout", "20", "--window", "week", "--unit", "fahrenheit"])
+        .args(["--share", "-g", GROUP, "--member", name, "--lease", LEASE, "--no-file"])
+        .args(["--to-postgres", &pg.url()])
+        .args(extra)
+        .env("PGPASSWORD", pg.password())
+        .env("RUST_LOG", "info");
+    (spawn_logged(&mut command, &log), log)
+}
+
+/// The partitions a member last said it reads, from its log; empty before it said so.
+fn reads(log: &Path) -> BTreeSet<i32> {
+    let text = std::fs::read_to_string(err_path(log)).unwrap_or_default();
+    let Some(line) = text.lines().rev().find(|l| l.contains("reads partitions [")) else { return BTreeSet::new() };
+    let list = line.rsplit_once('[').unwrap().1.trim_end_matches(']');
+    list.split(", ").filter(|s| !s.is_empty()).map(|p| p.parse().unwrap()).collect()
+}
+
+/// Waits until the members of `logs` read every partition between them, each a part of its
+/// own, none twice (as their logs say), and returns what each reads.
+fn shared_by(logs: &[&Path], what: &str) -> Vec<BTreeSet<i32>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: Vec<BTreeSet<i32>> = logs.iter().map(|l| reads(l)).collect();
+        let all: BTreeSet<i32> = held.iter().flatten().copied().collect();
+        let count: usize = held.iter().map(BTreeSet::len).sum();
+        if all.len() == PARTITIONS as usize && count == all.len() && held.iter().all(|h| !h.is_empty()) {
+            return held;
+        }
+        if Instant::now() > deadline {
+            let text: Vec<String> =
+                logs.iter().map(|l| std::fs::read_to_string(err_path(l)).unwrap_or_default()).collect();
+            panic!("{what}: the members never shared the partitions: {held:?}\n{}", text.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` to `child`.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// Next offset per partition in the group's state, none where no member has committed yet.
+fn committed(pg: &PostgresServer) -> Vec<Option<i64>> {
+    let rows = pg.query(&format!(
+        "SELECT next_offset FROM weather_aggregates_partitions WHERE consumer_group = '{GROUP}' ORDER BY partition"
+    ));
+    rows.into_iter().map(|r| r[0].as_ref().map(|o| o.parse().unwrap())).collect()
+}
+
+/// The end of each partition of `weather`, as read now.
+fn ends(tansu: &Tansu) -> Vec<i64> {
+    let records = tansu.read_all("weather");
+    (0..PARTITIONS)
+        .map(|p| records.iter().filter(|r| r.partition == p).map(|r| r.offset + 1).max().unwrap_or(0))
+        .collect()
+}
+
+/// The sensor producing live, in-process, at `rate` readings per second per sensor, until told
+/// to stop; returns when it has.
+fn live_producer(tansu: &Tansu, rate: &str) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    use clap::Parser;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let bootstrap = tansu.bootstrap();
+    let rate = rate.to_string();
+    let thread = std::thread::spawn(move || {
+        let argv =
+            ["weather-producer", "-b", &bootstrap, "--rate", &rate, "--sensors", &SENSORS.to_string(), "--quiet"];
+        let config = weather_producer::Config::try_parse_from(argv).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let shutdown = async move {
+            tokio::task::spawn_blocking(move || stopped.recv()).await.ok();
+        };
+        runtime.block_on(weather_producer::run(config, shutdown)).unwrap();
+    });
+    (stop, thread)
+}
+
+/// Three members share six partitions of a live topic. One is SIGKILLed while it still has
+/// readings to commit; its partitions move to the two others once its lease has run out, then a
+/// replacement joins and takes its share. One member is paused past its lease (SIGSTOP): its
+/// partitions move on, and when it resumes its commit is refused (fenced) instead of writing
+/// them twice. One leaves with a SIGTERM. At every settled moment each member's partitions,
+/// as its log says, are its own and together all six. At the end the table holds exactly the
+/// spec oracle's complete weeks of every reading in the topic, each once.
+#[test]
+fn members_share_the_partitions_through_kills_pauses_and_joins() {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", PARTITIONS as u32);
+    tansu.produce_in_small_batches(HISTORY_DAYS, SENSORS);
+    let (stop_producer, producer) = live_producer(&tansu, "20");
+    let dir = tempfile::tempdir().unwrap();
+
+    // The victim commits once a second: it always has readings not committed yet.
+    let (mut victim, victim_log) = member(&tansu, &pg, "m1", dir.path(), &["--checkpoint-interval", "1"]);
+    let (mut paused, paused_log) = member(&tansu, &pg, "m2", dir.path(), &[]);
+    let (leaving, leaving_log) = member(&tansu, &pg, "m3", dir.path(), &[]);
+    let held = shared_by(&[&victim_log, &paused_log, &leaving_log], "three members");
+    assert!(held.iter().all(|h| h.len() == 2), "six partitions among three members: {held:?}");
+
+    // The kill: the victim is running and its partitions have readings beyond its state.
+    let victims: BTreeSet<i32> = held[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (state, end) = (committed(&pg), ends(&tansu));
+        if victims.iter().any(|&p| state[p as usize].is_some_and(|o| o > 0 && o < end[p as usize])) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the victim never had work left: {state:?} / {end:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(victim.try_wait().unwrap().is_none(), "the victim ended before its kill");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(std::fs::read_to_string(&victim_log).unwrap().is_empty(), "the killed member printed a summary");
+    shared_by(&[&paused_log, &leaving_log], "after the kill");
+
+    let (mut replacement, replacement_log) = member(&tansu, &pg, "m4", dir.path(), &[]);
+    shared_by(&[&paused_log, &leaving_log, &replacement_log], "after the replacement joined");
+
+    // The pause: its partitions move on while it sleeps; resumed, it is fenced.
+    signal(&paused, "STOP");
+    shared_by(&[&leaving_log, &replacement_log], "while m2 was paused");
+    signal(&paused, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(err_path(&paused_log)).unwrap().contains("fenced") {
+        assert!(
+            Instant::now() < deadline,
+            "m2 was never fenced:\n{}",
+            std::fs::read_to_string(err_path(&paused_log)).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    shared_by(&[&paused_log, &leaving_log, &replacement_log], "after m2 resumed");
+
+    signal(&leaving, "TERM");
+    let (summary, stderr) = finish(leaving, &leaving_log, "m3's clean leave");
+    assert!(stderr.contains("member `m3` left group"), "{stderr}");
+    assert!(summary.contains("readings consumed:"), "{summary}");
+    shared_by(&[&paused_log, &replacement_log], "after m3 left");
+
+    stop_producer.send(()).unwrap();
+    producer.join().unwrap();
+    let end = ends(&tansu);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&pg).iter().zip(&end).any(|(state, &end)| state.unwrap_or(0) < end) {
+        assert!(Instant::now() < deadline, "the members never caught up: {:?} / {end:?}", committed(&pg));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (child, log) in [(&mut paused, &paused_log), (&mut replacement, &replacement_log)] {
+        signal(child, "TERM");
+        assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(err_path(log)).unwrap());
+    }
+
+    let records = tansu.read_all("weather");
+    let mut expected = oracle::weekly_fahrenheit_rows(&records);
+    expected.sort();
+    let mut rows: Vec<String> = pg
+        .query(
+            "SELECT sensor_id || ',' || window_id || ',' || avg_temp || ',' || avg_co || ',' || avg_humidity \
+             FROM weather_aggregates",
+        )
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    rows.sort();
+    assert!(expected.len() > (SENSORS as usize) * (HISTORY_DAYS as usize) / 7, "the live producer added weeks");
+    assert_eq!(rows.len(), expected.len(), "windows in the table and in the oracle");
+    if let Some(i) = (0..rows.len()).find(|&i| rows[i] != expected[i]) {
+        panic!("row {i}: the table has {:?}, the oracle {:?}", rows[i], expected[i]);
+    }
+}
