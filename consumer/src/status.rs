@@ -1,6 +1,8 @@
 //! `weather-consumer status`: where a consumer stands, as `kafka-consumer-groups --describe`
 //! shows it: per partition the group's committed offset, the end and the lag, and, given the
-//! output, the last window written per sensor and the last successful upload.
+//! output, the last window written per sensor and the last successful upload. For a shared
+//! group (`--share`, given `--to-postgres`): its members, and per partition the owner, the
+//! epoch and the state's offset, which is where the next owner resumes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +14,8 @@ use serde::Serialize;
 use weather_common::kafka::{self, KafkaArgs, LoggingContext};
 
 use crate::checkpoint::Checkpoint;
+use crate::sink::postgres::partitions::PartitionStore;
+use crate::sink::postgres::PostgresArgs;
 use crate::sink::s3::UploadRecord;
 use weather_common::source;
 
@@ -37,6 +41,10 @@ pub struct StatusArgs {
     /// Print JSON, for scripts.
     #[arg(long)]
     pub json: bool,
+
+    /// The database of a shared group (`--share`): its members and its partitions' owners.
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +55,17 @@ pub struct Status {
     pub total_lag: i64,
     /// The output's side; `None` when only the group was given.
     pub output: Option<OutputStatus>,
+    /// The members of a shared group; `None` unless `--to-postgres` was given.
+    pub members: Option<Vec<MemberStatus>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    pub member: String,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age: f64,
+    /// The partitions it said it owns at that heartbeat.
+    pub partitions: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +76,10 @@ pub struct PartitionStatus {
     pub end: i64,
     /// Readings not yet consumed by the group.
     pub lag: i64,
+    /// In a shared group: the member that owns the partition, none while it is handed over.
+    pub owner: Option<String>,
+    /// In a shared group: the partition's epoch, bumped by every claim.
+    pub epoch: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,13 +112,32 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<Status> {
     let marks = kafka::watermarks(&probe, &args.topic, &partitions).context("reading the topic's offsets")?;
     let member: BaseConsumer<LoggingContext> =
         args.kafka.consumer_config(&group, &[]).create_with_context(LoggingContext)?;
-    let committed = source::committed(&member, &args.topic, &partitions).context("reading the group's offsets")?;
+    let mut committed = source::committed(&member, &args.topic, &partitions).context("reading the group's offsets")?;
+    let shared = match args.postgres.target().map_err(anyhow::Error::msg)? {
+        Some(target) => {
+            let runtime = tokio::runtime::Handle::current();
+            Some(PartitionStore::inspect(&target, &group, &args.topic, runtime)?.view()?)
+        }
+        None => None,
+    };
+    // A shared group's members resume from the state, not from the offsets committed to Kafka.
+    for (p, (_, _, next)) in shared.iter().flat_map(|s| &s.partitions) {
+        committed.insert(*p, *next);
+    }
     let partitions: Vec<PartitionStatus> = partitions
         .iter()
         .map(|&p| {
             let (low, end) = marks[&p];
             let committed = committed.get(&p).copied().flatten();
-            PartitionStatus { partition: p, committed, end, lag: (end - committed.unwrap_or(low)).max(0) }
+            let held = shared.as_ref().and_then(|s| s.partitions.get(&p));
+            PartitionStatus {
+                partition: p,
+                committed,
+                end,
+                lag: (end - committed.unwrap_or(low)).max(0),
+                owner: held.and_then(|h| h.0.clone()),
+                epoch: held.map(|h| h.1),
+            }
         })
         .collect();
     Ok(Status {
@@ -109,6 +151,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<Status> {
             bytes: checkpoint.as_ref().map(|c| c.output_len),
             last_windows: checkpoint.as_ref().map(|c| c.windows.last_written()).unwrap_or_default(),
             last_upload: UploadRecord::read(output),
+        }),
+        members: shared.map(|s| {
+            s.members
+                .into_iter()
+                .map(|(member, heartbeat_age, partitions)| MemberStatus { member, heartbeat_age, partitions })
+                .collect()
         }),
     })
 }
@@ -139,12 +187,33 @@ fn no_checkpoint(output: &Path) -> String {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "group `{}` on topic `{}`", self.group, self.topic)?;
-        writeln!(f, "{:>9} {:>12} {:>12} {:>10}", "PARTITION", "COMMITTED", "END", "LAG")?;
+        let shared = self.members.is_some();
+        match shared {
+            true => {
+                writeln!(f, "{:>9} {:>12} {:>12} {:>10} {:>6}  OWNER", "PARTITION", "STATE", "END", "LAG", "EPOCH")?
+            }
+            false => writeln!(f, "{:>9} {:>12} {:>12} {:>10}", "PARTITION", "COMMITTED", "END", "LAG")?,
+        }
         for p in &self.partitions {
             let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
-            writeln!(f, "{:>9} {:>12} {:>12} {:>10}", p.partition, committed, p.end, p.lag)?;
+            write!(f, "{:>9} {:>12} {:>12} {:>10}", p.partition, committed, p.end, p.lag)?;
+            if shared {
+                let epoch = p.epoch.map_or("-".to_string(), |e| e.to_string());
+                write!(f, " {epoch:>6}  {}", p.owner.as_deref().unwrap_or("-"))?;
+            }
+            writeln!(f)?;
         }
         writeln!(f, "{:>9} {:>12} {:>12} {:>10}", "total", "", "", self.total_lag)?;
+        for m in self.members.iter().flatten() {
+            let partitions: Vec<String> = m.partitions.iter().map(i32::to_string).collect();
+            writeln!(
+                f,
+                "member {}: partitions [{}], last heartbeat {:.1} s ago",
+                m.member,
+                partitions.join(", "),
+                m.heartbeat_age
+            )?;
+        }
         let Some(o) = &self.output else {
             return writeln!(f, "output: not given (-o OUTPUT shows its windows and uploads)");
         };

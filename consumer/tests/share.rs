@@ -63,6 +63,35 @@ fn shared_by(logs: &[&Path], what: &str) -> Vec<BTreeSet<i32>> {
     }
 }
 
+/// `status -g` lists the members with the partitions they read, and each partition's owner
+/// and epoch (at least 1: claimed) as the members' logs say.
+fn assert_status_shows(tansu: &Tansu, pg: &PostgresServer, members: &[(&str, &BTreeSet<i32>)]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+        .args(["status", "-b", &tansu.bootstrap(), "-g", GROUP, "--to-postgres", &pg.url(), "--json"])
+        .env("PGPASSWORD", pg.password())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listed: Vec<(String, BTreeSet<i32>)> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let partitions = m["partitions"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32);
+            (m["member"].as_str().unwrap().to_string(), partitions.collect())
+        })
+        .collect();
+    let wanted: Vec<(String, BTreeSet<i32>)> = members.iter().map(|(m, p)| (m.to_string(), (*p).clone())).collect();
+    assert_eq!(listed, wanted, "{status}");
+    for p in status["partitions"].as_array().unwrap() {
+        let partition = p["partition"].as_i64().unwrap() as i32;
+        let owner = members.iter().find(|(_, held)| held.contains(&partition)).unwrap().0;
+        assert_eq!(p["owner"], owner, "{status}");
+        assert!(p["epoch"].as_i64().unwrap() >= 1, "{status}");
+    }
+}
+
 /// Sends `signal` to `child`.
 fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
@@ -126,6 +155,7 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     let (leaving, leaving_log) = member(&tansu, &pg, "m3", dir.path(), &[]);
     let held = shared_by(&[&victim_log, &paused_log, &leaving_log], "three members");
     assert!(held.iter().all(|h| h.len() == 2), "six partitions among three members: {held:?}");
+    assert_status_shows(&tansu, &pg, &[("m1", &held[0]), ("m2", &held[1]), ("m3", &held[2])]);
 
     // The kill: the victim is running and its partitions have readings beyond its state.
     let victims: BTreeSet<i32> = held[0].clone();

@@ -228,7 +228,7 @@ impl Member<'_> {
     /// owner is claimed. The partitions read change with it.
     fn rebalance(&mut self) -> anyhow::Result<()> {
         let owns: BTreeSet<i32> = self.owned.keys().copied().collect();
-        let live = self.store.heartbeat(&owns)?;
+        let live = self.store.heartbeat()?;
         let share = share_of(&self.share.member, &live, &self.partitions);
         let moves = Moves::between(&owns, &share);
         if moves.is_empty() {

@@ -198,22 +198,21 @@ impl PartitionStore {
         Ok(())
     }
 
-    /// Records that this member is alive and owns `owns`; returns the live members, this one
-    /// among them. Members dead for a long while are forgotten.
-    pub fn heartbeat(&self, owns: &BTreeSet<i32>) -> anyhow::Result<Vec<String>> {
+    /// Records that this member is alive; returns the live members, this one among them.
+    /// Members dead for a long while are forgotten.
+    pub fn heartbeat(&self) -> anyhow::Result<Vec<String>> {
         let t = self.t();
-        let owns: Vec<i32> = owns.iter().copied().collect();
         let lease = self.lease.as_secs_f64();
         self.runtime
             .block_on(async {
                 self.client
                     .execute(
                         &format!(
-                            "INSERT INTO {t}_members (consumer_group, topic, member, seen, owns) \
-                             VALUES ($1, $2, $3, now(), $4) ON CONFLICT (consumer_group, topic, member) \
-                             DO UPDATE SET seen = now(), owns = excluded.owns"
+                            "INSERT INTO {t}_members (consumer_group, topic, member, seen) \
+                             VALUES ($1, $2, $3, now()) ON CONFLICT (consumer_group, topic, member) \
+                             DO UPDATE SET seen = now()"
                         ),
-                        &[&self.group, &self.topic, &self.member, &owns],
+                        &[&self.group, &self.topic, &self.member],
                     )
                     .await?;
                 self.client
@@ -406,6 +405,18 @@ impl PartitionStore {
     /// How the group stands now.
     pub fn view(&self) -> anyhow::Result<GroupView> {
         let t = self.t();
+        let exists: bool = self
+            .runtime
+            .block_on(self.client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("{t}_partitions")]))
+            .with_context(|| format!("looking up {t}_partitions"))?
+            .get(0);
+        if !exists {
+            bail!(
+                "{} keeps no shared group's state (there is no {t}_partitions): a group shares partitions only when \
+                 its members run with --share; for another group, leave out --to-postgres",
+                self.name()
+            );
+        }
         self.runtime
             .block_on(async {
                 let partitions = self
@@ -425,8 +436,10 @@ impl PartitionStore {
                     .client
                     .query(
                         &format!(
-                            "SELECT member, extract(epoch FROM now() - seen)::float8, owns FROM {t}_members \
-                             WHERE consumer_group = $1 AND topic = $2 ORDER BY member"
+                            "SELECT m.member, extract(epoch FROM now() - m.seen)::float8, \
+                             array(SELECT p.partition FROM {t}_partitions p WHERE p.consumer_group = $1 \
+                               AND p.topic = $2 AND p.owner = m.member ORDER BY p.partition) \
+                             FROM {t}_members m WHERE m.consumer_group = $1 AND m.topic = $2 ORDER BY m.member"
                         ),
                         &[&self.group, &self.topic],
                     )

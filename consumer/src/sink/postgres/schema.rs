@@ -11,7 +11,7 @@
 //! A shared output (`--share`, [`super::partitions`]) keeps three more:
 //! - `T_partitions`: per consumer group, topic and partition, its owner and epoch, the next
 //!   offset and the open windows of its sensors.
-//! - `T_members`: per consumer group and topic, each member's last heartbeat and partitions.
+//! - `T_members`: per consumer group and topic, each member's last heartbeat.
 //! - `T_sensors`: per consumer group and topic, the partition each sensor's readings come from.
 
 use std::collections::BTreeMap;
@@ -88,13 +88,7 @@ pub(super) const PARTITIONS: Schema = Schema {
 };
 pub(super) const MEMBERS: Schema = Schema {
     suffix: "_members",
-    columns: &[
-        ("consumer_group", "text"),
-        ("topic", "text"),
-        ("member", "text"),
-        ("seen", "timestamp with time zone"),
-        ("owns", "integer[]"),
-    ],
+    columns: &[("consumer_group", "text"), ("topic", "text"), ("member", "text"), ("seen", "timestamp with time zone")],
     key: &["consumer_group", "topic", "member"],
     nullable: &[],
 };
