@@ -12,7 +12,6 @@ use weather_common::kafka::KafkaArgs;
 use weather_common::metrics::{set_counter, Lag};
 
 use crate::pipeline::Summary;
-use crate::sink::table::Table;
 
 /// What the loop publishes: the topic's name for labels, and the lag's positions.
 pub struct Metrics {
@@ -32,24 +31,24 @@ impl Metrics {
     }
 
     /// The figures so far: the summary's counts, the dead letters' by reason, and the windows
-    /// each table was sent.
-    pub fn publish(&self, summary: &Summary, rejected: &BTreeMap<&'static str, u64>, file: bool, tables: &[Table]) {
+    /// each sink was sent (`file`, `postgres`, `topic`).
+    pub fn publish(&self, summary: &Summary, rejected: &BTreeMap<&'static str, u64>, sent: &[(&'static str, u64)]) {
         let topic = || ("topic", self.topic.clone());
         set_counter("weather_consumer_readings_total", &[topic()], summary.readings);
         for (&reason, &count) in rejected {
             set_counter("weather_consumer_readings_rejected_total", &[topic(), ("reason", reason.to_string())], count);
         }
-        if file {
-            let windows = summary.windows_written + summary.partial_windows;
-            set_counter("weather_consumer_windows_written_total", &[("sink", "file".to_string())], windows);
+        for &(sink, windows) in sent {
+            set_counter("weather_consumer_windows_written_total", &[("sink", sink.to_string())], windows);
         }
-        for table in tables {
-            set_counter(
-                "weather_consumer_windows_written_total",
-                &[("sink", table.kind().to_string())],
-                table.windows_sent,
-            );
+    }
+
+    /// A member of a shared group owns `partitions` now: the lag of the others is theirs.
+    pub fn owns(&self, partitions: &[i32], released: &[i32]) {
+        for &partition in released {
+            self.lag.forget(partition);
         }
+        ::metrics::gauge!("weather_consumer_partitions_owned").set(partitions.len() as f64);
     }
 
     /// A checkpoint made everything up to `offsets` durable; it took `took`.

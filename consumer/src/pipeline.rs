@@ -345,7 +345,10 @@ impl Writer {
 
     /// Publishes the figures so far to the metrics, and that the loop is alive.
     fn publish(&self, summary: &Summary) {
-        self.metrics.publish(summary, self.dead_letters.counts(), self.output.is_some(), &self.tables);
+        let file = self.output.as_ref().map(|_| ("file", summary.windows_written + summary.partial_windows));
+        let tables = self.tables.iter().map(|t| (t.kind(), t.windows_sent));
+        let sent: Vec<(&'static str, u64)> = file.into_iter().chain(tables).collect();
+        self.metrics.publish(summary, self.dead_letters.counts(), &sent);
         weather_common::metrics::health_of_job().alive();
     }
 

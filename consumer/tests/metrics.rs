@@ -304,3 +304,70 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Two members of a shared group on four partitions: each publishes the partitions it owns
+/// (two), a lag for each of its own (a partition it handed back shows 0 there: its new owner
+/// has the lag), all 0 once everything is committed; the windows they sent add up to the
+/// table's rows.
+#[test]
+fn members_of_a_shared_group_publish_their_own_partitions() {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", 4);
+    tansu.produce_in_small_batches(70, 8);
+    let addrs = [format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())];
+    let consumer = env!("CARGO_BIN_EXE_weather-consumer");
+    let bootstrap = tansu.bootstrap();
+    let url = pg.url();
+    let members: Vec<Job> = ["a", "b"]
+        .iter()
+        .zip(&addrs)
+        .map(|(name, addr)| {
+            let args = [
+                "-b",
+                &bootstrap,
+                "--share",
+                "-g",
+                "fleet",
+                "--member",
+                name,
+                "--no-file",
+                "--to-postgres",
+                &url,
+                "--lease",
+                "2",
+                "--metrics-addr",
+                addr,
+            ];
+            Job(Command::new(consumer)
+                .args(args)
+                .env("PGPASSWORD", pg.password())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap())
+        })
+        .collect();
+    let lagging = |samples: &[Sample]| -> BTreeMap<String, f64> {
+        let lag = samples.iter().filter(|s| s.name == "weather_consumer_lag_readings");
+        lag.map(|s| (s.labels["partition"].clone(), s.value)).collect()
+    };
+    let settled = |samples: &[Sample]| {
+        sum(samples, "weather_consumer_partitions_owned", &[]) == Some(2.0)
+            && lagging(samples).len() >= 2
+            && sum(samples, "weather_consumer_lag_readings", &[]) == Some(0.0)
+    };
+    let scraped: Vec<Vec<Sample>> =
+        addrs.iter().map(|a| scrape_until(a, "two partitions, caught up", Duration::from_secs(60), settled)).collect();
+    let mut all: Vec<String> = scraped.iter().flat_map(|s| lagging(s).into_keys()).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all, ["0", "1", "2", "3"], "the members' lag covers every partition");
+    let sent: f64 = scraped
+        .iter()
+        .map(|s| sum(s, "weather_consumer_windows_written_total", &[("sink", "postgres")]).unwrap_or(0.0))
+        .sum();
+    let rows: f64 = pg.query("SELECT count(*) FROM weather_aggregates")[0][0].as_ref().unwrap().parse().unwrap();
+    assert_eq!((sent, rows), (8.0 * 2.0, 8.0 * 2.0), "8 sensors' two complete months, written once");
+    drop(members);
+}

@@ -20,12 +20,15 @@ use weather_common::Reading;
 
 use super::assignment::{share_of, Moves};
 use crate::config::{Settings, Share};
+use crate::metrics::Metrics;
 use crate::pipeline::Summary;
 use crate::sink::postgres::partitions::{Claimed, PartitionCommit, PartitionStore};
 use crate::window::{Outcome, WindowSummary, Windows};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
+/// Reading the clock for every message costs more than the message: look every so often.
+const CLOCK_EVERY: u64 = 256;
 
 /// A partition this member owns.
 struct Owned {
@@ -84,6 +87,7 @@ struct Member<'a> {
     source: Option<Source>,
     dead_letters: DeadLetters,
     summary: Summary,
+    metrics: Metrics,
 }
 
 /// Runs a member of a shared group until it is stopped (or, with `--until-end`, until the
@@ -120,6 +124,7 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
         source: None,
         dead_letters: DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone()),
         summary: Summary { dead_letter_topic: settings.dead_letter_topic.clone(), ..Summary::default() },
+        metrics: Metrics::new(topic, &settings.kafka),
     };
     let result = member.follow();
     let ended = result.and_then(|()| member.leave());
@@ -174,15 +179,27 @@ impl Member<'_> {
                 Some(Ok(message)) => {
                     Self::take(&mut self.owned, &mut self.dead_letters, &message)?;
                     self.summary.readings += 1;
+                    if !self.summary.readings.is_multiple_of(CLOCK_EVERY) {
+                        continue;
+                    }
+                    self.metrics.read(message.partition(), message.timestamp());
                     false
                 }
             };
+            self.publish();
             let due = idle || last_commit.elapsed() >= self.settings.checkpoint_interval;
             if due && self.owned.values().any(|o| o.dirty) && self.commit(&BTreeSet::new())? {
                 last_commit = Instant::now();
             }
         }
         Ok(())
+    }
+
+    /// Publishes the figures so far to the metrics, and that the loop is alive.
+    fn publish(&self) {
+        let sent = [("postgres", self.summary.windows_written)];
+        self.metrics.publish(&self.summary, self.dead_letters.counts(), &sent);
+        weather_common::metrics::health_of_job().alive();
     }
 
     /// Takes one message of an owned partition into its windows.
@@ -278,6 +295,8 @@ impl Member<'_> {
             self.owned.insert(partition, Owned::new(claim, start, high, self.settings));
         }
         let from: BTreeMap<i32, i64> = self.owned.iter().map(|(&p, o)| (p, o.next)).collect();
+        let gone: Vec<i32> = self.partitions.iter().copied().filter(|p| !from.contains_key(p)).collect();
+        self.metrics.owns(&from.keys().copied().collect::<Vec<_>>(), &gone);
         let listed: Vec<String> = from.keys().map(i32::to_string).collect();
         tracing::info!("member `{}` reads partitions [{}]", self.share.member, listed.join(", "));
         if !from.is_empty() {
@@ -295,6 +314,7 @@ impl Member<'_> {
             tracing::warn!("dead letters not yet acknowledged; commit postponed");
             return Ok(false);
         }
+        let started = Instant::now();
         loop {
             let commits: Vec<PartitionCommit<'_>> = self
                 .owned
@@ -331,6 +351,8 @@ impl Member<'_> {
             offsets.insert(partition, owned.next);
         }
         self.summary.checkpoints += 1;
+        self.metrics.checkpoint(&self.summary, &offsets, started.elapsed());
+        crate::metrics::commit("postgres", started.elapsed());
         if let Some(source) = &self.source {
             if let Err(e) = source.commit(&offsets, CommitMode::Async) {
                 tracing::debug!("commit to the consumer group failed: {e}");

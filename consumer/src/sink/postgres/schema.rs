@@ -137,14 +137,28 @@ impl Schema {
 /// columns than this consumer writes: never altered silently. A table that exists is left
 /// alone (no `CREATE ... IF NOT EXISTS` that the server would answer with a notice).
 pub(super) async fn ensure(client: &Client, t: &str, address: &str, tables: &[&Schema]) -> anyhow::Result<()> {
-    for schema in tables {
-        let name = schema.name(t);
-        let exists = check_columns(client, &name, schema.columns, address).await?;
-        if !exists {
-            client.batch_execute(&schema.create(t)).await.with_context(|| format!("creating table {name}"))?;
+    // Consumers that start together (the members of a shared group) would each find a table
+    // missing and create it at once, which PostgreSQL refuses for all but the first: one at a
+    // time, under a lock of the transaction, on the table's name.
+    client.batch_execute("BEGIN").await.context("starting the tables' check")?;
+    let checked = async {
+        client
+            .execute("SELECT pg_advisory_xact_lock(hashtext('weather-pipeline tables ' || $1))", &[&t])
+            .await
+            .context("taking the lock of the tables' check")?;
+        for schema in tables {
+            let name = schema.name(t);
+            let exists = check_columns(client, &name, schema.columns, address).await?;
+            if !exists {
+                client.batch_execute(&schema.create(t)).await.with_context(|| format!("creating table {name}"))?;
+            }
         }
+        anyhow::Ok(())
     }
-    Ok(())
+    .await;
+    let end = if checked.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    client.batch_execute(end).await.context("ending the tables' check")?;
+    checked
 }
 
 /// True if `table` exists with exactly the `expected` columns, false if it does not exist; an
