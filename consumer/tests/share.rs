@@ -21,12 +21,19 @@ const HISTORY_DAYS: u64 = 350;
 const GROUP: &str = "shared";
 const LEASE: &str = "2";
 
-/// A member of the group, following the topic (no `--until-end`), its log at info level.
+/// The crash scenario's rules, and version 1's.
+const WEEKLY_F: [&str; 4] = ["--window", "week", "--unit", "fahrenheit"];
+const MONTHLY_C: [&str; 4] = ["--window", "month", "--unit", "celsius"];
+
+/// A member of the group with weekly °F rules (unless `extra` gives a --window), following the
+/// topic (no `--until-end`), its log at info level.
 fn member(tansu: &Tansu, pg: &PostgresServer, name: &str, dir: &Path, extra: &[&str]) -> (Child, PathBuf) {
     let log = dir.join(format!("{name}.log"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_weather-consumer"));
+    let rules: &[&str] = if extra.contains(&"--window") { &[] } else { &WEEKLY_F };
     command
-        .args(["-b", &tansu.bootstrap(), "--connect-timeout", "20", "--window", "week", "--unit", "fahrenheit"])
+        .args(["-b", &tansu.bootstrap(), "--connect-timeout", "20"])
+        .args(rules)
         .args(["--share", "-g", GROUP, "--member", name, "--lease", LEASE, "--no-file"])
         .args(["--to-postgres", &pg.url()])
         .args(extra)
@@ -98,18 +105,65 @@ fn signal(child: &Child, signal: &str) {
     assert!(status.success(), "kill -{signal}");
 }
 
-/// Next offset per partition in the group's state, none where no member has committed yet.
+/// Next offset per partition in the group's state, none where no member has committed yet;
+/// empty before the first member has joined.
 fn committed(pg: &PostgresServer) -> Vec<Option<i64>> {
-    let rows = pg.query(&format!(
-        "SELECT next_offset FROM weather_aggregates_partitions WHERE consumer_group = '{GROUP}' ORDER BY partition"
-    ));
+    // Before a member has made the table, none.
+    let rows = pg
+        .try_query(&format!(
+            "SELECT next_offset FROM weather_aggregates_partitions WHERE consumer_group = '{GROUP}' ORDER BY partition"
+        ))
+        .unwrap_or_default();
     rows.into_iter().map(|r| r[0].as_ref().map(|o| o.parse().unwrap())).collect()
 }
 
-/// The end of each partition of `weather`, as read now.
-fn ends(tansu: &Tansu) -> Vec<i64> {
+/// Waits until the group's state has every partition of `weather` up to `end`.
+fn caught_up(pg: &PostgresServer, end: &[i64], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let behind =
+        |state: Vec<Option<i64>>| state.len() != end.len() || state.iter().zip(end).any(|(s, &e)| s.unwrap_or(0) < e);
+    while behind(committed(pg)) {
+        assert!(Instant::now() < deadline, "{what}: the members never caught up: {:?} / {end:?}", committed(pg));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The table's rows of `days`-day windows in `unit`, as the oracle's `sensor,id,temp,co,humidity`, sorted.
+fn table_rows(pg: &PostgresServer, days: u32, unit: &str) -> Vec<String> {
+    let mut rows: Vec<String> = pg
+        .query(&format!(
+            "SELECT sensor_id || ',' || window_id || ',' || avg_temp || ',' || avg_co || ',' || avg_humidity \
+             FROM weather_aggregates WHERE window_days = {days} AND unit = '{unit}'"
+        ))
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The oracle's complete windows of `size` readings, as [`table_rows`] gives them.
+fn oracle_rows(records: &[testkit::Record], size: u64, fahrenheit: bool) -> Vec<String> {
+    let mut rows: Vec<String> = oracle::windows(records, size, fahrenheit, false)
+        .into_iter()
+        .flat_map(|(sensor, rows)| rows.into_iter().map(move |row| format!("{sensor},{row}")))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Asserts `rows` equal `expected`, naming the first difference.
+fn assert_rows(rows: &[String], expected: &[String], what: &str) {
+    assert_eq!(rows.len(), expected.len(), "{what}: windows in the table and in the oracle");
+    if let Some(i) = (0..rows.len()).find(|&i| rows[i] != expected[i]) {
+        panic!("{what}: row {i}: the table has {:?}, the oracle {:?}", rows[i], expected[i]);
+    }
+}
+
+/// The end of each of the `partitions` of `weather`, as read now.
+fn ends(tansu: &Tansu, partitions: i32) -> Vec<i64> {
     let records = tansu.read_all("weather");
-    (0..PARTITIONS)
+    (0..partitions)
         .map(|p| records.iter().filter(|r| r.partition == p).map(|r| r.offset + 1).max().unwrap_or(0))
         .collect()
 }
@@ -161,7 +215,7 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     let victims: BTreeSet<i32> = held[0].clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (state, end) = (committed(&pg), ends(&tansu));
+        let (state, end) = (committed(&pg), ends(&tansu, PARTITIONS));
         if victims.iter().any(|&p| state[p as usize].is_some_and(|o| o > 0 && o < end[p as usize])) {
             break;
         }
@@ -200,32 +254,68 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
 
     stop_producer.send(()).unwrap();
     producer.join().unwrap();
-    let end = ends(&tansu);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while committed(&pg).iter().zip(&end).any(|(state, &end)| state.unwrap_or(0) < end) {
-        assert!(Instant::now() < deadline, "the members never caught up: {:?} / {end:?}", committed(&pg));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let end = ends(&tansu, PARTITIONS);
+    caught_up(&pg, &end, "after the producer stopped");
     for (child, log) in [(&mut paused, &paused_log), (&mut replacement, &replacement_log)] {
         signal(child, "TERM");
         assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(err_path(log)).unwrap());
     }
-
     let records = tansu.read_all("weather");
-    let mut expected = oracle::weekly_fahrenheit_rows(&records);
-    expected.sort();
-    let mut rows: Vec<String> = pg
-        .query(
-            "SELECT sensor_id || ',' || window_id || ',' || avg_temp || ',' || avg_co || ',' || avg_humidity \
-             FROM weather_aggregates",
-        )
-        .into_iter()
-        .map(|r| r[0].clone().unwrap())
-        .collect();
-    rows.sort();
-    assert!(expected.len() > (SENSORS as usize) * (HISTORY_DAYS as usize) / 7, "the live producer added weeks");
-    assert_eq!(rows.len(), expected.len(), "windows in the table and in the oracle");
-    if let Some(i) = (0..rows.len()).find(|&i| rows[i] != expected[i]) {
-        panic!("row {i}: the table has {:?}, the oracle {:?}", rows[i], expected[i]);
+    assert!(records.len() as u64 > u64::from(SENSORS) * HISTORY_DAYS, "the live producer added readings");
+    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle_rows(&records, 7, true), "the table");
+}
+
+/// A group of version 1 (monthly °C) has loaded the table when members of version 2 (weekly
+/// °F, `--start earliest`) join it: the group is rebuilt from the beginning, the old members
+/// stop (told why), and while the new ones read, every sensor shows its old rows or its new
+/// ones, never both. At the end the table holds only version 2's rows, equal to the oracle's,
+/// and nothing is left in staging.
+#[test]
+fn a_group_rebuilds_under_new_rules_one_sensor_at_a_time() {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", 4);
+    tansu.produce_in_small_batches(700, 8);
+    let records = tansu.read_all("weather");
+    let end = ends(&tansu, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut v1: Vec<(Child, PathBuf)> =
+        ["v1-a", "v1-b"].iter().map(|m| member(&tansu, &pg, m, dir.path(), &MONTHLY_C)).collect();
+    caught_up(&pg, &end, "version 1");
+    assert_rows(&table_rows(&pg, 30, "celsius"), &oracle_rows(&records, 30, false), "version 1");
+
+    let v2_flags = [&WEEKLY_F[..], &["--start", "earliest"]].concat();
+    let mut v2: Vec<(Child, PathBuf)> =
+        ["v2-a", "v2-b"].iter().map(|m| member(&tansu, &pg, m, dir.path(), &v2_flags)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !v2.iter().any(|(_, log)| std::fs::read_to_string(err_path(log)).unwrap().contains("started rebuilding")) {
+        assert!(Instant::now() < deadline, "no member of version 2 started the rebuild");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sensors_rules = "SELECT sensor_id, count(DISTINCT window_days) FROM weather_aggregates GROUP BY sensor_id";
+    let under_way = "SELECT count(*) FROM weather_aggregates_partitions WHERE rebuild_until IS NOT NULL";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        for row in pg.query(sensors_rules) {
+            assert_eq!(row[1].as_deref(), Some("1"), "sensor {:?} shows rows of both rules at once", row[0]);
+        }
+        let rebuilding = pg.query(under_way)[0][0].clone().unwrap();
+        let state = committed(&pg);
+        if rebuilding == "0" && state.len() == end.len() && state.iter().zip(&end).all(|(s, &e)| s.unwrap_or(0) >= e) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rebuild never finished: {rebuilding} partitions under way");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (child, log) in &mut v1 {
+        assert!(!child.wait().unwrap().success(), "a member of the old rules went on");
+        let said = std::fs::read_to_string(err_path(log)).unwrap();
+        assert!(said.contains("computes 7-day windows in fahrenheit now"), "{said}");
+    }
+    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle_rows(&records, 7, true), "version 2");
+    assert_eq!(table_rows(&pg, 30, "celsius"), Vec::<String>::new(), "version 1's rows are gone");
+    assert_eq!(pg.query("SELECT count(*) FROM weather_aggregates_staging")[0][0].as_deref(), Some("0"));
+    for (child, log) in &mut v2 {
+        signal(child, "TERM");
+        assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(err_path(log)).unwrap());
     }
 }

@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use tokio::runtime::Handle;
 use weather_common::dead_letter::DeadLetters;
 use weather_common::fetch::Record;
-use weather_common::position::Until;
+use weather_common::position::{Start, Until};
 use weather_common::shutdown::Stop;
 use weather_common::source::{Source, TopicView};
 use weather_common::Reading;
@@ -22,7 +22,7 @@ use super::assignment::{share_of, Moves};
 use crate::config::{Settings, Share};
 use crate::metrics::Metrics;
 use crate::pipeline::Summary;
-use crate::sink::postgres::partitions::{Claimed, PartitionCommit, PartitionStore};
+use crate::sink::postgres::partitions::{Claimed, Committed, PartitionCommit, PartitionStore};
 use crate::window::{Outcome, WindowSummary, Windows};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
@@ -97,6 +97,10 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
     let topic = &settings.rules.topic;
     let view = TopicView::look_up(&settings.kafka, topic, stop)?;
     let rules = (settings.rules.window, settings.rules.unit);
+    // With --start earliest, the group's rows are rebuilt if its rules are not this member's.
+    let ends: BTreeMap<i32, Option<i64>> =
+        view.watermarks.iter().map(|(&p, &(low, high))| (p, (high > low).then_some(high))).collect();
+    let rebuild_to = (settings.start == Start::Earliest).then_some(&ends);
     let store = PartitionStore::open(
         &share.store,
         &settings.group,
@@ -105,6 +109,7 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
         share.lease,
         rules,
         &view.partitions,
+        rebuild_to,
         runtime.clone(),
     )?;
     tracing::info!(
@@ -126,8 +131,13 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
         summary: Summary { dead_letter_topic: settings.dead_letter_topic.clone(), ..Summary::default() },
         metrics: Metrics::new(topic, &settings.kafka),
     };
-    let result = member.follow();
-    let ended = result.and_then(|()| member.leave());
+    let ended = member.follow().and_then(|()| member.leave());
+    if ended.is_err() {
+        // The others need not wait for its lease to run out to take its partitions over.
+        if let Err(e) = member.store.leave() {
+            tracing::debug!("leaving the group after an error: {e:#}");
+        }
+    }
     member.summary.elapsed = started.elapsed();
     ended.map(|()| member.summary)
 }
@@ -325,10 +335,18 @@ impl Member<'_> {
             if commits.is_empty() {
                 return Ok(true);
             }
-            let fenced = self.store.commit(&commits)?;
-            if fenced.is_empty() {
-                break;
-            }
+            let fenced = match self.store.commit(&commits)? {
+                Committed::Done { swapped } => {
+                    for partition in swapped {
+                        tracing::info!(
+                            "member `{}`: partition {partition} has been rebuilt: its sensors' rows are the new rules' now",
+                            self.share.member
+                        );
+                    }
+                    break;
+                }
+                Committed::Fenced(fenced) => fenced,
+            };
             for partition in fenced {
                 let lost = self.owned.remove(&partition).expect("a committed partition is owned");
                 tracing::warn!(

@@ -25,10 +25,11 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::runtime::Handle;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::ahead::COPY_PIECE;
-use super::connect::connect;
+use super::connect::{connect, connection_lost};
 use super::schema::{self, copy_row, SHARED_TABLES, TABLES, WINDOWS};
 use super::target::PostgresTarget;
 use super::{lock_key, LOCK_CLASS};
@@ -61,6 +62,35 @@ pub struct PartitionCommit<'a> {
     pub release: bool,
 }
 
+/// Connects as a member: a transaction the member leaves open (it was paused, its machine
+/// froze) is ended by the server after a lease, so that it holds no partition's row, and no
+/// claim waits for it, for longer than that.
+async fn member_session(target: &PostgresTarget, lease: Duration) -> anyhow::Result<Client> {
+    let client = connect(target, Instant::now() + target.connect_timeout).await?;
+    client
+        .batch_execute(&format!("SET idle_in_transaction_session_timeout = {}", lease.as_millis()))
+        .await
+        .context("setting the session's idle-in-transaction timeout")?;
+    Ok(client)
+}
+
+/// How a commit went.
+#[derive(Debug, PartialEq)]
+pub enum Committed {
+    /// Written; the rebuilt partitions among them that caught up and replaced their old rows.
+    Done { swapped: Vec<i32> },
+    /// Nothing written: these partitions have been claimed by another member since.
+    Fenced(BTreeSet<i32>),
+}
+
+/// A partition's rebuild, as its row says.
+struct Rebuild {
+    /// The offset it rebuilds to; none when it is not being rebuilt.
+    until: Option<i64>,
+    /// The rule set whose rows its rebuilt rows replace.
+    replaces: (Option<i32>, Option<String>),
+}
+
 /// A member's view of a shared output's state.
 pub struct PartitionStore {
     target: PostgresTarget,
@@ -77,7 +107,10 @@ pub struct PartitionStore {
 impl PartitionStore {
     /// Connects, creates the tables that are missing, takes the rule set's lock together with
     /// the group's other members, records the group's rules (or checks them against those
-    /// recorded), and makes a row for every partition of `partitions` that has none.
+    /// recorded), and makes a row for every partition of `partitions` that has none. With
+    /// `rebuild_to` (the partitions' ends now, none for one with nothing to read, given with
+    /// `--start earliest`), rules other than the group's start a rebuild of its rows under this
+    /// member's rules.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         target: &PostgresTarget,
@@ -87,9 +120,10 @@ impl PartitionStore {
         lease: Duration,
         (window, unit): (WindowSize, Unit),
         partitions: &[i32],
+        rebuild_to: Option<&BTreeMap<i32, Option<i64>>>,
         runtime: Handle,
     ) -> anyhow::Result<PartitionStore> {
-        let client = runtime.block_on(connect(target, Instant::now() + target.connect_timeout))?;
+        let client = runtime.block_on(member_session(target, lease))?;
         let store = PartitionStore {
             target: target.clone(),
             runtime,
@@ -101,7 +135,7 @@ impl PartitionStore {
             window,
             unit,
         };
-        store.runtime.block_on(store.prepare(partitions))?;
+        store.runtime.block_on(store.prepare(partitions, rebuild_to))?;
         Ok(store)
     }
 
@@ -135,7 +169,7 @@ impl PartitionStore {
         self.target.name()
     }
 
-    async fn prepare(&self, partitions: &[i32]) -> anyhow::Result<()> {
+    async fn prepare(&self, partitions: &[i32], rebuild_to: Option<&BTreeMap<i32, Option<i64>>>) -> anyhow::Result<()> {
         let t = self.t();
         let tables: Vec<_> = TABLES.iter().chain(SHARED_TABLES.iter()).copied().collect();
         schema::ensure(&self.client, t, &self.target.address, &tables).await?;
@@ -156,6 +190,35 @@ impl PartitionStore {
                 self.name()
             );
         }
+        self.client.batch_execute("BEGIN").await.context("starting to join the group")?;
+        let joined = self.join_rules(partitions, rebuild_to).await;
+        let end = if joined.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        self.client.batch_execute(end).await.context("joining the group")?;
+        if let Some((days, unit)) = joined? {
+            tracing::info!(
+                "member `{}` started rebuilding group `{}`: {}-day windows in {} from the beginning of `{}`; each \
+                 partition's rows replace its sensors' {days}-day windows in {unit} once it has caught up",
+                self.member,
+                self.group,
+                self.window.get(),
+                self.unit.name(),
+                self.topic
+            );
+        }
+        Ok(())
+    }
+
+    /// In the transaction that joins: the group's rules recorded or checked, its partitions
+    /// recorded, and, if the rules differ and `rebuild_to` is given, a rebuild started: every
+    /// partition from the beginning at a new epoch (which fences the members of the old rules),
+    /// its rows into the staging table until it reaches its end in `rebuild_to`. The rule set
+    /// replaced, if a rebuild started.
+    async fn join_rules(
+        &self,
+        partitions: &[i32],
+        rebuild_to: Option<&BTreeMap<i32, Option<i64>>>,
+    ) -> anyhow::Result<Option<(i32, String)>> {
+        let t = self.t();
         let (days, unit) = (self.window.get() as i32, self.unit.name());
         self.client
             .execute(
@@ -167,23 +230,6 @@ impl PartitionStore {
             )
             .await
             .with_context(|| format!("recording the rules of group `{}` in {t}_state", self.group))?;
-        let recorded = self
-            .client
-            .query_one(
-                &format!("SELECT window_days, unit FROM {t}_state WHERE consumer_group = $1 AND topic = $2"),
-                &[&self.group, &self.topic],
-            )
-            .await
-            .with_context(|| format!("reading {t}_state"))?;
-        let (recorded_days, recorded_unit): (i32, String) = (recorded.get(0), recorded.get(1));
-        if (recorded_days, recorded_unit.as_str()) != (days, unit) {
-            bail!(
-                "group `{}` writes {recorded_days}-day windows in {recorded_unit} to {}, not this member's {days}-day \
-                 windows in {unit}: the members of a group share one rule set; give this one another --group",
-                self.group,
-                self.name()
-            );
-        }
         self.client
             .execute(
                 &format!(
@@ -195,12 +241,80 @@ impl PartitionStore {
             )
             .await
             .with_context(|| format!("recording the partitions of `{}` in {t}_partitions", self.topic))?;
-        Ok(())
+        let recorded = self
+            .client
+            .query_one(
+                &format!("SELECT window_days, unit FROM {t}_state WHERE consumer_group = $1 AND topic = $2 FOR UPDATE"),
+                &[&self.group, &self.topic],
+            )
+            .await
+            .with_context(|| format!("reading {t}_state"))?;
+        let (old_days, old_unit): (i32, String) = (recorded.get(0), recorded.get(1));
+        if (old_days, old_unit.as_str()) == (days, unit) {
+            return Ok(None);
+        }
+        let Some(ends) = rebuild_to else {
+            bail!(
+                "group `{}` writes {old_days}-day windows in {old_unit} to {}, not this member's {days}-day windows in \
+                 {unit}: the members of a group share one rule set. To rebuild the group's rows under these rules, \
+                 start it with --start earliest (its members of the old rules then stop); or give it another --group",
+                self.group,
+                self.name()
+            );
+        };
+        let under_way: i64 = self
+            .client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {t}_partitions WHERE consumer_group = $1 AND topic = $2 \
+                     AND rebuild_until IS NOT NULL"
+                ),
+                &[&self.group, &self.topic],
+            )
+            .await?
+            .get(0);
+        if under_way > 0 {
+            bail!(
+                "a rebuild of group `{}` to {old_days}-day windows in {old_unit} is under way ({under_way} partitions \
+                 not caught up yet): let its members finish it before another, or give this one another --group",
+                self.group
+            );
+        }
+        let (parts, ends): (Vec<i32>, Vec<Option<i64>>) = ends.iter().map(|(&p, &e)| (p, e)).unzip();
+        let group_topic: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.group, &self.topic];
+        self.client
+            .execute(
+                &format!("UPDATE {t}_state SET window_days = $3, unit = $4 WHERE consumer_group = $1 AND topic = $2"),
+                &[group_topic[0], group_topic[1], &days, &unit],
+            )
+            .await?;
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE {t}_partitions p SET epoch = p.epoch + 1, owner = NULL, next_offset = NULL, \
+                     open_windows = NULL, rebuild_until = u.e, replaces_days = $5, replaces_unit = $6 \
+                     FROM unnest($3::integer[], $4::bigint[]) AS u(p, e) \
+                     WHERE p.consumer_group = $1 AND p.topic = $2 AND p.partition = u.p"
+                ),
+                &[group_topic[0], group_topic[1], &parts, &ends, &old_days, &old_unit],
+            )
+            .await?;
+        self.client
+            .execute(&format!("DELETE FROM {t}_sensors WHERE consumer_group = $1 AND topic = $2"), &group_topic)
+            .await?;
+        self.client
+            .execute(&format!("DELETE FROM {t}_staging WHERE window_days = $1 AND unit = $2"), &[&days, &unit])
+            .await?;
+        Ok(Some((old_days, old_unit)))
     }
 
     /// Records that this member is alive; returns the live members, this one among them.
     /// Members dead for a long while are forgotten.
-    pub fn heartbeat(&self) -> anyhow::Result<Vec<String>> {
+    pub fn heartbeat(&mut self) -> anyhow::Result<Vec<String>> {
+        self.reconnecting(Self::send_heartbeat)
+    }
+
+    fn send_heartbeat(&self) -> anyhow::Result<Vec<String>> {
         let t = self.t();
         let lease = self.lease.as_secs_f64();
         self.runtime
@@ -234,30 +348,81 @@ impl PartitionStore {
                         &[&self.group, &self.topic, &lease],
                     )
                     .await?;
-                Ok::<_, tokio_postgres::Error>(rows.iter().map(|r| r.get(0)).collect())
+                let rules = self
+                    .client
+                    .query_opt(
+                        &format!("SELECT window_days, unit FROM {t}_state WHERE consumer_group = $1 AND topic = $2"),
+                        &[&self.group, &self.topic],
+                    )
+                    .await?
+                    .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1)));
+                Ok::<_, tokio_postgres::Error>((rows.iter().map(|r| r.get(0)).collect::<Vec<String>>(), rules))
             })
             .with_context(|| format!("sending the heartbeat of member `{}` to {t}_members", self.member))
+            .and_then(|(members, rules)| {
+                let mine = (self.window.get() as i32, self.unit.name().to_string());
+                match rules {
+                    Some(rules) if rules != mine => bail!(
+                        "group `{}` computes {}-day windows in {} now (a member started a rebuild under those \
+                         rules), not this member's {}-day windows in {}: this member stops; start it with the \
+                         group's rules",
+                        self.group,
+                        rules.0,
+                        rules.1,
+                        mine.0,
+                        mine.1
+                    ),
+                    _ => Ok(members),
+                }
+            })
     }
 
     /// Claims `partition` if nobody owns it, its owner's lease has run out, or this member owned
-    /// it: a new epoch, and the state to resume from. None while a live member owns it.
-    pub fn claim(&self, partition: i32) -> anyhow::Result<Option<Claimed>> {
+    /// it: a new epoch, and the state to resume from. None while a live member owns it, or
+    /// while another transaction holds its row for longer than a lease (offered again at the
+    /// next heartbeat: a claim never waits on a member that stopped mid-commit).
+    pub fn claim(&mut self, partition: i32) -> anyhow::Result<Option<Claimed>> {
+        self.reconnecting(|store| store.try_claim(partition))
+    }
+
+    fn try_claim(&self, partition: i32) -> anyhow::Result<Option<Claimed>> {
         let t = self.t();
         let lease = self.lease.as_secs_f64();
-        let row = self
-            .runtime
-            .block_on(self.client.query_opt(
-                &format!(
-                    "UPDATE {t}_partitions p SET owner = $3, epoch = p.epoch + 1 \
-                     WHERE p.consumer_group = $1 AND p.topic = $2 AND p.partition = $4 \
-                     AND (p.owner IS NULL OR p.owner = $3 OR NOT EXISTS (SELECT 1 FROM {t}_members m \
-                       WHERE m.consumer_group = $1 AND m.topic = $2 AND m.member = p.owner \
-                       AND m.seen > now() - make_interval(secs => $5::float8))) \
-                     RETURNING p.epoch, p.next_offset, p.open_windows"
-                ),
-                &[&self.group, &self.topic, &self.member, &partition, &lease],
-            ))
-            .with_context(|| format!("claiming partition {partition} in {t}_partitions"))?;
+        let claimed = self.runtime.block_on(async {
+            self.client.batch_execute("BEGIN").await?;
+            let wait = format!("SET LOCAL lock_timeout = {}", self.lease.as_millis());
+            let row = match self.client.batch_execute(&wait).await {
+                Ok(()) => {
+                    self.client
+                        .query_opt(
+                            &format!(
+                                "UPDATE {t}_partitions p SET owner = $3, epoch = p.epoch + 1 \
+                                 WHERE p.consumer_group = $1 AND p.topic = $2 AND p.partition = $4 \
+                                 AND (p.owner IS NULL OR p.owner = $3 OR NOT EXISTS (SELECT 1 FROM {t}_members m \
+                                   WHERE m.consumer_group = $1 AND m.topic = $2 AND m.member = p.owner \
+                                   AND m.seen > now() - make_interval(secs => $5::float8))) \
+                                 RETURNING p.epoch, p.next_offset, p.open_windows"
+                            ),
+                            &[&self.group, &self.topic, &self.member, &partition, &lease],
+                        )
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let end = if row.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            self.client.batch_execute(end).await?;
+            row
+        });
+        let row = match claimed {
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                tracing::info!(
+                    "member `{}`: partition {partition} is held by a commit that does not end; later",
+                    self.member
+                );
+                return Ok(None);
+            }
+            other => other.with_context(|| format!("claiming partition {partition} in {t}_partitions"))?,
+        };
         let Some(row) = row else { return Ok(None) };
         let windows: Option<String> = row.get(2);
         let windows = match windows {
@@ -270,18 +435,93 @@ impl PartitionStore {
     }
 
     /// Makes `commits` durable in one transaction, if this member still holds every one of
-    /// their partitions at its epoch. Otherwise nothing is written, and the partitions that
-    /// another member has claimed since are returned: fenced.
-    pub fn commit(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<BTreeSet<i32>> {
-        self.runtime
-            .block_on(self.transact(commits))
-            .with_context(|| format!("committing to {} as member `{}`", self.name(), self.member))
+    /// their partitions at its epoch; otherwise nothing is written, and the partitions that
+    /// another member has claimed since are [`Committed::Fenced`]. A partition being rebuilt
+    /// writes its rows to the staging table, and in the commit that reaches its end they
+    /// replace the old rules' rows of its sensors.
+    ///
+    /// After a lost connection (a PostgreSQL restart; or this member was paused mid-commit and
+    /// the server ended its session, see [`member_session`]), it reconnects and finds out from
+    /// the partitions' rows whether the commit had landed, was fenced since, or is to be made
+    /// again.
+    pub fn commit(&mut self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
+        let runtime = self.runtime.clone();
+        loop {
+            let error = match runtime.block_on(self.transact(commits)) {
+                Ok(committed) => return Ok(committed),
+                Err(e) => e,
+            };
+            let lost = error.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| connection_lost(&self.client, e));
+            if !lost {
+                return Err(error.context(format!("committing to {} as member `{}`", self.name(), self.member)));
+            }
+            tracing::warn!(
+                "member `{}`: lost the connection to {} ({error:#}); reconnecting",
+                self.member,
+                self.name()
+            );
+            self.client = runtime.block_on(member_session(&self.target, self.lease))?;
+            if let Some(known) = runtime.block_on(self.landed(commits))? {
+                return Ok(known);
+            }
+        }
     }
 
-    async fn transact(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<BTreeSet<i32>> {
+    /// Runs `step`, and once more after reconnecting if the connection was lost (for steps that
+    /// change nothing, or whose change is safe to make twice).
+    fn reconnecting<T>(&mut self, step: impl Fn(&Self) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        match step(self) {
+            Err(e) if e.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| connection_lost(&self.client, e)) => {
+                tracing::warn!(
+                    "member `{}`: lost the connection to {} ({e:#}); reconnecting",
+                    self.member,
+                    self.name()
+                );
+                self.client = self.runtime.block_on(member_session(&self.target, self.lease))?;
+                step(self)
+            }
+            other => other,
+        }
+    }
+
+    /// After a lost connection: whether `commits` had landed (every partition at its epoch and
+    /// next offset), were fenced (an epoch moved), or neither (None: to be made again).
+    async fn landed(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Option<Committed>> {
+        let t = self.t();
+        let partitions: Vec<i32> = commits.iter().map(|c| c.partition).collect();
+        let rows: BTreeMap<i32, (i64, Option<i64>)> = self
+            .client
+            .query(
+                &format!(
+                    "SELECT partition, epoch, next_offset FROM {t}_partitions \
+                     WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)"
+                ),
+                &[&self.group, &self.topic, &partitions],
+            )
+            .await
+            .with_context(|| format!("reading {t}_partitions after reconnecting"))?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        let fenced: BTreeSet<i32> = commits
+            .iter()
+            .filter(|c| rows.get(&c.partition).is_none_or(|r| r.0 != c.epoch))
+            .map(|c| c.partition)
+            .collect();
+        if !fenced.is_empty() {
+            return Ok(Some(Committed::Fenced(fenced)));
+        }
+        let at = |c: &PartitionCommit<'_>| rows[&c.partition].1 == Some(c.next_offset);
+        Ok(commits.iter().all(at).then(|| {
+            tracing::info!("member `{}`: the last commit had landed", self.member);
+            Committed::Done { swapped: Vec::new() }
+        }))
+    }
+
+    async fn transact(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
         self.client.batch_execute("BEGIN").await?;
         let result = self.write(commits).await;
-        if !matches!(&result, Ok(fenced) if fenced.is_empty()) {
+        if !matches!(&result, Ok(Committed::Done { .. })) {
             let _ = self.client.batch_execute("ROLLBACK").await;
             return result;
         }
@@ -289,7 +529,7 @@ impl PartitionStore {
         result
     }
 
-    async fn write(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<BTreeSet<i32>> {
+    async fn write(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
         let t = self.t();
         let client = &self.client;
         let partitions: Vec<i32> = commits.iter().map(|c| c.partition).collect();
@@ -301,40 +541,93 @@ impl PartitionStore {
         // First, as it locks the rows: a claim made meanwhile waits for this transaction and
         // then resumes from what it wrote. The epoch alone decides: every claim bumps it, even
         // by a member of the same name (a restart while the old process still runs).
-        let written: BTreeSet<i32> = client
+        let written: BTreeMap<i32, Rebuild> = client
             .query(
                 &format!(
                     "UPDATE {t}_partitions p SET next_offset = u.o, open_windows = u.w, commits = p.commits + 1, \
                      owner = CASE WHEN u.r THEN NULL ELSE p.owner END \
                      FROM unnest($3::integer[], $4::bigint[], $5::bigint[], $6::text[], $7::boolean[]) AS u(p, e, o, w, r) \
                      WHERE p.consumer_group = $1 AND p.topic = $2 AND p.partition = u.p AND p.epoch = u.e \
-                     RETURNING p.partition"
+                     RETURNING p.partition, p.rebuild_until, p.replaces_days, p.replaces_unit"
                 ),
                 &[&self.group, &self.topic, &partitions, &epochs, &offsets, &windows, &releases],
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), Rebuild { until: r.get(1), replaces: (r.get(2), r.get(3)) }))
             .collect();
-        let fenced: BTreeSet<i32> = partitions.iter().copied().filter(|p| !written.contains(p)).collect();
+        let fenced: BTreeSet<i32> = partitions.iter().copied().filter(|p| !written.contains_key(p)).collect();
         if !fenced.is_empty() {
-            return Ok(fenced);
+            return Ok(Committed::Fenced(fenced));
         }
         self.check_sensors(commits).await?;
-        if commits.iter().any(|c| !c.finished.is_empty()) {
-            let copy = client.copy_in(&format!("COPY {t} ({}) FROM STDIN", WINDOWS.column_list())).await?;
-            futures_util::pin_mut!(copy);
-            let mut rows = Vec::new();
-            for window in commits.iter().flat_map(|c| c.finished) {
-                copy_row(&mut rows, window, self.window, self.unit);
-                if rows.len() >= COPY_PIECE {
-                    copy.send(Bytes::from(std::mem::take(&mut rows))).await?;
-                }
+        let (staged, settled): (Vec<_>, Vec<_>) = commits.iter().partition(|c| written[&c.partition].until.is_some());
+        self.copy(t, settled.iter().flat_map(|c| c.finished)).await?;
+        self.copy(&format!("{t}_staging"), staged.iter().flat_map(|c| c.finished)).await?;
+        let mut swapped = Vec::new();
+        for c in staged {
+            let rebuild = &written[&c.partition];
+            if rebuild.until.is_some_and(|until| c.next_offset >= until) {
+                self.swap(c.partition, &rebuild.replaces).await?;
+                swapped.push(c.partition);
             }
-            copy.send(Bytes::from(rows)).await?;
-            copy.finish().await?;
         }
-        Ok(BTreeSet::new())
+        Ok(Committed::Done { swapped })
+    }
+
+    /// COPYs `windows` into `table`, in pieces.
+    async fn copy(&self, table: &str, windows: impl Iterator<Item = &WindowSummary>) -> anyhow::Result<()> {
+        let mut windows = windows.peekable();
+        if windows.peek().is_none() {
+            return Ok(());
+        }
+        let copy = self.client.copy_in(&format!("COPY {table} ({}) FROM STDIN", WINDOWS.column_list())).await?;
+        futures_util::pin_mut!(copy);
+        let mut rows = Vec::new();
+        for window in windows {
+            copy_row(&mut rows, window, self.window, self.unit);
+            if rows.len() >= COPY_PIECE {
+                copy.send(Bytes::from(std::mem::take(&mut rows))).await?;
+            }
+        }
+        copy.send(Bytes::from(rows)).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+
+    /// A rebuilt partition has caught up: its sensors' rows of the rules it replaces give way
+    /// to its rebuilt rows, in this commit's transaction, so that a reader sees each sensor's
+    /// old rows or its new ones, never both.
+    async fn swap(&self, partition: i32, (days, unit): &(Option<i32>, Option<String>)) -> anyhow::Result<()> {
+        let t = self.t();
+        let (new_days, new_unit) = (self.window.get() as i32, self.unit.name());
+        let sensors =
+            format!("SELECT sensor_id FROM {t}_sensors WHERE consumer_group = $1 AND topic = $2 AND partition = $3");
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.group, &self.topic, &partition];
+        self.client
+            .execute(
+                &format!("DELETE FROM {t} WHERE window_days = $4 AND unit = $5 AND sensor_id IN ({sensors})"),
+                &[key[0], key[1], key[2], days, unit],
+            )
+            .await?;
+        let staged = format!("{t}_staging WHERE window_days = $4 AND unit = $5 AND sensor_id IN ({sensors})");
+        self.client
+            .execute(
+                &format!("INSERT INTO {t} SELECT * FROM {staged}"),
+                &[key[0], key[1], key[2], &new_days, &new_unit],
+            )
+            .await?;
+        self.client.execute(&format!("DELETE FROM {staged}"), &[key[0], key[1], key[2], &new_days, &new_unit]).await?;
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE {t}_partitions SET rebuild_until = NULL, replaces_days = NULL, replaces_unit = NULL \
+                     WHERE consumer_group = $1 AND topic = $2 AND partition = $3"
+                ),
+                &key,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Records the partition of each new sensor; a sensor already seen in another partition

@@ -10,7 +10,8 @@
 //!
 //! A shared output (`--share`, [`super::partitions`]) keeps three more:
 //! - `T_partitions`: per consumer group, topic and partition, its owner and epoch, the next
-//!   offset and the open windows of its sensors.
+//!   offset and the open windows of its sensors; during a rebuild, the offset it rebuilds to
+//!   and the rule set whose rows it replaces then.
 //! - `T_members`: per consumer group and topic, each member's last heartbeat.
 //! - `T_sensors`: per consumer group and topic, the partition each sensor's readings come from.
 
@@ -82,9 +83,12 @@ pub(super) const PARTITIONS: Schema = Schema {
         ("next_offset", "bigint"),
         ("open_windows", "text"),
         ("commits", "bigint"),
+        ("rebuild_until", "bigint"),
+        ("replaces_days", "integer"),
+        ("replaces_unit", "text"),
     ],
     key: &["consumer_group", "topic", "partition"],
-    nullable: &["owner", "next_offset", "open_windows"],
+    nullable: &["owner", "next_offset", "open_windows", "rebuild_until", "replaces_days", "replaces_unit"],
 };
 pub(super) const MEMBERS: Schema = Schema {
     suffix: "_members",
