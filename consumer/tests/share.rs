@@ -319,3 +319,37 @@ fn a_group_rebuilds_under_new_rules_one_sensor_at_a_time() {
         assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(err_path(log)).unwrap());
     }
 }
+
+/// A bounded member (`--until-end`) that joins two members already sharing both partitions
+/// owns none: it says so and why, and ends after two leases instead of waiting forever. A
+/// bounded member alone reads every partition to its end and ends; the table holds the
+/// oracle's windows.
+#[test]
+fn a_bounded_member_without_a_partition_says_why_and_ends() {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", 2);
+    tansu.produce_in_small_batches(140, 4);
+    let records = tansu.read_all("weather");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, a_log) = member(&tansu, &pg, "a", dir.path(), &[]);
+    let (mut b, b_log) = member(&tansu, &pg, "b", dir.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reads(&a_log).len() + reads(&b_log).len() != 2 || reads(&a_log).is_empty() || reads(&b_log).is_empty() {
+        assert!(Instant::now() < deadline, "a and b never shared the two partitions");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let (c, c_log) = member(&tansu, &pg, "c", dir.path(), &["--until-end"]);
+    let (summary, stderr) = finish(c, &c_log, "the member without a partition");
+    assert!(stderr.contains("owns no partition after") && stderr.contains("the other members read all 2"), "{stderr}");
+    assert!(summary.contains("readings consumed:  0"), "{summary}");
+    assert!(started.elapsed() < Duration::from_secs(30), "c took {:?} to end", started.elapsed());
+    for (child, log) in [(&mut a, &a_log), (&mut b, &b_log)] {
+        signal(child, "TERM");
+        assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(err_path(log)).unwrap());
+    }
+    let (alone, alone_log) = member(&tansu, &pg, "alone", dir.path(), &["--until-end"]);
+    let (summary, _) = finish(alone, &alone_log, "a bounded member alone");
+    assert!(summary.contains("readings consumed:  0"), "everything was committed already: {summary}");
+    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle_rows(&records, 7, true), "the table");
+}
