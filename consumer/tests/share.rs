@@ -342,6 +342,7 @@ fn a_bounded_member_without_a_partition_says_why_and_ends() {
     let (c, c_log) = member(&tansu, &pg, "c", dir.path(), &["--until-end"]);
     let (summary, stderr) = finish(c, &c_log, "the member without a partition");
     assert!(stderr.contains("owns no partition after") && stderr.contains("the other members read all 2"), "{stderr}");
+    assert!(stderr.contains("member `c` owns no partition: 3 live members share the 2 partitions"), "{stderr}");
     assert!(summary.contains("readings consumed:  0"), "{summary}");
     assert!(started.elapsed() < Duration::from_secs(30), "c took {:?} to end", started.elapsed());
     for (child, log) in [(&mut a, &a_log), (&mut b, &b_log)] {

@@ -88,6 +88,8 @@ struct Member<'a> {
     dead_letters: DeadLetters,
     summary: Summary,
     metrics: Metrics,
+    /// It said it owns no partition (said again once it has owned some).
+    said_idle: bool,
 }
 
 /// Runs a member of a shared group until it is stopped (or, with `--until-end`, until the
@@ -130,6 +132,7 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
         dead_letters: DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone()),
         summary: Summary { dead_letter_topic: settings.dead_letter_topic.clone(), ..Summary::default() },
         metrics: Metrics::new(topic, &settings.kafka),
+        said_idle: false,
     };
     let ended = member.follow().and_then(|()| member.leave());
     if ended.is_err() {
@@ -257,6 +260,17 @@ impl Member<'_> {
         let owns: BTreeSet<i32> = self.owned.keys().copied().collect();
         let live = self.store.heartbeat()?;
         let share = share_of(&self.share.member, &live, &self.partitions);
+        if share.is_empty() && !self.said_idle {
+            tracing::info!(
+                "member `{}` owns no partition: {} live members share the {} partitions of `{}`; it takes some over \
+                 when a member leaves or its lease runs out",
+                self.share.member,
+                live.len(),
+                self.partitions.len(),
+                self.settings.rules.topic
+            );
+        }
+        self.said_idle = share.is_empty();
         let moves = Moves::between(&owns, &share);
         if moves.is_empty() {
             return Ok(());
