@@ -13,7 +13,6 @@ use weather_common::metrics::MetricsArgs;
 
 use crate::rules::{Format, Rules};
 use crate::sink::file::{FileArgs, FileOutput};
-use crate::sink::postgres::target::PostgresTarget;
 use crate::sink::table::{Checks, TableConfig};
 use crate::sink::TableArgs;
 use crate::units::Unit;
@@ -182,8 +181,8 @@ pub struct Settings {
 /// A member of a shared group (`--share`).
 #[derive(Debug, Clone)]
 pub struct Share {
-    /// Where each partition's state and owner are kept: the database of `--to-postgres`.
-    pub store: PostgresTarget,
+    /// The table that keeps each partition's state and owner beside its rows.
+    pub store: Arc<dyn TableConfig>,
     pub member: String,
     pub lease: Duration,
 }
@@ -203,10 +202,10 @@ impl Cli {
         let v2 = self.preset == Some(Preset::V2);
         let rules = self.rules(v2);
         let dead_letter_topic = self.dead_letters.topic(&rules.topic).map_err(invalid)?;
-        let share = self.share().map_err(invalid)?;
         let flags = self.tables.flags();
         let checks = Checks { kafka: &self.kafka, topic: &rules.topic, dead_letter_topic: &dead_letter_topic };
-        let tables = self.tables.check(&checks).map_err(invalid)?;
+        let tables = self.tables.clone().check(&checks).map_err(invalid)?;
+        let share = self.share(&tables).map_err(invalid)?;
         if self.file.no_file {
             if tables.is_empty() {
                 return Err(invalid(format!("--no-file needs a table to write to: give {}", flags.join(" or "))));
@@ -244,25 +243,29 @@ impl Cli {
     }
 
     /// A shared group's member, checked: what it needs and what it does not do yet.
-    fn share(&self) -> Result<Option<Share>, String> {
+    fn share(&self, tables: &[Arc<dyn TableConfig>]) -> Result<Option<Share>, String> {
         if !self.share {
             return Ok(None);
         }
+        let unshared: Vec<&str> = tables.iter().filter(|t| !t.shares()).map(|t| t.kind()).collect();
         let refused = [
-            (!self.file.no_file, "a file (one writer): add --no-file"),
-            (self.tables.share_store()?.is_none(), "no --to-postgres, whose database keeps the partitions' state"),
-            (self.emit_partial, "--emit-partial (a member does not know when the group's run ends)"),
-            (self.dry_run, "--dry-run"),
-            (self.tables.topic_given(), "--to-topic (a shared group writes to PostgreSQL only, for now)"),
+            (!self.file.no_file, "a file (one writer): add --no-file".to_string()),
+            (tables.is_empty(), "no table: give --to-postgres, whose database keeps the partitions' state".to_string()),
+            (
+                !unshared.is_empty(),
+                format!("the {} table, yet: a shared group writes to PostgreSQL", unshared.join(", ")),
+            ),
+            (self.emit_partial, "--emit-partial (a member does not know when the group's run ends)".to_string()),
+            (self.dry_run, "--dry-run".to_string()),
             (
                 !matches!(self.run.start(Start::Resume), Start::Resume | Start::Earliest),
-                "a --start other than resume or earliest (a partition starts from its state, or the beginning)",
+                "a --start other than resume or earliest (a partition starts from its state, or the beginning)"
+                    .to_string(),
             ),
         ];
         if let Some((_, what)) = refused.iter().find(|(refused, _)| *refused) {
             return Err(format!("--share does not go with {what}"));
         }
-        let store = self.tables.share_store()?.expect("checked above");
         let member = self.member.clone().unwrap_or_else(default_member);
         if member.is_empty() || member.len() > 200 {
             return Err(format!("--member `{member}` must be 1 to 200 characters"));
@@ -270,7 +273,7 @@ impl Cli {
         if self.lease < Duration::from_secs(1) {
             return Err("--lease must be at least 1 second".to_string());
         }
-        Ok(Some(Share { store, member, lease: self.lease }))
+        Ok(Some(Share { store: tables[0].clone(), member, lease: self.lease }))
     }
 
     /// What the output computes and how it writes it: the flags given, else the preset's.
@@ -438,7 +441,7 @@ mod tests {
         for (args, needle) in [
             (&["--share", "--no-file"][..], "--group"),
             (&["--share", "-g", "fleet"], "a file (one writer): add --no-file"),
-            (&["--share", "-g", "fleet", "--no-file", "--to-topic", "aggregates"], "no --to-postgres"),
+            (&["--share", "-g", "fleet", "--no-file", "--to-topic", "aggregates"], "the topic table, yet"),
             (
                 &[
                     "--share",
@@ -450,7 +453,7 @@ mod tests {
                     "--to-postgres",
                     "postgres://w@h/w",
                 ],
-                "--to-topic",
+                "the topic table",
             ),
             (
                 &["--share", "-g", "fleet", "--no-file", "--to-postgres", "postgres://w@h/w", "--start", "latest"],

@@ -19,10 +19,10 @@ use weather_common::source::{Source, TopicView};
 use weather_common::Reading;
 
 use super::assignment::{share_of, Moves};
+use super::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit};
 use crate::config::{Settings, Share};
 use crate::metrics::Metrics;
 use crate::pipeline::Summary;
-use crate::sink::postgres::partitions::{Claimed, Committed, PartitionCommit, PartitionStore};
 use crate::window::{Outcome, WindowSummary, Windows};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
@@ -80,7 +80,7 @@ struct Member<'a> {
     settings: &'a Settings,
     share: &'a Share,
     stop: &'a Stop,
-    store: PartitionStore,
+    store: Box<dyn GroupStore>,
     partitions: Vec<i32>,
     owned: BTreeMap<i32, Owned>,
     /// Reads the owned partitions; remade whenever they change.
@@ -98,22 +98,19 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
     let started = Instant::now();
     let topic = &settings.rules.topic;
     let view = TopicView::look_up(&settings.kafka, topic, stop)?;
-    let rules = (settings.rules.window, settings.rules.unit);
     // With --start earliest, the group's rows are rebuilt if its rules are not this member's.
     let ends: BTreeMap<i32, Option<i64>> =
         view.watermarks.iter().map(|(&p, &(low, high))| (p, (high > low).then_some(high))).collect();
-    let rebuild_to = (settings.start == Start::Earliest).then_some(&ends);
-    let store = PartitionStore::open(
-        &share.store,
-        &settings.group,
-        topic,
-        &share.member,
-        share.lease,
-        rules,
-        &view.partitions,
-        rebuild_to,
-        runtime.clone(),
-    )?;
+    let membership = Membership {
+        group: &settings.group,
+        member: &share.member,
+        lease: share.lease,
+        rules: &settings.rules,
+        partitions: &view.partitions,
+        rebuild_to: (settings.start == Start::Earliest).then_some(&ends),
+        runtime,
+    };
+    let store = share.store.group_store(&membership)?;
     tracing::info!(
         "member `{}` of group `{}`: sharing the {} partitions of `{topic}`, state in {}",
         share.member,

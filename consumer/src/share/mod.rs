@@ -5,6 +5,7 @@
 //! - [`assignment`]: pure; which partitions each live member should own, and the moves to get
 //!   there.
 //! - [`member`]: the member's loop: heartbeat, claims and hand-backs, reading, commits.
+//! - [`store`]: what the member needs from the store that keeps the group's state.
 //! - The state each partition carries from owner to owner (next offset, the open windows of its
 //!   sensors, its epoch) and the leases live in PostgreSQL beside the table:
 //!   [`crate::sink::postgres::partitions`].
@@ -21,3 +22,4 @@
 
 pub mod assignment;
 pub mod member;
+pub mod store;

@@ -43,17 +43,6 @@ impl TableArgs {
         self.clone().each().iter().map(|t| t.flag()).collect()
     }
 
-    /// The PostgreSQL server and table that keep a shared group's state (`--share`): the
-    /// database of `--to-postgres`.
-    pub fn share_store(&self) -> Result<Option<postgres::target::PostgresTarget>, String> {
-        self.postgres.target()
-    }
-
-    /// True if `--to-topic` was given.
-    pub fn topic_given(&self) -> bool {
-        self.topic.given()
-    }
-
     /// The tables asked for, checked, in the order they commit.
     pub fn check(self, checks: &Checks<'_>) -> Result<Vec<Arc<dyn TableConfig>>, String> {
         let mut tables = Vec::new();

@@ -29,6 +29,7 @@ use weather_common::kafka::KafkaArgs;
 use weather_common::shutdown::Stop;
 
 use crate::rules::Rules;
+use crate::share::store::{GroupStore, Membership};
 use crate::window::{WindowSummary, Windows};
 
 /// A table's flags, as the command line gave them.
@@ -61,6 +62,17 @@ pub trait TableConfig: fmt::Debug + Send + Sync {
     /// Opens the table for this run's output: connects, creates what is missing, and reads
     /// where the output's progress stands.
     fn open(&self, run: &Opening<'_>) -> anyhow::Result<Box<dyn WindowTable>>;
+
+    /// True if members of a shared group (`--share`) can write to this table and keep the
+    /// group's state beside it.
+    fn shares(&self) -> bool {
+        false
+    }
+
+    /// Joins a shared group whose state this table keeps (see [`TableConfig::shares`]).
+    fn group_store(&self, membership: &Membership<'_>) -> anyhow::Result<Box<dyn GroupStore>> {
+        anyhow::bail!("{} cannot keep a shared group's state (group `{}`)", self.kind(), membership.group)
+    }
 }
 
 /// The run a table is opened for.

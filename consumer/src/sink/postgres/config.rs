@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::partitions::PartitionStore;
 use super::target::{PostgresTarget, DEFAULT_TABLE};
 use super::Postgres;
 use crate::rules::Rules;
+use crate::share::store::{GroupStore, Membership};
 use crate::sink::table::{Checks, Opening, TableConfig, TableFlags, WindowTable};
 
 /// The warehouse table's flags.
@@ -60,6 +62,14 @@ impl TableConfig for PostgresTarget {
             self.address,
             self.table
         )
+    }
+
+    fn shares(&self) -> bool {
+        true
+    }
+
+    fn group_store(&self, membership: &Membership<'_>) -> anyhow::Result<Box<dyn GroupStore>> {
+        Ok(Box::new(PartitionStore::open(self, membership)?))
     }
 
     fn open(&self, run: &Opening<'_>) -> anyhow::Result<Box<dyn WindowTable>> {

@@ -33,34 +33,9 @@ use super::connect::{connect, connection_lost};
 use super::schema::{self, copy_row, SHARED_TABLES, TABLES, WINDOWS};
 use super::target::PostgresTarget;
 use super::{lock_key, LOCK_CLASS};
+use crate::share::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit};
 use crate::units::Unit;
-use crate::window::{WindowSize, WindowSummary, Windows};
-
-/// A partition as a member claimed it.
-#[derive(Debug)]
-pub struct Claimed {
-    pub partition: i32,
-    /// The epoch the claim gave it: every later write of this member for it names it.
-    pub epoch: i64,
-    /// Where it stands; none if no member has committed it yet.
-    pub next_offset: Option<i64>,
-    /// Its sensors' open windows at that offset.
-    pub windows: Option<Windows>,
-}
-
-/// What one partition makes durable in a commit.
-pub struct PartitionCommit<'a> {
-    pub partition: i32,
-    pub epoch: i64,
-    pub next_offset: i64,
-    pub windows: &'a Windows,
-    /// Its windows finished since the last commit.
-    pub finished: &'a [WindowSummary],
-    /// Sensors first seen in it since the last commit.
-    pub new_sensors: &'a [String],
-    /// Handed back with this commit.
-    pub release: bool,
-}
+use crate::window::{WindowSize, WindowSummary};
 
 /// Connects as a member: a transaction the member leaves open (it was paused, its machine
 /// froze) is ended by the server after a lease, so that it holds no partition's row, and no
@@ -72,15 +47,6 @@ async fn member_session(target: &PostgresTarget, lease: Duration) -> anyhow::Res
         .await
         .context("setting the session's idle-in-transaction timeout")?;
     Ok(client)
-}
-
-/// How a commit went.
-#[derive(Debug, PartialEq)]
-pub enum Committed {
-    /// Written; the rebuilt partitions among them that caught up and replaced their old rows.
-    Done { swapped: Vec<i32> },
-    /// Nothing written: these partitions have been claimed by another member since.
-    Fenced(BTreeSet<i32>),
 }
 
 /// A partition's rebuild, as its row says.
@@ -107,35 +73,24 @@ pub struct PartitionStore {
 impl PartitionStore {
     /// Connects, creates the tables that are missing, takes the rule set's lock together with
     /// the group's other members, records the group's rules (or checks them against those
-    /// recorded), and makes a row for every partition of `partitions` that has none. With
-    /// `rebuild_to` (the partitions' ends now, none for one with nothing to read, given with
-    /// `--start earliest`), rules other than the group's start a rebuild of its rows under this
-    /// member's rules.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open(
-        target: &PostgresTarget,
-        group: &str,
-        topic: &str,
-        member: &str,
-        lease: Duration,
-        (window, unit): (WindowSize, Unit),
-        partitions: &[i32],
-        rebuild_to: Option<&BTreeMap<i32, Option<i64>>>,
-        runtime: Handle,
-    ) -> anyhow::Result<PartitionStore> {
-        let client = runtime.block_on(member_session(target, lease))?;
+    /// recorded), and makes a row for every partition that has none. With `rebuild_to`, rules
+    /// other than the group's start a rebuild of its rows under this member's rules.
+    pub fn open(target: &PostgresTarget, membership: &Membership<'_>) -> anyhow::Result<PartitionStore> {
+        let runtime = membership.runtime.clone();
+        let client = runtime.block_on(member_session(target, membership.lease))?;
+        let (window, unit) = (membership.rules.window, membership.rules.unit);
         let store = PartitionStore {
             target: target.clone(),
             runtime,
             client,
-            group: group.to_string(),
-            topic: topic.to_string(),
-            member: member.to_string(),
-            lease,
+            group: membership.group.to_string(),
+            topic: membership.rules.topic.clone(),
+            member: membership.member.to_string(),
+            lease: membership.lease,
             window,
             unit,
         };
-        store.runtime.block_on(store.prepare(partitions, rebuild_to))?;
+        store.runtime.block_on(store.prepare(membership.partitions, membership.rebuild_to))?;
         Ok(store)
     }
 
@@ -162,11 +117,6 @@ impl PartitionStore {
 
     fn t(&self) -> &str {
         &self.target.table
-    }
-
-    /// The table in messages, without secrets.
-    pub fn name(&self) -> String {
-        self.target.name()
     }
 
     async fn prepare(&self, partitions: &[i32], rebuild_to: Option<&BTreeMap<i32, Option<i64>>>) -> anyhow::Result<()> {
@@ -308,12 +258,6 @@ impl PartitionStore {
         Ok(Some((old_days, old_unit)))
     }
 
-    /// Records that this member is alive; returns the live members, this one among them.
-    /// Members dead for a long while are forgotten.
-    pub fn heartbeat(&mut self) -> anyhow::Result<Vec<String>> {
-        self.reconnecting(Self::send_heartbeat)
-    }
-
     fn send_heartbeat(&self) -> anyhow::Result<Vec<String>> {
         let t = self.t();
         let lease = self.lease.as_secs_f64();
@@ -377,14 +321,6 @@ impl PartitionStore {
             })
     }
 
-    /// Claims `partition` if nobody owns it, its owner's lease has run out, or this member owned
-    /// it: a new epoch, and the state to resume from. None while a live member owns it, or
-    /// while another transaction holds its row for longer than a lease (offered again at the
-    /// next heartbeat: a claim never waits on a member that stopped mid-commit).
-    pub fn claim(&mut self, partition: i32) -> anyhow::Result<Option<Claimed>> {
-        self.reconnecting(|store| store.try_claim(partition))
-    }
-
     fn try_claim(&self, partition: i32) -> anyhow::Result<Option<Claimed>> {
         let t = self.t();
         let lease = self.lease.as_secs_f64();
@@ -432,39 +368,6 @@ impl PartitionStore {
             None => None,
         };
         Ok(Some(Claimed { partition, epoch: row.get(0), next_offset: row.get(1), windows }))
-    }
-
-    /// Makes `commits` durable in one transaction, if this member still holds every one of
-    /// their partitions at its epoch; otherwise nothing is written, and the partitions that
-    /// another member has claimed since are [`Committed::Fenced`]. A partition being rebuilt
-    /// writes its rows to the staging table, and in the commit that reaches its end they
-    /// replace the old rules' rows of its sensors.
-    ///
-    /// After a lost connection (a PostgreSQL restart; or this member was paused mid-commit and
-    /// the server ended its session, see [`member_session`]), it reconnects and finds out from
-    /// the partitions' rows whether the commit had landed, was fenced since, or is to be made
-    /// again.
-    pub fn commit(&mut self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
-        let runtime = self.runtime.clone();
-        loop {
-            let error = match runtime.block_on(self.transact(commits)) {
-                Ok(committed) => return Ok(committed),
-                Err(e) => e,
-            };
-            let lost = error.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| connection_lost(&self.client, e));
-            if !lost {
-                return Err(error.context(format!("committing to {} as member `{}`", self.name(), self.member)));
-            }
-            tracing::warn!(
-                "member `{}`: lost the connection to {} ({error:#}); reconnecting",
-                self.member,
-                self.name()
-            );
-            self.client = runtime.block_on(member_session(&self.target, self.lease))?;
-            if let Some(known) = runtime.block_on(self.landed(commits))? {
-                return Ok(known);
-            }
-        }
     }
 
     /// Runs `step`, and once more after reconnecting if the connection was lost (for steps that
@@ -671,19 +574,6 @@ impl PartitionStore {
         }
         Ok(())
     }
-
-    /// Leaves the group: the member's heartbeat is removed, so that the others deal its
-    /// partitions (handed back by its last commit) at their next heartbeat.
-    pub fn leave(&self) -> anyhow::Result<()> {
-        let t = self.t();
-        self.runtime
-            .block_on(self.client.execute(
-                &format!("DELETE FROM {t}_members WHERE consumer_group = $1 AND topic = $2 AND member = $3"),
-                &[&self.group, &self.topic, &self.member],
-            ))
-            .with_context(|| format!("leaving group `{}` in {t}_members", self.group))?;
-        Ok(())
-    }
 }
 
 /// A shared output's partitions and members, for `status`.
@@ -743,5 +633,71 @@ impl PartitionStore {
                 Ok::<_, tokio_postgres::Error>(GroupView { partitions, members })
             })
             .with_context(|| format!("reading group `{}` from {t}_partitions and {t}_members", self.group))
+    }
+}
+
+impl GroupStore for PartitionStore {
+    fn name(&self) -> String {
+        self.target.name()
+    }
+
+    /// Records that this member is alive; returns the live members, this one among them.
+    /// Members dead for a long while are forgotten.
+    fn heartbeat(&mut self) -> anyhow::Result<Vec<String>> {
+        self.reconnecting(Self::send_heartbeat)
+    }
+
+    /// Claims `partition` if nobody owns it, its owner's lease has run out, or this member owned
+    /// it: a new epoch, and the state to resume from. None while a live member owns it, or
+    /// while another transaction holds its row for longer than a lease (offered again at the
+    /// next heartbeat: a claim never waits on a member that stopped mid-commit).
+    fn claim(&mut self, partition: i32) -> anyhow::Result<Option<Claimed>> {
+        self.reconnecting(|store| store.try_claim(partition))
+    }
+
+    /// Makes `commits` durable in one transaction, if this member still holds every one of
+    /// their partitions at its epoch; otherwise nothing is written, and the partitions that
+    /// another member has claimed since are [`Committed::Fenced`]. A partition being rebuilt
+    /// writes its rows to the staging table, and in the commit that reaches its end they
+    /// replace the old rules' rows of its sensors.
+    ///
+    /// After a lost connection (a PostgreSQL restart; or this member was paused mid-commit and
+    /// the server ended its session, see [`member_session`]), it reconnects and finds out from
+    /// the partitions' rows whether the commit had landed, was fenced since, or is to be made
+    /// again.
+    fn commit(&mut self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
+        let runtime = self.runtime.clone();
+        loop {
+            let error = match runtime.block_on(self.transact(commits)) {
+                Ok(committed) => return Ok(committed),
+                Err(e) => e,
+            };
+            let lost = error.downcast_ref::<tokio_postgres::Error>().is_some_and(|e| connection_lost(&self.client, e));
+            if !lost {
+                return Err(error.context(format!("committing to {} as member `{}`", self.name(), self.member)));
+            }
+            tracing::warn!(
+                "member `{}`: lost the connection to {} ({error:#}); reconnecting",
+                self.member,
+                self.name()
+            );
+            self.client = runtime.block_on(member_session(&self.target, self.lease))?;
+            if let Some(known) = runtime.block_on(self.landed(commits))? {
+                return Ok(known);
+            }
+        }
+    }
+
+    /// Leaves the group: the member's heartbeat is removed, so that the others deal its
+    /// partitions (handed back by its last commit) at their next heartbeat.
+    fn leave(&self) -> anyhow::Result<()> {
+        let t = self.t();
+        self.runtime
+            .block_on(self.client.execute(
+                &format!("DELETE FROM {t}_members WHERE consumer_group = $1 AND topic = $2 AND member = $3"),
+                &[&self.group, &self.topic, &self.member],
+            ))
+            .with_context(|| format!("leaving group `{}` in {t}_members", self.group))?;
+        Ok(())
     }
 }

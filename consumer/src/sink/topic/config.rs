@@ -17,13 +17,6 @@ pub struct TopicArgs {
     pub to_topic: Option<String>,
 }
 
-impl TopicArgs {
-    /// True if `--to-topic` was given.
-    pub fn given(&self) -> bool {
-        self.to_topic.is_some()
-    }
-}
-
 impl TableFlags for TopicArgs {
     fn flag(&self) -> &'static str {
         "--to-topic"

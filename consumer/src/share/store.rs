@@ -1,0 +1,84 @@
+//! What a member of a shared group needs from the store that keeps the group's state beside the
+//! table it writes: heartbeats, claims, commits fenced by epoch, leaving. The PostgreSQL table
+//! keeps it ([`crate::sink::postgres::partitions`]); a table reaches it through
+//! [`crate::sink::table::TableConfig::group_store`], so the member's loop names no store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use crate::rules::Rules;
+use crate::window::{WindowSummary, Windows};
+
+/// A member joining its group, as the store needs it.
+pub struct Membership<'a> {
+    pub group: &'a str,
+    pub member: &'a str,
+    pub lease: Duration,
+    /// What the member computes; the topic read is among them.
+    pub rules: &'a Rules,
+    /// Every partition of the topic.
+    pub partitions: &'a [i32],
+    /// With `--start earliest`: each partition's end now (none: nothing to read), to rebuild
+    /// the group's rows to if its rules are not the member's.
+    pub rebuild_to: Option<&'a BTreeMap<i32, Option<i64>>>,
+    pub runtime: &'a Handle,
+}
+
+/// The group's state, as one member sees and changes it. Its methods block.
+pub trait GroupStore: Send {
+    /// The store in messages, without secrets.
+    fn name(&self) -> String;
+
+    /// Records that this member is alive; returns the live members, this one among them. An
+    /// error if the group's rules changed under it (another member started a rebuild).
+    fn heartbeat(&mut self) -> anyhow::Result<Vec<String>>;
+
+    /// Claims `partition` if nobody owns it, its owner's lease has run out, or this member owned
+    /// it: a new epoch, and the state to resume from. None while a live member holds it.
+    fn claim(&mut self, partition: i32) -> anyhow::Result<Option<Claimed>>;
+
+    /// Makes `commits` durable in one transaction if every partition still has its epoch;
+    /// otherwise nothing, and the partitions claimed by another member since.
+    fn commit(&mut self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed>;
+
+    /// Leaves the group: the others deal its partitions (handed back by its last commit) at
+    /// their next heartbeat.
+    fn leave(&self) -> anyhow::Result<()>;
+}
+
+/// A partition as a member claimed it.
+#[derive(Debug)]
+pub struct Claimed {
+    pub partition: i32,
+    /// The epoch the claim gave it: every later write of this member for it names it.
+    pub epoch: i64,
+    /// Where it stands; none if no member has committed it yet.
+    pub next_offset: Option<i64>,
+    /// Its sensors' open windows at that offset.
+    pub windows: Option<Windows>,
+}
+
+/// What one partition makes durable in a commit.
+pub struct PartitionCommit<'a> {
+    pub partition: i32,
+    pub epoch: i64,
+    pub next_offset: i64,
+    pub windows: &'a Windows,
+    /// Its windows finished since the last commit.
+    pub finished: &'a [WindowSummary],
+    /// Sensors first seen in it since the last commit.
+    pub new_sensors: &'a [String],
+    /// Handed back with this commit.
+    pub release: bool,
+}
+
+/// How a commit went.
+#[derive(Debug, PartialEq)]
+pub enum Committed {
+    /// Written; the rebuilt partitions among them that caught up and replaced their old rows.
+    Done { swapped: Vec<i32> },
+    /// Nothing written: these partitions have been claimed by another member since.
+    Fenced(BTreeSet<i32>),
+}
