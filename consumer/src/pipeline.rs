@@ -252,16 +252,9 @@ impl Writer {
                     }
                     summary.windows_written += 1;
                 }
-                Outcome::Duplicate => {
-                    let reason = format!("duplicate record_id {} of {}", reading.record_id, reading.sensor_id);
-                    self.dead_letters.keep(message.into(), "duplicate", &reason)?;
-                }
-                Outcome::Late => {
-                    let reason = format!(
-                        "record_id {} of {} arrived after its window was written",
-                        reading.record_id, reading.sensor_id
-                    );
-                    self.dead_letters.keep(message.into(), "late", &reason)?;
+                rejected @ (Outcome::Duplicate | Outcome::Late) => {
+                    let (category, reason) = rejected.rejection(&reading).expect("a rejection");
+                    self.dead_letters.keep(message.into(), category, &reason)?;
                 }
             },
             Err(bad) => self.dead_letters.keep(message.into(), bad.category(), &bad.to_string())?,

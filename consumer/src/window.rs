@@ -127,6 +127,18 @@ pub enum Outcome {
     Late,
 }
 
+impl Outcome {
+    /// Why `reading` cannot count, as a dead letter's category and reason; none if it counted.
+    pub fn rejection(&self, reading: &Reading<'_>) -> Option<(&'static str, String)> {
+        let (id, sensor) = (reading.record_id, &reading.sensor_id);
+        match self {
+            Outcome::Counted | Outcome::Finished(_) => None,
+            Outcome::Duplicate => Some(("duplicate", format!("duplicate record_id {id} of {sensor}"))),
+            Outcome::Late => Some(("late", format!("record_id {id} of {sensor} arrived after its window was written"))),
+        }
+    }
+}
+
 /// The open windows of every sensor, and which windows were already written.
 /// Serializable: it is part of the checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -230,16 +230,9 @@ impl Member<'_> {
                 match part.windows.add(&reading) {
                     Outcome::Counted => {}
                     Outcome::Finished(window) => part.finished.push(window),
-                    Outcome::Duplicate => {
-                        let reason = format!("duplicate record_id {} of {}", reading.record_id, reading.sensor_id);
-                        dead_letters.keep(message.into(), "duplicate", &reason)?;
-                    }
-                    Outcome::Late => {
-                        let reason = format!(
-                            "record_id {} of {} arrived after its window was written",
-                            reading.record_id, reading.sensor_id
-                        );
-                        dead_letters.keep(message.into(), "late", &reason)?;
+                    rejected @ (Outcome::Duplicate | Outcome::Late) => {
+                        let (category, reason) = rejected.rejection(&reading).expect("a rejection");
+                        dead_letters.keep(message.into(), category, &reason)?;
                     }
                 }
             }
