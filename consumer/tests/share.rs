@@ -50,21 +50,30 @@ fn reads(log: &Path) -> BTreeSet<i32> {
     list.split(", ").filter(|s| !s.is_empty()).map(|p| p.parse().unwrap()).collect()
 }
 
-/// Waits until the members of `logs` read every partition between them, each a part of its
-/// own, none twice (as their logs say), and returns what each reads.
+/// Waits until the members of `logs` (named by their logs' file names) read, as their logs say,
+/// the partitions the README's deal gives them: round-robin over the members in name order.
+/// The deal shares every partition, none twice. Returns what each reads.
 fn shared_by(logs: &[&Path], what: &str) -> Vec<BTreeSet<i32>> {
+    let names: Vec<String> = logs.iter().map(|l| l.file_stem().unwrap().to_str().unwrap().to_string()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    let deal: Vec<BTreeSet<i32>> = names
+        .iter()
+        .map(|name| {
+            let index = sorted.iter().position(|n| n == name).unwrap();
+            (0..PARTITIONS).filter(|p| *p as usize % sorted.len() == index).collect()
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let held: Vec<BTreeSet<i32>> = logs.iter().map(|l| reads(l)).collect();
-        let all: BTreeSet<i32> = held.iter().flatten().copied().collect();
-        let count: usize = held.iter().map(BTreeSet::len).sum();
-        if all.len() == PARTITIONS as usize && count == all.len() && held.iter().all(|h| !h.is_empty()) {
+        if held == deal {
             return held;
         }
         if Instant::now() > deadline {
             let text: Vec<String> =
                 logs.iter().map(|l| std::fs::read_to_string(err_path(l)).unwrap_or_default()).collect();
-            panic!("{what}: the members never shared the partitions: {held:?}\n{}", text.join("\n-----\n"));
+            panic!("{what}: the members read {held:?}, never the deal {deal:?}\n{}", text.join("\n-----\n"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -180,17 +180,6 @@ impl PartitionStore {
             )
             .await
             .with_context(|| format!("recording the rules of group `{}` in {t}_state", self.group))?;
-        self.client
-            .execute(
-                &format!(
-                    "INSERT INTO {t}_partitions (consumer_group, topic, partition, epoch, owner, next_offset, \
-                     open_windows, commits) SELECT $1, $2, p, 0, NULL, NULL, NULL, 0 FROM unnest($3::integer[]) AS p \
-                     ON CONFLICT DO NOTHING"
-                ),
-                &[&self.group, &self.topic, &partitions],
-            )
-            .await
-            .with_context(|| format!("recording the partitions of `{}` in {t}_partitions", self.topic))?;
         let recorded = self
             .client
             .query_one(
@@ -200,6 +189,18 @@ impl PartitionStore {
             .await
             .with_context(|| format!("reading {t}_state"))?;
         let (old_days, old_unit): (i32, String) = (recorded.get(0), recorded.get(1));
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {t}_partitions (consumer_group, topic, partition, window_days, unit, epoch, owner, \
+                     next_offset, open_windows, commits) \
+                     SELECT $1, $2, p, $4, $5, 0, NULL, NULL, NULL, 0 FROM unnest($3::integer[]) AS p \
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[&self.group, &self.topic, &partitions, &old_days, &old_unit],
+            )
+            .await
+            .with_context(|| format!("recording the partitions of `{}` in {t}_partitions", self.topic))?;
         if (old_days, old_unit.as_str()) == (days, unit) {
             return Ok(None);
         }
@@ -242,11 +243,11 @@ impl PartitionStore {
             .execute(
                 &format!(
                     "UPDATE {t}_partitions p SET epoch = p.epoch + 1, owner = NULL, next_offset = NULL, \
-                     open_windows = NULL, rebuild_until = u.e, replaces_days = $5, replaces_unit = $6 \
-                     FROM unnest($3::integer[], $4::bigint[]) AS u(p, e) \
+                     open_windows = NULL, rebuild_until = u.e, replaces_days = $5, replaces_unit = $6, \
+                     window_days = $7, unit = $8 FROM unnest($3::integer[], $4::bigint[]) AS u(p, e) \
                      WHERE p.consumer_group = $1 AND p.topic = $2 AND p.partition = u.p"
                 ),
-                &[group_topic[0], group_topic[1], &parts, &ends, &old_days, &old_unit],
+                &[group_topic[0], group_topic[1], &parts, &ends, &old_days, &old_unit, &days, &unit],
             )
             .await?;
         self.client
@@ -323,6 +324,9 @@ impl PartitionStore {
 
     fn try_claim(&self, partition: i32) -> anyhow::Result<Option<Claimed>> {
         let t = self.t();
+        // A member of other rules than the partition's (the group was rebuilt under new ones
+        // since its last heartbeat) never claims it: the check is on the row it updates.
+        let (days, unit) = (self.window.get() as i32, self.unit.name());
         let lease = self.lease.as_secs_f64();
         let claimed = self.runtime.block_on(async {
             self.client.batch_execute("BEGIN").await?;
@@ -334,12 +338,13 @@ impl PartitionStore {
                             &format!(
                                 "UPDATE {t}_partitions p SET owner = $3, epoch = p.epoch + 1 \
                                  WHERE p.consumer_group = $1 AND p.topic = $2 AND p.partition = $4 \
+                                 AND p.window_days = $6 AND p.unit = $7 \
                                  AND (p.owner IS NULL OR p.owner = $3 OR NOT EXISTS (SELECT 1 FROM {t}_members m \
                                    WHERE m.consumer_group = $1 AND m.topic = $2 AND m.member = p.owner \
                                    AND m.seen > now() - make_interval(secs => $5::float8))) \
                                  RETURNING p.epoch, p.next_offset, p.open_windows"
                             ),
-                            &[&self.group, &self.topic, &self.member, &partition, &lease],
+                            &[&self.group, &self.topic, &self.member, &partition, &lease, &days, &unit],
                         )
                         .await
                 }

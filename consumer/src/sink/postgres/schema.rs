@@ -9,8 +9,8 @@
 //!   commit count, and the open windows when the table is the only output.
 //!
 //! A shared output (`--share`, [`super::partitions`]) keeps three more:
-//! - `T_partitions`: per consumer group, topic and partition, its owner and epoch, the next
-//!   offset and the open windows of its sensors; during a rebuild, the offset it rebuilds to
+//! - `T_partitions`: per consumer group, topic and partition, the rules it is computed with,
+//!   its owner and epoch, the next offset and the open windows of its sensors; during a rebuild, the offset it rebuilds to
 //!   and the rule set whose rows it replaces then.
 //! - `T_members`: per consumer group and topic, each member's last heartbeat.
 //! - `T_sensors`: per consumer group and topic, the partition each sensor's readings come from.
@@ -78,6 +78,8 @@ pub(super) const PARTITIONS: Schema = Schema {
         ("consumer_group", "text"),
         ("topic", "text"),
         ("partition", "integer"),
+        ("window_days", "integer"),
+        ("unit", "text"),
         ("epoch", "bigint"),
         ("owner", "text"),
         ("next_offset", "bigint"),
