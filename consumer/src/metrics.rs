@@ -41,6 +41,7 @@ impl Metrics {
         for &(sink, windows) in sent {
             set_counter("weather_consumer_windows_written_total", &[("sink", sink.to_string())], windows);
         }
+        set_counter("weather_consumer_fenced_writes_total", &[], summary.fenced_writes);
     }
 
     /// A member of a shared group owns `partitions` now: the lag of the others is theirs.

@@ -59,6 +59,9 @@ pub struct Summary {
     /// Each window table and the windows sent to it in this run.
     pub tables: Vec<(String, u64)>,
     pub uploads: Option<UploadReport>,
+    /// In a shared group: partitions whose commit was refused because another member had
+    /// taken them over.
+    pub fenced_writes: u64,
     pub elapsed: Duration,
 }
 
@@ -93,6 +96,9 @@ impl fmt::Display for Summary {
         }
         for (table, windows) in &self.tables {
             writeln!(f, "table:              {table} ({} sent)", counted(*windows, "window"))?;
+        }
+        if self.fenced_writes > 0 {
+            writeln!(f, "fenced writes:      {} (taken over by another member)", thousands(self.fenced_writes))?;
         }
         if let Some(u) = &self.uploads {
             write!(

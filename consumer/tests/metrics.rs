@@ -9,40 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::{scrape, sum, Sample};
 use testkit::{free_port, lake_python, PostgresServer, Tansu};
-
-/// One sample of a scrape: its name, labels and value.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Scrapes `http://addr/metrics` and parses it with `prometheus_client`'s parser.
-fn scrape(addr: &str) -> Vec<Sample> {
-    const PARSE: &str = r#"
-import json, sys, urllib.request
-from prometheus_client.parser import text_string_to_metric_families
-text = urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=10).read().decode()
-samples = [{"name": s.name, "labels": s.labels, "value": s.value}
-           for family in text_string_to_metric_families(text) for s in family.samples]
-print(json.dumps(samples))
-"#;
-    let out = Command::new(lake_python()).args(["-c", PARSE, addr]).output().expect("running Python");
-    assert!(out.status.success(), "scraping {addr}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("the parser's samples")
-}
-
-/// The sum of the samples named `name` whose labels include `labels`; none: `None`.
-fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let matching: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
-        .map(|s| s.value)
-        .collect();
-    (!matching.is_empty()).then(|| matching.iter().sum())
-}
 
 /// Scrapes `addr` until `done` says the samples are what the test waits for (at most
 /// `deadline`); the last scrape.

@@ -214,7 +214,8 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
 
     // The victim commits once a second: it always has readings not committed yet.
     let (mut victim, victim_log) = member(&tansu, &pg, "m1", dir.path(), &["--checkpoint-interval", "1"]);
-    let (mut paused, paused_log) = member(&tansu, &pg, "m2", dir.path(), &[]);
+    let paused_metrics = format!("127.0.0.1:{}", testkit::free_port());
+    let (mut paused, paused_log) = member(&tansu, &pg, "m2", dir.path(), &["--metrics-addr", &paused_metrics]);
     let (leaving, leaving_log) = member(&tansu, &pg, "m3", dir.path(), &[]);
     let held = shared_by(&[&victim_log, &paused_log, &leaving_log], "three members");
     assert!(held.iter().all(|h| h.len() == 2), "six partitions among three members: {held:?}");
@@ -254,6 +255,8 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
         std::thread::sleep(Duration::from_millis(20));
     }
     shared_by(&[&paused_log, &leaving_log, &replacement_log], "after m2 resumed");
+    let fenced = sum(&scrape(&paused_metrics), "weather_consumer_fenced_writes_total", &[]);
+    assert!(fenced.is_some_and(|n| n >= 1.0), "m2's metrics count its fenced writes: {fenced:?}");
 
     signal(&leaving, "TERM");
     let (summary, stderr) = finish(leaving, &leaving_log, "m3's clean leave");
@@ -269,6 +272,8 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
         signal(child, "TERM");
         assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(err_path(log)).unwrap());
     }
+    let summary = std::fs::read_to_string(&paused_log).unwrap();
+    assert!(summary.contains("fenced writes:"), "m2's summary says it was fenced:\n{summary}");
     let records = tansu.read_all("weather");
     assert!(records.len() as u64 > u64::from(SENSORS) * HISTORY_DAYS, "the live producer added readings");
     assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle_rows(&records, 7, true), "the table");

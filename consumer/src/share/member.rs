@@ -353,6 +353,7 @@ impl Member<'_> {
             };
             for partition in fenced {
                 let lost = self.owned.remove(&partition).expect("a committed partition is owned");
+                self.summary.fenced_writes += 1;
                 tracing::warn!(
                     "member `{}`: partition {partition} was claimed by another member (its epoch is past {}: this \
                      member's lease ran out); fenced: its {} windows and readings since its last commit are \

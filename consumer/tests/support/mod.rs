@@ -1,6 +1,7 @@
 //! What the consumer's process-level tests share: the consumer binary with version 2's rules on
 //! a bounded run, started with its summary in a log and its stderr beside it; the CSV's rows
-//! per sensor and the check that they are an uninterrupted run's first rows; the spec oracle.
+//! per sensor and the check that they are an uninterrupted run's first rows; the spec oracle;
+//! `/metrics` scraped and parsed by Prometheus's own Python parser.
 
 #![allow(dead_code)]
 
@@ -100,4 +101,37 @@ pub async fn consume(tansu: &testkit::Tansu, args: &[&str]) -> anyhow::Result<we
     let argv = ["weather-consumer", "-b", &bootstrap, "--connect-timeout", "20", "--quiet"];
     let settings = weather_consumer::Cli::try_parse_from(argv.into_iter().chain(args.iter().copied()))?.settings()?;
     weather_consumer::run(settings, std::future::pending()).await
+}
+
+/// One sample of a scrape: its name, labels and value.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Scrapes `http://addr/metrics` and parses it with `prometheus_client`'s parser.
+pub fn scrape(addr: &str) -> Vec<Sample> {
+    const PARSE: &str = r#"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=10).read().decode()
+samples = [{"name": s.name, "labels": s.labels, "value": s.value}
+           for family in text_string_to_metric_families(text) for s in family.samples]
+print(json.dumps(samples))
+"#;
+    let out = Command::new(testkit::lake_python()).args(["-c", PARSE, addr]).output().expect("running Python");
+    assert!(out.status.success(), "scraping {addr}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the parser's samples")
+}
+
+/// The sum of the samples named `name` whose labels include `labels`; none: `None`.
+pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.value)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
 }
