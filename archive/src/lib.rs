@@ -7,6 +7,7 @@
 //!   lease that fences an instance that lost the partition.
 //! - [`store`]: the lake on disk or in S3.
 //! - [`lake`]: taking a partition over: where its reading starts.
+//! - [`delta`]: the lake as a Delta Lake table (`--table delta`): commits, checkpoints.
 //! - [`member`]: the consumer group's rebalances.
 //! - [`archiver`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
@@ -18,6 +19,7 @@
 pub mod archiver;
 pub mod columns;
 pub mod config;
+pub mod delta;
 pub mod lake;
 pub mod layout;
 pub mod member;
