@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+use weather_common::position::now_ms;
 
 use super::checkpoint;
 use super::log::{self, Action, Add, Format, LogError, Metadata, Protocol, Snapshot, Txn};
@@ -82,10 +83,6 @@ pub fn offsets_app(topic: &str, partition: i32) -> String {
 /// The app id of a partition's owner's epoch.
 pub fn epoch_app(topic: &str, partition: i32) -> String {
     format!("{}:epoch", offsets_app(topic, partition))
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Table {
@@ -148,6 +145,47 @@ impl Table {
         }
         *table.latest.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
         Ok(table)
+    }
+
+    /// Opens the table that exists under `prefix`, of the topic and layout its metadata names.
+    pub fn open_existing(
+        store: Arc<dyn Store>,
+        prefix: &str,
+        checkpoint_every: u64,
+    ) -> Result<(Table, String, PartitionBy), CommitError> {
+        let mut table = Table {
+            store,
+            prefix: prefix.to_string(),
+            topic: String::new(),
+            checkpoint_every,
+            latest: Mutex::new(Snapshot::default()),
+        };
+        let snapshot = table.read_log()?;
+        let metadata = snapshot.metadata.as_ref().ok_or_else(|| {
+            CommitError::Inconsistent(format!(
+                "there is no table at {}: archive into it with --table delta first",
+                table.describe()
+            ))
+        })?;
+        let by = [PartitionBy::Hour, PartitionBy::Day]
+            .into_iter()
+            .find(|&by| schema::partition_columns(by) == metadata.partition_columns)
+            .ok_or_else(|| {
+                CommitError::Inconsistent(format!(
+                    "the table at {} is partitioned by {:?}: not a table of the archive's",
+                    table.describe(),
+                    metadata.partition_columns
+                ))
+            })?;
+        table.topic = metadata.configuration.get("weather.topic").cloned().ok_or_else(|| {
+            CommitError::Inconsistent(format!(
+                "the table at {} names no topic: not a table of the archive's",
+                table.describe()
+            ))
+        })?;
+        *table.latest.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        let topic = table.topic.clone();
+        Ok((table, topic, by))
     }
 
     fn describe(&self) -> String {
