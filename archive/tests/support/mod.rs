@@ -253,11 +253,15 @@ pub fn assert_table_holds(view: &TableView, expected: &BTreeMap<(i32, i64), Expe
             stamp.date().to_string() == date && hour.is_none_or(|h| h == i64::from(stamp.hour()))
         })
         .count() as u64;
-    let duckdb = pruning["duckdb_files"].as_array().expect("DuckDB's plan names the files it scans");
-    let (read, of) = (duckdb[0].as_u64().unwrap(), duckdb[1].as_u64().unwrap());
-    assert_eq!(of as usize, view.files, "DuckDB sees the table's files: {pruning}");
-    assert!(read >= 1 && read < of, "a filter on one hour reads that hour's files only: {pruning}");
-    assert_eq!(pruning["deltalake_files"].as_u64(), Some(read), "both readers prune alike: {pruning}");
+    let slots: std::collections::BTreeSet<i64> = expected.values().map(|r| r.event_ms / 3_600_000).collect();
+    if slots.len() > 1 {
+        // DuckDB's plan says `Scanning Files: read/of` when its filter skipped files.
+        let duckdb = pruning["duckdb_files"].as_array().expect("DuckDB's plan names the files it scans");
+        let (read, of) = (duckdb[0].as_u64().unwrap(), duckdb[1].as_u64().unwrap());
+        assert_eq!(of as usize, view.files, "DuckDB sees the table's files: {pruning}");
+        assert!(read >= 1 && read < of, "a filter on one hour reads that hour's files only: {pruning}");
+        assert_eq!(pruning["deltalake_files"].as_u64(), Some(read), "both readers prune alike: {pruning}");
+    }
     assert_eq!((pruning["duckdb_rows"].as_u64(), pruning["deltalake_rows"].as_u64()), (Some(in_slot), Some(in_slot)));
 }
 
@@ -291,6 +295,53 @@ pub fn send_hours(tansu: &Tansu, partitions: i32, hours: i64, per_hour: i64, fir
         producer.send(record).map_err(|(e, _)| e).unwrap();
     }
     producer.flush(std::time::Duration::from_secs(30)).unwrap();
+}
+
+/// The progress the Delta table at `root` records per partition: the latest `txn` version of
+/// each partition's app id, read from the log's entries as they are on disk.
+pub fn table_progress(root: &Path) -> BTreeMap<i32, i64> {
+    let mut progress = BTreeMap::new();
+    let mut names: Vec<_> = std::fs::read_dir(root.join("_delta_log"))
+        .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .unwrap_or_default();
+    names.retain(|n| n.len() == 25 && n.ends_with(".json"));
+    names.sort();
+    for name in names {
+        let entry = std::fs::read_to_string(root.join("_delta_log").join(name)).unwrap();
+        for line in entry.lines() {
+            let action: Value = serde_json::from_str(line).unwrap();
+            let Some(app) = action["txn"]["appId"].as_str() else { continue };
+            if let Some(partition) = app.strip_prefix("weather-archive:weather:").and_then(|p| p.parse().ok()) {
+                progress.insert(partition, action["txn"]["version"].as_i64().unwrap());
+            }
+        }
+    }
+    progress
+}
+
+/// The files the Delta table at `root` holds (paths relative to it), by our own replay of its
+/// log's entries on disk: for comparing a table with a reference table the readers have not
+/// read.
+pub fn table_files(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut files = std::collections::BTreeSet::new();
+    let mut names: Vec<_> = std::fs::read_dir(root.join("_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.len() == 25 && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    for name in names {
+        for line in std::fs::read_to_string(root.join("_delta_log").join(name)).unwrap().lines() {
+            let action: Value = serde_json::from_str(line).unwrap();
+            if let Some(path) = action["add"]["path"].as_str() {
+                files.insert(path.to_string());
+            }
+            if let Some(path) = action["remove"]["path"].as_str() {
+                files.remove(path);
+            }
+        }
+    }
+    files
 }
 
 /// Runs the archive binary on `tansu` into `dir` until the end, and returns its summary.
