@@ -14,7 +14,9 @@ standard AWS credential variables); DuckDB reads a copy fetched through the S3 A
 support would be an extension downloaded at run time).
 
 With --poll, deltalake reads the table again and again until STOP_FILE exists, printing one
-line per read: [version, rows, distinct (partition, offset) pairs].
+line per read: ["live", version, rows, distinct (partition, offset) pairs]; then it reads
+every version between the first and the last it saw again ("time travel"), one line each:
+["version", version, rows, distinct pairs].
 """
 import json
 import os
@@ -81,7 +83,9 @@ def pruning(table, connection, root, date, hour):
     where = f"date = DATE '{date}'" + (f" AND hour = {hour}" if hour is not None else "")
     plan = connection.sql(f"EXPLAIN ANALYZE SELECT count(*) FROM delta_scan('{root}') WHERE {where}").fetchall()
     text = "\n".join(str(cell) for row in plan for cell in row)
+    # DuckDB's plan says "Scanning Files: read/of", or (with many files) "Total Files Read".
     scanning = re.search(r"Scanning Files: (\d+)/(\d+)", text)
+    total = re.search(r"Total Files Read: (\d+)", text)
     duck_rows = connection.sql(f"SELECT count(*) FROM delta_scan('{root}') WHERE {where}").fetchone()[0]
     filters = [("date", "=", date)] + ([("hour", "=", str(hour))] if hour is not None else [])
     delta_files = table.file_uris(partition_filters=filters)
@@ -89,22 +93,31 @@ def pruning(table, connection, root, date, hour):
     return {
         "date": date,
         "hour": hour,
-        "duckdb_files": [int(scanning.group(1)), int(scanning.group(2))] if scanning else None,
+        "duckdb_files": [int(scanning.group(1)), int(scanning.group(2))] if scanning
+        else [int(total.group(1)), len(table.file_uris())] if total else None,
         "duckdb_rows": duck_rows,
         "deltalake_files": len(delta_files),
         "deltalake_rows": delta_rows,
     }
 
 
+def counts(table):
+    data = table.to_pyarrow_table(columns=["partition", "offset"])
+    pairs = set(zip(data.column("partition").to_pylist(), data.column("offset").to_pylist()))
+    return data.num_rows, len(pairs)
+
+
 def poll(url, stop):
+    seen = []
     while True:
         stopping = os.path.exists(stop)
         table = DeltaTable(url)
-        data = table.to_pyarrow_table(columns=["partition", "offset"])
-        pairs = set(zip(data.column("partition").to_pylist(), data.column("offset").to_pylist()))
-        print(json.dumps([table.version(), data.num_rows, len(pairs)]), flush=True)
+        seen.append(table.version())
+        print(json.dumps(["live", table.version(), *counts(table)]), flush=True)
         if stopping:
-            return
+            break
+    for version in range(min(seen), max(seen) + 1):
+        print(json.dumps(["version", version, *counts(DeltaTable(url, version=version))]), flush=True)
 
 
 def main():

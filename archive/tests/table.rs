@@ -5,20 +5,41 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
 use support::*;
 use testkit::Tansu;
 
+/// The `weather-archive compact` command on the lake at `dir`, merging every closed hour.
+fn compact_command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weather-archive"));
+    command.args(["compact", "-o", dir.to_str().unwrap(), "--closed-for", "0", "--checkpoint-every", "10"]);
+    command
+}
+
+/// Log entries of the table at `dir`.
+fn versions(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("_delta_log"))
+        .map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json")).count())
+        .unwrap_or(0)
+}
+
+/// A table of `partitions` partitions over `hours` hours, 50 readings an hour each, archived in
+/// files of 5 readings: ten small files per hour and partition. Returns the topic's readings.
+fn small_files(tansu: &Tansu, dir: &Path, partitions: i32, hours: i64) -> BTreeMap<(i32, i64), Expected> {
+    tansu.create_topic("weather", partitions as u32);
+    send_hours(tansu, partitions, hours, 50, 1);
+    archive(tansu, dir, &["--until-end", "--max-rows", "5", "--table", "delta"]);
+    topic_readings(tansu, "weather").0
+}
+
 /// `weather-archive compact` on the lake at `dir`, merging every closed hour.
 fn compact(dir: &Path) -> String {
-    archived(std::process::Command::new(env!("CARGO_BIN_EXE_weather-archive")).args([
-        "compact",
-        "-o",
-        dir.to_str().unwrap(),
-        "--closed-for",
-        "0",
-    ]))
+    archived(&mut compact_command(dir))
 }
 
 /// `weather-archive vacuum` on the lake at `dir`, with no retention.
@@ -76,4 +97,81 @@ fn the_table_holds_every_valid_reading_once() {
     assert_eq!(count(&vacuumed, "files deleted:"), merged, "{vacuumed}");
     assert_eq!(file_count(lake.path()) + merged as usize, on_disk);
     assert_table_holds(&read_table(lake.path()), &expected);
+}
+
+/// A compaction SIGKILLed at random moments (once it has committed a merge or more) and
+/// started again: after every kill both readers find every reading once; the last one
+/// finishes the merges, and a vacuum then leaves exactly the table's files in the lake.
+#[test]
+fn a_compaction_killed_at_any_moment_leaves_every_reading_once() {
+    let tansu = Tansu::start();
+    let lake = tempfile::tempdir().unwrap();
+    let expected = small_files(&tansu, lake.path(), 2, 12);
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    println!("kill moments from CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut killed = 0;
+    for kill in 0..6 {
+        let before = versions(lake.path());
+        let mut child = compact_command(lake.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while versions(lake.path()) == before && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the compaction committed nothing in 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        killed += 1;
+        let view = read_table(lake.path());
+        assert_table_holds(&view, &expected);
+        println!("kill {}: {} files in the table", kill + 1, view.files);
+    }
+    assert!(killed > 0, "every compaction ended before its kill (CRASH_SEED={seed})");
+    compact(lake.path());
+    let view = read_table(lake.path());
+    assert_table_holds(&view, &expected);
+    assert_eq!(view.files, 2 * 12, "one file per hour and partition, CRASH_SEED={seed}");
+    vacuum(lake.path());
+    assert_eq!(file_count(lake.path()), view.files, "the lake holds the table's files and no other");
+    assert_table_holds(&read_table(lake.path()), &expected);
+}
+
+/// A reader polling the table while a compaction commits merge after merge finds every reading
+/// once at every read, and so at every version the compaction made (each read again after).
+#[test]
+fn a_reader_polling_during_a_compaction_sees_every_reading_once() {
+    let tansu = Tansu::start();
+    let lake = tempfile::tempdir().unwrap();
+    let expected = small_files(&tansu, lake.path(), 2, 24);
+    let stop = lake.path().join("stop-polling");
+    let (python, extension) = testkit::delta_python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_table.py");
+    let mut poller = Command::new(python)
+        .arg(script)
+        .arg(extension)
+        .arg(lake.path())
+        .arg("--poll")
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(poller.stdout.take().unwrap()));
+    let first = lines.next().expect("the poller's first read").unwrap();
+    let compacted = compact(lake.path());
+    std::fs::write(&stop, b"").unwrap();
+    let reads: Vec<serde_json::Value> =
+        std::iter::once(first).chain(lines.map(|l| l.unwrap())).map(|l| serde_json::from_str(&l).unwrap()).collect();
+    assert!(poller.wait().unwrap().success());
+    let merges = count(&compacted, "files merged:");
+    assert!(merges > 0, "{compacted}");
+    let versions: Vec<u64> = reads.iter().filter(|r| r[0] == "version").map(|r| r[1].as_u64().unwrap()).collect();
+    assert!(versions.len() as u64 > 2 * 24, "every merge's version was read: {versions:?}");
+    for read in &reads {
+        let (rows, distinct) = (read[2].as_u64().unwrap(), read[3].as_u64().unwrap());
+        assert_eq!((rows, distinct), (expected.len() as u64, expected.len() as u64), "a read saw {read}");
+    }
 }

@@ -256,7 +256,9 @@ pub fn assert_table_holds(view: &TableView, expected: &BTreeMap<(i32, i64), Expe
     let slots: std::collections::BTreeSet<i64> = expected.values().map(|r| r.event_ms / 3_600_000).collect();
     if slots.len() > 1 {
         // DuckDB's plan says `Scanning Files: read/of` when its filter skipped files.
-        let duckdb = pruning["duckdb_files"].as_array().expect("DuckDB's plan names the files it scans");
+        let duckdb = pruning["duckdb_files"]
+            .as_array()
+            .unwrap_or_else(|| panic!("DuckDB's plan names the files it scans: {pruning}"));
         let (read, of) = (duckdb[0].as_u64().unwrap(), duckdb[1].as_u64().unwrap());
         assert_eq!(of as usize, view.files, "DuckDB sees the table's files: {pruning}");
         assert!(read >= 1 && read < of, "a filter on one hour reads that hour's files only: {pruning}");
