@@ -175,3 +175,43 @@ fn a_reader_polling_during_a_compaction_sees_every_reading_once() {
         assert_eq!((rows, distinct), (expected.len() as u64, expected.len() as u64), "a read saw {read}");
     }
 }
+
+/// On S3 (the tests' s3s-fs 0.14.1), a log entry is created once: a second PUT of the same key
+/// with If-None-Match `*` is refused and changes nothing, so two writers commit on top of each
+/// other; and a member whose epoch is older than the table's has its commit refused. (s3s-fs
+/// checks for the object before it writes it, so two PUTs racing inside that window could both
+/// succeed: what is shown here is the refusal S3 makes atomic, one writer at a time.)
+#[test]
+fn on_s3_an_entry_is_created_once_and_a_stale_member_is_refused() {
+    use std::sync::Arc;
+    use weather_archive::delta::table::{CommitError, Outcome, Table};
+    use weather_archive::layout::PartitionBy;
+    use weather_archive::store::s3::S3Store;
+    use weather_archive::store::{Store, StoreError};
+
+    let s3 = testkit::S3Server::start();
+    s3.create_bucket("lake");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bucket = weather_common::s3::Bucket {
+        name: "lake".into(),
+        endpoint: Some(s3.endpoint()),
+        region: Some("us-east-1".into()),
+    };
+    let client = runtime.block_on(weather_common::s3::client(&bucket));
+    let store: Arc<dyn Store> = Arc::new(S3Store::new(client, bucket, "lake", runtime.handle().clone()));
+    store.put_new("other/00000000000000000000.json", b"first").unwrap();
+    let second = store.put_new("other/00000000000000000000.json", b"second");
+    assert!(matches!(second, Err(StoreError::Conflict { .. })), "{second:?}");
+    assert_eq!(store.get("other/00000000000000000000.json").unwrap().unwrap(), b"first");
+
+    let table = || Table::open(store.clone(), "lake/", "weather", PartitionBy::Hour, 0).unwrap();
+    let (old, other) = (table(), table());
+    old.take_over(0, 1).unwrap();
+    other.take_over(1, 1).unwrap();
+    assert_eq!(old.append(0, 1, 0, 10, None).unwrap(), Outcome::Committed(3), "on top of the other's takeover");
+    let new = table();
+    assert_eq!(new.take_over(0, 2).unwrap(), Some(10), "the new owner learns the progress from the table");
+    let late = old.append(0, 1, 10, 20, None);
+    assert!(matches!(late, Err(CommitError::Fenced { partition: 0, epoch: 1, table_epoch: 2 })), "{late:?}");
+    assert_eq!(new.append(0, 2, 10, 20, None).unwrap(), Outcome::Committed(5));
+}
