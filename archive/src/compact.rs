@@ -59,18 +59,19 @@ impl fmt::Display for Compacted {
     }
 }
 
-/// Compacts the table under `prefix`: hours (or days) that ended `closed_for` ago or more.
+/// Compacts the table under `prefix`: hours (or days) that ended `closed_for` ago or more
+/// (`None`: every one).
 pub fn run(
     store: Arc<dyn Store>,
     prefix: &str,
-    closed_for: Duration,
+    closed_for: Option<Duration>,
     checkpoint_every: u64,
 ) -> anyhow::Result<Compacted> {
     let started = Instant::now();
     let (table, topic, _) = Table::open_existing(store.clone(), prefix, checkpoint_every)?;
     let layout = Layout::new(prefix, &topic);
     let snapshot = table.snapshot()?;
-    let closed_before = now_ms() - closed_for.as_millis() as i64;
+    let closed_before = closed_for.map_or(i64::MAX, |d| now_ms() - d.as_millis() as i64);
     let mut groups: BTreeMap<(Slot, i32), Vec<Add>> = BTreeMap::new();
     for add in snapshot.files.values() {
         let value = |name: &str| add.partition_values.get(name).cloned().flatten();

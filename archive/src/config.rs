@@ -149,6 +149,11 @@ pub struct CompactArgs {
     #[arg(long, value_name = "SECONDS", default_value = "3600", value_parser = weather_common::parse_seconds)]
     pub closed_for: Duration,
 
+    /// Merge every hour (or day), the current one too: a reading of it archived later gets a
+    /// small file of its own, merged the next time.
+    #[arg(long, conflicts_with = "closed_for")]
+    pub all_hours: bool,
+
     /// A checkpoint of the table's log every this many commits (0: none).
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
@@ -175,8 +180,14 @@ pub struct MaintenanceSettings {
 
 #[derive(Debug, Clone)]
 pub enum Task {
-    Compact { closed_for: Duration, checkpoint_every: u64 },
-    Vacuum { retention: Duration },
+    /// `closed_for`: merge the hours (or days) that ended this long ago; `None`: every one.
+    Compact {
+        closed_for: Option<Duration>,
+        checkpoint_every: u64,
+    },
+    Vacuum {
+        retention: Duration,
+    },
 }
 
 /// What a command line asks for.
@@ -236,7 +247,10 @@ impl Cli {
         Ok(match self.maintenance {
             Some(Maintenance::Compact(args)) => Job::Maintain(MaintenanceSettings {
                 destination: args.lake.destination(invalid)?,
-                task: Task::Compact { closed_for: args.closed_for, checkpoint_every: args.checkpoint_every },
+                task: Task::Compact {
+                    closed_for: (!args.all_hours).then_some(args.closed_for),
+                    checkpoint_every: args.checkpoint_every,
+                },
             }),
             Some(Maintenance::Vacuum(args)) => Job::Maintain(MaintenanceSettings {
                 destination: args.lake.destination(invalid)?,
