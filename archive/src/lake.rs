@@ -215,6 +215,12 @@ impl Rebalance for Lake {
                     starts.insert(partition, fetch);
                     self.record(Change::Assigned(Box::new(taken)));
                 }
+                // Another member took it over in the table since this one's lease (both were
+                // handed it within moments): that one writes it; this one leaves it, as a
+                // fenced write leaves a partition.
+                Err(e) if e.chain().any(|c| matches!(c.downcast_ref(), Some(CommitError::Fenced { .. }))) => {
+                    tracing::warn!("{e:#}: leaving it to that instance");
+                }
                 Err(e) => self.record(Change::Failed(e)),
             }
         }
