@@ -24,7 +24,11 @@ use weather_common::shutdown::Stop;
 use weather_common::source::{Admit, Progress, TopicView, FETCH_SETTINGS};
 use weather_common::Reading;
 
-use crate::config::Settings;
+use crate::columns;
+use crate::config::{Settings, TableSettings};
+use crate::delta::log::Add;
+use crate::delta::schema;
+use crate::delta::table::{CommitError, Outcome, Table};
 use crate::lake::{Change, Lake, Taken};
 use crate::member::{GroupContext, Rebalance};
 use crate::roll::{Decision, FileIndex, PartitionFiles};
@@ -66,6 +70,8 @@ pub struct Summary {
     pub fenced_writes: u64,
     /// How far the lake holds each partition this instance wrote.
     pub offsets: BTreeMap<i32, i64>,
+    /// With `--table delta`: the commits this run made, and the table's version at its end.
+    pub table: Option<(u64, Option<u64>)>,
     pub elapsed: Duration,
 }
 
@@ -98,6 +104,10 @@ impl fmt::Display for Summary {
                 "fenced writes:      {} (partitions taken over by another instance)",
                 thousands(self.fenced_writes)
             )?;
+        }
+        if let Some((commits, version)) = self.table {
+            let version = version.map_or("none".to_string(), |v| v.to_string());
+            writeln!(f, "table commits:      {} (the Delta table is at version {version})", thousands(commits))?;
         }
         writeln!(f, "{}", dead_letter::summary_line(&self.rejected, &self.dead_letter_topic))?;
         let offsets: Vec<String> = self.offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
@@ -170,8 +180,22 @@ impl Archiver {
             if settings.scale_out { "sharing the partitions in group" } else { "every partition, committing as group" },
             settings.group
         );
-        let lake =
-            Arc::new(Lake::new(store, layout, view, settings.start.clone(), positions, settings.allow_data_loss));
+        let table = match settings.table {
+            Some(TableSettings { checkpoint_every }) => Some(Arc::new(
+                Table::open(store.clone(), layout.prefix(), &settings.topic, settings.partition_by, checkpoint_every)
+                    .with_context(|| format!("opening the Delta table at {}", settings.destination))?,
+            )),
+            None => None,
+        };
+        let lake = Arc::new(Lake::new(
+            store,
+            layout,
+            table,
+            view,
+            settings.start.clone(),
+            positions,
+            settings.allow_data_loss,
+        ));
         let mut config = vec![
             ("auto.offset.reset", "earliest"),
             // Eager: with cooperative-sticky, Tansu 0.6 hands one partition to two members
@@ -196,6 +220,7 @@ impl Archiver {
         let summary = Summary {
             dead_letter_topic: settings.dead_letter_topic.clone(),
             destination: lake.store.describe(),
+            table: lake.table.as_ref().map(|_| (0, None)),
             ..Summary::default()
         };
         let dead_letters = DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime);
@@ -452,6 +477,9 @@ impl Writer {
         for (&partition, part) in &self.parts {
             self.summary.offsets.insert(partition, part.lease.state.done);
         }
+        if let (Some(table), Some((_, version))) = (&self.lake.table, &mut self.summary.table) {
+            *version = table.snapshot().map_err(anyhow::Error::new)?.version;
+        }
         Ok(())
     }
 
@@ -467,17 +495,38 @@ impl Writer {
         let layout = &self.lake.layout;
         let part = self.parts.get_mut(&partition).expect("decisions come from assigned partitions");
         let epoch = part.lease.state.epoch;
+        let table = self.lake.table.clone();
+        let mut commits = 0;
         let written = (|| -> Result<(), PublishError> {
+            let mut add = None;
             if let Some(file) = file {
                 let pending = PartitionState { epoch, done: start, pending: Some(end) };
                 retry(stop, || part.lease.write(partition, pending.clone(), &*store))?;
                 let key = layout.file_key(file.slot, partition, file.first_row);
-                let (rows, late) = (file.rows.len() as u64, file.late);
-                let bytes = file.rows.encode().map_err(|e| PublishError::Encode(e.to_string()))?;
+                let (rows, late, slot) = (file.rows.len() as u64, file.late, file.slot);
+                let batch = file.rows.finish().map_err(|e| PublishError::Encode(e.to_string()))?;
+                let bytes = columns::encode(&batch).map_err(|e| PublishError::Encode(e.to_string()))?;
                 retry(stop, || store.put(&key, &bytes).map_err(StateError::Store))?;
-                for stale in part.index.replace(start, end, file.first_row, &key) {
-                    retry(stop, || store.delete(&stale).map_err(StateError::Store))?;
-                    self.summary.superseded += 1;
+                let superseded = part.index.replace(start, end, file.first_row, &key);
+                if table.is_some() {
+                    // Files the table does not reference are the vacuum's: one the table
+                    // holds is never deleted here.
+                    add = Some(Add {
+                        path: key.strip_prefix(layout.prefix()).unwrap_or(&key).to_string(),
+                        partition_values: schema::partition_values(slot)
+                            .into_iter()
+                            .map(|(k, v)| (k, Some(v)))
+                            .collect(),
+                        size: bytes.len() as i64,
+                        modification_time: now_ms(),
+                        data_change: true,
+                        stats: Some(schema::stats(&batch)),
+                    });
+                } else {
+                    for stale in superseded {
+                        retry(stop, || store.delete(&stale).map_err(StateError::Store))?;
+                        self.summary.superseded += 1;
+                    }
                 }
                 self.summary.files += 1;
                 self.summary.rows += rows;
@@ -485,10 +534,32 @@ impl Writer {
                 self.summary.late_files += u64::from(late);
                 tracing::debug!("published {key} ({rows} rows, offsets {start}..{end})");
             }
+            if let Some(table) = &table {
+                let outcome = retry(stop, || match table.append(partition, epoch, start, end, add.clone()) {
+                    Ok(outcome) => Ok(Ok(outcome)),
+                    Err(CommitError::Store(e)) => Err(StateError::Store(e)),
+                    Err(CommitError::Fenced { partition, epoch, .. }) => Err(StateError::Fenced { partition, epoch }),
+                    Err(other) => Ok(Err(other)),
+                })?;
+                match outcome.map_err(|e| PublishError::Table(e.to_string()))? {
+                    Outcome::Committed(version) => {
+                        commits += 1;
+                        tracing::debug!(
+                            "committed offsets {start}..{end} of partition {partition} as version {version}"
+                        );
+                    }
+                    Outcome::AlreadyThere => {
+                        tracing::debug!("the table already held offsets {start}..{end} of partition {partition}")
+                    }
+                }
+            }
             let done = PartitionState { epoch, done: end, pending: None };
             retry(stop, || part.lease.write(partition, done.clone(), &*store))?;
             Ok(())
         })();
+        if let Some((total, _)) = &mut self.summary.table {
+            *total += commits;
+        }
         match written {
             Ok(()) => Ok(()),
             Err(PublishError::State(StateError::Fenced { .. })) => {
@@ -528,6 +599,8 @@ enum PublishError {
     State(#[from] StateError),
     #[error("encoding Parquet: {0}")]
     Encode(String),
+    #[error("committing to the table: {0}")]
+    Table(String),
     #[error("stopped while retrying: {0}")]
     Stopped(StoreError),
 }

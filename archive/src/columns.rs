@@ -77,7 +77,12 @@ impl Rows {
     }
 
     /// The rows as one Parquet file. The same rows always give the same bytes.
-    pub fn encode(mut self) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+    pub fn encode(self) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+        encode(&self.finish()?)
+    }
+
+    /// The rows as a batch of the lake's schema.
+    pub fn finish(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.sensor_id.finish()),
             Arc::new(self.record_id.finish()),
@@ -88,16 +93,31 @@ impl Rows {
             Arc::new(self.partition.finish()),
             Arc::new(self.offset.finish()),
         ];
-        let batch = RecordBatch::try_new(schema(), columns)?;
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(self.len.max(1)))
-            .build();
-        let mut writer = ArrowWriter::try_new(Vec::with_capacity(self.len * 24), batch.schema(), Some(properties))?;
-        writer.write(&batch)?;
-        writer.into_inner()
+        RecordBatch::try_new(schema(), columns)
     }
+}
+
+/// A batch of the lake's schema as one Parquet file: Snappy, one row group, statistics on
+/// every column. The same rows always give the same bytes.
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+    let rows = batch.num_rows();
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(rows.max(1)))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::with_capacity(rows * 24), batch.schema(), Some(properties))?;
+    writer.write(batch)?;
+    writer.into_inner()
+}
+
+/// The rows of a Parquet file of the lake, as one batch.
+pub fn decode(bytes: Vec<u8>) -> Result<RecordBatch, parquet::errors::ParquetError> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?
+        .with_batch_size(1 << 20)
+        .build()?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok(arrow_select::concat::concat_batches(&schema(), &batches)?)
 }
 
 #[cfg(test)]

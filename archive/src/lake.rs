@@ -11,10 +11,11 @@ use anyhow::Context;
 use weather_common::position::Start;
 use weather_common::source::{start_offsets, TopicView};
 
+use crate::delta::table::{CommitError, Table};
 use crate::layout::Layout;
 use crate::member::Rebalance;
 use crate::roll::FileIndex;
-use crate::state::{Lease, StateError};
+use crate::state::{Lease, PartitionState, StateError};
 use crate::store::{is_leftover, Store, StoreError};
 
 /// A partition this instance now writes.
@@ -42,6 +43,9 @@ pub enum Change {
 pub struct Lake {
     pub store: Arc<dyn Store>,
     pub layout: Layout,
+    /// With `--table delta`: the table every file is committed to, whose progress decides
+    /// where a partition starts.
+    pub table: Option<Arc<Table>>,
     view: TopicView,
     start: Start,
     /// `--start` looked up per partition when the run began (`None`: the beginning).
@@ -57,6 +61,7 @@ impl Lake {
     pub fn new(
         store: Arc<dyn Store>,
         layout: Layout,
+        table: Option<Arc<Table>>,
         view: TopicView,
         start: Start,
         positions: BTreeMap<i32, Option<i64>>,
@@ -65,6 +70,7 @@ impl Lake {
         Lake {
             store,
             layout,
+            table,
             view,
             start,
             positions,
@@ -110,14 +116,28 @@ impl Lake {
         // that the file is written whole.
         let position = self.positions.get(&partition).copied().flatten().unwrap_or(marks.0);
         let position = index.start_of_file_at(position).filter(|_| position > marks.0).unwrap_or(position);
-        let lease = Lease::take_over(&*self.store, &self.layout.state_key(partition), partition, position)?;
-        let state = &lease.state;
+        let mut lease = Lease::take_over(&*self.store, &self.layout.state_key(partition), partition, position)?;
+        let state = lease.state.clone();
         let resumed = state.epoch > 1;
-        let start = match (&self.start, first_time && resumed) {
+        let mut start = match (&self.start, first_time && resumed) {
             (_, false) | (Start::Resume | Start::Committed, true) => state.done,
             (Start::Earliest, true) => marks.0,
             (_, true) => position.min(state.done),
         };
+        let mut held = None;
+        if let Some(table) = &self.table {
+            // The table says what it holds: a partition it has never had starts where a new
+            // one would (files of an earlier run without the table are written again and
+            // committed); one it has resumes where it stands. A table is never rebuilt in
+            // place: a file it holds is never written again.
+            held = table.take_over(partition, state.epoch)?;
+            start = held.unwrap_or(position);
+            if start != state.done {
+                let pending = state.pending.filter(|&p| p > start);
+                lease.write(partition, PartitionState { epoch: state.epoch, done: start, pending }, &*self.store)?;
+            }
+        }
+        let state = &lease.state;
         let checked = start_offsets(
             self.topic(),
             &BTreeMap::from([(partition, Some(start))]),
@@ -128,6 +148,10 @@ impl Lake {
         let mut boundaries = index.starts();
         boundaries.extend(state.pending);
         let how = match (resumed, start.cmp(&state.done)) {
+            _ if self.table.is_some() => match held {
+                Some(held) => format!("the table holds it up to {held}"),
+                None => "a new partition in the table".to_string(),
+            },
             (false, _) => "a new partition in the lake".to_string(),
             (true, std::cmp::Ordering::Less) => format!("archived up to {}: rewritten from there", state.done),
             (true, _) if state.pending.is_some() => "resumes, and first writes the file decided last".to_string(),
@@ -168,6 +192,7 @@ fn passing(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Failed { .. }))
             || matches!(cause.downcast_ref::<StateError>(), Some(StateError::Store(StoreError::Failed { .. })))
+            || matches!(cause.downcast_ref::<CommitError>(), Some(CommitError::Store(StoreError::Failed { .. })))
     })
 }
 
@@ -189,6 +214,12 @@ impl Rebalance for Lake {
                 Ok((taken, fetch)) => {
                     starts.insert(partition, fetch);
                     self.record(Change::Assigned(Box::new(taken)));
+                }
+                // Another member took it over in the table since this one's lease (both were
+                // handed it within moments): that one writes it; this one leaves it, as a
+                // fenced write leaves a partition.
+                Err(e) if e.chain().any(|c| matches!(c.downcast_ref(), Some(CommitError::Fenced { .. }))) => {
+                    tracing::warn!("{e:#}: leaving it to that instance");
                 }
                 Err(e) => self.record(Change::Failed(e)),
             }

@@ -40,16 +40,59 @@ impl PartitionBy {
     }
 }
 
+impl Slot {
+    /// Its date (`YYYY-MM-DD`) and, by hour, its hour.
+    pub fn date_and_hour(&self) -> (String, Option<i64>) {
+        let (year, month, day) = civil_from_days(self.start_ms.div_euclid(DAY_MS));
+        let hour = (self.by == PartitionBy::Hour).then(|| self.start_ms.rem_euclid(DAY_MS) / HOUR_MS);
+        (format!("{year:04}-{month:02}-{day:02}"), hour)
+    }
+
+    /// The slot of `date` (`YYYY-MM-DD`) and `hour` (by hour) or none (by day).
+    pub fn parse(date: &str, hour: Option<&str>) -> Option<Slot> {
+        let mut parts = date.splitn(3, '-');
+        let (year, month, day) =
+            (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        let start = days_from_civil(year, month, day) * DAY_MS;
+        match hour {
+            Some(h) => {
+                Some(PartitionBy::Hour.slot(start + h.parse::<i64>().ok().filter(|h| (0..24).contains(h))? * HOUR_MS))
+            }
+            None => Some(PartitionBy::Day.slot(start)),
+        }
+    }
+
+    /// The first millisecond after the slot.
+    pub fn end_ms(&self) -> i64 {
+        self.start_ms
+            + match self.by {
+                PartitionBy::Hour => HOUR_MS,
+                PartitionBy::Day => DAY_MS,
+            }
+    }
+}
+
 impl fmt::Display for Slot {
     /// The slot's directory: `date=YYYY-MM-DD/hour=HH` or `date=YYYY-MM-DD`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (year, month, day) = civil_from_days(self.start_ms.div_euclid(DAY_MS));
-        write!(f, "date={year:04}-{month:02}-{day:02}")?;
-        if self.by == PartitionBy::Hour {
-            write!(f, "/hour={:02}", self.start_ms.rem_euclid(DAY_MS) / HOUR_MS)?;
+        let (date, hour) = self.date_and_hour();
+        write!(f, "date={date}")?;
+        if let Some(hour) = hour {
+            write!(f, "/hour={hour:02}")?;
         }
         Ok(())
     }
+}
+
+/// The day number since 1970-01-01 of a date (the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = year - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The calendar date of a day number since 1970-01-01 (proleptic Gregorian; Howard Hinnant's
@@ -101,6 +144,25 @@ impl Layout {
         Some((partition.parse().ok()?, offset.parse().ok()?))
     }
 
+    /// The key of a file that merges `partition`'s files of `slot` holding offsets
+    /// `[first_offset, end)`: named apart from the files it merges (which [`Layout::parse_file_key`]
+    /// does not take it for), so that it never replaces one.
+    pub fn merged_key(&self, slot: Slot, partition: i32, first_offset: i64, end: i64) -> String {
+        format!("{}{slot}/{}+{partition}+{first_offset:020}-{end:020}.parquet", self.data_prefix(), self.topic)
+    }
+
+    /// The partition of any data file of this topic, merged or not.
+    pub fn partition_of(&self, key: &str) -> Option<i32> {
+        let name = key.rsplit('/').next()?;
+        let rest = name.strip_suffix(".parquet")?.strip_prefix(&self.topic)?.strip_prefix('+')?;
+        rest.split_once('+')?.0.parse().ok()
+    }
+
+    /// The lake's root: keys of the table are relative to it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The key of `partition`'s state.
     pub fn state_key(&self, partition: i32) -> String {
         format!("{}_state/{}-{partition}.json", self.prefix, self.topic)
@@ -127,6 +189,20 @@ mod tests {
         assert_eq!(PartitionBy::Day.slot(4_107_542_400_000).to_string(), "date=2100-03-01");
     }
 
+    /// A slot parses back from its date and hour, across leap days and before 1970.
+    #[test]
+    fn slots_parse_back() {
+        for ms in [1_764_403_199_999, 0, -1, 951_782_400_000, 4_107_542_400_000] {
+            for by in [PartitionBy::Hour, PartitionBy::Day] {
+                let slot = by.slot(ms);
+                let (date, hour) = slot.date_and_hour();
+                assert_eq!(Slot::parse(&date, hour.map(|h| h.to_string()).as_deref()), Some(slot), "{slot}");
+            }
+        }
+        assert_eq!(Slot::parse("2025-11-29", Some("24")), None);
+        assert_eq!(PartitionBy::Hour.slot(0).end_ms(), 3_600_000);
+    }
+
     /// A file's key names its topic, slot, partition and zero-padded first offset, so that
     /// listing sorts files by offset; the key parses back, under a prefix or none.
     #[test]
@@ -145,5 +221,12 @@ mod tests {
         assert_eq!(layout.parse_file_key("topic=weather/date=2025-11-29/.weather+2+1.parquet.tmp"), None);
         assert_eq!(layout.parse_file_key("topic=weather-2/date=2025-11-29/weather-2+0+1.parquet"), None);
         assert_eq!(layout.state_key(2), "_state/weather-2.json");
+        let merged = layout.merged_key(slot, 2, 1200, 1300);
+        assert_eq!(
+            merged,
+            "topic=weather/date=2025-11-29/hour=07/weather+2+00000000000000001200-00000000000000001300.parquet"
+        );
+        assert_eq!((layout.parse_file_key(&merged), layout.partition_of(&merged)), (None, Some(2)));
+        assert_eq!(layout.partition_of(&layout.file_key(slot, 3, 5)), Some(3));
     }
 }

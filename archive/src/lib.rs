@@ -7,6 +7,9 @@
 //!   lease that fences an instance that lost the partition.
 //! - [`store`]: the lake on disk or in S3.
 //! - [`lake`]: taking a partition over: where its reading starts.
+//! - [`delta`]: the lake as a Delta Lake table (`--table delta`): commits, checkpoints.
+//! - [`compact`] and [`vacuum`]: the table's upkeep: small files merged, unreferenced ones
+//!   deleted.
 //! - [`member`]: the consumer group's rebalances.
 //! - [`archiver`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
@@ -17,7 +20,9 @@
 
 pub mod archiver;
 pub mod columns;
+pub mod compact;
 pub mod config;
+pub mod delta;
 pub mod lake;
 pub mod layout;
 pub mod member;
@@ -25,6 +30,7 @@ pub mod metrics;
 pub mod roll;
 pub mod state;
 pub mod store;
+pub mod vacuum;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,7 +41,7 @@ use weather_common::shutdown::Stop;
 
 use archiver::Archiver;
 pub use archiver::Summary;
-pub use config::{Cli, Destination, Settings};
+pub use config::{Cli, Destination, Job, MaintenanceSettings, Settings};
 use layout::Layout;
 use store::disk::DiskStore;
 use store::s3::S3Store;
@@ -47,16 +53,36 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
     let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-archive").await?;
     let stop = Stop::when(shutdown);
     let runtime = tokio::runtime::Handle::current();
-    let (store, prefix): (Arc<dyn Store>, &str) = match &settings.destination {
-        Destination::Disk(dir) => (Arc::new(DiskStore::open(dir)?), ""),
-        Destination::S3 { bucket, prefix } => {
-            let client = s3::client(bucket).await;
-            s3::check_bucket(&client, bucket).await?;
-            (Arc::new(S3Store::new(client, bucket.clone(), prefix, runtime.clone())), prefix)
-        }
-    };
-    let layout = Layout::new(prefix, &settings.topic);
+    let (store, prefix) = open_store(&settings.destination).await?;
+    let layout = Layout::new(&prefix, &settings.topic);
     tokio::task::spawn_blocking(move || Archiver::open(settings, store, layout, &stop, runtime)?.run(&stop))
         .await
         .context("the archive thread panicked")?
+}
+
+/// Compacts or vacuums the lake's table, and says what it did.
+pub async fn maintain(settings: MaintenanceSettings) -> anyhow::Result<String> {
+    let (store, prefix) = open_store(&settings.destination).await?;
+    tokio::task::spawn_blocking(move || match settings.task {
+        config::Task::Compact { closed_for, checkpoint_every } => {
+            Ok(compact::run(store, &prefix, closed_for, checkpoint_every)?.to_string())
+        }
+        config::Task::Vacuum { retention } => Ok(vacuum::run(store, &prefix, retention)?.to_string()),
+    })
+    .await
+    .context("the maintenance thread panicked")?
+}
+
+/// The lake's store, and its prefix in it (empty or ending in `/`).
+async fn open_store(destination: &Destination) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    let runtime = tokio::runtime::Handle::current();
+    Ok(match destination {
+        Destination::Disk(dir) => (Arc::new(DiskStore::open(dir)?), String::new()),
+        Destination::S3 { bucket, prefix } => {
+            let client = s3::client(bucket).await;
+            s3::check_bucket(&client, bucket).await?;
+            let store = Arc::new(S3Store::new(client, bucket.clone(), prefix, runtime));
+            (store, Layout::new(prefix, "").prefix().to_string())
+        }
+    })
 }

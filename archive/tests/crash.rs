@@ -57,6 +57,14 @@ impl Lake {
         }
     }
 
+    /// The lake's Delta table as its readers find it: in a directory, or through the S3 API.
+    fn read_table(&self) -> TableView {
+        match self {
+            Lake::Disk(dir) => read_table(dir.path()),
+            Lake::S3(server, bucket) => read_table_in_s3(&server.endpoint(), &format!("s3://{bucket}")),
+        }
+    }
+
     fn flags(&self) -> Vec<String> {
         match self {
             Lake::Disk(dir) => vec!["-o".into(), dir.path().display().to_string()],
@@ -150,7 +158,11 @@ fn check_progress(previous: &mut BTreeMap<i32, i64>, now: &BTreeMap<i32, Option<
 /// run read exactly the readings after the state's progress, the lake holds every valid
 /// reading once, as DuckDB reads it (a bucket through the S3 API), with no partial or leftover
 /// file, and its files are those of an uninterrupted run into another lake, names and bytes.
-fn sigkill_scenario(lake: Lake, kills: u32) {
+///
+/// With `table`, into a Delta table (`--table delta`): the run's start is the table's progress,
+/// and at the end both of the table's readers find every valid reading once, in the very files
+/// the uninterrupted run committed (those its log holds).
+fn sigkill_scenario(lake: Lake, kills: u32, table: bool) {
     let tansu = Tansu::start();
     tansu.create_topic("weather", PARTITIONS);
     tansu.produce_in_small_batches(DAYS, SENSORS);
@@ -161,6 +173,11 @@ fn sigkill_scenario(lake: Lake, kills: u32) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let logs = tempfile::tempdir().unwrap();
     let mut flags = vec!["--until-end", "--max-rows", "200"];
+    let table_flags = ["--table", "delta", "--checkpoint-every", "10"];
+    if table {
+        flags.extend(table_flags);
+    }
+    let reference_flags = flags.clone();
     flags.extend(testkit::THROTTLE);
     let root = lake.root();
     let mut previous = BTreeMap::new();
@@ -184,7 +201,12 @@ fn sigkill_scenario(lake: Lake, kills: u32) {
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{context}: the killed run had printed its summary");
         check_progress(&mut previous, &done(&root, PARTITIONS), &context);
     }
-    let resumed_at: i64 = done(&root, PARTITIONS).values().flatten().sum();
+    let resumed_at: i64 = match table {
+        // The table's progress, which may be past the state's (a kill between the commit and
+        // the state's write).
+        true => table_progress(&root).values().sum(),
+        false => done(&root, PARTITIONS).values().flatten().sum(),
+    };
     println!("after {kills} kills the lake holds {resumed_at} of {} readings", expected.len());
     let log = logs.path().join("final.log");
     let summary = finish(start(&tansu, &lake, &flags, &log), &log, Duration::from_secs(120));
@@ -195,6 +217,20 @@ fn sigkill_scenario(lake: Lake, kills: u32) {
         "{context}: the last run read other readings than those after the state's progress:\n{summary}"
     );
     assert!(count(&summary, "readings archived:") > 0, "{context}: the kills all landed after the run's end");
+    if table {
+        let crashed = lake.read_table();
+        assert_table_holds(&crashed, &expected);
+        let reference = lake.another();
+        let log = logs.path().join("reference.log");
+        finish(start(&tansu, &reference, &reference_flags, &log), &log, Duration::from_secs(120));
+        let files = |view: &TableView| -> BTreeSet<String> {
+            view.duckdb.iter().map(|row| row[10].as_str().unwrap().to_string()).collect()
+        };
+        let (crashed, reference) = (files(&crashed), table_files(&reference.root()));
+        assert!(crashed.len() > 100, "{} files", crashed.len());
+        assert_eq!(crashed, reference, "{context}: the table's files are not the uninterrupted run's");
+        return;
+    }
     let crashed = assert_view_holds(lake.read(), &expected);
     // File boundaries are decided by --max-rows and the hours alone, and a restart writes the
     // decided file again: the lake is the very lake of an uninterrupted run, file for file.
@@ -216,12 +252,22 @@ fn sigkill_scenario(lake: Lake, kills: u32) {
 
 #[test]
 fn sigkill_at_random_moments_leaves_every_reading_once_on_disk() {
-    sigkill_scenario(Lake::Disk(tempfile::tempdir().unwrap()), 20);
+    sigkill_scenario(Lake::Disk(tempfile::tempdir().unwrap()), 20, false);
 }
 
 #[test]
 fn sigkill_at_random_moments_leaves_every_reading_once_in_s3() {
-    sigkill_scenario(Lake::in_bucket(&Rc::new(S3Server::start()), "lake"), 20);
+    sigkill_scenario(Lake::in_bucket(&Rc::new(S3Server::start()), "lake"), 20, false);
+}
+
+#[test]
+fn sigkill_at_random_moments_leaves_every_reading_once_in_a_table_on_disk() {
+    sigkill_scenario(Lake::Disk(tempfile::tempdir().unwrap()), 20, true);
+}
+
+#[test]
+fn sigkill_at_random_moments_leaves_every_reading_once_in_a_table_in_s3() {
+    sigkill_scenario(Lake::in_bucket(&Rc::new(S3Server::start()), "lake"), 20, true);
 }
 
 /// Following the topic, a quiet partition's file is flushed after the interval (the lake holds

@@ -12,7 +12,9 @@
 //!   the beginning to the end of that topic;
 //! - replay + metrics: the same replay serving its metrics (`--metrics-addr`), beside the replay;
 //! - archive: `weather-archive` writing every reading of that topic to Parquet files on the
-//!   local disk, from the beginning to the end (beside the consume baseline too);
+//!   local disk, from the beginning to the end (beside the consume baseline too); and the same
+//!   into a Delta table (`--table delta`, beside the Hive-file archive), then its compaction,
+//!   timed;
 //! - replay + PostgreSQL: the same replay also loading every week into a PostgreSQL table
 //!   (`--to-postgres`, a server of its own with durable commits), beside the file-only replay;
 //! - replay + topic: the same replay also publishing every week to a compacted aggregates
@@ -231,6 +233,9 @@ fn bench_on(
     let to_postgres = dir.path().join("to_postgres.csv");
     let to_topic_output = dir.path().join("to_topic.csv");
     let mut rounds: Vec<Vec<Measured>> = Vec::new();
+    // The archive into a Delta table against the Hive-file archive of the same round (the best
+    // round's ratio), and that table's compaction.
+    let mut table_best: Option<(f64, String)> = None;
     for round in 0..cli.rounds {
         let server = fresh()?;
         let bootstrap = server.bootstrap();
@@ -305,6 +310,11 @@ fn bench_on(
                 .arg(&lake),
             "readings archived:",
         )?;
+        let (in_table, compaction) = table_archive(bootstrap, topic, n, dir.path())?;
+        let ratio = in_table.rate() / archive.rate();
+        if table_best.as_ref().is_none_or(|(best, _)| ratio > *best) {
+            table_best = Some((ratio, format!("{}; {compaction}", files_written(&in_table.stdout)?)));
+        }
         let table = format!("bench_round_{round}");
         let mut loading = Command::new(sibling("weather-consumer")?);
         loading
@@ -440,6 +450,14 @@ fn bench_on(
         }
     }
     println!("archive (disk): {}", files_written(&archive.stdout)?);
+    if let Some((ratio, line)) = table_best {
+        println!("archive (table): {ratio:.2}x the Hive-file archive; {line}");
+        if ratio < 0.85 {
+            missed.push(format!(
+                "{broker}: archive into a Delta table at {ratio:.2}x the Hive-file archive (target 0.85x)"
+            ));
+        }
+    }
     if replay.peak_rss_kib > 64 * 1024 {
         missed.push(format!("{broker}: replay peak RSS {} KiB (target under 64 MiB)", replay.peak_rss_kib));
     }
@@ -447,6 +465,44 @@ fn bench_on(
         missed.push(format!("{broker}: archive peak RSS {} KiB (target under 128 MiB)", archive.peak_rss_kib));
     }
     Ok(missed)
+}
+
+/// `weather-archive --table delta` on the same topic as the Hive-file archive, measured; then a
+/// table of the same readings in about 200 small files, and its compaction (every hour, the
+/// current one included: the readings were sent just now), timed: the compaction's line.
+fn table_archive(bootstrap: &str, topic: &str, n: u64, dir: &std::path::Path) -> anyhow::Result<(Measured, String)> {
+    let table = dir.join("table");
+    if table.exists() {
+        std::fs::remove_dir_all(&table)?;
+    }
+    let archive = measure_job(
+        "archive (table)",
+        n,
+        Command::new(sibling("weather-archive")?)
+            .args(["-b", bootstrap, "-t", topic, "--from-beginning", "--until-end", "--table", "delta", "-o"])
+            .arg(&table),
+        "readings archived:",
+    )?;
+    // The compaction's own table: the same readings in about 200 small files, as a day of
+    // flushes every minute leaves them.
+    let small = dir.join("table-small");
+    if small.exists() {
+        std::fs::remove_dir_all(&small)?;
+    }
+    let max_rows = (n / 200).max(1).to_string();
+    let out = Command::new(sibling("weather-archive")?)
+        .args(["-b", bootstrap, "-t", topic, "--from-beginning", "--until-end", "--quiet", "--table", "delta"])
+        .args(["--max-rows", &max_rows, "-o"])
+        .arg(&small)
+        .output()?;
+    ensure!(out.status.success(), "the small-file archive failed: {}", String::from_utf8_lossy(&out.stderr));
+    let started = Instant::now();
+    let out = Command::new(sibling("weather-archive")?).args(["compact", "--all-hours", "-o"]).arg(&small).output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "the compaction failed: {}", String::from_utf8_lossy(&out.stderr));
+    let merged = stdout.lines().find_map(|l| l.strip_prefix("files merged:")).context("no `files merged:` line")?;
+    Ok((archive, format!("compaction: {} in {seconds:.2} s", merged.trim().split(" in ").next().unwrap_or(merged))))
 }
 
 /// The summary line of the consumer that starts with its count and rate.

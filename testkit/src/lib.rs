@@ -711,6 +711,28 @@ pub fn lake_python() -> PathBuf {
         .clone()
 }
 
+/// The readers of the lake's Delta table that are not our writer: the Python that has
+/// deltalake and DuckDB, and the file of DuckDB's delta extension, loaded from there (both
+/// installed by `scripts/stack install` if missing).
+pub fn delta_python() -> (PathBuf, PathBuf) {
+    static PYTHON: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
+    let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
+    python
+        .get_or_insert_with(|| {
+            let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
+            let out = Command::new(&stack)
+                .arg("delta-python")
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("running scripts/stack delta-python");
+            assert!(out.status.success(), "scripts/stack delta-python failed ({})", out.status);
+            let text = String::from_utf8(out.stdout).expect("paths");
+            let mut lines = text.lines().map(|l| PathBuf::from(l.trim()));
+            (lines.next().expect("the Python"), lines.next().expect("the extension"))
+        })
+        .clone()
+}
+
 /// The path of a stack binary.
 pub fn binary(name: &str, env: &str, tools_dir: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {

@@ -2,22 +2,29 @@
 //! final one (`.name.tmp`, which readers' `*.parquet` globs skip), fsynced, renamed into place
 //! and its directory fsynced: a reader sees all of it or nothing, and a crash leaves at most a
 //! leftover that the next owner of the partition removes. A state file is replaced under an
-//! advisory lock, after checking that it is still the version its writer last saw.
+//! advisory lock, after checking that it is still the version its writer last saw. An entry of
+//! the table's log is written under a temporary name of its writer's own and hard-linked into
+//! place: link(2) never replaces an existing name (EEXIST), so of two writers of one entry,
+//! exactly one succeeds, which is the put-if-absent the Delta protocol asks of a file system.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use super::{Store, StoreError, Version};
 
 pub struct DiskStore {
     root: PathBuf,
+    /// Names this process's temporary files of [`Store::put_new`] apart.
+    written: AtomicU64,
 }
 
 impl DiskStore {
     pub fn open(root: &Path) -> Result<DiskStore, StoreError> {
         fs::create_dir_all(root).map_err(|e| StoreError::failed(format!("creating {}", root.display()), e))?;
-        Ok(DiskStore { root: root.to_path_buf() })
+        Ok(DiskStore { root: root.to_path_buf(), written: AtomicU64::new(0) })
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -74,6 +81,10 @@ impl Store for DiskStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.list_modified(prefix)?.into_iter().map(|(key, _)| key).collect())
+    }
+
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, SystemTime)>, StoreError> {
         let mut keys = Vec::new();
         let mut dirs = vec![self.path(prefix)];
         while let Some(dir) = dirs.pop() {
@@ -88,12 +99,44 @@ impl Store for DiskStore {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     dirs.push(path);
                 } else if let Ok(key) = path.strip_prefix(&self.root) {
-                    keys.push(key.to_string_lossy().replace('\\', "/"));
+                    // A file removed since it was listed has no time: it is not listed.
+                    if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                        keys.push((key.to_string_lossy().replace('\\', "/"), modified));
+                    }
                 }
             }
         }
         keys.sort();
         Ok(keys)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::failed(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.path(key);
+        let failed = |e: io::Error| StoreError::failed(format!("writing {}", path.display()), e);
+        let dir = path.parent().expect("keys lie under the root");
+        self.create_dir(dir).map_err(failed)?;
+        let name = path.file_name().expect("a key names a file").to_string_lossy();
+        let n = self.written.fetch_add(1, Ordering::Relaxed);
+        let temporary = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&temporary).map_err(failed)?;
+        let linked =
+            file.write_all(bytes).and_then(|()| file.sync_all()).and_then(|()| fs::hard_link(&temporary, &path));
+        // The temporary name goes whatever happened; a crash before this leaves it, hidden.
+        let _ = fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => File::open(dir).and_then(|d| d.sync_all()).map_err(failed),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::Conflict { key: key.to_string() }),
+            Err(e) => Err(failed(e)),
+        }
     }
 
     fn read_state(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
@@ -163,5 +206,19 @@ mod tests {
         assert!(matches!(store.write_state("_state/w-0.json", b"x", Some(&v1)), Err(StoreError::Conflict { .. })));
         assert_eq!(store.read_state("_state/w-0.json").unwrap(), Some((b"{\"a\":2}".to_vec(), v2)));
         assert_eq!(store.read_state("_state/w-1.json").unwrap(), None);
+    }
+
+    /// A log entry is created once: a second writer of the same key is refused and changes
+    /// nothing, and no temporary file is left.
+    #[test]
+    fn a_new_key_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        store.put_new("_delta_log/00000000000000000000.json", b"first").unwrap();
+        let second = store.put_new("_delta_log/00000000000000000000.json", b"second");
+        assert!(matches!(second, Err(StoreError::Conflict { .. })), "{second:?}");
+        assert_eq!(store.get("_delta_log/00000000000000000000.json").unwrap().unwrap(), b"first");
+        assert_eq!(store.list("_delta_log/").unwrap(), ["_delta_log/00000000000000000000.json"]);
+        assert_eq!(store.get("_delta_log/00000000000000000001.json").unwrap(), None);
     }
 }

@@ -1,10 +1,13 @@
 //! Where the lake is kept: a local directory ([`disk`]) or an S3 bucket ([`s3`]), behind the
 //! few operations the archive needs. A data file is published whole or not at all; a state
 //! object is replaced only if it is still the version the writer last saw, which is what keeps
-//! an instance that lost a partition from writing for it afterwards.
+//! an instance that lost a partition from writing for it afterwards; an entry of the table's log
+//! is created only if absent, which is what orders the commits of several writers.
 
 pub mod disk;
 pub mod s3;
+
+use std::time::SystemTime;
 
 /// The version of a state object a writer last saw: its bytes on disk, its ETag on S3.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,16 @@ pub trait Store: Send + Sync {
 
     /// Every key under `prefix`, including unfinished uploads' leftovers (see [`is_leftover`]).
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Every key under `prefix` with the time it was last written, oldest or not.
+    fn list_modified(&self, prefix: &str) -> Result<Vec<(String, SystemTime)>, StoreError>;
+
+    /// The bytes of `key`, if it exists.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Publishes `bytes` as `key` only if no object of that key exists, atomically: of two
+    /// writers of the same key, one gets [`StoreError::Conflict`].
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
 
     /// A state object and its version, if it exists.
     fn read_state(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError>;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::Value;
 use testkit::Tansu;
 
@@ -167,6 +168,182 @@ pub fn check_files(by_file: &BTreeMap<String, Vec<(i32, i64)>>) {
         assert!(strangers.is_empty(), "{file}: rows of another partition than {partition}: {strangers:?}");
         assert!(offsets.windows(2).all(|w| w[0].1 < w[1].1), "{file}: not in offset order");
     }
+}
+
+/// A row of the table as a reader gives it: `[partition, offset, sensor_id, record_id,
+/// temperature, co_concentration, humidity, event_ms, date, hour, file]`.
+pub type TableRow = Vec<Value>;
+
+/// What the two readers of the Delta table (deltalake and DuckDB's delta extension) find.
+pub struct TableView {
+    pub version: u64,
+    /// Files in the table, as deltalake counts them.
+    pub files: usize,
+    pub deltalake: Vec<TableRow>,
+    pub duckdb: Vec<TableRow>,
+    /// A filter on the first row's date and hour: the files each reader read for it (DuckDB:
+    /// `[read, of]`) and the rows it found.
+    pub pruning: Value,
+}
+
+/// The table at the lake `dir`, as its readers find it.
+pub fn read_table(dir: &Path) -> TableView {
+    run_table_reader(&[dir.to_str().unwrap()])
+}
+
+/// The table at `s3://bucket/prefix` of the S3 server at `endpoint`, read through the S3 API.
+pub fn read_table_in_s3(endpoint: &str, url: &str) -> TableView {
+    run_table_reader(&[url, endpoint])
+}
+
+fn run_table_reader(args: &[&str]) -> TableView {
+    let (python, extension) = testkit::delta_python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_table.py");
+    let out = Command::new(python).arg(script).arg(extension).args(args).output().expect("running the table reader");
+    assert!(out.status.success(), "the table reader failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("the reader's JSON");
+    let rows = |v: &Value| -> Vec<TableRow> {
+        v["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect()
+    };
+    TableView {
+        version: json["deltalake"]["version"].as_u64().unwrap(),
+        files: json["deltalake"]["files"].as_u64().unwrap() as usize,
+        deltalake: rows(&json["deltalake"]),
+        duckdb: rows(&json["duckdb"]),
+        pruning: json["pruning"].clone(),
+    }
+}
+
+/// Both readers find exactly `expected` in the table, each reading once with its values and
+/// its own date and hour; and a filter on one hour reads only that hour's files (fewer than
+/// all, as many for both readers), and finds that hour's readings.
+pub fn assert_table_holds(view: &TableView, expected: &BTreeMap<(i32, i64), Expected>) {
+    for (reader, rows) in [("deltalake", &view.deltalake), ("duckdb", &view.duckdb)] {
+        let mut seen = BTreeMap::new();
+        for row in rows.iter() {
+            let at = (row[0].as_i64().unwrap() as i32, row[1].as_i64().unwrap());
+            let got = Expected {
+                sensor_id: row[2].as_str().unwrap().to_string(),
+                record_id: row[3].as_i64().unwrap(),
+                temperature: row[4].as_f64().unwrap(),
+                co_concentration: row[5].as_i64().unwrap(),
+                humidity: row[6].as_i64().unwrap(),
+                event_ms: row[7].as_i64().unwrap(),
+            };
+            let stamp = jiff::Timestamp::from_millisecond(got.event_ms).unwrap().to_zoned(jiff::tz::TimeZone::UTC);
+            assert_eq!(row[8].as_str().unwrap(), stamp.date().to_string(), "{reader}: the date of {row:?}");
+            if !row[9].is_null() {
+                assert_eq!(row[9].as_i64(), Some(i64::from(stamp.hour())), "{reader}: the hour of {row:?}");
+            }
+            assert!(seen.insert(at, got).is_none(), "{reader}: offset {at:?} is in the table twice");
+        }
+        let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(k)).take(5).collect();
+        let extra: Vec<_> = seen.keys().filter(|k| !expected.contains_key(k)).take(5).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "{reader}: missing {missing:?}, not in the topic {extra:?}");
+        for (at, got) in &seen {
+            assert_eq!(got, &expected[at], "{reader}: the values at {at:?}");
+        }
+    }
+    let pruning = &view.pruning;
+    let (date, hour) = (pruning["date"].as_str().unwrap(), pruning["hour"].as_i64());
+    let in_slot = expected
+        .values()
+        .filter(|r| {
+            let stamp = jiff::Timestamp::from_millisecond(r.event_ms).unwrap().to_zoned(jiff::tz::TimeZone::UTC);
+            stamp.date().to_string() == date && hour.is_none_or(|h| h == i64::from(stamp.hour()))
+        })
+        .count() as u64;
+    let slots: std::collections::BTreeSet<i64> = expected.values().map(|r| r.event_ms / 3_600_000).collect();
+    if slots.len() > 1 {
+        // DuckDB's plan says `Scanning Files: read/of` when its filter skipped files.
+        let duckdb = pruning["duckdb_files"]
+            .as_array()
+            .unwrap_or_else(|| panic!("DuckDB's plan names the files it scans: {pruning}"));
+        let (read, of) = (duckdb[0].as_u64().unwrap(), duckdb[1].as_u64().unwrap());
+        assert_eq!(of as usize, view.files, "DuckDB sees the table's files: {pruning}");
+        assert!(read >= 1 && read < of, "a filter on one hour reads that hour's files only: {pruning}");
+        assert_eq!(pruning["deltalake_files"].as_u64(), Some(read), "both readers prune alike: {pruning}");
+    }
+    assert_eq!((pruning["duckdb_rows"].as_u64(), pruning["deltalake_rows"].as_u64()), (Some(in_slot), Some(in_slot)));
+}
+
+/// Sends readings stamped over `hours` whole hours from 2025-11-29T00:00Z on: in each hour,
+/// `per_hour` readings to each of `partitions` partitions of `weather`, record ids from
+/// `first_id` on (in time order within a partition).
+pub fn send_hours(tansu: &Tansu, partitions: i32, hours: i64, per_hour: i64, first_id: i64) {
+    const MIDNIGHT: i64 = 1_764_374_400_000;
+    let mut values = Vec::new();
+    for p in 0..partitions {
+        for h in 0..hours {
+            for i in 0..per_hour {
+                let id = first_id + (p as i64 * hours + h) * per_hour + i;
+                let at = MIDNIGHT + h * 3_600_000 + i * 3_600_000 / per_hour;
+                let value = format!(
+                    r#"{{"sensor_id":"sensor-{p}","record_id":{id},"temperature":{}.5,"CO_concentration":700,"humidity":{}}}"#,
+                    id % 30,
+                    20 + id % 60
+                );
+                values.push((p, format!("sensor-{p}"), value, at));
+            }
+        }
+    }
+    // All sent, then flushed once: each record keeps its own timestamp in the batches (the
+    // archive reads record timestamps, not the broker's look-up by time).
+    let producer: ThreadedProducer<_> =
+        weather_common::kafka::reliable_producer(&tansu.kafka_args(), &[], DefaultProducerContext).unwrap();
+    for (p, key, value, at) in &values {
+        let record =
+            BaseRecord::to("weather").partition(*p).key(key.as_bytes()).payload(value.as_bytes()).timestamp(*at);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+}
+
+/// The progress the Delta table at `root` records per partition: the latest `txn` version of
+/// each partition's app id, read from the log's entries as they are on disk.
+pub fn table_progress(root: &Path) -> BTreeMap<i32, i64> {
+    let mut progress = BTreeMap::new();
+    let mut names: Vec<_> = std::fs::read_dir(root.join("_delta_log"))
+        .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .unwrap_or_default();
+    names.retain(|n| n.len() == 25 && n.ends_with(".json"));
+    names.sort();
+    for name in names {
+        let entry = std::fs::read_to_string(root.join("_delta_log").join(name)).unwrap();
+        for line in entry.lines() {
+            let action: Value = serde_json::from_str(line).unwrap();
+            let Some(app) = action["txn"]["appId"].as_str() else { continue };
+            if let Some(partition) = app.strip_prefix("weather-archive:weather:").and_then(|p| p.parse().ok()) {
+                progress.insert(partition, action["txn"]["version"].as_i64().unwrap());
+            }
+        }
+    }
+    progress
+}
+
+/// The files the Delta table at `root` holds (paths relative to it), by our own replay of its
+/// log's entries on disk: for comparing a table with a reference table the readers have not
+/// read.
+pub fn table_files(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut files = std::collections::BTreeSet::new();
+    let mut names: Vec<_> = std::fs::read_dir(root.join("_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.len() == 25 && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    for name in names {
+        for line in std::fs::read_to_string(root.join("_delta_log").join(name)).unwrap().lines() {
+            let action: Value = serde_json::from_str(line).unwrap();
+            if let Some(path) = action["add"]["path"].as_str() {
+                files.insert(path.to_string());
+            }
+            if let Some(path) = action["remove"]["path"].as_str() {
+                files.remove(path);
+            }
+        }
+    }
+    files
 }
 
 /// Runs the archive binary on `tansu` into `dir` until the end, and returns its summary.
