@@ -404,10 +404,29 @@ async fn ensure_compacted(
     if !check {
         return Ok(());
     }
-    let described = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await;
+    let metadata =
+        probe.fetch_metadata(Some(topic), Duration::from_secs(10)).with_context(|| format!("looking up `{topic}`"))?;
+    let leader = metadata.topics().iter().find(|t| t.name() == topic).and_then(|t| t.partitions().first());
+    let Some(leader) = leader.map(|p| p.leader()) else {
+        tracing::warn!("could not look up the settings of `{topic}` (no partition leader): is it compacted?");
+        return Ok(());
+    };
+    // A look-up of a topic's settings goes to the controller, unless a broker's own settings
+    // are asked for too: then all of it goes to that broker. librdkafka's mock cluster names a
+    // controller it does not have, and the look-up waited for its whole timeout there. Any
+    // broker answers for a topic: the leader of its first partition is asked.
+    let resources = [&ResourceSpecifier::Topic(topic), &ResourceSpecifier::Broker(leader)];
+    let described = admin.describe_configs(resources, &options).await;
     let policy = match described.map(|d| d.into_iter().next()) {
         Ok(Some(Ok(config))) => config.get("cleanup.policy").and_then(|entry| entry.value.clone()),
         Ok(None) => None,
+        Ok(Some(Err(RDKafkaErrorCode::UnsupportedFeature)))
+        | Err(KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedFeature)) => {
+            tracing::debug!(
+                "the broker does not say a topic's settings: whether `{topic}` is compacted is not checked"
+            );
+            return Ok(());
+        }
         Ok(Some(Err(code))) => {
             tracing::warn!("could not look up the settings of `{topic}` ({code}): is it compacted?");
             return Ok(());
