@@ -18,7 +18,7 @@ use weather_common::dead_letter::{self, DeadLetters};
 use weather_common::kafka;
 
 use crate::metrics::Metrics;
-use weather_common::meter::{counted, thousands, Meter};
+use weather_common::meter::{counted, thousands, Meter, Span};
 use weather_common::position::{now_ms, Until};
 use weather_common::shutdown::Stop;
 use weather_common::source::{Admit, Progress, TopicView, FETCH_SETTINGS};
@@ -72,6 +72,8 @@ pub struct Summary {
     pub offsets: BTreeMap<i32, i64>,
     /// With `--table delta`: the commits this run made, and the table's version at its end.
     pub table: Option<(u64, Option<u64>)>,
+    /// From the first reading to the last (see [`Span`]): the files still open at the end are
+    /// written after it.
     pub elapsed: Duration,
 }
 
@@ -244,6 +246,7 @@ impl Archiver {
     /// open file and reports.
     pub fn run(mut self, stop: &Stop) -> anyhow::Result<Summary> {
         let started = Instant::now();
+        let mut span = Span::default();
         let follow = self.writer.settings.until == Until::Follow;
         let mut meter = Meter::new(self.writer.settings.progress.display(), "readings", None);
         let mut last_commit = Instant::now();
@@ -285,10 +288,12 @@ impl Archiver {
                     idle = true;
                 }
                 Some(Ok(message)) => {
+                    span.read();
                     if let Err(e) = self.writer.take(&message, stop) {
                         break Err(e);
                     }
                     if self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
+                        span.taken();
                         self.writer.metrics.read(message.partition(), message.timestamp().to_millis());
                     }
                 }
@@ -315,6 +320,10 @@ impl Archiver {
             meter.update(summary.readings, || format!("{} written", counted(summary.files, "file")));
             self.writer.report_metrics();
         };
+        if !follow && self.writer.progress.done() {
+            // A bounded run ends at its last reading; a stopped one at the last noted.
+            span.taken();
+        }
         meter.finish();
         result?;
         self.writer.close_all(stop)?;
@@ -322,7 +331,7 @@ impl Archiver {
         self.writer.report_metrics();
         let mut summary = self.writer.summary;
         summary.rejected = self.writer.dead_letters.counts().clone();
-        summary.elapsed = started.elapsed();
+        summary.elapsed = span.elapsed();
         Ok(summary)
     }
 

@@ -137,6 +137,42 @@ impl Drop for Meter {
     }
 }
 
+/// The time from a run's first reading to its last: what its rate counts, in every job and in
+/// the benchmark's baselines alike. Start-up before the first reading (connecting, looking the
+/// topic up) and the work after the last (a final checkpoint, the files still open) are not in
+/// it: they are in the wall time a user waits, which the benchmark shows beside it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Span {
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Span {
+    /// A reading was taken: the clock is read for the first one only, so that this costs a
+    /// branch per reading.
+    pub fn read(&mut self) {
+        if self.first.is_none() {
+            self.first = Some(Instant::now());
+        }
+    }
+
+    /// The readings so far were all taken by now: called where a loop reads the clock anyway,
+    /// and once its last reading is taken.
+    pub fn taken(&mut self) {
+        if self.first.is_some() {
+            self.last = Some(Instant::now());
+        }
+    }
+
+    /// From the first reading to the last one noted by [`Span::taken`]; zero before.
+    pub fn elapsed(&self) -> Duration {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) => last.duration_since(first),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 /// The time left at the average rate of the whole run so far, which a broker that serves
 /// partitions one after the other or pauses for seconds does not throw off as a rate of the
 /// last few seconds does; `?` until there is a rate to go by.
@@ -213,6 +249,25 @@ mod tests {
         assert_eq!(counted(1, "checkpoint"), "1 checkpoint");
         assert_eq!(counted(0, "partition"), "0 partitions");
         assert_eq!(counted(4096, "reading"), "4,096 readings");
+    }
+
+    /// A span runs from the first reading to the last noted one: time before the first, and
+    /// time after the last noted, are not in it.
+    #[test]
+    fn a_span_runs_from_the_first_reading_to_the_last() {
+        let mut span = Span::default();
+        span.taken();
+        assert_eq!(span.elapsed(), Duration::ZERO, "nothing read yet");
+        std::thread::sleep(Duration::from_millis(30));
+        span.read();
+        let first = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        span.read();
+        span.taken();
+        let spanned = span.elapsed();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(spanned >= Duration::from_millis(20) && spanned <= first.elapsed(), "{spanned:?}");
+        assert_eq!(span.elapsed(), spanned, "nothing noted after the last");
     }
 
     /// Quiet shows nothing and never asks for the detail.

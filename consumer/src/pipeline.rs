@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rdkafka::consumer::CommitMode;
 use rdkafka::error::KafkaError;
-use weather_common::meter::{counted, thousands, Meter};
+use weather_common::meter::{counted, thousands, Meter, Span};
 use weather_common::shutdown::Stop;
 use weather_common::Reading;
 
@@ -62,6 +62,7 @@ pub struct Summary {
     /// In a shared group: partitions whose commit was refused because another member had
     /// taken them over.
     pub fenced_writes: u64,
+    /// From the first reading to the last (see [`Span`]).
     pub elapsed: Duration,
 }
 
@@ -152,7 +153,7 @@ impl Pipeline {
     /// Consumes until the bounded run is done or a stop is requested, then makes everything
     /// durable and reports.
     pub fn run(mut self, stop: &Stop) -> anyhow::Result<Summary> {
-        let started = Instant::now();
+        let mut span = Span::default();
         let writer = &mut self.writer;
         let mut summary = Summary {
             dead_letter_topic: writer.dead_letters.topic().to_string(),
@@ -185,7 +186,9 @@ impl Pipeline {
                 Some(Ok(message)) => match writer.take(&message, &mut summary)? {
                     Taken::Read => {
                         dirty = true;
+                        span.read();
                         if summary.readings.is_multiple_of(CLOCK_EVERY) {
+                            span.taken();
                             writer.metrics.read(message.partition(), message.timestamp());
                         }
                         if summary.readings >= next_mark {
@@ -220,9 +223,13 @@ impl Pipeline {
             meter.update(summary.readings, || format!("{} written", counted(summary.windows_written, "window")));
             writer.publish(&summary);
         }
+        if writer.progress.done() {
+            // A bounded run ends at its last reading; a stopped one at the last noted.
+            span.taken();
+        }
         meter.finish();
         writer.finish(&self.source, &mut summary)?;
-        summary.elapsed = started.elapsed();
+        summary.elapsed = span.elapsed();
         Ok(summary)
     }
 }

@@ -394,7 +394,8 @@ fn read_plainly(bootstrap: &str, topic: &str, partitions: i32, isolation: &str) 
 /// random moment after; the log then holds windows of transactions that never committed (the
 /// next run, resuming at the committed state, writes them again), and a plain `read_committed`
 /// consumer, read as a table, finds the uninterrupted run's windows with its values, every
-/// record it sees carrying its window's value.
+/// record it sees carrying its window's value. Its topic's settings look-up is answered, not left
+/// to time out.
 ///
 /// What this cannot show: that a `read_committed` reader never sees an aborted window. The mock
 /// cluster answers EndTxn without writing a marker and tells readers of no aborted transaction
@@ -454,6 +455,9 @@ fn with_transactions_a_killed_runs_windows_are_written_again_with_the_same_value
     let (summary, stderr) = (std::fs::read_to_string(&log).unwrap(), std::fs::read_to_string(err_path(&log)).unwrap());
     assert!(status.success(), "{summary}\n{stderr}");
     assert!(summary.contains(&format!("topic `{TOPIC}` (transactions)")), "{summary}");
+    // The mock cluster cannot say a topic's settings, and says so at once: the look-up is not
+    // left to time out (it named a controller the cluster does not have: 5 s of start-up).
+    assert!(!stderr.contains("could not look up the settings"), "{stderr}");
     assert_eq!(file_rows(&out), expected, "the file");
 
     let everything = read_plainly(&bootstrap, TOPIC, 2, "read_uncommitted");

@@ -37,8 +37,8 @@ pub fn render(report: &Report) -> anyhow::Result<Vec<u8>> {
     writer.write_record(["sensor_id", id_column(section.window_days), "avg_temp", "avg_co", "avg_humidity"])?;
     for series in &section.sensors {
         for w in &series.windows {
-            let (id, co, humidity) = (w.key.window_id.to_string(), w.avg_co.to_string(), w.avg_humidity.to_string());
-            writer.write_record([&w.key.sensor_id, &id, &w.avg_temp.to_string(), &co, &humidity])?;
+            let (id, co, humidity) = (w.window_id.to_string(), w.avg_co.to_string(), w.avg_humidity.to_string());
+            writer.write_record([&series.sensor_id, &id, &w.avg_temp.to_string(), &co, &humidity])?;
         }
     }
     Ok(writer.into_inner()?)

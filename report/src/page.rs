@@ -8,11 +8,11 @@
 use std::fmt::Write as _;
 
 use plotters::style::RGBColor;
-use weather_common::aggregate::Aggregate;
 use weather_common::meter::{counted, thousands};
 
 use crate::chart::{y_range, Chart, Line, PALETTE};
 use crate::summary::{ranges, Report, Section, Series};
+use crate::table::Window;
 
 const TEMPERATURE: RGBColor = RGBColor(200, 60, 40);
 const CO: RGBColor = RGBColor(100, 100, 100);
@@ -87,7 +87,7 @@ fn write_section(html: &mut String, section: &Section) -> anyhow::Result<()> {
 
     // Shared value axes: every value of the section. Window ids: each sensor's own.
     let all = || section.sensors.iter().flat_map(|s| s.windows.iter());
-    let span = |value: fn(&Aggregate) -> f64| {
+    let span = |value: fn(&Window) -> f64| {
         let (min, max) = all().map(value).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
         y_range(min, max)
     };
@@ -96,12 +96,12 @@ fn write_section(html: &mut String, section: &Section) -> anyhow::Result<()> {
         ("co", CO, span(co), "avg_co (ppm)".to_string(), 0),
         ("humidity", HUMIDITY, span(humidity), "avg_humidity (%)".to_string(), 0),
     ];
-    let values: [fn(&Aggregate) -> f64; 3] = [temperature, co, humidity];
-    let runs = |s: &Series, value: fn(&Aggregate) -> f64| -> Vec<Vec<(u64, f64)>> {
-        s.runs().iter().map(|run| run.iter().map(|w| (w.key.window_id, value(w))).collect()).collect()
+    let values: [fn(&Window) -> f64; 3] = [temperature, co, humidity];
+    let runs = |s: &Series, value: fn(&Window) -> f64| -> Vec<Vec<(u64, f64)>> {
+        s.runs().iter().map(|run| run.iter().map(|w| (w.window_id, value(w))).collect()).collect()
     };
     if section.sensors.len() > 1 {
-        let x = all().map(|w| w.key.window_id).min().unwrap_or(1)..=all().map(|w| w.key.window_id).max().unwrap_or(1);
+        let x = all().map(|w| w.window_id).min().unwrap_or(1)..=all().map(|w| w.window_id).max().unwrap_or(1);
         let (_, _, y, y_desc, y_decimals) = &axes[0];
         let chart = Chart {
             size: (1400, 420),
@@ -144,15 +144,15 @@ fn write_section(html: &mut String, section: &Section) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn temperature(w: &Aggregate) -> f64 {
+fn temperature(w: &Window) -> f64 {
     w.avg_temp.0 as f64 / 10.0
 }
 
-fn co(w: &Aggregate) -> f64 {
+fn co(w: &Window) -> f64 {
     w.avg_co as f64
 }
 
-fn humidity(w: &Aggregate) -> f64 {
+fn humidity(w: &Window) -> f64 {
     w.avg_humidity as f64
 }
 

@@ -4,6 +4,12 @@
 //!
 //! Only committed records are read (`isolation.level=read_committed`): a topic sink that
 //! writes in transactions never shows an aborted or unfinished transaction's records here.
+//!
+//! Not `common::source` (issue 22 asked): its `Source` reads every record, committed or not,
+//! and this loop needs the consumer's position at a partition's end to say where committed
+//! records stop. Taking the records in batches (`common::fetch`) was tried: the position it
+//! leaves at a partition's end is past an unfinished transaction's first record (the report
+//! test of an unfinished transaction fails), so the plain poll stays.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,7 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::kafka::{self, KafkaArgs, LoggingContext};
-use weather_common::meter::{counted, Display, Meter};
+use weather_common::meter::{counted, Display, Meter, Span};
 use weather_common::shutdown::Stop;
 
 /// How the topic was read.
@@ -23,7 +29,7 @@ pub struct Read {
     pub partitions: usize,
     /// Records read (tombstones and bad records included).
     pub records: u64,
-    /// From the first poll to the last record.
+    /// From the first record to the last (see [`Span`]).
     pub elapsed: Duration,
     /// Partitions whose committed records ended before their end: (partition, where the
     /// committed records end, the partition's end). The rest is a transaction not finished
@@ -76,7 +82,7 @@ pub fn read_to_end(
     }
     consumer.assign(&assignment)?;
     let mut meter = Meter::new(display, "records", Some(total as u64));
-    let started = Instant::now();
+    let mut span = Span::default();
     // Since when no record came, by the count of records then: the clock is read only when a
     // poll comes back empty, never per record.
     let mut quiet = (0, Instant::now());
@@ -92,6 +98,7 @@ pub fn read_to_end(
         }
         match consumer.poll(POLL_TIMEOUT) {
             Some(Ok(m)) => {
+                span.read();
                 let partition = m.partition();
                 let Some(&end) = ends.get(&partition) else { continue };
                 if m.offset() < end {
@@ -102,6 +109,7 @@ pub fn read_to_end(
                     done(&mut ends, partition);
                 }
                 if read.records.is_multiple_of(256) {
+                    span.taken();
                     meter.update(read.records, String::new);
                 }
             }
@@ -133,7 +141,8 @@ pub fn read_to_end(
             None => meter.update(read.records, String::new),
         }
     }
-    read.elapsed = started.elapsed();
+    span.taken();
+    read.elapsed = span.elapsed();
     meter.finish();
     Ok(read)
 }

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::RangeInclusive;
 
-use weather_common::aggregate::{id_column, Aggregate};
+use weather_common::aggregate::id_column;
 use weather_common::meter::{counted, thousands};
 use weather_common::units::{div_round_half_even, Tenths, Unit};
 
 use crate::source::Read;
-use crate::table::{BadRecord, Table};
+use crate::table::{BadRecord, SensorWindows, Table, Window};
 
 /// The whole report.
 #[derive(Debug)]
@@ -41,11 +41,11 @@ pub struct Section {
     pub sensors: Vec<Series>,
 }
 
-/// One sensor's windows of one length, by window id.
+/// One sensor's windows of one length and unit, by window id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub sensor_id: String,
-    pub windows: Vec<Aggregate>,
+    pub windows: Vec<Window>,
 }
 
 impl Report {
@@ -54,15 +54,23 @@ impl Report {
         let (bad, bad_by_category) = (table.bad.clone(), table.bad_by_category.clone());
         let mut left_out = 0;
         let mut sections: BTreeMap<(u32, Unit), Vec<Series>> = BTreeMap::new();
-        for aggregate in table.into_sorted() {
-            if only.is_some_and(|days| days != aggregate.key.window_days) {
-                left_out += 1;
+        for run in table.into_sorted() {
+            if only.is_some_and(|days| days != run.window_days) {
+                left_out += run.windows.len() as u64;
                 continue;
             }
-            let series = sections.entry((aggregate.key.window_days, aggregate.unit)).or_default();
-            match series.last_mut() {
-                Some(last) if last.sensor_id == aggregate.key.sensor_id => last.windows.push(aggregate),
-                _ => series.push(Series { sensor_id: aggregate.key.sensor_id.clone(), windows: vec![aggregate] }),
+            let SensorWindows { window_days, sensor_id, windows } = run;
+            // Usually all in one unit: then the windows move over whole.
+            if let Some(unit) = windows.first().map(|w| w.unit).filter(|&u| windows.iter().all(|w| w.unit == u)) {
+                sections.entry((window_days, unit)).or_default().push(Series { sensor_id, windows });
+                continue;
+            }
+            for window in windows {
+                let series = sections.entry((window_days, window.unit)).or_default();
+                match series.last_mut() {
+                    Some(last) if last.sensor_id == sensor_id => last.windows.push(window),
+                    _ => series.push(Series { sensor_id: sensor_id.clone(), windows: vec![window] }),
+                }
             }
         }
         Report {
@@ -152,11 +160,11 @@ impl Series {
     }
 
     pub fn first(&self) -> u64 {
-        self.windows.first().map_or(0, |w| w.key.window_id)
+        self.windows.first().map_or(0, |w| w.window_id)
     }
 
     pub fn last(&self) -> u64 {
-        self.windows.last().map_or(0, |w| w.key.window_id)
+        self.windows.last().map_or(0, |w| w.window_id)
     }
 
     /// The windows missing between the first and the last, as ranges.
@@ -164,7 +172,7 @@ impl Series {
         self.windows
             .windows(2)
             .filter_map(|pair| {
-                let (a, b) = (pair[0].key.window_id, pair[1].key.window_id);
+                let (a, b) = (pair[0].window_id, pair[1].window_id);
                 (b > a + 1).then(|| a + 1..=b - 1)
             })
             .collect()
@@ -175,11 +183,11 @@ impl Series {
     }
 
     /// The runs of consecutive windows: a chart draws each as one line, so gaps show.
-    pub fn runs(&self) -> Vec<&[Aggregate]> {
+    pub fn runs(&self) -> Vec<&[Window]> {
         let mut runs = Vec::new();
         let mut start = 0;
         for i in 1..=self.windows.len() {
-            if i == self.windows.len() || self.windows[i].key.window_id != self.windows[i - 1].key.window_id + 1 {
+            if i == self.windows.len() || self.windows[i].window_id != self.windows[i - 1].window_id + 1 {
                 runs.push(&self.windows[start..i]);
                 start = i;
             }
@@ -355,11 +363,22 @@ mod tests {
     use super::*;
     use crate::table::tests::week;
 
-    fn series(ids: &[u64]) -> Series {
-        Series {
-            sensor_id: "sensor-1".into(),
-            windows: ids.iter().map(|&id| week("sensor-1", id, id as i64)).collect(),
+    fn window(id: u64, temp: i64) -> Window {
+        let a = week("sensor-1", id, temp);
+        Window {
+            window_id: id,
+            unit: a.unit,
+            avg_temp: a.avg_temp,
+            avg_co: a.avg_co,
+            avg_humidity: a.avg_humidity,
+            readings: a.readings,
+            first_record_id: a.first_record_id,
+            last_record_id: a.last_record_id,
         }
+    }
+
+    fn series(ids: &[u64]) -> Series {
+        Series { sensor_id: "sensor-1".into(), windows: ids.iter().map(|&id| window(id, id as i64)).collect() }
     }
 
     /// Gaps, missing windows and runs follow the window ids.
@@ -370,7 +389,7 @@ mod tests {
         assert_eq!(s.gaps(), [5..=5, 7..=8]);
         assert_eq!(ranges(&s.gaps(), 10), "5, 7-8");
         assert_eq!(ranges(&s.gaps(), 1), "5, and 1 more gap");
-        let runs: Vec<Vec<u64>> = s.runs().iter().map(|r| r.iter().map(|w| w.key.window_id).collect()).collect();
+        let runs: Vec<Vec<u64>> = s.runs().iter().map(|r| r.iter().map(|w| w.window_id).collect()).collect();
         assert_eq!(runs, [vec![3, 4], vec![6], vec![9, 10, 11]]);
         assert!(series(&[1, 2, 3]).gaps().is_empty());
     }

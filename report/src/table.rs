@@ -2,9 +2,9 @@
 //! tombstone deleting its window, and bad records skipped (they change nothing) and kept
 //! with their partition and offset for the report.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use weather_common::aggregate::{self, Aggregate, BadAggregate, Change, WindowKey};
+use weather_common::aggregate::{self, BadAggregate, Change, WindowKey};
 use weather_common::units::{Tenths, Unit};
 
 /// A record that is not a window's averages.
@@ -20,9 +20,13 @@ pub const BAD_RECORDS_KEPT: usize = 100;
 
 #[derive(Debug, Default, Clone)]
 pub struct Table {
-    /// The window's averages, its key in the map only (a million windows are a million
-    /// sensor ids fewer to keep).
-    rows: HashMap<WindowKey, Values>,
+    /// Each sensor id once: a window names its sensor by its index here (a million windows
+    /// are a million sensor ids fewer to keep).
+    sensors: Vec<String>,
+    sensor_index: HashMap<String, u32>,
+    /// The windows, in order. A B-tree grows a node at a time: a hash table doubles, and holds
+    /// its old and its new table at once while it does (three times the rows' memory).
+    rows: BTreeMap<Key, Values>,
     /// Values that replaced an earlier value of their window.
     pub overwritten: u64,
     /// Tombstones that deleted a window.
@@ -33,18 +37,72 @@ pub struct Table {
     pub bad_by_category: BTreeMap<&'static str, u64>,
 }
 
+/// Which window a row is, its sensor by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    window_days: u32,
+    sensor: u32,
+    window_id: u64,
+}
+
+/// A window's averages, without its key.
+#[derive(Debug, Clone, Copy)]
+struct Values {
+    unit: Unit,
+    avg_temp: Tenths,
+    avg_co: i64,
+    avg_humidity: i64,
+    readings: u32,
+    first_record_id: u64,
+    last_record_id: u64,
+}
+
+/// One window of the report: its averages, without the sensor and the window length that the
+/// series and the section it is in name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub window_id: u64,
+    /// The unit of `avg_temp`.
+    pub unit: Unit,
+    pub avg_temp: Tenths,
+    pub avg_co: i64,
+    pub avg_humidity: i64,
+    pub readings: u32,
+    pub first_record_id: u64,
+    pub last_record_id: u64,
+}
+
+/// One sensor's windows of one length, by window id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorWindows {
+    pub window_days: u32,
+    pub sensor_id: String,
+    pub windows: Vec<Window>,
+}
+
 impl Table {
     /// Applies the record at `offset` of `partition`.
     pub fn apply(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
         match aggregate::parse_record(key, value) {
-            Ok(Change::Put(aggregate)) => {
-                let (key, values) = Values::split(aggregate);
+            Ok(Change::Put(a)) => {
+                let key = self.key(a.key);
+                let values = Values {
+                    unit: a.unit,
+                    avg_temp: a.avg_temp,
+                    avg_co: a.avg_co,
+                    avg_humidity: a.avg_humidity,
+                    readings: a.readings,
+                    first_record_id: a.first_record_id,
+                    last_record_id: a.last_record_id,
+                };
                 if self.rows.insert(key, values).is_some() {
                     self.overwritten += 1;
                 }
             }
             Ok(Change::Delete(key)) => {
-                if self.rows.remove(&key).is_some() {
+                let sensor = self.sensor_index.get(&key.sensor_id).copied();
+                let key = sensor.map(|sensor| Key { window_days: key.window_days, sensor, window_id: key.window_id });
+                if key.is_some_and(|key| self.rows.remove(&key).is_some()) {
                     self.deleted += 1;
                 }
             }
@@ -55,6 +113,20 @@ impl Table {
                 }
             }
         }
+    }
+
+    /// The row key of a window, its sensor given an index if it is new.
+    fn key(&mut self, key: WindowKey) -> Key {
+        let sensor = match self.sensor_index.get(&key.sensor_id) {
+            Some(&index) => index,
+            None => {
+                let index = self.sensors.len() as u32;
+                self.sensors.push(key.sensor_id.clone());
+                self.sensor_index.insert(key.sensor_id, index);
+                index
+            }
+        };
+        Key { window_days: key.window_days, sensor, window_id: key.window_id }
     }
 
     pub fn len(&self) -> usize {
@@ -70,39 +142,33 @@ impl Table {
     }
 
     /// The windows, by window length, then sensor (`sensor-2` before `sensor-10`), then window.
-    pub fn into_sorted(self) -> Vec<Aggregate> {
-        // Sensors ranked once: comparing a million ids in counting order costs seconds.
-        let distinct: HashSet<&str> = self.rows.keys().map(|k| k.sensor_id.as_str()).collect();
-        let mut sensors: Vec<String> = distinct.into_iter().map(str::to_string).collect();
-        sensors.sort_by(|a, b| sensor_order(a).cmp(&sensor_order(b)));
-        let rank: HashMap<String, usize> = sensors.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
-        let mut rows: Vec<(WindowKey, Values)> = self.rows.into_iter().collect();
-        rows.sort_by_cached_key(|(k, _)| (k.window_days, rank[&k.sensor_id], k.window_id));
-        rows.into_iter().map(|(key, values)| values.join(key)).collect()
-    }
-}
-
-/// An aggregate without its key.
-#[derive(Debug, Clone, Copy)]
-struct Values {
-    unit: Unit,
-    avg_temp: Tenths,
-    avg_co: i64,
-    avg_humidity: i64,
-    readings: u32,
-    first_record_id: u64,
-    last_record_id: u64,
-}
-
-impl Values {
-    fn split(a: Aggregate) -> (WindowKey, Values) {
-        let Aggregate { key, unit, avg_temp, avg_co, avg_humidity, readings, first_record_id, last_record_id } = a;
-        (key, Values { unit, avg_temp, avg_co, avg_humidity, readings, first_record_id, last_record_id })
-    }
-
-    fn join(self, key: WindowKey) -> Aggregate {
-        let Values { unit, avg_temp, avg_co, avg_humidity, readings, first_record_id, last_record_id } = self;
-        Aggregate { key, unit, avg_temp, avg_co, avg_humidity, readings, first_record_id, last_record_id }
+    pub fn into_sorted(self) -> Vec<SensorWindows> {
+        let mut sorted: Vec<SensorWindows> = Vec::new();
+        let mut last = None;
+        // The rows go as they are copied out: the B-tree frees its nodes on the way.
+        for (key, v) in self.rows {
+            if last != Some((key.window_days, key.sensor)) {
+                last = Some((key.window_days, key.sensor));
+                let sensor_id = self.sensors[key.sensor as usize].clone();
+                sorted.push(SensorWindows { window_days: key.window_days, sensor_id, windows: Vec::new() });
+            }
+            let window = Window {
+                window_id: key.window_id,
+                unit: v.unit,
+                avg_temp: v.avg_temp,
+                avg_co: v.avg_co,
+                avg_humidity: v.avg_humidity,
+                readings: v.readings,
+                first_record_id: v.first_record_id,
+                last_record_id: v.last_record_id,
+            };
+            sorted.last_mut().expect("pushed above").windows.push(window);
+        }
+        // Sensors in counting order, ranked once per sensor (not per row).
+        sorted.sort_by(|a, b| {
+            (a.window_days, sensor_order(&a.sensor_id)).cmp(&(b.window_days, sensor_order(&b.sensor_id)))
+        });
+        sorted
     }
 }
 
@@ -117,6 +183,24 @@ pub fn sensor_order(id: &str) -> (&str, Option<u128>, &str) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use weather_common::aggregate::Aggregate;
+
+    /// The sorted table as aggregates again.
+    fn sorted(table: Table) -> Vec<Aggregate> {
+        let windows = |s: SensorWindows| {
+            s.windows.into_iter().map(move |w| Aggregate {
+                key: WindowKey { sensor_id: s.sensor_id.clone(), window_days: s.window_days, window_id: w.window_id },
+                unit: w.unit,
+                avg_temp: w.avg_temp,
+                avg_co: w.avg_co,
+                avg_humidity: w.avg_humidity,
+                readings: w.readings,
+                first_record_id: w.first_record_id,
+                last_record_id: w.last_record_id,
+            })
+        };
+        table.into_sorted().into_iter().flat_map(windows).collect()
+    }
 
     pub(crate) fn week(sensor: &str, id: u64, temp: i64) -> Aggregate {
         Aggregate {
@@ -149,7 +233,7 @@ pub(crate) mod tests {
         table.apply(1, 6, Some(&week("sensor-1", 1, 0).key.to_json()), Some(b"not json"));
         assert_eq!((table.overwritten, table.deleted, table.bad_records()), (1, 1, 2));
         assert_eq!(table.bad.iter().map(|b| (b.partition, b.offset)).collect::<Vec<_>>(), [(1, 5), (1, 6)]);
-        assert_eq!(table.into_sorted(), [week("sensor-1", 1, 120)]);
+        assert_eq!(sorted(table), [week("sensor-1", 1, 120)]);
     }
 
     /// Rows come by window length, sensor in counting order, then window.
@@ -169,7 +253,7 @@ pub(crate) mod tests {
             put(&mut table, i as i64, a);
         }
         let order: Vec<(u32, String, u64)> =
-            table.into_sorted().into_iter().map(|a| (a.key.window_days, a.key.sensor_id, a.key.window_id)).collect();
+            sorted(table).into_iter().map(|a| (a.key.window_days, a.key.sensor_id, a.key.window_id)).collect();
         assert_eq!(
             order,
             [

@@ -114,8 +114,27 @@ impl TopicTable {
         let key = serde_json::to_vec(&StateKey { consumer_group: group, topic: source_topic }).expect("serializes");
         let timeout = kafka.connect_timeout().max(Duration::from_secs(30));
         let transactional_id = format!("weather-consumer:{group}:{}", target.topic);
-        let (producer, delivery) = match transactional(kafka, &transactional_id, &state_topic, &key, timeout)? {
-            Some(producer) => (producer, Delivery::Transactions),
+        // Whether the broker commits transactions is found out on a thread of its own, while the
+        // idempotent producer connects and the state is read as an idempotent output reads it:
+        // on Tansu, which cannot commit one, both are ready by the time the probe has failed,
+        // instead of a few hundred milliseconds of start-up after it.
+        let (probed, idempotent, uncommitted_state) = std::thread::scope(|s| {
+            let probe = s.spawn(|| transactional(kafka, &transactional_id, &state_topic, &key, timeout));
+            let idempotent = kafka::reliable_producer(kafka, &[PARTITIONER], Deliveries::default());
+            // Every record counts, and Tansu keeps the probe's transaction open.
+            let state = kafka::metadata_client_seeing_everything(kafka)
+                .map_err(anyhow::Error::new)
+                .and_then(|reader| read_state(&reader, &state_topic, &key));
+            (probe.join(), idempotent, state)
+        });
+        let probed = probed.map_err(|_| anyhow::anyhow!("the transactions probe panicked"))??;
+        let (producer, delivery, state) = match probed {
+            Some(producer) => {
+                // Only committed state records count (an aborted one never happened), read once
+                // the probe has ended any transaction a crashed run of this output left open.
+                let reader = kafka::metadata_client(kafka)?;
+                (producer, Delivery::Transactions, read_state(&reader, &state_topic, &key)?)
+            }
             None => {
                 tracing::debug!(
                     "the broker at {} does not commit transactions (no EndTxn): the windows go to `{}` with \
@@ -123,7 +142,7 @@ impl TopicTable {
                     kafka.bootstrap_servers,
                     target.topic
                 );
-                (kafka::reliable_producer(kafka, &[PARTITIONER], Deliveries::default())?, Delivery::Idempotent)
+                (idempotent?, Delivery::Idempotent, uncommitted_state?)
             }
         };
         let name = match delivery {
@@ -152,13 +171,7 @@ impl TopicTable {
             timeout,
             state: TableState::default(),
         };
-        // Transactions: only committed state records count (an aborted one never happened).
-        // Idempotent writes: every record counts, and Tansu keeps the probe's transaction open.
-        let reader = match delivery {
-            Delivery::Transactions => kafka::metadata_client(kafka)?,
-            Delivery::Idempotent => kafka::metadata_client_seeing_everything(kafka)?,
-        };
-        if let Some(record) = read_state(&reader, &state_topic, &table.key)? {
+        if let Some(record) = state {
             let record: StateRecord = serde_json::from_slice(&record).with_context(|| {
                 format!(
                     "`{state_topic}` holds a damaged state record for group `{group}`: rebuild with --from-beginning"
@@ -404,10 +417,29 @@ async fn ensure_compacted(
     if !check {
         return Ok(());
     }
-    let described = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await;
+    let metadata =
+        probe.fetch_metadata(Some(topic), Duration::from_secs(10)).with_context(|| format!("looking up `{topic}`"))?;
+    let leader = metadata.topics().iter().find(|t| t.name() == topic).and_then(|t| t.partitions().first());
+    let Some(leader) = leader.map(|p| p.leader()) else {
+        tracing::warn!("could not look up the settings of `{topic}` (no partition leader): is it compacted?");
+        return Ok(());
+    };
+    // A look-up of a topic's settings goes to the controller, unless a broker's own settings
+    // are asked for too: then all of it goes to that broker. librdkafka's mock cluster names a
+    // controller it does not have, and the look-up waited for its whole timeout there. Any
+    // broker answers for a topic: the leader of its first partition is asked.
+    let resources = [&ResourceSpecifier::Topic(topic), &ResourceSpecifier::Broker(leader)];
+    let described = admin.describe_configs(resources, &options).await;
     let policy = match described.map(|d| d.into_iter().next()) {
         Ok(Some(Ok(config))) => config.get("cleanup.policy").and_then(|entry| entry.value.clone()),
         Ok(None) => None,
+        Ok(Some(Err(RDKafkaErrorCode::UnsupportedFeature)))
+        | Err(KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedFeature)) => {
+            tracing::debug!(
+                "the broker does not say a topic's settings: whether `{topic}` is compacted is not checked"
+            );
+            return Ok(());
+        }
         Ok(Some(Err(code))) => {
             tracing::warn!("could not look up the settings of `{topic}` ({code}): is it compacted?");
             return Ok(());
