@@ -271,6 +271,7 @@ fn bench_on(
     // The archive into a Delta table against the Hive-file archive of the same round (the best
     // round's ratio), and that table's compaction.
     let mut table_best: Option<(f64, String)> = None;
+    let mut member_best: Option<f64> = None;
     for round in 0..cli.rounds {
         let server = fresh()?;
         let bootstrap = server.bootstrap();
@@ -358,6 +359,8 @@ fn bench_on(
         let to_table = measure_job("replay + postgres", n, &mut loading, CONSUMED)?;
         let rows = postgres.query(&format!("SELECT count(*) FROM {table}"));
         ensure!(rows == [[Some(weeks.to_string())]], "the table holds {rows:?} rows, not {weeks}");
+        let ratio = shared_member(bootstrap, topic, n, weeks, &postgres, round)?;
+        member_best = Some(member_best.map_or(ratio, |best: f64| best.max(ratio)));
         let mut publishing = Command::new(sibling("weather-consumer")?);
         publishing
             .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
@@ -496,6 +499,14 @@ fn bench_on(
         }
     }
     println!("archive (disk): {}", files_written(&archive.stdout)?);
+    if let Some(ratio) = member_best {
+        println!("replay, one member of a shared group: {ratio:.2}x the single process (both --no-file --to-postgres)");
+        if ratio < 0.95 {
+            missed.push(format!(
+                "{broker}: one member of a shared group at {ratio:.2}x the single process (target 0.95x)"
+            ));
+        }
+    }
     if let Some((ratio, line)) = table_best {
         println!("archive (table): {ratio:.2}x the Hive-file archive; {line}");
         if ratio < 0.85 {
@@ -530,6 +541,37 @@ fn bench_on(
         missed.push(format!("{broker}: report peak RSS {} KiB (target under 128 MiB)", report.peak_rss_kib));
     }
     Ok(missed)
+}
+
+/// The replay into PostgreSQL alone (`--no-file`) by one process, then by the one member of a
+/// shared group (`--share`, issue 27), each into a table of its own: the member's rate over
+/// the single process's, from first reading to last.
+fn shared_member(
+    bootstrap: &str,
+    topic: &str,
+    n: u64,
+    weeks: u64,
+    postgres: &testkit::PostgresServer,
+    round: u32,
+) -> anyhow::Result<f64> {
+    let mut rates = Vec::new();
+    for (name, table, share) in [
+        ("replay, postgres alone", format!("bench_alone_{round}"), &[][..]),
+        ("replay, one member", format!("bench_member_{round}"), &["--share", "-g", "bench-member", "--lease", "5"][..]),
+    ] {
+        let table = format!("{table}_{}", std::process::id());
+        let mut command = Command::new(sibling("weather-consumer")?);
+        command
+            .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--no-file"])
+            .args(["--from-beginning", "--until-end", "--to-postgres", &postgres.url(), "--postgres-table", &table])
+            .args(share)
+            .env("PGPASSWORD", postgres.password());
+        let measured = measure_job(name, n, &mut command, CONSUMED)?;
+        let rows = postgres.query(&format!("SELECT count(*) FROM {table}"));
+        ensure!(rows == [[Some(weeks.to_string())]], "{name}: the table holds {rows:?} rows, not {weeks}");
+        rates.push(measured.rate());
+    }
+    Ok(rates[1] / rates[0])
 }
 
 /// `weather-archive --table delta` on the same topic as the Hive-file archive, measured; then a

@@ -13,6 +13,7 @@ use rdkafka::error::KafkaError;
 use tokio::runtime::Handle;
 use weather_common::dead_letter::DeadLetters;
 use weather_common::fetch::Record;
+use weather_common::meter::Span;
 use weather_common::position::{Start, Until};
 use weather_common::shutdown::Stop;
 use weather_common::source::{Source, TopicView};
@@ -90,12 +91,13 @@ struct Member<'a> {
     metrics: Metrics,
     /// It said it owns no partition (said again once it has owned some).
     said_idle: bool,
+    /// From its first reading to its last: the summary's rate.
+    span: Span,
 }
 
 /// Runs a member of a shared group until it is stopped (or, with `--until-end`, until the
 /// partitions it owns are read to their end), then commits and hands its partitions back.
 pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) -> anyhow::Result<Summary> {
-    let started = Instant::now();
     let topic = &settings.rules.topic;
     let view = TopicView::look_up(&settings.kafka, topic, stop)?;
     // With --start earliest, the group's rows are rebuilt if its rules are not this member's.
@@ -130,6 +132,7 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
         summary: Summary { dead_letter_topic: settings.dead_letter_topic.clone(), ..Summary::default() },
         metrics: Metrics::new(topic, &settings.kafka),
         said_idle: false,
+        span: Span::default(),
     };
     let ended = member.follow().and_then(|()| member.leave());
     if ended.is_err() {
@@ -138,7 +141,7 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
             tracing::debug!("leaving the group after an error: {e:#}");
         }
     }
-    member.summary.elapsed = started.elapsed();
+    member.summary.elapsed = member.span.elapsed();
     ended.map(|()| member.summary)
 }
 
@@ -167,6 +170,7 @@ impl Member<'_> {
                         return Ok(());
                     }
                 } else if self.owned.values().all(|o| o.next >= o.end) {
+                    self.span.taken();
                     return Ok(());
                 } else {
                     owned_nothing_since = None;
@@ -176,9 +180,12 @@ impl Member<'_> {
                 std::thread::sleep(POLL_TIMEOUT);
                 continue;
             };
+            // Nothing arrived for a while: the time to commit at once. The end of one partition
+            // is not: during a replay the others are still being read, and a commit per
+            // partition end would cost more than the reading.
             let idle = match source.poll(POLL_TIMEOUT) {
                 None => true,
-                Some(Err(KafkaError::PartitionEOF(_))) => true,
+                Some(Err(KafkaError::PartitionEOF(_))) => continue,
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
                     return Err(anyhow::Error::new(e).context("reading the topic"));
                 }
@@ -189,9 +196,11 @@ impl Member<'_> {
                 Some(Ok(message)) => {
                     Self::take(&mut self.owned, &mut self.dead_letters, &message)?;
                     self.summary.readings += 1;
+                    self.span.read();
                     if !self.summary.readings.is_multiple_of(CLOCK_EVERY) {
                         continue;
                     }
+                    self.span.taken();
                     self.metrics.read(message.partition(), message.timestamp());
                     false
                 }
