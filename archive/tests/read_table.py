@@ -144,3 +144,8 @@ def main():
 
 
 main()
+# Leave without the interpreter's teardown: once, a reader that had printed every read was
+# then aborted at exit by a C++ library's destructors ("terminate called without an active
+# exception"), and the test saw a failed reader although every read was checked.
+sys.stdout.flush()
+os._exit(0)
