@@ -301,8 +301,7 @@ impl Archiver {
             for partition in self.writer.to_pause.drain(..) {
                 kafka::pause(&self.consumer, &self.writer.settings.topic, partition);
             }
-            let lost: Vec<i32> = self.writer.lost.drain(..).collect();
-            self.unassign(&lost);
+            self.unassign_lost();
             if !idle && !self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
                 continue;
             }
@@ -368,6 +367,13 @@ impl Archiver {
         Ok(())
     }
 
+    /// Stops fetching the partitions lost to another instance since the last call: before a
+    /// heartbeat may take one back (assigning a partition still assigned is refused).
+    fn unassign_lost(&mut self) {
+        let lost: Vec<i32> = self.writer.lost.drain(..).collect();
+        self.unassign(&lost);
+    }
+
     /// Stops fetching partitions this instance no longer writes.
     fn unassign(&self, partitions: &[i32]) {
         let mut list = TopicPartitionList::new();
@@ -404,6 +410,9 @@ impl Archiver {
             }
         };
         let member = sharing.group.member().to_string();
+        // A partition fenced since the loop last looked (a flush's write refused) may be taken
+        // back now: it must be unassigned first.
+        self.unassign_lost();
         let share = share_of(&member, &live, &self.partitions);
         let owned: BTreeSet<i32> = self.writer.parts.keys().copied().collect();
         let moves = Moves::between(&owned, &share);
