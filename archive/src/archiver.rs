@@ -1,8 +1,8 @@
 //! The archiving loop: readings in from the partitions this instance owns (all of them alone,
 //! its share in a group, moved at each heartbeat: [`crate::group`]), files out to the lake,
 //! each through the three steps of [`crate::state`] (decided, published, done). It runs on a
-//! thread of its own with rdkafka's blocking poll; the consumer takes batches instead
-//! ([`weather_common::fetch`]).
+//! thread of its own, taking librdkafka's fetched messages a batch at a time
+//! ([`weather_common::fetch`]), from a consumer made anew whenever the partitions it owns change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::dead_letter::{self, DeadLetters};
+use weather_common::fetch::{Fetcher, Record};
 use weather_common::kafka::{self, LoggingContext};
 
 use crate::metrics::Metrics;
@@ -146,7 +146,8 @@ struct Writer {
 }
 
 pub struct Archiver {
-    consumer: BaseConsumer<LoggingContext>,
+    /// Fetching the partitions this instance owns; none while it owns none.
+    fetcher: Option<Fetcher<LoggingContext>>,
     writer: Writer,
     /// With `--group`: this instance's membership, and its share of the partitions.
     sharing: Option<Sharing>,
@@ -220,11 +221,6 @@ impl Archiver {
             positions,
             settings.allow_data_loss,
         ));
-        let mut config = vec![("auto.offset.reset", "earliest")];
-        config.extend_from_slice(&FETCH_SETTINGS);
-        // The partitions are assigned here, never by the group's protocol (see crate::group).
-        let consumer: BaseConsumer<LoggingContext> =
-            settings.kafka.consumer_config(&settings.group, &config).create_with_context(LoggingContext)?;
         let sharing = settings.member.as_ref().map(|member| Sharing {
             group: Group::join(lake.store.clone(), &lake.layout, &member.name, member.lease),
             next_heartbeat: Instant::now(),
@@ -253,10 +249,11 @@ impl Archiver {
             buffered: 0,
             metrics,
         };
-        let mut archiver = Archiver { consumer, writer, sharing, partitions };
+        let mut archiver = Archiver { fetcher: None, writer, sharing, partitions };
         if archiver.sharing.is_none() {
             let taken = archiver.writer.lake.take(&archiver.partitions, Claim::Alone)?;
-            archiver.adopt(taken)?;
+            archiver.adopt(taken);
+            archiver.refetch()?;
         }
         Ok(archiver)
     }
@@ -269,39 +266,48 @@ impl Archiver {
         let mut meter = Meter::new(self.writer.settings.progress.display(), "readings", None);
         let mut last_commit = Instant::now();
         let result = loop {
-            if let Err(e) = self.heartbeat(stop) {
-                break Err(e);
-            }
             if stop.requested() || (!follow && self.bounded_run_done()) {
                 break Ok(());
             }
-            let polled = self.consumer.poll(POLL_TIMEOUT);
-            let mut idle = false;
-            match polled {
-                None => idle = true,
+            let Some(fetcher) = &self.fetcher else {
+                // Nothing owned (yet): the heartbeat may change that.
+                if let Err(e) = self.heartbeat(stop) {
+                    break Err(e);
+                }
+                self.writer.report_metrics();
+                std::thread::sleep(POLL_TIMEOUT);
+                continue;
+            };
+            let idle = match fetcher.poll(POLL_TIMEOUT) {
+                None => true,
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     self.writer.progress.reached_end(partition, now_ms());
-                    idle = true;
+                    true
                 }
                 Some(Err(e)) => {
                     kafka::warn_consuming(&e);
-                    idle = true;
+                    true
                 }
-                Some(Ok(message)) => {
+                Some(Ok(record)) => {
                     span.read();
-                    if let Err(e) = self.writer.take(&message, stop) {
+                    if let Err(e) = self.writer.take(&record, stop) {
                         break Err(e);
                     }
                     if self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
                         span.taken();
-                        self.writer.metrics.read(message.partition(), message.timestamp().to_millis());
+                        self.writer.metrics.read(record.partition(), record.timestamp());
                     }
+                    false
+                }
+            };
+            for partition in self.writer.to_pause.drain(..) {
+                fetcher.pause(&self.writer.settings.topic, partition);
+            }
+            if !self.writer.lost.is_empty() {
+                if let Err(e) = self.refetch() {
+                    break Err(e);
                 }
             }
-            for partition in self.writer.to_pause.drain(..) {
-                kafka::pause(&self.consumer, &self.writer.settings.topic, partition);
-            }
-            self.unassign_lost();
             if !idle && !self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
                 continue;
             }
@@ -316,6 +322,9 @@ impl Archiver {
             if last_commit.elapsed() >= COMMIT_EVERY {
                 self.commit(CommitMode::Async);
                 last_commit = Instant::now();
+            }
+            if let Err(e) = self.heartbeat(stop) {
+                break Err(e);
             }
             let summary = &self.writer.summary;
             meter.update(summary.readings, || format!("{} written", counted(summary.files, "file")));
@@ -347,44 +356,47 @@ impl Archiver {
                 Offset::Offset(part.lease.state.done),
             );
         }
-        if list.count() > 0 {
-            if let Err(e) = self.consumer.commit(&list, mode) {
+        if let (Some(fetcher), true) = (&self.fetcher, list.count() > 0) {
+            if let Err(e) = fetcher.commit(&list, mode) {
                 tracing::debug!("commit to the consumer group failed: {e} (the lake's state holds the progress)");
             }
         }
     }
 
-    /// Starts writing the partitions taken over, each fetched from where the lake says.
-    fn adopt(&mut self, taken: Vec<(Taken, i64)>) -> anyhow::Result<()> {
-        let mut list = TopicPartitionList::new();
-        for (taken, fetch) in taken {
-            list.add_partition_offset(&self.writer.settings.topic, taken.partition, Offset::Offset(fetch))?;
+    /// Starts writing the partitions taken over (fetched from the next [`Archiver::refetch`]).
+    fn adopt(&mut self, taken: Vec<Taken>) {
+        for taken in taken {
             self.writer.adopt(taken);
         }
-        if list.count() > 0 {
-            self.consumer.incremental_assign(&list)?;
-        }
-        Ok(())
     }
 
-    /// Stops fetching the partitions lost to another instance since the last call: before a
-    /// heartbeat may take one back (assigning a partition still assigned is refused).
-    fn unassign_lost(&mut self) {
-        let lost: Vec<i32> = self.writer.lost.drain(..).collect();
-        self.unassign(&lost);
-    }
-
-    /// Stops fetching partitions this instance no longer writes.
-    fn unassign(&self, partitions: &[i32]) {
+    /// Fetches exactly the partitions this instance owns, each from its next offset, with a
+    /// consumer made anew: librdkafka's batch queue follows the partitions it was made with
+    /// (see [`weather_common::fetch`]), and the owned ones change only when members come and
+    /// go. Messages fetched and not yet taken are fetched again.
+    fn refetch(&mut self) -> anyhow::Result<()> {
+        self.writer.lost.clear();
+        // The old consumer leaves first, with its fetch queue.
+        self.fetcher = None;
+        let topic = self.writer.settings.topic.clone();
         let mut list = TopicPartitionList::new();
-        for &partition in partitions {
-            list.add_partition(&self.writer.settings.topic, partition);
-        }
-        if list.count() > 0 {
-            if let Err(e) = self.consumer.incremental_unassign(&list) {
-                tracing::debug!("unassigning partitions {partitions:?}: {e}");
+        for (partition, next) in self.writer.progress.next() {
+            if self.writer.parts.contains_key(&partition) {
+                let fetch = self.writer.lake.fetch_offset(partition, next)?;
+                list.add_partition_offset(&topic, partition, Offset::Offset(fetch))?;
             }
         }
+        if list.count() == 0 {
+            return Ok(());
+        }
+        let mut config = vec![("auto.offset.reset", "earliest")];
+        config.extend_from_slice(&FETCH_SETTINGS);
+        let settings = &self.writer.settings;
+        // Assigned here, never by the group's protocol (see crate::group).
+        let consumer: BaseConsumer<LoggingContext> =
+            settings.kafka.consumer_config(&settings.group, &config).create_with_context(LoggingContext)?;
+        self.fetcher = Some(Fetcher::assign(consumer, &list)?);
+        Ok(())
     }
 
     /// In a group, at each heartbeat: says this member is alive, learns who else is, and moves
@@ -410,21 +422,23 @@ impl Archiver {
             }
         };
         let member = sharing.group.member().to_string();
-        // A partition fenced since the loop last looked (a flush's write refused) may be taken
-        // back now: it must be unassigned first.
-        self.unassign_lost();
         let share = share_of(&member, &live, &self.partitions);
         let owned: BTreeSet<i32> = self.writer.parts.keys().copied().collect();
         let moves = Moves::between(&owned, &share);
-        let released: Vec<i32> = moves.release.iter().copied().collect();
-        for &partition in &released {
+        for &partition in &moves.release {
             self.writer.release(partition, stop);
         }
-        self.unassign(&released);
         if !moves.claim.is_empty() {
             let claims: Vec<i32> = moves.claim.iter().copied().collect();
             let taken = self.writer.lake.take(&claims, Claim::Member { name: &member, live: &live })?;
-            self.adopt(taken)?;
+            self.adopt(taken);
+        }
+        let fetched = self.fetcher.as_ref().map_or(0, |_| owned.len());
+        if self.writer.parts.keys().copied().collect::<BTreeSet<i32>>() != owned
+            || !self.writer.lost.is_empty()
+            || fetched != self.writer.parts.len()
+        {
+            self.refetch()?;
         }
         let Some(sharing) = &mut self.sharing else { return Ok(()) };
         let owned: BTreeSet<i32> = self.writer.parts.keys().copied().collect();
@@ -523,12 +537,12 @@ impl Writer {
 
     /// Takes one record in: a valid reading into its partition's file, anything else kept
     /// aside; publishes the files it ends.
-    fn take(&mut self, message: &BorrowedMessage<'_>, stop: &Stop) -> anyhow::Result<()> {
+    fn take(&mut self, message: &Record<'_>, stop: &Stop) -> anyhow::Result<()> {
         let (partition, offset) = (message.partition(), message.offset());
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
         };
-        let timestamp = message.timestamp().to_millis();
+        let timestamp = message.timestamp();
         match self.progress.admit(partition, offset, || timestamp) {
             Admit::New => {}
             Admit::Old => return Ok(()),

@@ -63,9 +63,9 @@ impl Lake {
         self.view.topic()
     }
 
-    /// Takes `partitions` over as `claim` says, and returns each one taken with the offset to
-    /// fetch it from. A partition a live member of the group holds is not taken.
-    pub fn take(&self, partitions: &[i32], claim: Claim<'_>) -> anyhow::Result<Vec<(Taken, i64)>> {
+    /// Takes `partitions` over as `claim` says, and returns each one taken. A partition a live
+    /// member of the group holds is not taken.
+    pub fn take(&self, partitions: &[i32], claim: Claim<'_>) -> anyhow::Result<Vec<Taken>> {
         let keys = retrying("listing the lake", || Ok(self.store.list(&self.layout.data_prefix())?))
             .context("listing the lake")?;
         let mut taken = Vec::new();
@@ -86,9 +86,16 @@ impl Lake {
         Ok(taken)
     }
 
+    /// Where to fetch `partition` from so that reading it yields `offset` itself (see
+    /// [`TopicView::fetch_offset`]), as the partition is now.
+    pub fn fetch_offset(&self, partition: i32, offset: i64) -> anyhow::Result<i64> {
+        let marks = self.view.marks_now(partition)?;
+        Ok(self.view.fetch_offset(partition, offset, marks)?)
+    }
+
     /// Takes `partition` over (see [`Lease::take_over`]) and decides where its reading starts;
     /// `keys` are the lake's files, listed once for all the partitions taken together.
-    fn take_over(&self, partition: i32, keys: &[String], claim: Claim<'_>) -> anyhow::Result<Option<(Taken, i64)>> {
+    fn take_over(&self, partition: i32, keys: &[String], claim: Claim<'_>) -> anyhow::Result<Option<Taken>> {
         let mut index = FileIndex::default();
         let mut leftovers = Vec::new();
         for key in keys {
@@ -162,8 +169,7 @@ impl Lake {
             index.starts().len(),
             state.epoch
         );
-        let fetch = self.view.fetch_offset(partition, start, marks)?;
-        Ok(Some((Taken { partition, lease, index, start, boundaries }, fetch)))
+        Ok(Some(Taken { partition, lease, index, start, boundaries }))
     }
 }
 
