@@ -12,6 +12,7 @@ A bucket is read through the S3 API (pyarrow's S3 filesystem on the endpoint, wi
 standard AWS credential variables): every object is listed and fetched with GET, then read as
 a directory would be. Nothing is read from the server's own disk.
 """
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -34,9 +35,20 @@ def fetch_bucket(url, endpoint, into):
         scheme=scheme,
         region="us-east-1",
     )
-    bucket = url.removeprefix("s3://").rstrip("/")
+    # A bucket, or a prefix in one ("s3://lake/archive"): listed, not looked up as an object
+    # (s3s-fs answers a HEAD of a prefix with an error).
+    prefix = url.removeprefix("s3://").rstrip("/")
+    files = [i.path for i in s3.get_file_info(fs.FileSelector(prefix, recursive=True)) if i.type == fs.FileType.File]
+
+    def copy(path):
+        target = os.path.join(into, os.path.relpath(path, prefix))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with s3.open_input_stream(path) as source, open(target, "wb") as sink:
+            sink.write(source.read())
+
     # Many objects: fetched on several threads (each GET is a round trip of its own).
-    fs.copy_files(bucket, into, source_filesystem=s3, destination_filesystem=fs.LocalFileSystem(), use_threads=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(copy, files))
 
 
 # The lake's own directories beside the data: the partitions' states, a group's heartbeats, and
