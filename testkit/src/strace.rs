@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// The `-e` argument: the calls that create, write, sync and rename files, every spelling of
 /// each, so that a change of library calls cannot hide a write or a sync.
 pub const TRACED: &str = "trace=openat,mkdir,mkdirat,write,writev,pwrite64,pwritev,pwritev2,fsync,fdatasync,\
-                          sync_file_range,rename,renameat,renameat2";
+                          sync_file_range,rename,renameat,renameat2,link,linkat";
 
 /// One traced call that matters to a durability check.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,12 @@ pub enum Call {
     /// the file's metadata or the disk's cache: not a sync.
     RangeSync(PathBuf),
     Rename {
+        to: PathBuf,
+    },
+    /// `link` or `linkat`: a second name for a file, which never replaces one (a Delta log
+    /// entry is created that way).
+    Link {
+        from: PathBuf,
         to: PathBuf,
     },
 }
@@ -52,6 +58,9 @@ pub fn calls(log: &str) -> Vec<Call> {
             "rename" | "renameat" | "renameat2" => {
                 calls.extend(quoted.get(1).map(|to| Call::Rename { to: PathBuf::from(to) }))
             }
+            "link" | "linkat" => calls.extend(
+                quoted.first().zip(quoted.get(1)).map(|(from, to)| Call::Link { from: from.into(), to: to.into() }),
+            ),
             _ => {}
         }
     }
@@ -77,6 +86,8 @@ mod tests {
             "12 openat(AT_FDCWD, \"/d/.x.tmp\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0666) = 6</d/.x.tmp>\n",
             "12 rename(\"/d/.x.tmp\", \"/d/x\") = 0\n",
             "12 fsync(7</d>) = 0\n",
+            "12 linkat(AT_FDCWD, \"/d/.e.tmp\", AT_FDCWD, \"/d/e\", 0) = 0\n",
+            "12 linkat(AT_FDCWD, \"/d/.f.tmp\", AT_FDCWD, \"/d/f\", 0) = -1 EEXIST (File exists)\n",
         ));
         let path = PathBuf::from;
         assert_eq!(
@@ -90,6 +101,7 @@ mod tests {
                 Call::Open(path("/d/.x.tmp")),
                 Call::Rename { to: path("/d/x") },
                 Call::Sync(path("/d")),
+                Call::Link { from: path("/d/.e.tmp"), to: path("/d/e") },
             ]
         );
     }
