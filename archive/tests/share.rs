@@ -8,7 +8,6 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -63,16 +62,8 @@ fn reads(log: &Path) -> BTreeSet<i32> {
 /// The deal shares every partition, none twice. Returns what each reads. Fails unless they
 /// do `within` this long.
 fn shared_by(logs: &[&Path], what: &str, within: Duration) -> Vec<BTreeSet<i32>> {
-    let names: Vec<String> = logs.iter().map(|l| l.file_stem().unwrap().to_str().unwrap().to_string()).collect();
-    let mut sorted = names.clone();
-    sorted.sort();
-    let deal: Vec<BTreeSet<i32>> = names
-        .iter()
-        .map(|name| {
-            let index = sorted.iter().position(|n| n == name).unwrap();
-            (0..PARTITIONS).filter(|p| *p as usize % sorted.len() == index).collect()
-        })
-        .collect();
+    let names: Vec<&str> = logs.iter().map(|l| l.file_stem().unwrap().to_str().unwrap()).collect();
+    let deal = testkit::deal(&names, PARTITIONS);
     let deadline = Instant::now() + within;
     loop {
         let held: Vec<BTreeSet<i32>> = logs.iter().map(|l| reads(l)).collect();
@@ -110,26 +101,6 @@ fn archived_to(root: &Path) -> Vec<i64> {
     (0..PARTITIONS).map(|p| state(root, p).map_or(0, |s| s["done"].as_i64().unwrap())).collect()
 }
 
-/// The sensor producing live, in-process, at `rate` readings per second per sensor, until told
-/// to stop; returns when it has.
-fn live_producer(tansu: &Tansu, rate: &str) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    use clap::Parser;
-    let (stop, stopped) = mpsc::channel::<()>();
-    let bootstrap = tansu.bootstrap();
-    let rate = rate.to_string();
-    let thread = std::thread::spawn(move || {
-        let argv =
-            ["weather-producer", "-b", &bootstrap, "--rate", &rate, "--sensors", &SENSORS.to_string(), "--quiet"];
-        let config = weather_producer::Config::try_parse_from(argv).unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let shutdown = async move {
-            tokio::task::spawn_blocking(move || stopped.recv()).await.ok();
-        };
-        runtime.block_on(weather_producer::run(config, shutdown)).unwrap();
-    });
-    (stop, thread)
-}
-
 /// Waits until `log`'s stderr contains `needle`.
 fn said(log: &Path, needle: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -152,7 +123,7 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", PARTITIONS as u32);
     tansu.produce_in_small_batches(HISTORY_DAYS, SENSORS);
-    let (stop_producer, producer) = live_producer(&tansu, "20");
+    let producer = tansu.live_producer(20, SENSORS);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
 
@@ -201,8 +172,7 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     assert!(count(&text(&leaving_log), "readings archived:") > 0, "m3 archived nothing");
     shared_by(&[&paused_log, &replacement_log], "after m3 left", SETTLE);
 
-    stop_producer.send(()).unwrap();
-    producer.join().unwrap();
+    producer.stop();
     let end = ends(&tansu);
     let deadline = Instant::now() + Duration::from_secs(60);
     while archived_to(&lake) != end {

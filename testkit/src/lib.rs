@@ -25,6 +25,35 @@ use weather_common::kafka::{self, KafkaArgs};
 
 pub mod chromium;
 
+/// A sensor producing live (see [`Tansu::live_producer`]).
+pub struct LiveProducer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LiveProducer {
+    /// Stops the sensor; returns once every reading it sent is acknowledged.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().expect("the live producer panicked");
+    }
+}
+
+/// The partitions each of `members` (in the order given) owns in a group that shares
+/// `partitions` partitions as the README says: dealt round-robin over the members in name
+/// order. Written here apart from `weather_common::share`, which the tests check against it.
+pub fn deal(members: &[&str], partitions: i32) -> Vec<BTreeSet<i32>> {
+    let mut sorted = members.to_vec();
+    sorted.sort_unstable();
+    members
+        .iter()
+        .map(|name| {
+            let index = sorted.iter().position(|n| n == name).unwrap();
+            (0..partitions).filter(|p| *p as usize % sorted.len() == index).collect()
+        })
+        .collect()
+}
+
 pub const TANSU_VERSION: &str = "0.6.0";
 pub const S3S_FS_VERSION: &str = "0.14.1";
 /// The demo credentials of every test S3 server; the consumer reads them from the
@@ -155,6 +184,23 @@ impl Tansu {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let sent = runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap();
         assert_eq!(sent.acknowledged, days * u64::from(sensors));
+    }
+
+    /// The sensor producing live to `weather`, in-process, at `rate` readings per second from
+    /// each of `sensors` sensors, until [`LiveProducer::stop`].
+    pub fn live_producer(&self, rate: u32, sensors: u32) -> LiveProducer {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (bootstrap, rate, sensors) = (self.bootstrap(), rate.to_string(), sensors.to_string());
+        let thread = std::thread::spawn(move || {
+            let argv = ["weather-producer", "-b", &bootstrap, "--rate", &rate, "--sensors", &sensors, "--quiet"];
+            let config = weather_producer::Config::try_parse_from(argv).unwrap();
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let shutdown = async move {
+                tokio::task::spawn_blocking(move || stopped.recv()).await.ok();
+            };
+            runtime.block_on(weather_producer::run(config, shutdown)).unwrap();
+        });
+        LiveProducer { stop, thread }
     }
 
     /// Creates a topic with the Tansu CLI, as `scripts/stack` does.
