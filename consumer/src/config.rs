@@ -258,8 +258,9 @@ impl Cli {
             (self.emit_partial, "--emit-partial (a member does not know when the group's run ends)".to_string()),
             (self.dry_run, "--dry-run".to_string()),
             (
-                !matches!(self.run.start(Start::Resume), Start::Resume | Start::Earliest),
-                "a --start other than resume or earliest (a partition starts from its state, or the beginning)"
+                !matches!(self.run.start(Start::Resume), Start::Resume | Start::Earliest | Start::Time(_)),
+                "a --start other than resume, earliest or time: (a partition starts from its state, or a rebuild \
+                 from the beginning or a time)"
                     .to_string(),
             ),
         ];
@@ -438,6 +439,10 @@ mod tests {
         let share = s.share.unwrap();
         assert_eq!((share.member.as_str(), share.lease, s.group.as_str()), ("a", Duration::from_secs(3), "fleet"));
         assert!(settings(&[&pg[..], &["-g", "fleet", "--no-file"]].concat()).unwrap().share.is_none());
+        for start in ["earliest", "time:2026-11-22T06:00:00Z"] {
+            let s = settings(&[&pg[..], &["--share", "-g", "fleet", "--no-file", "--start", start]].concat()).unwrap();
+            assert!(s.share.is_some(), "--start {start}");
+        }
         for (args, needle) in [
             (&["--share", "--no-file"][..], "--group"),
             (&["--share", "-g", "fleet"], "a file (one writer): add --no-file"),

@@ -286,9 +286,30 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
 /// and nothing is left in staging.
 #[test]
 fn a_group_rebuilds_under_new_rules_one_sensor_at_a_time() {
+    rebuild_scenario(false);
+}
+
+/// As the rebuild above, with version 2 started at a time (`--start time:T`), after which only
+/// four of the eight sensors report: the members rebuild from the first reading at or after T
+/// in each partition. At the end the table holds the oracle's weeks of those readings only,
+/// and no row of version 1, not even of the sensors silent since T.
+#[test]
+fn a_group_rebuilds_under_new_rules_from_a_time() {
+    rebuild_scenario(true);
+}
+
+/// Version 1 loads the table, version 2 rebuilds it (from the beginning, or `by_time` from a
+/// time after which only sensors 1 to 4 report), as the two tests above say.
+fn rebuild_scenario(by_time: bool) {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", 4);
     tansu.produce_in_small_batches(700, 8);
+    let before = tansu.read_all("weather");
+    // Only sensors 1 to 4 go on reporting after T (the producer resumes their record ids).
+    let time = before.iter().filter_map(|r| r.timestamp).max().unwrap() + 1;
+    if by_time {
+        tansu.produce_in_small_batches(350, 4);
+    }
     let records = tansu.read_all("weather");
     let end = ends(&tansu, 4);
     let dir = tempfile::tempdir().unwrap();
@@ -297,7 +318,9 @@ fn a_group_rebuilds_under_new_rules_one_sensor_at_a_time() {
     caught_up(&pg, &end, "version 1");
     assert_rows(&table_rows(&pg, 30, "celsius"), &oracle_rows(&records, 30, false), "version 1");
 
-    let v2_flags = [&WEEKLY_F[..], &["--start", "earliest"]].concat();
+    let start =
+        if by_time { format!("time:{}", weather_common::position::format_time(time)) } else { "earliest".into() };
+    let v2_flags = [&WEEKLY_F[..], &["--start", &start]].concat();
     let mut v2: Vec<(Child, PathBuf)> =
         ["v2-a", "v2-b"].iter().map(|m| member(&tansu, &pg, m, dir.path(), &v2_flags)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -325,7 +348,19 @@ fn a_group_rebuilds_under_new_rules_one_sensor_at_a_time() {
         let said = std::fs::read_to_string(err_path(log)).unwrap();
         assert!(said.contains("computes 7-day windows in fahrenheit now"), "{said}");
     }
-    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle_rows(&records, 7, true), "version 2");
+    // What the rebuild reads: in each partition, from its first reading stamped at or after T
+    // (the broker's look-up), as the time look-up gives it.
+    let rebuilt: Vec<testkit::Record> = match by_time {
+        false => records.clone(),
+        true => {
+            let first = |p: i32| {
+                records.iter().filter(|r| r.partition == p && r.timestamp >= Some(time)).map(|r| r.offset).min()
+            };
+            records.iter().filter(|r| first(r.partition).is_some_and(|f| r.offset >= f)).cloned().collect()
+        }
+    };
+    assert!(rebuilt.len() < records.len() || !by_time, "the time leaves readings out");
+    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle_rows(&rebuilt, 7, true), "version 2");
     assert_eq!(table_rows(&pg, 30, "celsius"), Vec::<String>::new(), "version 1's rows are gone");
     assert_eq!(pg.query("SELECT count(*) FROM weather_aggregates_staging")[0][0].as_deref(), Some("0"));
     for (child, log) in &mut v2 {

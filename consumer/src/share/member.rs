@@ -20,7 +20,7 @@ use weather_common::source::{Source, TopicView};
 use weather_common::Reading;
 
 use super::assignment::{share_of, Moves};
-use super::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit};
+use super::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit, Rebuild, RebuildRange};
 use crate::config::{Settings, Share};
 use crate::metrics::Metrics;
 use crate::pipeline::Summary;
@@ -100,16 +100,23 @@ struct Member<'a> {
 pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) -> anyhow::Result<Summary> {
     let topic = &settings.rules.topic;
     let view = TopicView::look_up(&settings.kafka, topic, stop)?;
-    // With --start earliest, the group's rows are rebuilt if its rules are not this member's.
-    let ends: BTreeMap<i32, Option<i64>> =
-        view.watermarks.iter().map(|(&p, &(low, high))| (p, (high > low).then_some(high))).collect();
+    // With --start earliest or time:, the group's rows are rebuilt from there if its rules are
+    // not this member's (with its rules, the start says nothing: a member resumes).
+    let ranges: Option<BTreeMap<i32, RebuildRange>> = match settings.start {
+        Start::Earliest | Start::Time(_) => {
+            let from = view.positions(&settings.kafka, &settings.group, &settings.start)?;
+            Some(from.iter().map(|(&p, &from)| (p, RebuildRange::new(from, view.watermarks[&p]))).collect())
+        }
+        _ => None,
+    };
+    let start = settings.start.to_string();
     let membership = Membership {
         group: &settings.group,
         member: &share.member,
         lease: share.lease,
         rules: &settings.rules,
         partitions: &view.partitions,
-        rebuild_to: (settings.start == Start::Earliest).then_some(&ends),
+        rebuild: ranges.as_ref().map(|ranges| Rebuild { start: &start, ranges }),
         runtime,
     };
     let store = share.store.group_store(&membership)?;

@@ -20,10 +20,38 @@ pub struct Membership<'a> {
     pub rules: &'a Rules,
     /// Every partition of the topic.
     pub partitions: &'a [i32],
-    /// With `--start earliest`: each partition's end now (none: nothing to read), to rebuild
-    /// the group's rows to if its rules are not the member's.
-    pub rebuild_to: Option<&'a BTreeMap<i32, Option<i64>>>,
+    /// With `--start earliest` or `--start time:`: where each partition's rebuild would read,
+    /// if the group's rules are not the member's.
+    pub rebuild: Option<Rebuild<'a>>,
     pub runtime: &'a Handle,
+}
+
+/// What a member would rebuild the group's rows from, if its rules are not the group's.
+#[derive(Clone, Copy)]
+pub struct Rebuild<'a> {
+    /// Where it starts, in words: `the beginning`, or a time.
+    pub start: &'a str,
+    /// Per partition, what it reads.
+    pub ranges: &'a BTreeMap<i32, RebuildRange>,
+}
+
+/// A partition's part in a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildRange {
+    /// The first offset read; none: the beginning.
+    pub from: Option<i64>,
+    /// Its end now, which the rebuild reads up to before its rows replace the old ones; none
+    /// when there is nothing to read from `from` (its sensors have no rows under the new rules).
+    pub to: Option<i64>,
+}
+
+impl RebuildRange {
+    /// A partition's range from `from` (none: the beginning) when its offsets run from `low`
+    /// to `high`.
+    pub fn new(from: Option<i64>, (low, high): (i64, i64)) -> RebuildRange {
+        let start = from.unwrap_or(low).max(low);
+        RebuildRange { from, to: (high > start).then_some(high) }
+    }
 }
 
 /// The group's state, as one member sees and changes it. Its methods block.
@@ -81,4 +109,21 @@ pub enum Committed {
     Done { swapped: Vec<i32> },
     /// Nothing written: these partitions have been claimed by another member since.
     Fenced(BTreeSet<i32>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition is rebuilt up to its end from where the rebuild starts in it; one with
+    /// nothing to read from there (empty, or every reading before the time) has no end to
+    /// reach.
+    #[test]
+    fn a_partition_rebuilds_up_to_its_end_from_its_start() {
+        assert_eq!(RebuildRange::new(None, (0, 40)), RebuildRange { from: None, to: Some(40) });
+        assert_eq!(RebuildRange::new(Some(25), (0, 40)), RebuildRange { from: Some(25), to: Some(40) });
+        assert_eq!(RebuildRange::new(Some(40), (0, 40)).to, None, "every reading before the time");
+        assert_eq!(RebuildRange::new(None, (7, 7)).to, None, "empty");
+        assert_eq!(RebuildRange::new(Some(3), (5, 9)).to, Some(9), "retention moved the start on");
+    }
 }

@@ -33,7 +33,7 @@ use super::connect::{connect, connection_lost};
 use super::schema::{self, copy_row, SHARED_TABLES, TABLES, WINDOWS};
 use super::target::PostgresTarget;
 use super::{lock_key, LOCK_CLASS};
-use crate::share::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit};
+use crate::share::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit, Rebuild};
 use crate::units::Unit;
 use crate::window::{WindowSize, WindowSummary};
 
@@ -50,7 +50,7 @@ async fn member_session(target: &PostgresTarget, lease: Duration) -> anyhow::Res
 }
 
 /// A partition's rebuild, as its row says.
-struct Rebuild {
+struct Rebuilding {
     /// The offset it rebuilds to; none when it is not being rebuilt.
     until: Option<i64>,
     /// The rule set whose rows its rebuilt rows replace.
@@ -73,7 +73,7 @@ pub struct PartitionStore {
 impl PartitionStore {
     /// Connects, creates the tables that are missing, takes the rule set's lock together with
     /// the group's other members, records the group's rules (or checks them against those
-    /// recorded), and makes a row for every partition that has none. With `rebuild_to`, rules
+    /// recorded), and makes a row for every partition that has none. With a `rebuild`, rules
     /// other than the group's start a rebuild of its rows under this member's rules.
     pub fn open(target: &PostgresTarget, membership: &Membership<'_>) -> anyhow::Result<PartitionStore> {
         let runtime = membership.runtime.clone();
@@ -90,7 +90,7 @@ impl PartitionStore {
             window,
             unit,
         };
-        store.runtime.block_on(store.prepare(membership.partitions, membership.rebuild_to))?;
+        store.runtime.block_on(store.prepare(membership.partitions, membership.rebuild))?;
         Ok(store)
     }
 
@@ -119,7 +119,7 @@ impl PartitionStore {
         &self.target.table
     }
 
-    async fn prepare(&self, partitions: &[i32], rebuild_to: Option<&BTreeMap<i32, Option<i64>>>) -> anyhow::Result<()> {
+    async fn prepare(&self, partitions: &[i32], rebuild: Option<Rebuild<'_>>) -> anyhow::Result<()> {
         let t = self.t();
         let tables: Vec<_> = TABLES.iter().chain(SHARED_TABLES.iter()).copied().collect();
         schema::ensure(&self.client, t, &self.target.address, &tables).await?;
@@ -141,17 +141,18 @@ impl PartitionStore {
             );
         }
         self.client.batch_execute("BEGIN").await.context("starting to join the group")?;
-        let joined = self.join_rules(partitions, rebuild_to).await;
+        let joined = self.join_rules(partitions, rebuild).await;
         let end = if joined.is_ok() { "COMMIT" } else { "ROLLBACK" };
         self.client.batch_execute(end).await.context("joining the group")?;
         if let Some((days, unit)) = joined? {
             tracing::info!(
-                "member `{}` started rebuilding group `{}`: {}-day windows in {} from the beginning of `{}`; each \
+                "member `{}` started rebuilding group `{}`: {}-day windows in {} from {} of `{}`; each \
                  partition's rows replace its sensors' {days}-day windows in {unit} once it has caught up",
                 self.member,
                 self.group,
                 self.window.get(),
                 self.unit.name(),
+                rebuild.map_or("the beginning", |r| r.start),
                 self.topic
             );
         }
@@ -159,14 +160,15 @@ impl PartitionStore {
     }
 
     /// In the transaction that joins: the group's rules recorded or checked, its partitions
-    /// recorded, and, if the rules differ and `rebuild_to` is given, a rebuild started: every
-    /// partition from the beginning at a new epoch (which fences the members of the old rules),
-    /// its rows into the staging table until it reaches its end in `rebuild_to`. The rule set
-    /// replaced, if a rebuild started.
+    /// recorded, and, if the rules differ and a `rebuild` is given, a rebuild started: every
+    /// partition from its start in `rebuild` at a new epoch (which fences the members of the
+    /// old rules), its rows into the staging table until it reaches its end there. A partition
+    /// with nothing to read from its start has no rows under the new rules: its sensors' old
+    /// rows go at once. The rule set replaced, if a rebuild started.
     async fn join_rules(
         &self,
         partitions: &[i32],
-        rebuild_to: Option<&BTreeMap<i32, Option<i64>>>,
+        rebuild: Option<Rebuild<'_>>,
     ) -> anyhow::Result<Option<(i32, String)>> {
         let t = self.t();
         let (days, unit) = (self.window.get() as i32, self.unit.name());
@@ -202,13 +204,24 @@ impl PartitionStore {
             .await
             .with_context(|| format!("recording the partitions of `{}` in {t}_partitions", self.topic))?;
         if (old_days, old_unit.as_str()) == (days, unit) {
+            if let Some(rebuild) = rebuild {
+                // A supervisor restarts a member with the command line that started the rebuild.
+                tracing::info!(
+                    "group `{}` computes these rules already: a start at {} rebuilds it only under other rules; \
+                     member `{}` resumes from its partitions' state",
+                    self.group,
+                    rebuild.start,
+                    self.member
+                );
+            }
             return Ok(None);
         }
-        let Some(ends) = rebuild_to else {
+        let Some(rebuild) = rebuild else {
             bail!(
                 "group `{}` writes {old_days}-day windows in {old_unit} to {}, not this member's {days}-day windows in \
                  {unit}: the members of a group share one rule set. To rebuild the group's rows under these rules, \
-                 start it with --start earliest (its members of the old rules then stop); or give it another --group",
+                 start it with --start earliest (or --start time:, from that time on; its members of the old rules \
+                 then stop); or give it another --group",
                 self.group,
                 self.name()
             );
@@ -231,7 +244,9 @@ impl PartitionStore {
                 self.group
             );
         }
-        let (parts, ends): (Vec<i32>, Vec<Option<i64>>) = ends.iter().map(|(&p, &e)| (p, e)).unzip();
+        let parts: Vec<i32> = rebuild.ranges.keys().copied().collect();
+        let froms: Vec<Option<i64>> = rebuild.ranges.values().map(|r| r.from).collect();
+        let ends: Vec<Option<i64>> = rebuild.ranges.values().map(|r| r.to).collect();
         let group_topic: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.group, &self.topic];
         self.client
             .execute(
@@ -242,16 +257,26 @@ impl PartitionStore {
         self.client
             .execute(
                 &format!(
-                    "UPDATE {t}_partitions p SET epoch = p.epoch + 1, owner = NULL, next_offset = NULL, \
+                    "UPDATE {t}_partitions p SET epoch = p.epoch + 1, owner = NULL, next_offset = u.f, \
                      open_windows = NULL, rebuild_until = u.e, replaces_days = $5, replaces_unit = $6, \
-                     window_days = $7, unit = $8 FROM unnest($3::integer[], $4::bigint[]) AS u(p, e) \
+                     window_days = $7, unit = $8 FROM unnest($3::integer[], $4::bigint[], $9::bigint[]) AS u(p, e, f) \
                      WHERE p.consumer_group = $1 AND p.topic = $2 AND p.partition = u.p"
                 ),
-                &[group_topic[0], group_topic[1], &parts, &ends, &old_days, &old_unit, &days, &unit],
+                &[group_topic[0], group_topic[1], &parts, &ends, &old_days, &old_unit, &days, &unit, &froms],
             )
             .await?;
+        // The sensors stay recorded with their partitions: a sensor that has no reading from the
+        // start on still has old rows, and they go with its partition's (a time past all of a
+        // partition's readings: at once).
+        let idle: Vec<i32> = rebuild.ranges.iter().filter(|(_, r)| r.to.is_none()).map(|(&p, _)| p).collect();
         self.client
-            .execute(&format!("DELETE FROM {t}_sensors WHERE consumer_group = $1 AND topic = $2"), &group_topic)
+            .execute(
+                &format!(
+                    "DELETE FROM {t} WHERE window_days = $3 AND unit = $4 AND sensor_id IN (SELECT sensor_id FROM \
+                     {t}_sensors WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($5))"
+                ),
+                &[group_topic[0], group_topic[1], &old_days, &old_unit, &idle],
+            )
             .await?;
         self.client
             .execute(&format!("DELETE FROM {t}_staging WHERE window_days = $1 AND unit = $2"), &[&days, &unit])
@@ -449,7 +474,7 @@ impl PartitionStore {
         // First, as it locks the rows: a claim made meanwhile waits for this transaction and
         // then resumes from what it wrote. The epoch alone decides: every claim bumps it, even
         // by a member of the same name (a restart while the old process still runs).
-        let written: BTreeMap<i32, Rebuild> = client
+        let written: BTreeMap<i32, Rebuilding> = client
             .query(
                 &format!(
                     "UPDATE {t}_partitions p SET next_offset = u.o, open_windows = u.w, commits = p.commits + 1, \
@@ -462,7 +487,7 @@ impl PartitionStore {
             )
             .await?
             .iter()
-            .map(|r| (r.get(0), Rebuild { until: r.get(1), replaces: (r.get(2), r.get(3)) }))
+            .map(|r| (r.get(0), Rebuilding { until: r.get(1), replaces: (r.get(2), r.get(3)) }))
             .collect();
         let fenced: BTreeSet<i32> = partitions.iter().copied().filter(|p| !written.contains_key(p)).collect();
         if !fenced.is_empty() {
