@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use weather_common::aggregate::{Aggregate, WindowKey};
 
 use crate::rules::Rules;
 use crate::window::{WindowSummary, Windows};
@@ -40,18 +41,10 @@ pub struct Rebuild<'a> {
 pub struct RebuildRange {
     /// The first offset read; none: the beginning.
     pub from: Option<i64>,
-    /// Its end now, which the rebuild reads up to before its rows replace the old ones; none
-    /// when there is nothing to read from `from` (its sensors have no rows under the new rules).
-    pub to: Option<i64>,
-}
-
-impl RebuildRange {
-    /// A partition's range from `from` (none: the beginning) when its offsets run from `low`
-    /// to `high`.
-    pub fn new(from: Option<i64>, (low, high): (i64, i64)) -> RebuildRange {
-        let start = from.unwrap_or(low).max(low);
-        RebuildRange { from, to: (high > start).then_some(high) }
-    }
+    /// Its end now, which the rebuild reads up to before its rows replace the old ones; at or
+    /// before `from` when there is nothing to read (its sensors have no rows under the new
+    /// rules: the old ones go at the claim's commit).
+    pub to: i64,
 }
 
 /// The group's state, as one member sees and changes it. Its methods block.
@@ -68,12 +61,32 @@ pub trait GroupStore: Send {
     fn claim(&mut self, partition: i32) -> anyhow::Result<Option<Claimed>>;
 
     /// Makes `commits` durable in one transaction if every partition still has its epoch;
-    /// otherwise nothing, and the partitions claimed by another member since.
-    fn commit(&mut self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed>;
+    /// otherwise nothing, and the partitions claimed by another member since. Their windows go
+    /// to `mirror` too, acknowledged before the transaction commits.
+    fn commit(
+        &mut self,
+        commits: &[PartitionCommit<'_>],
+        mirror: Option<&mut (dyn Mirror + 'static)>,
+    ) -> anyhow::Result<Committed>;
 
     /// Leaves the group: the others deal its partitions (handed back by its last commit) at
     /// their next heartbeat.
     fn leave(&self) -> anyhow::Result<()>;
+}
+
+/// A table the members write beside the store, in every commit before the store's transaction
+/// ends (the aggregates topic, `--to-topic`): a window is acknowledged there before the state
+/// that moves its partition past it is committed, so that the state never counts a window the
+/// table lacks. A commit that is fenced sends nothing; one whose member is fenced while it sends
+/// (it was paused past its lease) sends the windows the next owner sends again, the same values
+/// under the same keys.
+pub trait Mirror: Send {
+    /// The table in messages.
+    fn name(&self) -> &str;
+
+    /// Deletes the windows `gone`, then sends `windows`, each step acknowledged before the
+    /// next: the old windows of a rebuilt partition are gone before its new ones appear.
+    fn publish(&mut self, gone: &[WindowKey], windows: &[Aggregate]) -> anyhow::Result<()>;
 }
 
 /// A partition as a member claimed it.
@@ -109,21 +122,4 @@ pub enum Committed {
     Done { swapped: Vec<i32> },
     /// Nothing written: these partitions have been claimed by another member since.
     Fenced(BTreeSet<i32>),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A partition is rebuilt up to its end from where the rebuild starts in it; one with
-    /// nothing to read from there (empty, or every reading before the time) has no end to
-    /// reach.
-    #[test]
-    fn a_partition_rebuilds_up_to_its_end_from_its_start() {
-        assert_eq!(RebuildRange::new(None, (0, 40)), RebuildRange { from: None, to: Some(40) });
-        assert_eq!(RebuildRange::new(Some(25), (0, 40)), RebuildRange { from: Some(25), to: Some(40) });
-        assert_eq!(RebuildRange::new(Some(40), (0, 40)).to, None, "every reading before the time");
-        assert_eq!(RebuildRange::new(None, (7, 7)).to, None, "empty");
-        assert_eq!(RebuildRange::new(Some(3), (5, 9)).to, Some(9), "retention moved the start on");
-    }
 }

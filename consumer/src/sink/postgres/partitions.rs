@@ -18,7 +18,7 @@
 //!   pending rows and state and goes on with the others. PostgreSQL's clock is the only one
 //!   that decides a lease: members on other machines need no synchronised clocks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -27,14 +27,15 @@ use futures_util::SinkExt;
 use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
+use weather_common::aggregate::{Aggregate, WindowKey};
 
 use super::ahead::COPY_PIECE;
 use super::connect::{connect, connection_lost};
 use super::schema::{self, copy_row, SHARED_TABLES, TABLES, WINDOWS};
 use super::target::PostgresTarget;
 use super::{lock_key, LOCK_CLASS};
-use crate::share::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit, Rebuild};
-use crate::units::Unit;
+use crate::share::store::{Claimed, Committed, GroupStore, Membership, Mirror, PartitionCommit, Rebuild};
+use crate::units::{Tenths, Unit};
 use crate::window::{WindowSize, WindowSummary};
 
 /// Connects as a member: a transaction the member leaves open (it was paused, its machine
@@ -162,9 +163,10 @@ impl PartitionStore {
     /// In the transaction that joins: the group's rules recorded or checked, its partitions
     /// recorded, and, if the rules differ and a `rebuild` is given, a rebuild started: every
     /// partition from its start in `rebuild` at a new epoch (which fences the members of the
-    /// old rules), its rows into the staging table until it reaches its end there. A partition
-    /// with nothing to read from its start has no rows under the new rules: its sensors' old
-    /// rows go at once. The rule set replaced, if a rebuild started.
+    /// old rules), its rows into the staging table until it reaches its end there (a partition
+    /// with nothing to read from its start reaches it at its first commit, which its claim
+    /// makes at once: its sensors' old rows go then). The rule set replaced, if a rebuild
+    /// started.
     async fn join_rules(
         &self,
         partitions: &[i32],
@@ -246,7 +248,7 @@ impl PartitionStore {
         }
         let parts: Vec<i32> = rebuild.ranges.keys().copied().collect();
         let froms: Vec<Option<i64>> = rebuild.ranges.values().map(|r| r.from).collect();
-        let ends: Vec<Option<i64>> = rebuild.ranges.values().map(|r| r.to).collect();
+        let ends: Vec<i64> = rebuild.ranges.values().map(|r| r.to).collect();
         let group_topic: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.group, &self.topic];
         self.client
             .execute(
@@ -265,19 +267,8 @@ impl PartitionStore {
                 &[group_topic[0], group_topic[1], &parts, &ends, &old_days, &old_unit, &days, &unit, &froms],
             )
             .await?;
-        // The sensors stay recorded with their partitions: a sensor that has no reading from the
-        // start on still has old rows, and they go with its partition's (a time past all of a
-        // partition's readings: at once).
-        let idle: Vec<i32> = rebuild.ranges.iter().filter(|(_, r)| r.to.is_none()).map(|(&p, _)| p).collect();
-        self.client
-            .execute(
-                &format!(
-                    "DELETE FROM {t} WHERE window_days = $3 AND unit = $4 AND sensor_id IN (SELECT sensor_id FROM \
-                     {t}_sensors WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($5))"
-                ),
-                &[group_topic[0], group_topic[1], &old_days, &old_unit, &idle],
-            )
-            .await?;
+        // The sensors stay recorded with their partitions: a sensor without a reading from the
+        // rebuild's start on still has old rows, and they go with its partition's.
         self.client
             .execute(&format!("DELETE FROM {t}_staging WHERE window_days = $1 AND unit = $2"), &[&days, &unit])
             .await?;
@@ -451,9 +442,13 @@ impl PartitionStore {
         }))
     }
 
-    async fn transact(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
+    async fn transact(
+        &self,
+        commits: &[PartitionCommit<'_>],
+        mirror: Option<&mut (dyn Mirror + 'static)>,
+    ) -> anyhow::Result<Committed> {
         self.client.batch_execute("BEGIN").await?;
-        let result = self.write(commits).await;
+        let result = self.write(commits, mirror).await;
         if !matches!(&result, Ok(Committed::Done { .. })) {
             let _ = self.client.batch_execute("ROLLBACK").await;
             return result;
@@ -462,7 +457,11 @@ impl PartitionStore {
         result
     }
 
-    async fn write(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
+    async fn write(
+        &self,
+        commits: &[PartitionCommit<'_>],
+        mirror: Option<&mut (dyn Mirror + 'static)>,
+    ) -> anyhow::Result<Committed> {
         let t = self.t();
         let client = &self.client;
         let partitions: Vec<i32> = commits.iter().map(|c| c.partition).collect();
@@ -498,12 +497,26 @@ impl PartitionStore {
         self.copy(t, settled.iter().flat_map(|c| c.finished)).await?;
         self.copy(&format!("{t}_staging"), staged.iter().flat_map(|c| c.finished)).await?;
         let mut swapped = Vec::new();
+        let (mut gone, mut rebuilt) = (Vec::new(), Vec::new());
         for c in staged {
             let rebuild = &written[&c.partition];
             if rebuild.until.is_some_and(|until| c.next_offset >= until) {
-                self.swap(c.partition, &rebuild.replaces).await?;
+                let (old, new) = self.swap(c.partition, &rebuild.replaces).await?;
+                gone.extend(old);
+                rebuilt.extend(new);
                 swapped.push(c.partition);
             }
+        }
+        // Last, while this transaction holds every partition's row at its epoch: no claim (nor
+        // a rebuild's start) can move one on until the windows are acknowledged and committed.
+        if let Some(mirror) = mirror {
+            let mut windows: Vec<Aggregate> =
+                settled.iter().flat_map(|c| c.finished).map(|w| w.aggregate(self.window, self.unit)).collect();
+            windows.extend(rebuilt);
+            // A key the new rules write again (same window length) is overwritten, not deleted.
+            let written: HashSet<&WindowKey> = windows.iter().map(|a| &a.key).collect();
+            gone.retain(|key| !written.contains(key));
+            mirror.publish(&gone, &windows).with_context(|| format!("publishing to {}", mirror.name()))?;
         }
         Ok(Committed::Done { swapped })
     }
@@ -530,26 +543,62 @@ impl PartitionStore {
 
     /// A rebuilt partition has caught up: its sensors' rows of the rules it replaces give way
     /// to its rebuilt rows, in this commit's transaction, so that a reader sees each sensor's
-    /// old rows or its new ones, never both.
-    async fn swap(&self, partition: i32, (days, unit): &(Option<i32>, Option<String>)) -> anyhow::Result<()> {
+    /// old rows or its new ones, never both. The windows deleted and those now in the table,
+    /// for the aggregates topic.
+    async fn swap(
+        &self,
+        partition: i32,
+        (days, unit): &(Option<i32>, Option<String>),
+    ) -> anyhow::Result<(Vec<WindowKey>, Vec<Aggregate>)> {
         let t = self.t();
         let (new_days, new_unit) = (self.window.get() as i32, self.unit.name());
         let sensors =
             format!("SELECT sensor_id FROM {t}_sensors WHERE consumer_group = $1 AND topic = $2 AND partition = $3");
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.group, &self.topic, &partition];
-        self.client
-            .execute(
-                &format!("DELETE FROM {t} WHERE window_days = $4 AND unit = $5 AND sensor_id IN ({sensors})"),
+        let gone = self
+            .client
+            .query(
+                &format!(
+                    "DELETE FROM {t} WHERE window_days = $4 AND unit = $5 AND sensor_id IN ({sensors}) \
+                     RETURNING sensor_id, window_days, window_id"
+                ),
                 &[key[0], key[1], key[2], days, unit],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(|r| WindowKey {
+                sensor_id: r.get(0),
+                window_days: r.get::<_, i32>(1) as u32,
+                window_id: r.get::<_, i64>(2) as u64,
+            })
+            .collect();
         let staged = format!("{t}_staging WHERE window_days = $4 AND unit = $5 AND sensor_id IN ({sensors})");
-        self.client
-            .execute(
-                &format!("INSERT INTO {t} SELECT * FROM {staged}"),
+        let rebuilt = self
+            .client
+            .query(
+                &format!(
+                    "INSERT INTO {t} SELECT * FROM {staged} RETURNING sensor_id, window_id, (avg_temp * 10)::bigint, \
+                     avg_co, avg_humidity, readings, first_record_id, last_record_id"
+                ),
                 &[key[0], key[1], key[2], &new_days, &new_unit],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(|r| Aggregate {
+                key: WindowKey {
+                    sensor_id: r.get(0),
+                    window_days: self.window.get(),
+                    window_id: r.get::<_, i64>(1) as u64,
+                },
+                unit: self.unit,
+                avg_temp: Tenths(r.get(2)),
+                avg_co: i64::from(r.get::<_, i32>(3)),
+                avg_humidity: i64::from(r.get::<_, i32>(4)),
+                readings: r.get::<_, i32>(5) as u32,
+                first_record_id: r.get::<_, i64>(6) as u64,
+                last_record_id: r.get::<_, i64>(7) as u64,
+            })
+            .collect();
         self.client.execute(&format!("DELETE FROM {staged}"), &[key[0], key[1], key[2], &new_days, &new_unit]).await?;
         self.client
             .execute(
@@ -560,7 +609,7 @@ impl PartitionStore {
                 &key,
             )
             .await?;
-        Ok(())
+        Ok((gone, rebuilt))
     }
 
     /// Records the partition of each new sensor; a sensor already seen in another partition
@@ -695,10 +744,14 @@ impl GroupStore for PartitionStore {
     /// the server ended its session, see [`member_session`]), it reconnects and finds out from
     /// the partitions' rows whether the commit had landed, was fenced since, or is to be made
     /// again.
-    fn commit(&mut self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
+    fn commit(
+        &mut self,
+        commits: &[PartitionCommit<'_>],
+        mut mirror: Option<&mut (dyn Mirror + 'static)>,
+    ) -> anyhow::Result<Committed> {
         let runtime = self.runtime.clone();
         loop {
-            let error = match runtime.block_on(self.transact(commits)) {
+            let error = match runtime.block_on(self.transact(commits, mirror.as_deref_mut())) {
                 Ok(committed) => return Ok(committed),
                 Err(e) => e,
             };
