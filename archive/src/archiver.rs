@@ -1,10 +1,10 @@
-//! The archiving loop: readings in from the partitions the group gives this instance, files
-//! out to the lake, each through the three steps of [`crate::state`] (decided, published,
-//! done). It runs on a thread of its own with rdkafka's blocking poll, which also serves the
-//! group's rebalances; the consumer, which assigns its partitions itself, takes batches
-//! instead ([`weather_common::fetch`]).
+//! The archiving loop: readings in from the partitions this instance owns (all of them alone,
+//! its share in a group, moved at each heartbeat: [`crate::group`]), files out to the lake,
+//! each through the three steps of [`crate::state`] (decided, published, done). It runs on a
+//! thread of its own with rdkafka's blocking poll; the consumer takes batches instead
+//! ([`weather_common::fetch`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +15,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weather_common::dead_letter::{self, DeadLetters};
-use weather_common::kafka;
+use weather_common::kafka::{self, LoggingContext};
 
 use crate::metrics::Metrics;
 use weather_common::meter::{counted, thousands, Meter, Span};
 use weather_common::position::{now_ms, Until};
+use weather_common::share::{share_of, Moves};
 use weather_common::shutdown::Stop;
 use weather_common::source::{Admit, Progress, TopicView, FETCH_SETTINGS};
 use weather_common::Reading;
@@ -29,15 +30,14 @@ use crate::config::{Settings, TableSettings};
 use crate::delta::log::Add;
 use crate::delta::schema;
 use crate::delta::table::{CommitError, Outcome, Table};
-use crate::lake::{Change, Lake, Taken};
-use crate::member::{GroupContext, Rebalance};
+use crate::group::Group;
+use crate::lake::{Lake, Taken};
 use crate::roll::{Decision, FileIndex, PartitionFiles};
-use crate::state::{Lease, PartitionState, StateError};
+use crate::state::{Claim, Lease, StateError};
 use crate::store::{Store, StoreError};
 
-/// How long a member waits for the group's first assignment before it says why it may never
-/// come (and a bounded run stops).
-const ASSIGNMENT_WAIT: Duration = Duration::from_secs(45);
+/// A bounded member that owns no partition waits this many leases for one before it ends.
+const IDLE_LEASES: u32 = 2;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Reading the clock for every message costs more than the message: look every so often.
 const CLOCK_EVERY: u64 = 1024;
@@ -64,7 +64,7 @@ pub struct Summary {
     pub rejected: BTreeMap<&'static str, u64>,
     pub dead_letter_topic: String,
     pub destination: String,
-    /// Changes of assignment the group made (partitions given or taken back).
+    /// Partitions this instance took over or handed back.
     pub rebalances: u64,
     /// Writes refused because another instance had taken the partition over.
     pub fenced_writes: u64,
@@ -116,7 +116,7 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "lake holds offsets: {}",
-            if offsets.is_empty() { "none (no partition assigned)".into() } else { offsets.join(" ") }
+            if offsets.is_empty() { "none (no partition owned)".into() } else { offsets.join(" ") }
         )
     }
 }
@@ -136,22 +136,41 @@ struct Writer {
     progress: Progress,
     dead_letters: DeadLetters,
     summary: Summary,
-    /// The group gave this instance its first assignment (possibly of nothing).
-    assigned: bool,
-    /// Partitions to stop fetching: read to their end, or lost to another instance.
+    /// Partitions to stop fetching: read to their end.
     to_pause: Vec<i32>,
+    /// Partitions lost to another instance since the loop last looked.
+    lost: Vec<i32>,
     /// Rows in all open files.
     buffered: usize,
     metrics: Metrics,
 }
 
 pub struct Archiver {
-    consumer: BaseConsumer<GroupContext>,
+    consumer: BaseConsumer<LoggingContext>,
     writer: Writer,
+    /// With `--group`: this instance's membership, and its share of the partitions.
+    sharing: Option<Sharing>,
+    /// Every partition of the topic.
+    partitions: Vec<i32>,
+}
+
+/// A member's view of the group, as of its last heartbeat.
+struct Sharing {
+    group: Group,
+    next_heartbeat: Instant,
+    /// The partitions dealt to this member.
+    share: BTreeSet<i32>,
+    /// Whether it owns its whole share (none held by a member that has not let go yet).
+    settled: bool,
+    /// What the log last said this member owns.
+    said: Option<BTreeSet<i32>>,
+    /// Since when its share has been empty.
+    idle_since: Option<Instant>,
 }
 
 impl Archiver {
-    /// Looks the topic up, joins the group and subscribes; partitions come with the first poll.
+    /// Looks the topic up and takes every partition over, or, in a group, joins it: its share
+    /// comes with the first heartbeat.
     pub fn open(
         settings: Settings,
         store: Arc<dyn Store>,
@@ -170,7 +189,7 @@ impl Archiver {
         let mut progress = Progress::new(BTreeMap::new(), ends, until_time);
         let partitions = view.partitions.clone();
         for &p in &partitions {
-            // Only the partitions the group assigns are waited for.
+            // Only the partitions taken over are waited for.
             progress.revoke(p);
         }
         tracing::info!(
@@ -179,7 +198,10 @@ impl Archiver {
             counted(view.partitions.len() as u64, "partition"),
             settings.kafka.bootstrap_servers,
             settings.destination,
-            if settings.scale_out { "sharing the partitions in group" } else { "every partition, committing as group" },
+            match &settings.member {
+                Some(m) => format!("member `{}` sharing the partitions (lease {:?}) in group", m.name, m.lease),
+                None => "every partition, committing as group".to_string(),
+            },
             settings.group
         );
         let table = match settings.table {
@@ -198,27 +220,19 @@ impl Archiver {
             positions,
             settings.allow_data_loss,
         ));
-        let mut config = vec![
-            ("auto.offset.reset", "earliest"),
-            // Eager: with cooperative-sticky, Tansu 0.6 hands one partition to two members
-            // for seconds at a time (see the README's notes).
-            ("partition.assignment.strategy", "range"),
-        ];
+        let mut config = vec![("auto.offset.reset", "earliest")];
         config.extend_from_slice(&FETCH_SETTINGS);
-        let consumer: BaseConsumer<GroupContext> = settings
-            .kafka
-            .consumer_config(&settings.group, &config)
-            .create_with_context(GroupContext::new(lake.clone()))?;
-        if settings.scale_out {
-            consumer.subscribe(&[settings.topic.as_str()])?;
-        } else {
-            // Every partition, assigned here and now: no group protocol to wait for.
-            let mut assignment = TopicPartitionList::new();
-            for (partition, offset) in lake.assigned(&partitions) {
-                assignment.add_partition_offset(&settings.topic, partition, Offset::Offset(offset))?;
-            }
-            consumer.assign(&assignment)?;
-        }
+        // The partitions are assigned here, never by the group's protocol (see crate::group).
+        let consumer: BaseConsumer<LoggingContext> =
+            settings.kafka.consumer_config(&settings.group, &config).create_with_context(LoggingContext)?;
+        let sharing = settings.member.as_ref().map(|member| Sharing {
+            group: Group::join(lake.store.clone(), &lake.layout, &member.name, member.lease),
+            next_heartbeat: Instant::now(),
+            share: BTreeSet::new(),
+            settled: false,
+            said: None,
+            idle_since: None,
+        });
         let summary = Summary {
             dead_letter_topic: settings.dead_letter_topic.clone(),
             destination: lake.store.describe(),
@@ -234,48 +248,34 @@ impl Archiver {
             progress,
             dead_letters,
             summary,
-            assigned: false,
             to_pause: Vec::new(),
+            lost: Vec::new(),
             buffered: 0,
             metrics,
         };
-        Ok(Archiver { consumer, writer })
+        let mut archiver = Archiver { consumer, writer, sharing, partitions };
+        if archiver.sharing.is_none() {
+            let taken = archiver.writer.lake.take(&archiver.partitions, Claim::Alone)?;
+            archiver.adopt(taken)?;
+        }
+        Ok(archiver)
     }
 
     /// Archives until the bounded run is done or a stop is requested, then publishes every
     /// open file and reports.
     pub fn run(mut self, stop: &Stop) -> anyhow::Result<Summary> {
-        let started = Instant::now();
         let mut span = Span::default();
         let follow = self.writer.settings.until == Until::Follow;
         let mut meter = Meter::new(self.writer.settings.progress.display(), "readings", None);
         let mut last_commit = Instant::now();
-        let mut waiting_said = false;
         let result = loop {
-            if stop.requested() || (!follow && self.writer.assigned && self.writer.progress.done()) {
-                break Ok(());
-            }
-            if !self.writer.assigned && started.elapsed() > ASSIGNMENT_WAIT {
-                let why = format!(
-                    "the group `{}` has assigned this instance nothing, not even an empty share, in {} s: its \
-                     coordinator has not finished a rebalance (Tansu 0.6 does not recover from a member that died \
-                     without leaving: docs/tansu); restart the other members of the group, or run without --group \
-                     to archive every partition",
-                    self.writer.settings.group,
-                    ASSIGNMENT_WAIT.as_secs()
-                );
-                if !follow {
-                    break Err(anyhow::anyhow!("{why}; a bounded run stops here"));
-                }
-                if !waiting_said {
-                    tracing::warn!("{why}; following, it goes on waiting");
-                    waiting_said = true;
-                }
-            }
-            let polled = self.consumer.poll(POLL_TIMEOUT);
-            if let Err(e) = self.writer.apply_changes() {
+            if let Err(e) = self.heartbeat(stop) {
                 break Err(e);
             }
+            if stop.requested() || (!follow && self.bounded_run_done()) {
+                break Ok(());
+            }
+            let polled = self.consumer.poll(POLL_TIMEOUT);
             let mut idle = false;
             match polled {
                 None => idle = true,
@@ -301,6 +301,7 @@ impl Archiver {
             for partition in self.writer.to_pause.drain(..) {
                 kafka::pause(&self.consumer, &self.writer.settings.topic, partition);
             }
+            self.unassign_lost();
             if !idle && !self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
                 continue;
             }
@@ -328,6 +329,7 @@ impl Archiver {
         result?;
         self.writer.close_all(stop)?;
         self.commit(CommitMode::Sync);
+        self.leave(stop);
         self.writer.report_metrics();
         let mut summary = self.writer.summary;
         summary.rejected = self.writer.dead_letters.counts().clone();
@@ -351,6 +353,142 @@ impl Archiver {
             }
         }
     }
+
+    /// Starts writing the partitions taken over, each fetched from where the lake says.
+    fn adopt(&mut self, taken: Vec<(Taken, i64)>) -> anyhow::Result<()> {
+        let mut list = TopicPartitionList::new();
+        for (taken, fetch) in taken {
+            list.add_partition_offset(&self.writer.settings.topic, taken.partition, Offset::Offset(fetch))?;
+            self.writer.adopt(taken);
+        }
+        if list.count() > 0 {
+            self.consumer.incremental_assign(&list)?;
+        }
+        Ok(())
+    }
+
+    /// Stops fetching the partitions lost to another instance since the last call: before a
+    /// heartbeat may take one back (assigning a partition still assigned is refused).
+    fn unassign_lost(&mut self) {
+        let lost: Vec<i32> = self.writer.lost.drain(..).collect();
+        self.unassign(&lost);
+    }
+
+    /// Stops fetching partitions this instance no longer writes.
+    fn unassign(&self, partitions: &[i32]) {
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            list.add_partition(&self.writer.settings.topic, partition);
+        }
+        if list.count() > 0 {
+            if let Err(e) = self.consumer.incremental_unassign(&list) {
+                tracing::debug!("unassigning partitions {partitions:?}: {e}");
+            }
+        }
+    }
+
+    /// In a group, at each heartbeat: says this member is alive, learns who else is, and moves
+    /// from what it owns to its share: hands back what is no longer its share (its open files
+    /// dropped: the next owner reads them again from the state), takes over what is and has no
+    /// live owner. A heartbeat the store refuses is said and tried again at the next one.
+    fn heartbeat(&mut self, stop: &Stop) -> anyhow::Result<()> {
+        let Some(sharing) = &mut self.sharing else { return Ok(()) };
+        let now = Instant::now();
+        if now < sharing.next_heartbeat {
+            return Ok(());
+        }
+        let lease = sharing.group.lease();
+        sharing.next_heartbeat = now + (lease / 4).max(Duration::from_millis(250));
+        let live = match sharing.group.heartbeat() {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(
+                    "the heartbeat of member `{}` failed ({e}); if this lasts {lease:?}, the others take its partitions over",
+                    sharing.group.member()
+                );
+                return Ok(());
+            }
+        };
+        let member = sharing.group.member().to_string();
+        // A partition fenced since the loop last looked (a flush's write refused) may be taken
+        // back now: it must be unassigned first.
+        self.unassign_lost();
+        let share = share_of(&member, &live, &self.partitions);
+        let owned: BTreeSet<i32> = self.writer.parts.keys().copied().collect();
+        let moves = Moves::between(&owned, &share);
+        let released: Vec<i32> = moves.release.iter().copied().collect();
+        for &partition in &released {
+            self.writer.release(partition, stop);
+        }
+        self.unassign(&released);
+        if !moves.claim.is_empty() {
+            let claims: Vec<i32> = moves.claim.iter().copied().collect();
+            let taken = self.writer.lake.take(&claims, Claim::Member { name: &member, live: &live })?;
+            self.adopt(taken)?;
+        }
+        let Some(sharing) = &mut self.sharing else { return Ok(()) };
+        let owned: BTreeSet<i32> = self.writer.parts.keys().copied().collect();
+        if sharing.said.as_ref() != Some(&owned) {
+            let listed: Vec<String> = owned.iter().map(i32::to_string).collect();
+            tracing::info!(
+                "member `{member}` reads partitions [{}] ({}: {})",
+                listed.join(", "),
+                counted(live.len() as u64, "live member"),
+                live.join(", ")
+            );
+        }
+        if share.is_empty() && sharing.idle_since.is_none() {
+            tracing::warn!(
+                "member `{member}` owns no partition: {} share the {} of `{}`; it takes some over when a member \
+                 leaves or its lease runs out{}",
+                counted(live.len() as u64, "live member"),
+                counted(self.partitions.len() as u64, "partition"),
+                self.writer.settings.topic,
+                match self.writer.settings.until {
+                    Until::Follow => String::new(),
+                    _ => format!("; a bounded run ends after {IDLE_LEASES} leases without one"),
+                }
+            );
+        }
+        sharing.idle_since = match share.is_empty() {
+            true => sharing.idle_since.or(Some(now)),
+            false => None,
+        };
+        sharing.settled = owned == share;
+        sharing.said = Some(owned);
+        sharing.share = share;
+        Ok(())
+    }
+
+    /// A bounded run is done once every partition it owns is read to its end; in a group, once
+    /// it owns its whole share, or has owned none for a while (the group may yet give it some).
+    fn bounded_run_done(&self) -> bool {
+        let read = self.writer.progress.done();
+        match &self.sharing {
+            None => read,
+            Some(s) if s.share.is_empty() => {
+                s.said.is_some() && s.idle_since.is_some_and(|t| t.elapsed() >= s.group.lease() * IDLE_LEASES)
+            }
+            Some(s) => s.settled && read,
+        }
+    }
+
+    /// Leaves the group, if in one: every partition handed back (its files are published by
+    /// now), then the heartbeat removed, so that the others take them over at once.
+    fn leave(&mut self, stop: &Stop) {
+        let Some(sharing) = &self.sharing else { return };
+        let partitions: Vec<i32> = self.writer.parts.keys().copied().collect();
+        for &partition in &partitions {
+            self.writer.release(partition, stop);
+        }
+        let member = sharing.group.member();
+        match sharing.group.leave() {
+            Ok(()) => tracing::info!("member `{member}` left group `{}`", self.writer.settings.group),
+            Err(e) => {
+                tracing::warn!("member `{member}` could not remove its heartbeat ({e}): its lease runs out instead")
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -360,45 +498,27 @@ impl Writer {
         self.metrics.publish(&self.summary, self.dead_letters.counts(), &held);
     }
 
-    /// Applies what the group changed since the last poll.
-    fn apply_changes(&mut self) -> anyhow::Result<()> {
-        for change in self.lake.changes() {
-            match change {
-                Change::Given(partitions) => {
-                    self.assigned = true;
-                    if partitions.is_empty() && self.settings.scale_out {
-                        tracing::warn!(
-                            "the group `{}` assigned this instance no partition: it has as many members as `{}` has \
-                             partitions, or more{}",
-                            self.settings.group,
-                            self.settings.topic,
-                            match self.settings.until {
-                                Until::Follow => "; it waits for the group to change",
-                                _ => "; the bounded run ends",
-                            }
-                        );
-                    }
-                }
-                Change::Assigned(taken) => {
-                    self.summary.rebalances += 1;
-                    let Taken { partition, lease, index, start, boundaries } = *taken;
-                    let s = &self.settings;
-                    let files = PartitionFiles::new(partition, s.partition_by, s.max_rows, start, boundaries);
-                    self.progress.assign(partition, start);
-                    self.parts.insert(partition, Part { files, lease, index });
-                    self.assigned = true;
-                }
-                Change::Revoked(partition) => {
-                    self.summary.rebalances += 1;
-                    self.metrics.revoked(partition);
-                    // Its open file is dropped: the readings are read again by the next owner,
-                    // from the state this instance left.
-                    self.drop_partition(partition);
-                }
-                Change::Failed(e) => return Err(e),
-            }
+    /// Starts writing a partition taken over.
+    fn adopt(&mut self, taken: Taken) {
+        self.summary.rebalances += 1;
+        let Taken { partition, lease, index, start, boundaries } = taken;
+        let s = &self.settings;
+        let files = PartitionFiles::new(partition, s.partition_by, s.max_rows, start, boundaries);
+        self.progress.assign(partition, start);
+        self.parts.insert(partition, Part { files, lease, index });
+    }
+
+    /// Hands a partition back to the group: its open file is dropped (the next owner reads
+    /// those readings again, from the state this instance left) and its state loses its owner.
+    /// A partition taken over meanwhile is left as it is.
+    fn release(&mut self, partition: i32, stop: &Stop) {
+        let Some(mut part) = self.remove(partition) else { return };
+        self.summary.rebalances += 1;
+        let store = self.lake.store.clone();
+        match retry(stop, || part.lease.release(partition, &*store)) {
+            Ok(()) => tracing::debug!("partition {partition}: handed back at offset {}", part.lease.state.done),
+            Err(e) => tracing::info!("partition {partition}: not handed back ({e}); it is another member's already, or will be once this one's lease runs out"),
         }
-        Ok(())
     }
 
     /// Takes one record in: a valid reading into its partition's file, anything else kept
@@ -450,11 +570,12 @@ impl Writer {
     }
 
     /// Forgets a partition this instance no longer writes, with its open file.
-    fn drop_partition(&mut self, partition: i32) {
-        if let Some(part) = self.parts.remove(&partition) {
-            self.buffered -= part.files.open_rows();
-        }
+    fn remove(&mut self, partition: i32) -> Option<Part> {
+        let part = self.parts.remove(&partition)?;
+        self.buffered -= part.files.open_rows();
         self.progress.revoke(partition);
+        self.metrics.revoked(partition);
+        Some(part)
     }
 
     /// Closes the files that have been open for the flush interval.
@@ -509,8 +630,7 @@ impl Writer {
         let written = (|| -> Result<(), PublishError> {
             let mut add = None;
             if let Some(file) = file {
-                let pending = PartitionState { epoch, done: start, pending: Some(end) };
-                retry(stop, || part.lease.write(partition, pending.clone(), &*store))?;
+                retry(stop, || part.lease.write(partition, start, Some(end), &*store))?;
                 let key = layout.file_key(file.slot, partition, file.first_row);
                 let (rows, late, slot) = (file.rows.len() as u64, file.late, file.slot);
                 let batch = file.rows.finish().map_err(|e| PublishError::Encode(e.to_string()))?;
@@ -562,8 +682,7 @@ impl Writer {
                     }
                 }
             }
-            let done = PartitionState { epoch, done: end, pending: None };
-            retry(stop, || part.lease.write(partition, done.clone(), &*store))?;
+            retry(stop, || part.lease.write(partition, end, None, &*store))?;
             Ok(())
         })();
         if let Some((total, _)) = &mut self.summary.table {
@@ -576,9 +695,9 @@ impl Writer {
                 tracing::warn!(
                     "partition {partition} was taken over by another instance: leaving it (nothing more is written for it here)"
                 );
-                self.drop_partition(partition);
-                self.to_pause.push(partition);
-                if self.parts.is_empty() && !self.settings.scale_out {
+                self.remove(partition);
+                self.lost.push(partition);
+                if self.parts.is_empty() && self.settings.member.is_none() {
                     bail!(
                         "every partition of `{}` was taken over by another instance writing {}: stopping",
                         self.settings.topic,

@@ -63,12 +63,22 @@ pub struct Cli {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// Scale out: join this consumer group and share the topic's partitions with the other
-    /// instances in it (start as many as there are partitions). Without it, this instance
-    /// archives every partition, and commits its progress as group
-    /// `weather-archive:<lake>` for lag tools.
+    /// Scale out: share the topic's partitions with the other instances of this group
+    /// archiving the same lake (here or on other machines), each writing the partitions it owns.
+    /// Ownership is a lease kept in the lake, not Kafka's group protocol (see the README's
+    /// "Scaling out"); progress is committed as this consumer group for lag tools. Without it,
+    /// this instance archives every partition, and commits as group `weather-archive:<lake>`.
     #[arg(short = 'g', long, env = "WEATHER_GROUP")]
     pub group: Option<String>,
+
+    /// This member's name in the group. Default: the host's name and the process id.
+    #[arg(long, env = "WEATHER_MEMBER", requires = "group")]
+    pub member: Option<String>,
+
+    /// How long a member of the group that stopped sending heartbeats (crashed, paused, cut
+    /// off) keeps its partitions before the others take them over.
+    #[arg(long, env = "WEATHER_LEASE", value_name = "SECONDS", default_value = "10", value_parser = weather_common::parse_seconds)]
+    pub lease: Duration,
 
     #[command(flatten)]
     pub dead_letters: DeadLetterArgs,
@@ -225,14 +235,21 @@ pub struct Settings {
     pub start: Start,
     pub until: Until,
     pub group: String,
-    /// Whether `group` was asked for: partitions are then shared through the group's protocol.
-    pub scale_out: bool,
+    /// With `--group`: this instance as a member, sharing the partitions with the others.
+    pub member: Option<Member>,
     pub dead_letter_topic: String,
     pub allow_data_loss: bool,
     pub progress: ProgressArgs,
     pub metrics: MetricsArgs,
     /// `--table delta`: commit every file to the table, with a checkpoint every so many commits.
     pub table: Option<TableSettings>,
+}
+
+/// A member of the group (`--group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,8 +281,17 @@ impl Cli {
         let invalid = |message: String| Cli::command().error(ErrorKind::InvalidValue, message);
         let destination = self.lake.destination(invalid)?;
         let dead_letter_topic = self.dead_letters.topic(&self.topic).map_err(invalid)?;
+        let member = match &self.group {
+            None => None,
+            Some(_) => {
+                let name = self.member.unwrap_or_else(weather_common::share::default_member);
+                weather_common::share::check_member(&name).map_err(invalid)?;
+                weather_common::share::check_lease(self.lease).map_err(invalid)?;
+                Some(Member { name, lease: self.lease })
+            }
+        };
         Ok(Settings {
-            scale_out: self.group.is_some(),
+            member,
             group: self.group.unwrap_or_else(|| format!("weather-archive:{destination}")),
             kafka: self.kafka,
             topic: self.topic,

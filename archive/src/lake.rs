@@ -1,5 +1,5 @@
-//! Taking partitions over: when the group gives this instance a partition, the lake says where
-//! its reading starts. The state (`_state/...json`) holds how far it was archived and the file
+//! Taking partitions over: when this instance takes a partition (all of them alone, its share
+//! in a group), the lake says where its reading starts. The state (`_state/...json`) holds how far it was archived and the file
 //! decided last; the files already in the lake say where earlier runs ended files, so that a
 //! restart or a rebuild writes the same files again; `--start` can only take a partition back,
 //! never skip what it has not archived.
@@ -13,9 +13,8 @@ use weather_common::source::{start_offsets, TopicView};
 
 use crate::delta::table::{CommitError, Table};
 use crate::layout::Layout;
-use crate::member::Rebalance;
 use crate::roll::FileIndex;
-use crate::state::{Lease, PartitionState, StateError};
+use crate::state::{Claim, Lease, StateError};
 use crate::store::{is_leftover, Store, StoreError};
 
 /// A partition this instance now writes.
@@ -30,16 +29,7 @@ pub struct Taken {
     pub boundaries: BTreeSet<i64>,
 }
 
-/// What the group changed, for the archiving loop to apply.
-pub enum Change {
-    /// The group gave this instance these partitions (possibly none); each is then taken.
-    Given(Vec<i32>),
-    Assigned(Box<Taken>),
-    Revoked(i32),
-    Failed(anyhow::Error),
-}
-
-/// The lake as the rebalance callback sees it.
+/// The lake, as taking partitions over needs it.
 pub struct Lake {
     pub store: Arc<dyn Store>,
     pub layout: Layout,
@@ -52,9 +42,8 @@ pub struct Lake {
     positions: BTreeMap<i32, Option<i64>>,
     allow_data_loss: bool,
     /// Partitions started in this run: `--start` applies to the first time only; a partition
-    /// that comes back after a rebalance resumes.
+    /// that comes back after the group moved it resumes.
     started: Mutex<BTreeSet<i32>>,
-    changes: Mutex<Vec<Change>>,
 }
 
 impl Lake {
@@ -67,42 +56,45 @@ impl Lake {
         positions: BTreeMap<i32, Option<i64>>,
         allow_data_loss: bool,
     ) -> Lake {
-        Lake {
-            store,
-            layout,
-            table,
-            view,
-            start,
-            positions,
-            allow_data_loss,
-            started: Mutex::default(),
-            changes: Mutex::default(),
-        }
+        Lake { store, layout, table, view, start, positions, allow_data_loss, started: Mutex::default() }
     }
 
     pub fn topic(&self) -> &str {
         self.view.topic()
     }
 
-    /// The changes since the last call, oldest first.
-    pub fn changes(&self) -> Vec<Change> {
-        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn record(&self, change: Change) {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner()).push(change);
+    /// Takes `partitions` over as `claim` says, and returns each one taken with the offset to
+    /// fetch it from. A partition a live member of the group holds is not taken.
+    pub fn take(&self, partitions: &[i32], claim: Claim<'_>) -> anyhow::Result<Vec<(Taken, i64)>> {
+        let keys = retrying("listing the lake", || Ok(self.store.list(&self.layout.data_prefix())?))
+            .context("listing the lake")?;
+        let mut taken = Vec::new();
+        for &partition in partitions {
+            let what = format!("taking partition {partition} over");
+            match retrying(&what, || self.take_over(partition, &keys, claim)).context(what) {
+                Ok(Some(one)) => taken.push(one),
+                Ok(None) => tracing::debug!("partition {partition}: a live member holds it"),
+                // Another instance took it over in the table since this one's lease (both were
+                // handed it within moments): that one writes it; this one leaves it, as a
+                // fenced write leaves a partition.
+                Err(e) if e.chain().any(|c| matches!(c.downcast_ref(), Some(CommitError::Fenced { .. }))) => {
+                    tracing::warn!("{e:#}: leaving it to that instance");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(taken)
     }
 
     /// Takes `partition` over (see [`Lease::take_over`]) and decides where its reading starts;
-    /// `keys` are the lake's files, listed once for all the partitions assigned together.
-    fn take_over(&self, partition: i32, keys: &[String]) -> anyhow::Result<(Taken, i64)> {
+    /// `keys` are the lake's files, listed once for all the partitions taken together.
+    fn take_over(&self, partition: i32, keys: &[String], claim: Claim<'_>) -> anyhow::Result<Option<(Taken, i64)>> {
         let mut index = FileIndex::default();
+        let mut leftovers = Vec::new();
         for key in keys {
             if let Some(file) = is_leftover(key) {
                 if self.layout.parse_file_key(&file).is_some_and(|(p, _)| p == partition) {
-                    // A file a writer never finished: its decision is in the state, and it is
-                    // written again from there.
-                    self.store.delete(key)?;
+                    leftovers.push(key);
                 }
             } else if let Some((p, first_row)) = self.layout.parse_file_key(key) {
                 if p == partition {
@@ -111,12 +103,20 @@ impl Lake {
             }
         }
         let marks = self.view.marks_now(partition)?;
-        let first_time = self.started.lock().unwrap_or_else(|e| e.into_inner()).insert(partition);
         // --start as an offset, moved back to the beginning of the file that holds it, so
         // that the file is written whole.
         let position = self.positions.get(&partition).copied().flatten().unwrap_or(marks.0);
         let position = index.start_of_file_at(position).filter(|_| position > marks.0).unwrap_or(position);
-        let mut lease = Lease::take_over(&*self.store, &self.layout.state_key(partition), partition, position)?;
+        let key = self.layout.state_key(partition);
+        let Some(mut lease) = Lease::take_over(&*self.store, &key, partition, position, claim)? else {
+            return Ok(None);
+        };
+        for key in leftovers {
+            // A file a writer never finished (the one fenced by this takeover included): its
+            // decision is in the state, and it is written again from there.
+            self.store.delete(key)?;
+        }
+        let first_time = self.started.lock().unwrap_or_else(|e| e.into_inner()).insert(partition);
         let state = lease.state.clone();
         let resumed = state.epoch > 1;
         let mut start = match (&self.start, first_time && resumed) {
@@ -134,7 +134,7 @@ impl Lake {
             start = held.unwrap_or(position);
             if start != state.done {
                 let pending = state.pending.filter(|&p| p > start);
-                lease.write(partition, PartitionState { epoch: state.epoch, done: start, pending }, &*self.store)?;
+                lease.write(partition, start, pending, &*self.store)?;
             }
         }
         let state = &lease.state;
@@ -163,7 +163,7 @@ impl Lake {
             state.epoch
         );
         let fetch = self.view.fetch_offset(partition, start, marks)?;
-        Ok((Taken { partition, lease, index, start, boundaries }, fetch))
+        Ok(Some((Taken { partition, lease, index, start, boundaries }, fetch)))
     }
 }
 
@@ -194,44 +194,6 @@ fn passing(error: &anyhow::Error) -> bool {
             || matches!(cause.downcast_ref::<StateError>(), Some(StateError::Store(StoreError::Failed { .. })))
             || matches!(cause.downcast_ref::<CommitError>(), Some(CommitError::Store(StoreError::Failed { .. })))
     })
-}
-
-impl Rebalance for Lake {
-    fn assigned(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
-        self.record(Change::Given(partitions.to_vec()));
-        let listed = retrying("listing the lake", || Ok(self.store.list(&self.layout.data_prefix())?));
-        let keys = match listed {
-            Ok(keys) => keys,
-            Err(e) => {
-                self.record(Change::Failed(e.context("listing the lake")));
-                return BTreeMap::new();
-            }
-        };
-        let mut starts = BTreeMap::new();
-        for &partition in partitions {
-            let what = format!("taking partition {partition} over");
-            match retrying(&what, || self.take_over(partition, &keys)).context(what) {
-                Ok((taken, fetch)) => {
-                    starts.insert(partition, fetch);
-                    self.record(Change::Assigned(Box::new(taken)));
-                }
-                // Another member took it over in the table since this one's lease (both were
-                // handed it within moments): that one writes it; this one leaves it, as a
-                // fenced write leaves a partition.
-                Err(e) if e.chain().any(|c| matches!(c.downcast_ref(), Some(CommitError::Fenced { .. }))) => {
-                    tracing::warn!("{e:#}: leaving it to that instance");
-                }
-                Err(e) => self.record(Change::Failed(e)),
-            }
-        }
-        starts
-    }
-
-    fn revoked(&self, partitions: &[i32]) {
-        for &partition in partitions {
-            self.record(Change::Revoked(partition));
-        }
-    }
 }
 
 #[cfg(test)]

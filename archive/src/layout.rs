@@ -5,6 +5,7 @@
 //! ```text
 //! <root>/topic=weather/date=2026-11-29/hour=07/weather+2+000000000000001200.parquet
 //! <root>/_state/weather-2.json
+//! <root>/_members/weather/host-a-1234.json      (with --group: a member's heartbeat)
 //! ```
 
 use std::fmt;
@@ -167,6 +168,16 @@ impl Layout {
     pub fn state_key(&self, partition: i32) -> String {
         format!("{}_state/{}-{partition}.json", self.prefix, self.topic)
     }
+
+    /// Every heartbeat of the members of a group sharing the topic lies under this.
+    pub fn members_prefix(&self) -> String {
+        format!("{}_members/{}/", self.prefix, self.topic)
+    }
+
+    /// The key of `member`'s heartbeat.
+    pub fn member_key(&self, member: &str) -> String {
+        format!("{}{member}.json", self.members_prefix())
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +232,7 @@ mod tests {
         assert_eq!(layout.parse_file_key("topic=weather/date=2025-11-29/.weather+2+1.parquet.tmp"), None);
         assert_eq!(layout.parse_file_key("topic=weather-2/date=2025-11-29/weather-2+0+1.parquet"), None);
         assert_eq!(layout.state_key(2), "_state/weather-2.json");
+        assert_eq!(Layout::new("lake", "weather").member_key("a-1"), "lake/_members/weather/a-1.json");
         let merged = layout.merged_key(slot, 2, 1200, 1300);
         assert_eq!(
             merged,

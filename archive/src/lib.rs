@@ -10,7 +10,7 @@
 //! - [`delta`]: the lake as a Delta Lake table (`--table delta`): commits, checkpoints.
 //! - [`compact`] and [`vacuum`]: the table's upkeep: small files merged, unreferenced ones
 //!   deleted.
-//! - [`member`]: the consumer group's rebalances.
+//! - [`group`]: scale-out (`--group`): members, their heartbeats in the lake, and the deal.
 //! - [`archiver`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
 //! - [`metrics`]: what it shows Prometheus, from the figures its summary counts.
@@ -23,9 +23,9 @@ pub mod columns;
 pub mod compact;
 pub mod config;
 pub mod delta;
+pub mod group;
 pub mod lake;
 pub mod layout;
-pub mod member;
 pub mod metrics;
 pub mod roll;
 pub mod state;

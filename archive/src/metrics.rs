@@ -49,6 +49,7 @@ impl Metrics {
         for (&partition, &next) in held {
             self.lag.durable(partition, next);
         }
+        ::metrics::gauge!("weather_archive_partitions_owned").set(held.len() as f64);
         health_of_job().alive();
     }
 }

@@ -39,21 +39,29 @@ def fetch_bucket(url, endpoint, into):
     fs.copy_files(bucket, into, source_filesystem=s3, destination_filesystem=fs.LocalFileSystem(), use_threads=True)
 
 
+# The lake's own directories beside the data: the partitions' states, a group's heartbeats, and
+# the Delta table's log (whose checkpoints are Parquet, and not data).
+METADATA = {"_state", "_members", "_delta_log"}
+
+
 def read(root):
     paths = []
     leftovers = []
     for directory, _, names in os.walk(root):
         for name in names:
             path = os.path.join(directory, name)
+            relative = os.path.relpath(path, root)
+            if relative.split(os.sep)[0] in METADATA:
+                continue
             if name.endswith(".parquet"):
                 paths.append(path)
-            elif not os.path.relpath(path, root).startswith("_state"):
-                leftovers.append(os.path.relpath(path, root))
+            else:
+                leftovers.append(relative)
 
     rows = []
     if paths:
         relation = duckdb.sql(
-            f"SELECT *, epoch_ms(event_time) AS event_ms FROM read_parquet('{root}/**/*.parquet', "
+            f"SELECT *, epoch_ms(event_time) AS event_ms FROM read_parquet('{root}/topic=*/**/*.parquet', "
             "hive_partitioning=true, filename=true)"
         )
         columns = relation.columns

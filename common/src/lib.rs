@@ -9,6 +9,7 @@
 //! - [`fetch`]: taking librdkafka's fetched messages a batch at a time.
 //! - [`dead_letter`]: readings that cannot be used, kept aside with their reason.
 //! - [`s3`]: the bucket, its flags, a client from the AWS credential chain, S3's refusals.
+//! - [`share`]: pure; the partitions dealt among the live members of a group that shares them.
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
 //! - [`metrics`]: Prometheus metrics and health on `--metrics-addr`, and the lag of a job.
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod position;
 pub mod reading;
 pub mod s3;
+pub mod share;
 pub mod shutdown;
 pub mod source;
 pub mod units;

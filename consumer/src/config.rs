@@ -272,13 +272,9 @@ impl Cli {
         if let Some((_, what)) = refused.iter().find(|(refused, _)| *refused) {
             return Err(format!("--share does not go with {what}"));
         }
-        let member = self.member.clone().unwrap_or_else(default_member);
-        if member.is_empty() || member.len() > 200 {
-            return Err(format!("--member `{member}` must be 1 to 200 characters"));
-        }
-        if self.lease < Duration::from_secs(1) {
-            return Err("--lease must be at least 1 second".to_string());
-        }
+        let member = self.member.clone().unwrap_or_else(weather_common::share::default_member);
+        weather_common::share::check_member(&member)?;
+        weather_common::share::check_lease(self.lease)?;
         let store = store.expect("a table that keeps the state, checked above").clone();
         Ok(Some(Share { store, member, lease: self.lease }))
     }
@@ -300,13 +296,6 @@ impl Cli {
             sensor_column: self.sensor_column,
         }
     }
-}
-
-/// A member's default name: the host's name and the process id, unique among running members.
-fn default_member() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = if host.trim().is_empty() { "member" } else { host.trim() };
-    format!("{host}-{}", std::process::id())
 }
 
 fn invalid(message: String) -> clap::Error {

@@ -119,7 +119,7 @@ fn our_services_get_flags_the_binaries_accept() {
                     matches!(settings.destination, weather_archive::Destination::S3 { .. }),
                     "{name} writes to MinIO"
                 );
-                assert!(settings.scale_out, "{name} shares the partitions in a group (--scale)");
+                assert!(settings.member.is_some(), "{name} shares the partitions in a group (--scale)");
             }
             "weather-report" => {
                 argv.extend(env_as_flags(&weather_report::Cli::command(), &name, &service));

@@ -2,20 +2,23 @@
 //! action, each action a struct column (`txn`, `add`, `remove`, `metaData`, `protocol`), the
 //! other columns of its row null ("All of these actions are stored as their individual columns
 //! in parquet as struct fields. Any missing column should be treated as null"). Readers start
-//! from the newest checkpoint instead of replaying every entry before it. Pure: actions in,
-//! Parquet bytes out.
+//! from the newest checkpoint instead of replaying every entry before it, and so does the
+//! archive when it opens the table ([`decode`]). Pure: actions in, Parquet bytes out, and back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, MapBuilder, MapFieldNames, StringBuilder};
-use arrow_array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, StructArray};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, ListArray, MapArray, RecordBatch, StringArray, StructArray,
+};
 use arrow_schema::{Field, Fields, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use super::log::Action;
+use super::log::{Action, Add, Format, Metadata, Protocol, Remove, Txn};
 
 /// The checkpoint of `actions` (see [`super::log::Snapshot::checkpoint_actions`]).
 pub fn encode(actions: &[Action]) -> Result<Vec<u8>, parquet::errors::ParquetError> {
@@ -109,6 +112,126 @@ pub fn encode(actions: &[Action]) -> Result<Vec<u8>, parquet::errors::ParquetErr
     writer.into_inner()
 }
 
+/// The actions of a checkpoint, as [`encode`] writes them (or another writer of the "V1 Spec",
+/// with the same columns and types): one per row, from the struct column that is not null.
+pub fn decode(bytes: Vec<u8>) -> Result<Vec<Action>, String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    let mut actions = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = |name: &str| batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StructArray>());
+        let (txn, add, remove) = (column("txn"), column("add"), column("remove"));
+        let (meta_data, protocol) = (column("metaData"), column("protocol"));
+        for row in 0..batch.num_rows() {
+            fn valid(s: Option<&StructArray>, row: usize) -> Option<&StructArray> {
+                s.filter(|s| s.is_valid(row))
+            }
+            let action = if let Some(s) = valid(txn, row) {
+                Action::Txn(Txn {
+                    app_id: string(s, "appId", row)?,
+                    version: long(s, "version", row)?,
+                    last_updated: child::<Int64Array>(s, "lastUpdated")
+                        .ok()
+                        .and_then(|a| a.is_valid(row).then(|| a.value(row))),
+                })
+            } else if let Some(s) = valid(add, row) {
+                Action::Add(Add {
+                    path: string(s, "path", row)?,
+                    partition_values: entries(child(s, "partitionValues")?, row),
+                    size: long(s, "size", row)?,
+                    modification_time: long(s, "modificationTime", row)?,
+                    data_change: child::<BooleanArray>(s, "dataChange")?.value(row),
+                    stats: optional_string(s, "stats", row),
+                })
+            } else if let Some(s) = valid(remove, row) {
+                Action::Remove(Remove {
+                    path: string(s, "path", row)?,
+                    deletion_timestamp: optional_long(s, "deletionTimestamp", row),
+                    data_change: child::<BooleanArray>(s, "dataChange")?.value(row),
+                    extended_file_metadata: child::<BooleanArray>(s, "extendedFileMetadata")
+                        .ok()
+                        .and_then(|a| a.is_valid(row).then(|| a.value(row))),
+                    partition_values: child::<MapArray>(s, "partitionValues")
+                        .ok()
+                        .filter(|a| a.is_valid(row))
+                        .map(|a| entries(a, row)),
+                    size: optional_long(s, "size", row),
+                })
+            } else if let Some(s) = valid(meta_data, row) {
+                let format = child::<StructArray>(s, "format")?;
+                let partition_columns = child::<ListArray>(s, "partitionColumns")?.value(row);
+                let partition_columns = partition_columns
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or("metaData.partitionColumns is not a list of strings")?;
+                Action::Metadata(Metadata {
+                    id: string(s, "id", row)?,
+                    format: Format {
+                        provider: string(format, "provider", row)?,
+                        options: child::<MapArray>(format, "options")
+                            .map(|a| entries(a, row).into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+                            .unwrap_or_default(),
+                    },
+                    schema_string: string(s, "schemaString", row)?,
+                    partition_columns: partition_columns.iter().flatten().map(str::to_string).collect(),
+                    created_time: optional_long(s, "createdTime", row),
+                    configuration: entries(child(s, "configuration")?, row)
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, v?)))
+                        .collect(),
+                })
+            } else if let Some(s) = valid(protocol, row) {
+                Action::Protocol(Protocol {
+                    min_reader_version: child::<Int32Array>(s, "minReaderVersion")?.value(row),
+                    min_writer_version: child::<Int32Array>(s, "minWriterVersion")?.value(row),
+                })
+            } else {
+                continue;
+            };
+            actions.push(action);
+        }
+    }
+    Ok(actions)
+}
+
+/// The child column `name` of a struct column, of type `T`.
+fn child<'a, T: 'static>(s: &'a StructArray, name: &str) -> Result<&'a T, String> {
+    s.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| format!("the checkpoint has no column `{name}` of the expected type"))
+}
+
+fn string(s: &StructArray, name: &str, row: usize) -> Result<String, String> {
+    optional_string(s, name, row).ok_or_else(|| format!("the checkpoint's `{name}` is null in row {row}"))
+}
+
+fn optional_string(s: &StructArray, name: &str, row: usize) -> Option<String> {
+    child::<StringArray>(s, name).ok().filter(|a| a.is_valid(row)).map(|a| a.value(row).to_string())
+}
+
+fn long(s: &StructArray, name: &str, row: usize) -> Result<i64, String> {
+    optional_long(s, name, row).ok_or_else(|| format!("the checkpoint's `{name}` is null in row {row}"))
+}
+
+fn optional_long(s: &StructArray, name: &str, row: usize) -> Option<i64> {
+    child::<Int64Array>(s, name).ok().filter(|a| a.is_valid(row)).map(|a| a.value(row))
+}
+
+/// The entries of row `row` of a `map<string,string>` column.
+fn entries(map: &MapArray, row: usize) -> BTreeMap<String, Option<String>> {
+    let entries = map.value(row);
+    let keys = entries.column(0).as_any().downcast_ref::<StringArray>();
+    let values = entries.column(1).as_any().downcast_ref::<StringArray>();
+    match (keys, values) {
+        (Some(keys), Some(values)) => (0..keys.len())
+            .map(|i| (keys.value(i).to_string(), values.is_valid(i).then(|| values.value(i).to_string())))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 /// A struct column, null where `valid` is false; every child nullable.
 fn structure(valid: &[bool], children: Vec<(&str, ArrayRef)>) -> ArrayRef {
     let fields: Fields = children
@@ -173,6 +296,40 @@ mod tests {
     use super::*;
     use crate::delta::log::{Add, Format, Metadata, Protocol, Txn};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    /// What a checkpoint holds reads back as the snapshot it was made of: files with their
+    /// partition values and statistics, tombstones, transaction versions, metadata, protocol.
+    #[test]
+    fn a_checkpoint_reads_back_as_its_snapshot() {
+        use crate::delta::log::{Remove, Snapshot};
+        let add = |path: &str, stats: Option<&str>| Add {
+            path: path.into(),
+            partition_values: BTreeMap::from([("date".into(), Some("2026-01-01".into())), ("hour".into(), None)]),
+            size: 30,
+            modification_time: 40,
+            data_change: true,
+            stats: stats.map(str::to_string),
+        };
+        let entries = vec![
+            Action::Protocol(Protocol { min_reader_version: 1, min_writer_version: 2 }),
+            Action::Metadata(Metadata {
+                id: "id".into(),
+                format: Format { provider: "parquet".into(), options: BTreeMap::new() },
+                schema_string: "{\"type\":\"struct\"}".into(),
+                partition_columns: vec!["date".into(), "hour".into()],
+                created_time: Some(1),
+                configuration: BTreeMap::from([("weather.topic".into(), "weather".into())]),
+            }),
+            Action::Txn(Txn { app_id: "weather-archive:weather:0".into(), version: 90, last_updated: Some(5) }),
+            Action::Add(add("a.parquet", Some("{\"numRecords\":3}"))),
+            Action::Add(add("b.parquet", None)),
+        ];
+        let mut snapshot = Snapshot::default();
+        snapshot.apply(0, &entries);
+        snapshot.apply(1, &[Action::Remove(Remove::of(&add("a.parquet", None), false, 50))]);
+        let decoded = decode(encode(&snapshot.checkpoint_actions(0)).unwrap()).unwrap();
+        assert_eq!(Snapshot::from_checkpoint(1, &decoded), snapshot);
+    }
 
     /// A checkpoint holds one row per action, in its own struct column, the others null.
     #[test]

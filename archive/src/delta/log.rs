@@ -223,6 +223,30 @@ impl Snapshot {
         self.version = Some(version);
     }
 
+    /// The snapshot a checkpoint of `version` holds ("the checkpoint ... contains the
+    /// complete state of the table as of the version"): its actions applied on nothing.
+    pub fn from_checkpoint(version: u64, actions: &[Action]) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for action in actions {
+            match action {
+                Action::Protocol(p) => snapshot.protocol = Some(p.clone()),
+                Action::Metadata(m) => snapshot.metadata = Some(m.clone()),
+                Action::Add(add) => {
+                    snapshot.files.insert(add.path.clone(), add.clone());
+                }
+                Action::Remove(remove) => {
+                    snapshot.tombstones.insert(remove.path.clone(), remove.clone());
+                }
+                Action::Txn(txn) => {
+                    snapshot.txns.insert(txn.app_id.clone(), txn.version);
+                }
+                Action::CommitInfo(_) => {}
+            }
+        }
+        snapshot.version = Some(version);
+        snapshot
+    }
+
     /// The latest version recorded for `app_id`.
     pub fn txn(&self, app_id: &str) -> Option<i64> {
         self.txns.get(app_id).copied()
@@ -271,6 +295,13 @@ pub fn checkpoint_key(prefix: &str, version: u64) -> String {
 /// "Last Checkpoint File": `_delta_log/_last_checkpoint`.
 pub fn last_checkpoint_key(prefix: &str) -> String {
     format!("{}_last_checkpoint", log_dir(prefix))
+}
+
+/// The version of a classic checkpoint's key, if it is one.
+pub fn checkpoint_version(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?;
+    let digits = name.strip_suffix(".checkpoint.parquet")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
 /// The version of a log entry's key, if it is one (not a checkpoint, a checksum or a

@@ -192,21 +192,40 @@ impl Table {
         format!("{}{}", self.store.describe(), if self.prefix.is_empty() { "" } else { "/" })
     }
 
-    /// The log replayed from its first entry.
+    /// The table's latest snapshot: from its newest checkpoint, if one reads, and the entries
+    /// after it ("Readers ... SHOULD start from the most recent checkpoint"), so that opening
+    /// a table of months of commits does not replay them all; otherwise from its first entry.
     fn read_log(&self) -> Result<Snapshot, CommitError> {
-        let mut snapshot = Snapshot::default();
-        let newest = self.store.list(&log::log_dir(&self.prefix))?.iter().filter_map(|k| log::entry_version(k)).max();
-        if let Some(newest) = newest {
-            self.catch_up(&mut snapshot)?;
-            if snapshot.version < Some(newest) {
-                return Err(CommitError::Inconsistent(format!(
-                    "the log of the table at {} has entries up to {newest} but not from 0 to there (cleaned up by \
-                     another writer?): reading it from a checkpoint is not supported",
-                    self.describe()
-                )));
-            }
+        let keys = self.store.list(&log::log_dir(&self.prefix))?;
+        let newest = keys.iter().filter_map(|k| log::entry_version(k)).max();
+        let Some(newest) = newest else { return Ok(Snapshot::default()) };
+        let mut snapshot = self.checkpointed(&keys)?.unwrap_or_default();
+        self.catch_up(&mut snapshot)?;
+        if snapshot.version < Some(newest) {
+            return Err(CommitError::Inconsistent(format!(
+                "the log of the table at {} has entries up to {newest} but not from {} to there, and no \
+                 checkpoint that reads before them",
+                self.describe(),
+                snapshot.next_version()
+            )));
         }
         Ok(snapshot)
+    }
+
+    /// The snapshot of the newest checkpoint among `keys` that reads; none if there is none.
+    /// One that does not read is said, and an older one (or the log from its start) used.
+    fn checkpointed(&self, keys: &[String]) -> Result<Option<Snapshot>, CommitError> {
+        let mut versions: Vec<u64> = keys.iter().filter_map(|k| log::checkpoint_version(k)).collect();
+        versions.sort_unstable();
+        for version in versions.into_iter().rev() {
+            let key = log::checkpoint_key(&self.prefix, version);
+            let Some(bytes) = self.store.get(&key)? else { continue };
+            match checkpoint::decode(bytes) {
+                Ok(actions) => return Ok(Some(Snapshot::from_checkpoint(version, &actions))),
+                Err(e) => tracing::warn!("the checkpoint {key} does not read ({e}): reading the log before it"),
+            }
+        }
+        Ok(None)
     }
 
     /// Applies the entries after `snapshot`'s version, as long as there are.
@@ -439,6 +458,43 @@ mod tests {
         assert!(by_day.to_string().contains("--partition-by"), "{by_day}");
         let other = Table::open(store, "", "air", PartitionBy::Hour, 0).err().unwrap();
         assert!(other.to_string().contains("a lake of its own"), "{other}");
+    }
+
+    /// A table opens from its newest checkpoint and the entries after it: the same snapshot as
+    /// the whole log gives, and still when the entries before the checkpoint are gone (a log
+    /// cleaned up, as Delta writers do after a retention); a checkpoint that does not read is
+    /// passed over for the log. (Mutation: `read_log` replaying from version 0 only; opening
+    /// the cleaned-up table then fails.)
+    #[test]
+    fn a_table_opens_from_its_newest_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(DiskStore::open(dir.path()).unwrap());
+        let table = Table::open(store.clone(), "", "weather", PartitionBy::Hour, 3).unwrap();
+        table.take_over(0, 1).unwrap();
+        for (i, path) in ["f0", "f1", "f2", "f3"].into_iter().enumerate() {
+            let i = i as i64;
+            table.append(0, 1, i * 10, i * 10 + 10, Some(add(path))).unwrap();
+        }
+        let whole = table.snapshot().unwrap();
+        assert_eq!(whole.version, Some(5));
+        let key = "_delta_log/00000000000000000003.checkpoint.parquet";
+        let good = store.get(key).unwrap().expect("a checkpoint at version 3");
+        let reopened = |store: &Arc<dyn Store>| Table::open(store.clone(), "", "weather", PartitionBy::Hour, 3);
+        assert_eq!(reopened(&store).unwrap().snapshot().unwrap(), whole);
+
+        // A broken checkpoint: the log from its start is read instead.
+        store.put(key, b"not parquet").unwrap();
+        assert_eq!(reopened(&store).unwrap().snapshot().unwrap(), whole);
+        store.put(key, &good).unwrap();
+
+        for version in 0..=3 {
+            store.delete(&log::entry_key("", version)).unwrap();
+        }
+        let from_checkpoint = reopened(&store).unwrap().snapshot().unwrap();
+        assert_eq!(from_checkpoint, whole, "the files, txns and metadata of the whole log");
+        store.put(key, b"not parquet").unwrap();
+        let lost = reopened(&store).err().expect("no checkpoint reads and the log's start is gone");
+        assert!(lost.to_string().contains("not from 0"), "{lost}");
     }
 
     /// Every N versions a checkpoint is written, with the pointer to it.

@@ -19,13 +19,13 @@ use weather_common::shutdown::Stop;
 use weather_common::source::{Source, TopicView};
 use weather_common::Reading;
 
-use super::assignment::{share_of, Moves};
 use super::store::{Claimed, Committed, GroupStore, Membership, Mirror, PartitionCommit, Rebuild, RebuildRange};
 use crate::config::{Settings, Share};
 use crate::metrics::Metrics;
 use crate::pipeline::Summary;
 use crate::sink::table::Opening;
 use crate::window::{Outcome, WindowSummary, Windows};
+use weather_common::share::{share_of, Moves};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);

@@ -2,8 +2,8 @@
 //! aggregating the sensors of the partitions it owns into the PostgreSQL table, exactly once,
 //! whatever member crashes, pauses or joins when.
 //!
-//! - [`assignment`]: pure; which partitions each live member should own, and the moves to get
-//!   there.
+//! - [`weather_common::share`]: pure; which partitions each live member should own, and the
+//!   moves to get there (the archive's group deals them the same way).
 //! - [`member`]: the member's loop: heartbeat, claims and hand-backs, reading, commits.
 //! - [`store`]: what the member needs from the store that keeps the group's state.
 //! - The state each partition carries from owner to owner (next offset, the open windows of its
@@ -22,6 +22,5 @@
 //! and waits for them to be acknowledged before its transaction commits
 //! ([`store::Mirror`]): the topic read as a table holds the same windows.
 
-pub mod assignment;
 pub mod member;
 pub mod store;

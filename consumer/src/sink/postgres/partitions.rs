@@ -6,7 +6,7 @@
 //!
 //! - A member is alive while its heartbeat in `T_members` is younger than the lease; every
 //!   member deals the partitions among the live members the same way
-//!   ([`crate::share::assignment`]).
+//!   ([`weather_common::share`]).
 //! - A member claims a partition that nobody owns, that a dead member owned, or that it owned
 //!   itself: the claim bumps the partition's epoch and returns its state (next offset, open
 //!   windows). A live owner hands a partition back (owner NULL) in the commit that makes its

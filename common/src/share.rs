@@ -1,6 +1,7 @@
-//! Who reads which partition: the topic's partitions dealt out among the live members, the same
-//! way by every member, and what one member must do to get from what it owns to its share.
-//! Pure: the members and the partitions come from the state store ([`super::store`]).
+//! Who reads which partition when several processes share a topic (the aggregator's `--share`,
+//! the archive's `--group`): the partitions dealt out among the live members, the same way by
+//! every member, and what one member must do to get from what it owns to its share. Pure: the
+//! members and the partitions come from the store that keeps the group's leases.
 
 use std::collections::BTreeSet;
 
@@ -33,6 +34,30 @@ impl Moves {
 
     pub fn is_empty(&self) -> bool {
         self.release.is_empty() && self.claim.is_empty()
+    }
+}
+
+/// A member's default name: the host's name and the process id, unique among running members.
+pub fn default_member() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = if host.trim().is_empty() { "member" } else { host.trim() };
+    format!("{host}-{}", std::process::id())
+}
+
+/// A member's name, checked: it names the member in logs and in the store's keys.
+pub fn check_member(member: &str) -> Result<(), String> {
+    match member.is_empty() || member.len() > 200 || member.contains(['/', '\\']) || member.starts_with('.') {
+        true => Err(format!("--member `{member}` must be 1 to 200 characters, without `/`, and not start with `.`")),
+        false => Ok(()),
+    }
+}
+
+/// A lease, checked: members beat four times a lease, and a shorter one would take partitions
+/// from members only slowed down.
+pub fn check_lease(lease: std::time::Duration) -> Result<(), String> {
+    match lease < std::time::Duration::from_secs(1) {
+        true => Err("--lease must be at least 1 second".to_string()),
+        false => Ok(()),
     }
 }
 
