@@ -15,6 +15,9 @@
 //!   local disk, from the beginning to the end (beside the consume baseline too); and the same
 //!   into a Delta table (`--table delta`, beside the Hive-file archive), then its compaction,
 //!   timed;
+//! - one member, two members: the replay into PostgreSQL alone (`--no-file`) by one process,
+//!   by the one member of a shared group (`--share`), and by two members together: their
+//!   combined rate, and the machine's CPU meanwhile (what bounds it on two cores);
 //! - replay + PostgreSQL: the same replay also loading every week into a PostgreSQL table
 //!   (`--to-postgres`, a server of its own with durable commits), beside the file-only replay;
 //! - replay + topic: the same replay also publishing every week to a compacted aggregates
@@ -272,6 +275,7 @@ fn bench_on(
     // round's ratio), and that table's compaction.
     let mut table_best: Option<(f64, String)> = None;
     let mut member_best: Option<f64> = None;
+    let mut pair_best: Option<Pair> = None;
     for round in 0..cli.rounds {
         let server = fresh()?;
         let bootstrap = server.bootstrap();
@@ -359,8 +363,12 @@ fn bench_on(
         let to_table = measure_job("replay + postgres", n, &mut loading, CONSUMED)?;
         let rows = postgres.query(&format!("SELECT count(*) FROM {table}"));
         ensure!(rows == [[Some(weeks.to_string())]], "the table holds {rows:?} rows, not {weeks}");
-        let ratio = shared_member(bootstrap, topic, n, weeks, &postgres, round)?;
+        let (ratio, one_member) = shared_member(bootstrap, topic, n, weeks, &postgres, round)?;
         member_best = Some(member_best.map_or(ratio, |best: f64| best.max(ratio)));
+        let pair = member_pair(bootstrap, topic, n, weeks, &postgres, round, one_member)?;
+        if pair_best.as_ref().is_none_or(|best: &Pair| pair.rate > best.rate) {
+            pair_best = Some(pair);
+        }
         let mut publishing = Command::new(sibling("weather-consumer")?);
         publishing
             .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--format", "csv"])
@@ -507,6 +515,9 @@ fn bench_on(
             ));
         }
     }
+    if let Some(pair) = pair_best {
+        println!("{pair}");
+    }
     if let Some((ratio, line)) = table_best {
         println!("archive (table): {ratio:.2}x the Hive-file archive; {line}");
         if ratio < 0.85 {
@@ -545,7 +556,7 @@ fn bench_on(
 
 /// The replay into PostgreSQL alone (`--no-file`) by one process, then by the one member of a
 /// shared group (`--share`, issue 27), each into a table of its own: the member's rate over
-/// the single process's, from first reading to last.
+/// the single process's, from first reading to last, and the member's rate.
 fn shared_member(
     bootstrap: &str,
     topic: &str,
@@ -553,7 +564,7 @@ fn shared_member(
     weeks: u64,
     postgres: &testkit::PostgresServer,
     round: u32,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let mut rates = Vec::new();
     for (name, table, share) in [
         ("replay, postgres alone", format!("bench_alone_{round}"), &[][..]),
@@ -571,7 +582,137 @@ fn shared_member(
         ensure!(rows == [[Some(weeks.to_string())]], "{name}: the table holds {rows:?} rows, not {weeks}");
         rates.push(measured.rate());
     }
-    Ok(rates[1] / rates[0])
+    Ok((rates[1] / rates[0], rates[1]))
+}
+
+/// Two members of a shared group replaying the same data together (issue 27), and what bounds
+/// them on this machine.
+struct Pair {
+    /// Readings per second of the two together: every reading, over the time from the first
+    /// member's first reading to the last member's last.
+    rate: f64,
+    /// One member alone ([`shared_member`]), for comparison.
+    one_member: f64,
+    /// Per member: readings it read, and its CPU time (user + system), in seconds.
+    members: [(u64, f64); 2],
+    /// The pair's data time, in seconds.
+    seconds: f64,
+    /// The pair's wall time, from their start to the last one's exit, in seconds.
+    wall: f64,
+    /// CPU time the whole machine spent meanwhile (the members, the broker, PostgreSQL, and
+    /// anything else running), in seconds, and its cores.
+    machine_cpu: f64,
+    cores: usize,
+}
+
+impl std::fmt::Display for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [(a, a_cpu), (b, b_cpu)] = self.members;
+        let members_cpu = a_cpu + b_cpu;
+        let busy = self.machine_cpu / (self.wall * self.cores as f64);
+        let bound = if busy >= 0.85 {
+            format!(
+                "bound by the {} cores ({:.0}% busy over the pair's {:.2} s of wall time; the members took {:.0}% of \
+                 it, the broker, PostgreSQL and the rest {:.0}%): more members on more machines scale, more on \
+                 these cores do not",
+                self.cores,
+                busy * 100.0,
+                self.wall,
+                100.0 * members_cpu / self.machine_cpu,
+                100.0 * (self.machine_cpu - members_cpu).max(0.0) / self.machine_cpu
+            )
+        } else {
+            format!(
+                "not by the CPU ({:.0}% of the {} cores busy over the pair's {:.2} s of wall time): by waits, the \
+                 broker's answers, the members' commits and start-up, and the deal of partitions at the start",
+                busy * 100.0,
+                self.cores,
+                self.wall
+            )
+        };
+        write!(
+            f,
+            "two members of a shared group: {:.0} readings/s together, {:.2}x one member ({} + {} readings, {:.2} s \
+             of data, {members_cpu:.2} s of the members' CPU); {bound}",
+            self.rate,
+            self.rate / self.one_member,
+            thousands(a),
+            thousands(b),
+            self.seconds
+        )
+    }
+}
+
+/// Two members of one shared group (`--share`, lease 2 s) started together on the topic, each
+/// until the partitions it owns are read to their end, into a table of their own. The pair's
+/// data time runs from the earliest member's first reading to the last member's exit: a
+/// member's first reading is taken as its exit less its own data time (first reading to last),
+/// so that the last commit after the last reading counts once, at the end.
+fn member_pair(
+    bootstrap: &str,
+    topic: &str,
+    n: u64,
+    weeks: u64,
+    postgres: &testkit::PostgresServer,
+    round: u32,
+    one_member: f64,
+) -> anyhow::Result<Pair> {
+    let table = format!("bench_pair_{round}_{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    let cpu_before = machine_cpu()?;
+    let started = Instant::now();
+    let mut waits = Vec::new();
+    for member in ["a", "b"] {
+        let log = dir.path().join(member);
+        let child = Command::new(sibling("weather-consumer")?)
+            .args(["-b", bootstrap, "-t", topic, "--window", "week", "--unit", "fahrenheit", "--no-file"])
+            .args(["--from-beginning", "--until-end", "--to-postgres", &postgres.url(), "--postgres-table", &table])
+            .args(["--share", "-g", "bench-pair", "--member", member, "--lease", "2"])
+            .env("PGPASSWORD", postgres.password())
+            .env("RUST_LOG", "warn")
+            .stdout(std::fs::File::create(&log)?)
+            .spawn()?;
+        let pid = child.id() as libc::pid_t;
+        waits.push(std::thread::spawn(move || {
+            wait_with_usage(pid).map(|(status, usage)| (status, usage, Instant::now()))
+        }));
+    }
+    let mut members = [(0, 0.0); 2];
+    let mut span: Option<(Instant, Instant)> = None;
+    for (i, wait) in waits.into_iter().enumerate() {
+        let (status, usage, ended) = wait.join().map_err(|_| anyhow::anyhow!("waiting for a member panicked"))??;
+        let stdout = std::fs::read_to_string(dir.path().join(["a", "b"][i]))?;
+        ensure!(status == 0, "member {} of the pair failed (wait status {status}):\n{stdout}", ["a", "b"][i]);
+        let readings = reported_count(&stdout, CONSUMED)? as u64;
+        let seconds = if readings == 0 { 0.0 } else { readings as f64 / reported_rate(&stdout, CONSUMED)? };
+        let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        members[i] = (readings, cpu(usage.ru_utime) + cpu(usage.ru_stime));
+        if readings > 0 {
+            let first = ended.checked_sub(Duration::from_secs_f64(seconds)).unwrap_or(started).max(started);
+            span = Some(span.map_or((first, ended), |(a, b)| (a.min(first), b.max(ended))));
+        }
+    }
+    let (machine_cpu, wall) = (machine_cpu()? - cpu_before, started.elapsed().as_secs_f64());
+    let rows = postgres.query(&format!("SELECT count(*) FROM {table}"));
+    ensure!(rows == [[Some(weeks.to_string())]], "two members: the table holds {rows:?} rows, not {weeks}");
+    ensure!(members[0].0 + members[1].0 >= n, "two members read {members:?} readings, fewer than {n}");
+    let (first, last) = span.context("neither member read a reading")?;
+    let seconds = (last - first).as_secs_f64();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    Ok(Pair { rate: n as f64 / seconds, one_member, members, seconds, wall, machine_cpu, cores })
+}
+
+/// CPU time every core of the machine has spent busy since boot, in seconds (`/proc/stat`:
+/// all but idle and I/O wait).
+fn machine_cpu() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().filter(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
+    ensure!(ticks.len() >= 5, "/proc/stat's cpu line has {} fields", ticks.len());
+    let busy = ticks.iter().sum::<u64>() - ticks[3] - ticks[4];
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok(busy as f64 / per_second.max(1) as f64)
 }
 
 /// `weather-archive --table delta` on the same topic as the Hive-file archive, measured; then a

@@ -110,7 +110,8 @@ pub struct Cli {
     /// Share the topic's partitions with the other members of --group (processes like this
     /// one, here or on other machines), each writing the windows of its partitions: needs
     /// --group, --no-file and --to-postgres, whose database keeps each partition's state and
-    /// owner. Without it, one process reads every partition (with a file, always).
+    /// owner (--to-topic goes beside it, written by each commit). Without it, one process reads
+    /// every partition (with a file, always).
     #[arg(long, env = "WEATHER_SHARE", requires = "group")]
     pub share: bool,
 
@@ -247,10 +248,14 @@ impl Cli {
         if !self.share {
             return Ok(None);
         }
-        let unshared: Vec<&str> = tables.iter().filter(|t| !t.shares()).map(|t| t.kind()).collect();
+        let unshared: Vec<&str> = tables.iter().filter(|t| !t.shares() && !t.mirrors()).map(|t| t.kind()).collect();
+        let store = tables.iter().find(|t| t.shares());
         let refused = [
             (!self.file.no_file, "a file (one writer): add --no-file".to_string()),
-            (tables.is_empty(), "no table: give --to-postgres, whose database keeps the partitions' state".to_string()),
+            (
+                store.is_none(),
+                "no --to-postgres: its database keeps the partitions' state (--to-topic goes beside it)".to_string(),
+            ),
             (
                 !unshared.is_empty(),
                 format!("the {} table, yet: a shared group writes to PostgreSQL", unshared.join(", ")),
@@ -258,8 +263,9 @@ impl Cli {
             (self.emit_partial, "--emit-partial (a member does not know when the group's run ends)".to_string()),
             (self.dry_run, "--dry-run".to_string()),
             (
-                !matches!(self.run.start(Start::Resume), Start::Resume | Start::Earliest),
-                "a --start other than resume or earliest (a partition starts from its state, or the beginning)"
+                !matches!(self.run.start(Start::Resume), Start::Resume | Start::Earliest | Start::Time(_)),
+                "a --start other than resume, earliest or time: (a partition starts from its state, or a rebuild \
+                 from the beginning or a time)"
                     .to_string(),
             ),
         ];
@@ -269,7 +275,8 @@ impl Cli {
         let member = self.member.clone().unwrap_or_else(weather_common::share::default_member);
         weather_common::share::check_member(&member)?;
         weather_common::share::check_lease(self.lease)?;
-        Ok(Some(Share { store: tables[0].clone(), member, lease: self.lease }))
+        let store = store.expect("a table that keeps the state, checked above").clone();
+        Ok(Some(Share { store, member, lease: self.lease }))
     }
 
     /// What the output computes and how it writes it: the flags given, else the preset's.
@@ -427,23 +434,17 @@ mod tests {
         let share = s.share.unwrap();
         assert_eq!((share.member.as_str(), share.lease, s.group.as_str()), ("a", Duration::from_secs(3), "fleet"));
         assert!(settings(&[&pg[..], &["-g", "fleet", "--no-file"]].concat()).unwrap().share.is_none());
+        let both = [&pg[..], &["--share", "-g", "fleet", "--no-file", "--to-topic", "aggregates"]].concat();
+        let s = settings(&both).unwrap();
+        assert_eq!((s.share.unwrap().store.kind(), s.tables.len()), ("postgres", 2), "the topic beside PostgreSQL");
+        for start in ["earliest", "time:2026-11-22T06:00:00Z"] {
+            let s = settings(&[&pg[..], &["--share", "-g", "fleet", "--no-file", "--start", start]].concat()).unwrap();
+            assert!(s.share.is_some(), "--start {start}");
+        }
         for (args, needle) in [
             (&["--share", "--no-file"][..], "--group"),
             (&["--share", "-g", "fleet"], "a file (one writer): add --no-file"),
-            (&["--share", "-g", "fleet", "--no-file", "--to-topic", "aggregates"], "the topic table, yet"),
-            (
-                &[
-                    "--share",
-                    "-g",
-                    "fleet",
-                    "--no-file",
-                    "--to-topic",
-                    "aggregates",
-                    "--to-postgres",
-                    "postgres://w@h/w",
-                ],
-                "the topic table",
-            ),
+            (&["--share", "-g", "fleet", "--no-file", "--to-topic", "aggregates"], "no --to-postgres"),
             (
                 &["--share", "-g", "fleet", "--no-file", "--to-postgres", "postgres://w@h/w", "--start", "latest"],
                 "--start",

@@ -19,6 +19,8 @@ const SENSORS: u32 = 12;
 /// The history already in the topic when the members start, per sensor.
 const HISTORY_DAYS: u64 = 350;
 const GROUP: &str = "shared";
+/// The aggregates topic every member writes beside the table.
+const AGGREGATES: &str = "weather.aggregates";
 const LEASE: &str = "2";
 
 /// The crash scenario's rules, and version 1's.
@@ -35,7 +37,7 @@ fn member(tansu: &Tansu, pg: &PostgresServer, name: &str, dir: &Path, extra: &[&
         .args(["-b", &tansu.bootstrap(), "--connect-timeout", "20"])
         .args(rules)
         .args(["--share", "-g", GROUP, "--member", name, "--lease", LEASE, "--no-file"])
-        .args(["--to-postgres", &pg.url()])
+        .args(["--to-postgres", &pg.url(), "--to-topic", AGGREGATES])
         .args(extra)
         .env("PGPASSWORD", pg.password())
         .env("RUST_LOG", "info");
@@ -169,6 +171,37 @@ fn assert_rows(rows: &[String], expected: &[String], what: &str) {
     }
 }
 
+/// The aggregates topic read as a table, as a reader of it does: the latest value per key, a
+/// tombstone deleting it. Its windows as the oracle's `sensor,id,temp,co,humidity`, sorted,
+/// and the rule sets (window length, unit) they were computed with.
+fn topic_rows(tansu: &Tansu) -> (Vec<String>, BTreeSet<(u64, String)>) {
+    let mut table = std::collections::BTreeMap::new();
+    for record in tansu.read_all(AGGREGATES) {
+        let key = record.key.expect("every window has a key");
+        match record.value {
+            Some(value) => table.insert(key, serde_json::from_slice::<serde_json::Value>(&value).unwrap()),
+            None => table.remove(&key),
+        };
+    }
+    let rules = table.values().map(|v| (v["window_days"].as_u64().unwrap(), v["unit"].as_str().unwrap().into()));
+    let rules = rules.collect();
+    let mut rows: Vec<String> = table
+        .values()
+        .map(|v| {
+            let temp = v["avg_temp"].as_f64().unwrap();
+            format!(
+                "{},{},{temp:.1},{},{}",
+                v["sensor_id"].as_str().unwrap(),
+                v["window_id"],
+                v["avg_co"],
+                v["avg_humidity"]
+            )
+        })
+        .collect();
+    rows.sort();
+    (rows, rules)
+}
+
 /// The end of each of the `partitions` of `weather`, as read now.
 fn ends(tansu: &Tansu, partitions: i32) -> Vec<i64> {
     let records = tansu.read_all("weather");
@@ -276,7 +309,11 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     assert!(summary.contains("fenced writes:"), "m2's summary says it was fenced:\n{summary}");
     let records = tansu.read_all("weather");
     assert!(records.len() as u64 > u64::from(SENSORS) * HISTORY_DAYS, "the live producer added readings");
-    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle_rows(&records, 7, true), "the table");
+    let oracle = oracle_rows(&records, 7, true);
+    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle, "the table");
+    let (topic, rules) = topic_rows(&tansu);
+    assert_rows(&topic, &oracle, "the aggregates topic read as a table");
+    assert_eq!(rules, BTreeSet::from([(7, "fahrenheit".to_string())]));
 }
 
 /// A group of version 1 (monthly °C) has loaded the table when members of version 2 (weekly
@@ -286,9 +323,30 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
 /// and nothing is left in staging.
 #[test]
 fn a_group_rebuilds_under_new_rules_one_sensor_at_a_time() {
+    rebuild_scenario(false);
+}
+
+/// As the rebuild above, with version 2 started at a time (`--start time:T`), after which only
+/// four of the eight sensors report: the members rebuild from the first reading at or after T
+/// in each partition. At the end the table holds the oracle's weeks of those readings only,
+/// and no row of version 1, not even of the sensors silent since T.
+#[test]
+fn a_group_rebuilds_under_new_rules_from_a_time() {
+    rebuild_scenario(true);
+}
+
+/// Version 1 loads the table, version 2 rebuilds it (from the beginning, or `by_time` from a
+/// time after which only sensors 1 to 4 report), as the two tests above say.
+fn rebuild_scenario(by_time: bool) {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", 4);
     tansu.produce_in_small_batches(700, 8);
+    let before = tansu.read_all("weather");
+    // Only sensors 1 to 4 go on reporting after T (the producer resumes their record ids).
+    let time = before.iter().filter_map(|r| r.timestamp).max().unwrap() + 1;
+    if by_time {
+        tansu.produce_in_small_batches(350, 4);
+    }
     let records = tansu.read_all("weather");
     let end = ends(&tansu, 4);
     let dir = tempfile::tempdir().unwrap();
@@ -297,7 +355,9 @@ fn a_group_rebuilds_under_new_rules_one_sensor_at_a_time() {
     caught_up(&pg, &end, "version 1");
     assert_rows(&table_rows(&pg, 30, "celsius"), &oracle_rows(&records, 30, false), "version 1");
 
-    let v2_flags = [&WEEKLY_F[..], &["--start", "earliest"]].concat();
+    let start =
+        if by_time { format!("time:{}", weather_common::position::format_time(time)) } else { "earliest".into() };
+    let v2_flags = [&WEEKLY_F[..], &["--start", &start]].concat();
     let mut v2: Vec<(Child, PathBuf)> =
         ["v2-a", "v2-b"].iter().map(|m| member(&tansu, &pg, m, dir.path(), &v2_flags)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -325,8 +385,25 @@ fn a_group_rebuilds_under_new_rules_one_sensor_at_a_time() {
         let said = std::fs::read_to_string(err_path(log)).unwrap();
         assert!(said.contains("computes 7-day windows in fahrenheit now"), "{said}");
     }
-    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle_rows(&records, 7, true), "version 2");
+    // What the rebuild reads: in each partition, from its first reading stamped at or after T
+    // (the broker's look-up), as the time look-up gives it.
+    let rebuilt: Vec<testkit::Record> = match by_time {
+        false => records.clone(),
+        true => {
+            let first = |p: i32| {
+                records.iter().filter(|r| r.partition == p && r.timestamp >= Some(time)).map(|r| r.offset).min()
+            };
+            records.iter().filter(|r| first(r.partition).is_some_and(|f| r.offset >= f)).cloned().collect()
+        }
+    };
+    assert!(rebuilt.len() < records.len() || !by_time, "the time leaves readings out");
+    let oracle = oracle_rows(&rebuilt, 7, true);
+    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle, "version 2");
     assert_eq!(table_rows(&pg, 30, "celsius"), Vec::<String>::new(), "version 1's rows are gone");
+    // The topic read as a table: version 2's windows only, version 1's deleted by tombstones.
+    let (topic, rules) = topic_rows(&tansu);
+    assert_eq!(rules, BTreeSet::from([(7, "fahrenheit".to_string())]), "the topic holds version 2's windows only");
+    assert_rows(&topic, &oracle, "version 2 in the aggregates topic");
     assert_eq!(pg.query("SELECT count(*) FROM weather_aggregates_staging")[0][0].as_deref(), Some("0"));
     for (child, log) in &mut v2 {
         signal(child, "TERM");

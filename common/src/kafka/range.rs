@@ -110,6 +110,29 @@ fn first_record<C: ConsumerContext>(
     Ok(first)
 }
 
+/// The offset of the first record of `partition` from `from` on stamped at or after `time`
+/// (a record without a timestamp counts as such); `None` if none is, up to its end.
+fn first_stamped<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    time: i64,
+) -> KafkaResult<Option<i64>> {
+    let mut found = None;
+    let read = fetch_from(client, topic, partition, from, Duration::from_secs(30), |m| {
+        if m.timestamp().to_millis().is_none_or(|t| t >= time) {
+            found = Some(m.offset());
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    match read {
+        Fetched::TimedOut => Err(KafkaError::PartitionEOF(partition)),
+        Fetched::Stopped | Fetched::AtEnd => Ok(found),
+    }
+}
+
 /// Calls `visit(offset, key, value)` for every record of `partition` with an offset in `[start, end)`,
 /// reading from where [`fetch_start`] says. Same requirements on `client` as [`fetch_start`].
 pub fn read_range<C: ConsumerContext>(
@@ -185,8 +208,11 @@ fn fetch_from<C: ConsumerContext>(
 /// Per partition, the offset of the first record stamped at or after `time` (milliseconds
 /// since the epoch); `None` where there is none yet.
 ///
-/// Tansu 0.6 answers "none" with offset 0 instead of Kafka's -1, so an answer whose record
-/// is stamped before `time` is read as "none". Same requirements on `client` as [`fetch_start`].
+/// Tansu 0.6 answers with the start of an earlier batch than the one that holds that record
+/// (seen: a batch 120 records before it, every record between stamped before `time`), and
+/// "none" with offset 0 instead of Kafka's -1: from its answer, the records are read on to the
+/// first one stamped at or after `time` (on Apache Kafka, the answer's own record). Same
+/// requirements on `client` as [`fetch_start`].
 pub fn offsets_for_time<C: ConsumerContext>(
     client: &BaseConsumer<C>,
     topic: &str,
@@ -203,11 +229,7 @@ pub fn offsets_for_time<C: ConsumerContext>(
         let partition = element.partition();
         let (low, high) = watermarks[&partition];
         let found = match element.offset() {
-            Offset::Offset(o) if o < high => {
-                let first = first_record(client, topic, partition, o.max(low))?;
-                let stamped_before = first.and_then(|m| m.timestamp().to_millis()).is_some_and(|t| t < time);
-                (!stamped_before).then_some(o.max(low))
-            }
+            Offset::Offset(o) if o < high => first_stamped(client, topic, partition, o.max(low), time)?,
             _ => None,
         };
         offsets.insert(partition, found);

@@ -19,10 +19,11 @@ use weather_common::shutdown::Stop;
 use weather_common::source::{Source, TopicView};
 use weather_common::Reading;
 
-use super::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit};
+use super::store::{Claimed, Committed, GroupStore, Membership, Mirror, PartitionCommit, Rebuild, RebuildRange};
 use crate::config::{Settings, Share};
 use crate::metrics::Metrics;
 use crate::pipeline::Summary;
+use crate::sink::table::Opening;
 use crate::window::{Outcome, WindowSummary, Windows};
 use weather_common::share::{share_of, Moves};
 
@@ -58,7 +59,9 @@ impl Owned {
             windows,
             new_sensors: Vec::new(),
             finished: Vec::new(),
-            dirty: false,
+            // Its first commit comes at once: a rebuilt partition with nothing to read swaps
+            // its sensors' old rows out then.
+            dirty: true,
             end,
         }
     }
@@ -82,6 +85,8 @@ struct Member<'a> {
     share: &'a Share,
     stop: &'a Stop,
     store: Box<dyn GroupStore>,
+    /// The aggregates topic, written by every commit of the store.
+    mirror: Option<Box<dyn Mirror>>,
     partitions: Vec<i32>,
     owned: BTreeMap<i32, Owned>,
     /// Reads the owned partitions; remade whenever they change.
@@ -100,31 +105,49 @@ struct Member<'a> {
 pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) -> anyhow::Result<Summary> {
     let topic = &settings.rules.topic;
     let view = TopicView::look_up(&settings.kafka, topic, stop)?;
-    // With --start earliest, the group's rows are rebuilt if its rules are not this member's.
-    let ends: BTreeMap<i32, Option<i64>> =
-        view.watermarks.iter().map(|(&p, &(low, high))| (p, (high > low).then_some(high))).collect();
+    // With --start earliest or time:, the group's rows are rebuilt from there if its rules are
+    // not this member's (with its rules, the start says nothing: a member resumes).
+    let ranges: Option<BTreeMap<i32, RebuildRange>> = match settings.start {
+        Start::Earliest | Start::Time(_) => {
+            let from = view.positions(&settings.kafka, &settings.group, &settings.start)?;
+            Some(from.iter().map(|(&p, &from)| (p, RebuildRange { from, to: view.watermarks[&p].1 })).collect())
+        }
+        _ => None,
+    };
+    let start = settings.start.to_string();
     let membership = Membership {
         group: &settings.group,
         member: &share.member,
         lease: share.lease,
         rules: &settings.rules,
         partitions: &view.partitions,
-        rebuild_to: (settings.start == Start::Earliest).then_some(&ends),
+        rebuild: ranges.as_ref().map(|ranges| Rebuild { start: &start, ranges }),
         runtime,
     };
     let store = share.store.group_store(&membership)?;
+    let opening = Opening {
+        kafka: &settings.kafka,
+        group: &settings.group,
+        rules: &settings.rules,
+        rebuild: ranges.is_some(),
+        stop,
+        runtime,
+    };
+    let mirror = settings.tables.iter().find(|t| t.mirrors()).map(|t| t.mirror(&opening)).transpose()?;
     tracing::info!(
-        "member `{}` of group `{}`: sharing the {} partitions of `{topic}`, state in {}",
+        "member `{}` of group `{}`: sharing the {} partitions of `{topic}`, state in {}{}",
         share.member,
         settings.group,
         view.partitions.len(),
-        store.name()
+        store.name(),
+        mirror.as_ref().map_or(String::new(), |m| format!(", windows also to {}", m.name()))
     );
     let mut member = Member {
         settings,
         share,
         stop,
         store,
+        mirror,
         partitions: view.partitions.clone(),
         owned: BTreeMap::new(),
         source: None,
@@ -216,8 +239,10 @@ impl Member<'_> {
 
     /// Publishes the figures so far to the metrics, and that the loop is alive.
     fn publish(&self) {
-        let sent = [("postgres", self.summary.windows_written)];
-        self.metrics.publish(&self.summary, self.dead_letters.counts(), &sent);
+        let written = self.summary.windows_written;
+        let sent = [("postgres", written), ("topic", written)];
+        let sent = &sent[..if self.mirror.is_some() { 2 } else { 1 }];
+        self.metrics.publish(&self.summary, self.dead_letters.counts(), sent);
         weather_common::metrics::health_of_job().alive();
     }
 
@@ -348,7 +373,7 @@ impl Member<'_> {
             if commits.is_empty() {
                 return Ok(true);
             }
-            let fenced = match self.store.commit(&commits)? {
+            let fenced = match self.store.commit(&commits, self.mirror.as_deref_mut())? {
                 Committed::Done { swapped } => {
                     for partition in swapped {
                         tracing::info!(
@@ -415,6 +440,9 @@ impl Member<'_> {
         self.store.leave().context("leaving the group")?;
         self.summary.rejected = self.dead_letters.counts().clone();
         self.summary.tables = vec![(self.store.name(), self.summary.windows_written)];
+        if let Some(mirror) = &self.mirror {
+            self.summary.tables.push((mirror.name().to_string(), self.summary.windows_written));
+        }
         tracing::info!("member `{}` left group `{}`", self.share.member, self.settings.group);
         Ok(())
     }

@@ -18,7 +18,9 @@
 //! What a reader of the table sees: each window's row once, committed together with the state
 //! of its partition; windows of a partition that changes owner continue where its last commit
 //! left them (a week in progress moves with its partition), so the rows are those a single
-//! process writes.
+//! process writes. With `--to-topic`, each commit also sends its windows to the aggregates topic
+//! and waits for them to be acknowledged before its transaction commits
+//! ([`store::Mirror`]): the topic read as a table holds the same windows.
 
 pub mod member;
 pub mod store;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use weather_common::aggregate::{Aggregate, WindowKey};
 
 use crate::rules::Rules;
 use crate::window::{WindowSummary, Windows};
@@ -20,10 +21,30 @@ pub struct Membership<'a> {
     pub rules: &'a Rules,
     /// Every partition of the topic.
     pub partitions: &'a [i32],
-    /// With `--start earliest`: each partition's end now (none: nothing to read), to rebuild
-    /// the group's rows to if its rules are not the member's.
-    pub rebuild_to: Option<&'a BTreeMap<i32, Option<i64>>>,
+    /// With `--start earliest` or `--start time:`: where each partition's rebuild would read,
+    /// if the group's rules are not the member's.
+    pub rebuild: Option<Rebuild<'a>>,
     pub runtime: &'a Handle,
+}
+
+/// What a member would rebuild the group's rows from, if its rules are not the group's.
+#[derive(Clone, Copy)]
+pub struct Rebuild<'a> {
+    /// Where it starts, in words: `the beginning`, or a time.
+    pub start: &'a str,
+    /// Per partition, what it reads.
+    pub ranges: &'a BTreeMap<i32, RebuildRange>,
+}
+
+/// A partition's part in a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildRange {
+    /// The first offset read; none: the beginning.
+    pub from: Option<i64>,
+    /// Its end now, which the rebuild reads up to before its rows replace the old ones; at or
+    /// before `from` when there is nothing to read (its sensors have no rows under the new
+    /// rules: the old ones go at the claim's commit).
+    pub to: i64,
 }
 
 /// The group's state, as one member sees and changes it. Its methods block.
@@ -40,12 +61,32 @@ pub trait GroupStore: Send {
     fn claim(&mut self, partition: i32) -> anyhow::Result<Option<Claimed>>;
 
     /// Makes `commits` durable in one transaction if every partition still has its epoch;
-    /// otherwise nothing, and the partitions claimed by another member since.
-    fn commit(&mut self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed>;
+    /// otherwise nothing, and the partitions claimed by another member since. Their windows go
+    /// to `mirror` too, acknowledged before the transaction commits.
+    fn commit(
+        &mut self,
+        commits: &[PartitionCommit<'_>],
+        mirror: Option<&mut (dyn Mirror + 'static)>,
+    ) -> anyhow::Result<Committed>;
 
     /// Leaves the group: the others deal its partitions (handed back by its last commit) at
     /// their next heartbeat.
     fn leave(&self) -> anyhow::Result<()>;
+}
+
+/// A table the members write beside the store, in every commit before the store's transaction
+/// ends (the aggregates topic, `--to-topic`): a window is acknowledged there before the state
+/// that moves its partition past it is committed, so that the state never counts a window the
+/// table lacks. A commit that is fenced sends nothing; one whose member is fenced while it sends
+/// (it was paused past its lease) sends the windows the next owner sends again, the same values
+/// under the same keys.
+pub trait Mirror: Send {
+    /// The table in messages.
+    fn name(&self) -> &str;
+
+    /// Deletes the windows `gone`, then sends `windows`, each step acknowledged before the
+    /// next: the old windows of a rebuilt partition are gone before its new ones appear.
+    fn publish(&mut self, gone: &[WindowKey], windows: &[Aggregate]) -> anyhow::Result<()>;
 }
 
 /// A partition as a member claimed it.

@@ -29,7 +29,7 @@ use weather_common::kafka::KafkaArgs;
 use weather_common::shutdown::Stop;
 
 use crate::rules::Rules;
-use crate::share::store::{GroupStore, Membership};
+use crate::share::store::{GroupStore, Membership, Mirror};
 use crate::window::{WindowSummary, Windows};
 
 /// A table's flags, as the command line gave them.
@@ -72,6 +72,17 @@ pub trait TableConfig: fmt::Debug + Send + Sync {
     /// Joins a shared group whose state this table keeps (see [`TableConfig::shares`]).
     fn group_store(&self, membership: &Membership<'_>) -> anyhow::Result<Box<dyn GroupStore>> {
         anyhow::bail!("{} cannot keep a shared group's state (group `{}`)", self.kind(), membership.group)
+    }
+
+    /// True if members of a shared group can write to this table beside the table that keeps
+    /// the group's state, in that table's commits ([`Mirror`]).
+    fn mirrors(&self) -> bool {
+        false
+    }
+
+    /// Opens this table for a member of a shared group (see [`TableConfig::mirrors`]).
+    fn mirror(&self, run: &Opening<'_>) -> anyhow::Result<Box<dyn Mirror>> {
+        anyhow::bail!("{} cannot be written by a shared group (group `{}`)", self.kind(), run.group)
     }
 }
 

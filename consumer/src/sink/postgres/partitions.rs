@@ -18,7 +18,7 @@
 //!   pending rows and state and goes on with the others. PostgreSQL's clock is the only one
 //!   that decides a lease: members on other machines need no synchronised clocks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -27,14 +27,15 @@ use futures_util::SinkExt;
 use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
+use weather_common::aggregate::{Aggregate, WindowKey};
 
 use super::ahead::COPY_PIECE;
 use super::connect::{connect, connection_lost};
 use super::schema::{self, copy_row, SHARED_TABLES, TABLES, WINDOWS};
 use super::target::PostgresTarget;
 use super::{lock_key, LOCK_CLASS};
-use crate::share::store::{Claimed, Committed, GroupStore, Membership, PartitionCommit};
-use crate::units::Unit;
+use crate::share::store::{Claimed, Committed, GroupStore, Membership, Mirror, PartitionCommit, Rebuild};
+use crate::units::{Tenths, Unit};
 use crate::window::{WindowSize, WindowSummary};
 
 /// Connects as a member: a transaction the member leaves open (it was paused, its machine
@@ -50,7 +51,7 @@ async fn member_session(target: &PostgresTarget, lease: Duration) -> anyhow::Res
 }
 
 /// A partition's rebuild, as its row says.
-struct Rebuild {
+struct Rebuilding {
     /// The offset it rebuilds to; none when it is not being rebuilt.
     until: Option<i64>,
     /// The rule set whose rows its rebuilt rows replace.
@@ -73,7 +74,7 @@ pub struct PartitionStore {
 impl PartitionStore {
     /// Connects, creates the tables that are missing, takes the rule set's lock together with
     /// the group's other members, records the group's rules (or checks them against those
-    /// recorded), and makes a row for every partition that has none. With `rebuild_to`, rules
+    /// recorded), and makes a row for every partition that has none. With a `rebuild`, rules
     /// other than the group's start a rebuild of its rows under this member's rules.
     pub fn open(target: &PostgresTarget, membership: &Membership<'_>) -> anyhow::Result<PartitionStore> {
         let runtime = membership.runtime.clone();
@@ -90,7 +91,7 @@ impl PartitionStore {
             window,
             unit,
         };
-        store.runtime.block_on(store.prepare(membership.partitions, membership.rebuild_to))?;
+        store.runtime.block_on(store.prepare(membership.partitions, membership.rebuild))?;
         Ok(store)
     }
 
@@ -119,7 +120,7 @@ impl PartitionStore {
         &self.target.table
     }
 
-    async fn prepare(&self, partitions: &[i32], rebuild_to: Option<&BTreeMap<i32, Option<i64>>>) -> anyhow::Result<()> {
+    async fn prepare(&self, partitions: &[i32], rebuild: Option<Rebuild<'_>>) -> anyhow::Result<()> {
         let t = self.t();
         let tables: Vec<_> = TABLES.iter().chain(SHARED_TABLES.iter()).copied().collect();
         schema::ensure(&self.client, t, &self.target.address, &tables).await?;
@@ -141,17 +142,18 @@ impl PartitionStore {
             );
         }
         self.client.batch_execute("BEGIN").await.context("starting to join the group")?;
-        let joined = self.join_rules(partitions, rebuild_to).await;
+        let joined = self.join_rules(partitions, rebuild).await;
         let end = if joined.is_ok() { "COMMIT" } else { "ROLLBACK" };
         self.client.batch_execute(end).await.context("joining the group")?;
         if let Some((days, unit)) = joined? {
             tracing::info!(
-                "member `{}` started rebuilding group `{}`: {}-day windows in {} from the beginning of `{}`; each \
+                "member `{}` started rebuilding group `{}`: {}-day windows in {} from {} of `{}`; each \
                  partition's rows replace its sensors' {days}-day windows in {unit} once it has caught up",
                 self.member,
                 self.group,
                 self.window.get(),
                 self.unit.name(),
+                rebuild.map_or("the beginning", |r| r.start),
                 self.topic
             );
         }
@@ -159,14 +161,16 @@ impl PartitionStore {
     }
 
     /// In the transaction that joins: the group's rules recorded or checked, its partitions
-    /// recorded, and, if the rules differ and `rebuild_to` is given, a rebuild started: every
-    /// partition from the beginning at a new epoch (which fences the members of the old rules),
-    /// its rows into the staging table until it reaches its end in `rebuild_to`. The rule set
-    /// replaced, if a rebuild started.
+    /// recorded, and, if the rules differ and a `rebuild` is given, a rebuild started: every
+    /// partition from its start in `rebuild` at a new epoch (which fences the members of the
+    /// old rules), its rows into the staging table until it reaches its end there (a partition
+    /// with nothing to read from its start reaches it at its first commit, which its claim
+    /// makes at once: its sensors' old rows go then). The rule set replaced, if a rebuild
+    /// started.
     async fn join_rules(
         &self,
         partitions: &[i32],
-        rebuild_to: Option<&BTreeMap<i32, Option<i64>>>,
+        rebuild: Option<Rebuild<'_>>,
     ) -> anyhow::Result<Option<(i32, String)>> {
         let t = self.t();
         let (days, unit) = (self.window.get() as i32, self.unit.name());
@@ -202,13 +206,24 @@ impl PartitionStore {
             .await
             .with_context(|| format!("recording the partitions of `{}` in {t}_partitions", self.topic))?;
         if (old_days, old_unit.as_str()) == (days, unit) {
+            if let Some(rebuild) = rebuild {
+                // A supervisor restarts a member with the command line that started the rebuild.
+                tracing::info!(
+                    "group `{}` computes these rules already: a start at {} rebuilds it only under other rules; \
+                     member `{}` resumes from its partitions' state",
+                    self.group,
+                    rebuild.start,
+                    self.member
+                );
+            }
             return Ok(None);
         }
-        let Some(ends) = rebuild_to else {
+        let Some(rebuild) = rebuild else {
             bail!(
                 "group `{}` writes {old_days}-day windows in {old_unit} to {}, not this member's {days}-day windows in \
                  {unit}: the members of a group share one rule set. To rebuild the group's rows under these rules, \
-                 start it with --start earliest (its members of the old rules then stop); or give it another --group",
+                 start it with --start earliest (or --start time:, from that time on; its members of the old rules \
+                 then stop); or give it another --group",
                 self.group,
                 self.name()
             );
@@ -231,7 +246,9 @@ impl PartitionStore {
                 self.group
             );
         }
-        let (parts, ends): (Vec<i32>, Vec<Option<i64>>) = ends.iter().map(|(&p, &e)| (p, e)).unzip();
+        let parts: Vec<i32> = rebuild.ranges.keys().copied().collect();
+        let froms: Vec<Option<i64>> = rebuild.ranges.values().map(|r| r.from).collect();
+        let ends: Vec<i64> = rebuild.ranges.values().map(|r| r.to).collect();
         let group_topic: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.group, &self.topic];
         self.client
             .execute(
@@ -242,17 +259,16 @@ impl PartitionStore {
         self.client
             .execute(
                 &format!(
-                    "UPDATE {t}_partitions p SET epoch = p.epoch + 1, owner = NULL, next_offset = NULL, \
+                    "UPDATE {t}_partitions p SET epoch = p.epoch + 1, owner = NULL, next_offset = u.f, \
                      open_windows = NULL, rebuild_until = u.e, replaces_days = $5, replaces_unit = $6, \
-                     window_days = $7, unit = $8 FROM unnest($3::integer[], $4::bigint[]) AS u(p, e) \
+                     window_days = $7, unit = $8 FROM unnest($3::integer[], $4::bigint[], $9::bigint[]) AS u(p, e, f) \
                      WHERE p.consumer_group = $1 AND p.topic = $2 AND p.partition = u.p"
                 ),
-                &[group_topic[0], group_topic[1], &parts, &ends, &old_days, &old_unit, &days, &unit],
+                &[group_topic[0], group_topic[1], &parts, &ends, &old_days, &old_unit, &days, &unit, &froms],
             )
             .await?;
-        self.client
-            .execute(&format!("DELETE FROM {t}_sensors WHERE consumer_group = $1 AND topic = $2"), &group_topic)
-            .await?;
+        // The sensors stay recorded with their partitions: a sensor without a reading from the
+        // rebuild's start on still has old rows, and they go with its partition's.
         self.client
             .execute(&format!("DELETE FROM {t}_staging WHERE window_days = $1 AND unit = $2"), &[&days, &unit])
             .await?;
@@ -426,9 +442,13 @@ impl PartitionStore {
         }))
     }
 
-    async fn transact(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
+    async fn transact(
+        &self,
+        commits: &[PartitionCommit<'_>],
+        mirror: Option<&mut (dyn Mirror + 'static)>,
+    ) -> anyhow::Result<Committed> {
         self.client.batch_execute("BEGIN").await?;
-        let result = self.write(commits).await;
+        let result = self.write(commits, mirror).await;
         if !matches!(&result, Ok(Committed::Done { .. })) {
             let _ = self.client.batch_execute("ROLLBACK").await;
             return result;
@@ -437,7 +457,11 @@ impl PartitionStore {
         result
     }
 
-    async fn write(&self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
+    async fn write(
+        &self,
+        commits: &[PartitionCommit<'_>],
+        mirror: Option<&mut (dyn Mirror + 'static)>,
+    ) -> anyhow::Result<Committed> {
         let t = self.t();
         let client = &self.client;
         let partitions: Vec<i32> = commits.iter().map(|c| c.partition).collect();
@@ -449,7 +473,7 @@ impl PartitionStore {
         // First, as it locks the rows: a claim made meanwhile waits for this transaction and
         // then resumes from what it wrote. The epoch alone decides: every claim bumps it, even
         // by a member of the same name (a restart while the old process still runs).
-        let written: BTreeMap<i32, Rebuild> = client
+        let written: BTreeMap<i32, Rebuilding> = client
             .query(
                 &format!(
                     "UPDATE {t}_partitions p SET next_offset = u.o, open_windows = u.w, commits = p.commits + 1, \
@@ -462,7 +486,7 @@ impl PartitionStore {
             )
             .await?
             .iter()
-            .map(|r| (r.get(0), Rebuild { until: r.get(1), replaces: (r.get(2), r.get(3)) }))
+            .map(|r| (r.get(0), Rebuilding { until: r.get(1), replaces: (r.get(2), r.get(3)) }))
             .collect();
         let fenced: BTreeSet<i32> = partitions.iter().copied().filter(|p| !written.contains_key(p)).collect();
         if !fenced.is_empty() {
@@ -473,12 +497,26 @@ impl PartitionStore {
         self.copy(t, settled.iter().flat_map(|c| c.finished)).await?;
         self.copy(&format!("{t}_staging"), staged.iter().flat_map(|c| c.finished)).await?;
         let mut swapped = Vec::new();
+        let (mut gone, mut rebuilt) = (Vec::new(), Vec::new());
         for c in staged {
             let rebuild = &written[&c.partition];
             if rebuild.until.is_some_and(|until| c.next_offset >= until) {
-                self.swap(c.partition, &rebuild.replaces).await?;
+                let (old, new) = self.swap(c.partition, &rebuild.replaces).await?;
+                gone.extend(old);
+                rebuilt.extend(new);
                 swapped.push(c.partition);
             }
+        }
+        // Last, while this transaction holds every partition's row at its epoch: no claim (nor
+        // a rebuild's start) can move one on until the windows are acknowledged and committed.
+        if let Some(mirror) = mirror {
+            let mut windows: Vec<Aggregate> =
+                settled.iter().flat_map(|c| c.finished).map(|w| w.aggregate(self.window, self.unit)).collect();
+            windows.extend(rebuilt);
+            // A key the new rules write again (same window length) is overwritten, not deleted.
+            let written: HashSet<&WindowKey> = windows.iter().map(|a| &a.key).collect();
+            gone.retain(|key| !written.contains(key));
+            mirror.publish(&gone, &windows).with_context(|| format!("publishing to {}", mirror.name()))?;
         }
         Ok(Committed::Done { swapped })
     }
@@ -505,26 +543,62 @@ impl PartitionStore {
 
     /// A rebuilt partition has caught up: its sensors' rows of the rules it replaces give way
     /// to its rebuilt rows, in this commit's transaction, so that a reader sees each sensor's
-    /// old rows or its new ones, never both.
-    async fn swap(&self, partition: i32, (days, unit): &(Option<i32>, Option<String>)) -> anyhow::Result<()> {
+    /// old rows or its new ones, never both. The windows deleted and those now in the table,
+    /// for the aggregates topic.
+    async fn swap(
+        &self,
+        partition: i32,
+        (days, unit): &(Option<i32>, Option<String>),
+    ) -> anyhow::Result<(Vec<WindowKey>, Vec<Aggregate>)> {
         let t = self.t();
         let (new_days, new_unit) = (self.window.get() as i32, self.unit.name());
         let sensors =
             format!("SELECT sensor_id FROM {t}_sensors WHERE consumer_group = $1 AND topic = $2 AND partition = $3");
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.group, &self.topic, &partition];
-        self.client
-            .execute(
-                &format!("DELETE FROM {t} WHERE window_days = $4 AND unit = $5 AND sensor_id IN ({sensors})"),
+        let gone = self
+            .client
+            .query(
+                &format!(
+                    "DELETE FROM {t} WHERE window_days = $4 AND unit = $5 AND sensor_id IN ({sensors}) \
+                     RETURNING sensor_id, window_days, window_id"
+                ),
                 &[key[0], key[1], key[2], days, unit],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(|r| WindowKey {
+                sensor_id: r.get(0),
+                window_days: r.get::<_, i32>(1) as u32,
+                window_id: r.get::<_, i64>(2) as u64,
+            })
+            .collect();
         let staged = format!("{t}_staging WHERE window_days = $4 AND unit = $5 AND sensor_id IN ({sensors})");
-        self.client
-            .execute(
-                &format!("INSERT INTO {t} SELECT * FROM {staged}"),
+        let rebuilt = self
+            .client
+            .query(
+                &format!(
+                    "INSERT INTO {t} SELECT * FROM {staged} RETURNING sensor_id, window_id, (avg_temp * 10)::bigint, \
+                     avg_co, avg_humidity, readings, first_record_id, last_record_id"
+                ),
                 &[key[0], key[1], key[2], &new_days, &new_unit],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(|r| Aggregate {
+                key: WindowKey {
+                    sensor_id: r.get(0),
+                    window_days: self.window.get(),
+                    window_id: r.get::<_, i64>(1) as u64,
+                },
+                unit: self.unit,
+                avg_temp: Tenths(r.get(2)),
+                avg_co: i64::from(r.get::<_, i32>(3)),
+                avg_humidity: i64::from(r.get::<_, i32>(4)),
+                readings: r.get::<_, i32>(5) as u32,
+                first_record_id: r.get::<_, i64>(6) as u64,
+                last_record_id: r.get::<_, i64>(7) as u64,
+            })
+            .collect();
         self.client.execute(&format!("DELETE FROM {staged}"), &[key[0], key[1], key[2], &new_days, &new_unit]).await?;
         self.client
             .execute(
@@ -535,7 +609,7 @@ impl PartitionStore {
                 &key,
             )
             .await?;
-        Ok(())
+        Ok((gone, rebuilt))
     }
 
     /// Records the partition of each new sensor; a sensor already seen in another partition
@@ -670,10 +744,14 @@ impl GroupStore for PartitionStore {
     /// the server ended its session, see [`member_session`]), it reconnects and finds out from
     /// the partitions' rows whether the commit had landed, was fenced since, or is to be made
     /// again.
-    fn commit(&mut self, commits: &[PartitionCommit<'_>]) -> anyhow::Result<Committed> {
+    fn commit(
+        &mut self,
+        commits: &[PartitionCommit<'_>],
+        mut mirror: Option<&mut (dyn Mirror + 'static)>,
+    ) -> anyhow::Result<Committed> {
         let runtime = self.runtime.clone();
         loop {
-            let error = match runtime.block_on(self.transact(commits)) {
+            let error = match runtime.block_on(self.transact(commits, mirror.as_deref_mut())) {
                 Ok(committed) => return Ok(committed),
                 Err(e) => e,
             };

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{TopicTable, STATE_SUFFIX};
+use super::{GroupTopic, TopicTable, STATE_SUFFIX};
 use crate::rules::Rules;
+use crate::share::store::Mirror;
 use crate::sink::table::{Checks, Opening, TableConfig, TableFlags, WindowTable};
 
 /// Kafka's longest topic name, less the companion's suffix.
@@ -71,6 +72,14 @@ impl TableConfig for TopicTarget {
 
     fn open(&self, run: &Opening<'_>) -> anyhow::Result<Box<dyn WindowTable>> {
         Ok(Box::new(TopicTable::open(run, self)?))
+    }
+
+    fn mirrors(&self) -> bool {
+        true
+    }
+
+    fn mirror(&self, run: &Opening<'_>) -> anyhow::Result<Box<dyn Mirror>> {
+        Ok(Box::new(GroupTopic::open(run, self)?))
     }
 }
 

@@ -38,9 +38,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use weather_common::aggregate::{Aggregate, WindowKey};
 use weather_common::kafka::{self, Deliveries, KafkaArgs, LoggingContext};
 
 pub use self::config::{TopicArgs, TopicTarget};
+use crate::share::store::Mirror;
 use crate::sink::table::{Commit, Opening, TableState, WindowTable};
 use crate::units::Unit;
 use crate::window::{WindowSize, WindowSummary, Windows};
@@ -219,27 +221,9 @@ impl TopicTable {
         kafka::send(&self.producer, record).with_context(|| format!("sending to `{topic}`"))
     }
 
-    /// Waits until every record sent is acknowledged; a record that failed for good fails the
-    /// commit (nothing after it is made durable).
+    /// Waits until every record sent is acknowledged ([`acknowledged`]).
     fn flush(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + self.timeout;
-        let mut said = false;
-        loop {
-            let flushed = kafka::flush(&self.producer, Duration::from_secs(1));
-            if let Some(failure) = self.producer.context().first_failure() {
-                bail!("{} did not take a record: {failure}", self.name);
-            }
-            if flushed {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{} acknowledged nothing for {} s: is the broker up?", self.name, self.timeout.as_secs());
-            }
-            if !said {
-                tracing::warn!("waiting for {} to acknowledge the windows sent", self.name);
-                said = true;
-            }
-        }
+        acknowledged(&self.producer, &self.name, self.timeout)
     }
 
     /// Makes the windows sent since the last commit durable with `commit`'s progress.
@@ -326,6 +310,87 @@ impl WindowTable for TopicTable {
 
     fn commit(&mut self, commit: &Commit<'_>) -> anyhow::Result<()> {
         self.make_durable(commit)
+    }
+}
+
+/// Waits until every record `producer` sent is acknowledged by `name`; a record that failed
+/// for good fails the commit (nothing after it is made durable), and so does a broker that
+/// acknowledges nothing for `timeout`.
+fn acknowledged(producer: &ThreadedProducer<Deliveries>, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut said = false;
+    loop {
+        let flushed = kafka::flush(producer, Duration::from_secs(1));
+        if let Some(failure) = producer.context().first_failure() {
+            bail!("{name} did not take a record: {failure}");
+        }
+        if flushed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{name} acknowledged nothing for {} s: is the broker up?", timeout.as_secs());
+        }
+        if !said {
+            tracing::warn!("waiting for {name} to acknowledge the windows sent");
+            said = true;
+        }
+    }
+}
+
+/// The aggregates topic as the members of a shared group (`--share`) write it: their group's
+/// state lives in PostgreSQL beside the warehouse table ([`crate::sink::postgres::partitions`]),
+/// not in `NAME.state`, and each of their commits sends its windows here with an idempotent
+/// producer, acknowledged before the PostgreSQL transaction that moves the partitions past them
+/// commits ([`Mirror`]). On any broker: the fencing is PostgreSQL's epoch, held for the whole
+/// commit, and a window sent twice (a fenced member's, or a commit made again after a lost
+/// connection) is the same value under the same key.
+pub struct GroupTopic {
+    topic: String,
+    name: String,
+    producer: ThreadedProducer<Deliveries>,
+    timeout: Duration,
+}
+
+impl GroupTopic {
+    /// Creates the topic if missing (compacted, the source topic's partition count; an
+    /// existing topic that is not compacted is warned about) and connects the producer.
+    pub fn open(run: &Opening<'_>, target: &TopicTarget) -> anyhow::Result<GroupTopic> {
+        let probe = kafka::metadata_client(run.kafka)?;
+        let partitions = kafka::partitions_unless(&probe, run.kafka, &run.rules.topic, run.stop)?;
+        run.runtime.block_on(ensure_compacted(run.kafka, &probe, &target.topic, partitions.len(), true))?;
+        Ok(GroupTopic {
+            topic: target.topic.clone(),
+            name: format!("topic `{}` (idempotent writes)", target.topic),
+            producer: kafka::reliable_producer(run.kafka, &[PARTITIONER], Deliveries::default())?,
+            timeout: run.kafka.connect_timeout().max(Duration::from_secs(30)),
+        })
+    }
+
+    fn send(&self, key: &[u8], value: Option<&[u8]>) -> anyhow::Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        kafka::send(&self.producer, record).with_context(|| format!("sending to `{}`", self.topic))
+    }
+}
+
+impl Mirror for GroupTopic {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn publish(&mut self, gone: &[WindowKey], windows: &[Aggregate]) -> anyhow::Result<()> {
+        if !gone.is_empty() {
+            for key in gone {
+                self.send(&key.to_json(), None)?;
+            }
+            acknowledged(&self.producer, &self.name, self.timeout)?;
+        }
+        for window in windows {
+            self.send(&window.key.to_json(), Some(&window.to_json()))?;
+        }
+        acknowledged(&self.producer, &self.name, self.timeout)
     }
 }
 
