@@ -8,7 +8,6 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -56,16 +55,8 @@ fn reads(log: &Path) -> BTreeSet<i32> {
 /// the partitions the README's deal gives them: round-robin over the members in name order.
 /// The deal shares every partition, none twice. Returns what each reads.
 fn shared_by(logs: &[&Path], what: &str) -> Vec<BTreeSet<i32>> {
-    let names: Vec<String> = logs.iter().map(|l| l.file_stem().unwrap().to_str().unwrap().to_string()).collect();
-    let mut sorted = names.clone();
-    sorted.sort();
-    let deal: Vec<BTreeSet<i32>> = names
-        .iter()
-        .map(|name| {
-            let index = sorted.iter().position(|n| n == name).unwrap();
-            (0..PARTITIONS).filter(|p| *p as usize % sorted.len() == index).collect()
-        })
-        .collect();
+    let names: Vec<&str> = logs.iter().map(|l| l.file_stem().unwrap().to_str().unwrap()).collect();
+    let deal = testkit::deal(&names, PARTITIONS);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let held: Vec<BTreeSet<i32>> = logs.iter().map(|l| reads(l)).collect();
@@ -210,26 +201,6 @@ fn ends(tansu: &Tansu, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
-/// The sensor producing live, in-process, at `rate` readings per second per sensor, until told
-/// to stop; returns when it has.
-fn live_producer(tansu: &Tansu, rate: &str) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    use clap::Parser;
-    let (stop, stopped) = mpsc::channel::<()>();
-    let bootstrap = tansu.bootstrap();
-    let rate = rate.to_string();
-    let thread = std::thread::spawn(move || {
-        let argv =
-            ["weather-producer", "-b", &bootstrap, "--rate", &rate, "--sensors", &SENSORS.to_string(), "--quiet"];
-        let config = weather_producer::Config::try_parse_from(argv).unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let shutdown = async move {
-            tokio::task::spawn_blocking(move || stopped.recv()).await.ok();
-        };
-        runtime.block_on(weather_producer::run(config, shutdown)).unwrap();
-    });
-    (stop, thread)
-}
-
 /// Three members share six partitions of a live topic. One is SIGKILLed while it still has
 /// readings to commit; its partitions move to the two others once its lease has run out, then a
 /// replacement joins and takes its share. One member is paused past its lease (SIGSTOP): its
@@ -242,7 +213,7 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());
     tansu.create_topic("weather", PARTITIONS as u32);
     tansu.produce_in_small_batches(HISTORY_DAYS, SENSORS);
-    let (stop_producer, producer) = live_producer(&tansu, "20");
+    let producer = tansu.live_producer(20, SENSORS);
     let dir = tempfile::tempdir().unwrap();
 
     // The victim commits once a second: it always has readings not committed yet.
@@ -297,8 +268,7 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     assert!(summary.contains("readings consumed:"), "{summary}");
     shared_by(&[&paused_log, &replacement_log], "after m3 left");
 
-    stop_producer.send(()).unwrap();
-    producer.join().unwrap();
+    producer.stop();
     let end = ends(&tansu, PARTITIONS);
     caught_up(&pg, &end, "after the producer stopped");
     for (child, log) in [(&mut paused, &paused_log), (&mut replacement, &replacement_log)] {
