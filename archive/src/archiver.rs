@@ -161,8 +161,6 @@ struct Sharing {
     next_heartbeat: Instant,
     /// The partitions dealt to this member.
     share: BTreeSet<i32>,
-    /// Whether it owns its whole share (none held by a member that has not let go yet).
-    settled: bool,
     /// What the log last said this member owns.
     said: Option<BTreeSet<i32>>,
     /// Since when its share has been empty.
@@ -225,7 +223,6 @@ impl Archiver {
             group: Group::join(lake.store.clone(), &lake.layout, &member.name, member.lease),
             next_heartbeat: Instant::now(),
             share: BTreeSet::new(),
-            settled: false,
             said: None,
             idle_since: None,
         });
@@ -468,7 +465,6 @@ impl Archiver {
             true => sharing.idle_since.or(Some(now)),
             false => None,
         };
-        sharing.settled = owned == share;
         sharing.said = Some(owned);
         sharing.share = share;
         Ok(())
@@ -483,19 +479,23 @@ impl Archiver {
             Some(s) if s.share.is_empty() => {
                 s.said.is_some() && s.idle_since.is_some_and(|t| t.elapsed() >= s.group.lease() * IDLE_LEASES)
             }
-            Some(s) => s.settled && read,
+            // Its whole share, none held by a member that has not let go yet, none lost since.
+            Some(s) => read && s.said.is_some() && self.writer.parts.keys().eq(s.share.iter()),
         }
     }
 
     /// Leaves the group, if in one: every partition handed back (its files are published by
     /// now), then the heartbeat removed, so that the others take them over at once.
     fn leave(&mut self, stop: &Stop) {
-        let Some(sharing) = &self.sharing else { return };
+        if self.sharing.is_none() {
+            return;
+        }
         let partitions: Vec<i32> = self.writer.parts.keys().copied().collect();
         for &partition in &partitions {
             self.writer.release(partition, stop);
         }
-        let member = sharing.group.member();
+        let Some(sharing) = &mut self.sharing else { return };
+        let member = sharing.group.member().to_string();
         match sharing.group.leave() {
             Ok(()) => tracing::info!("member `{member}` left group `{}`", self.writer.settings.group),
             Err(e) => {

@@ -9,9 +9,15 @@
 //! write. The lake needs nothing but the writes it already does: a member is alive while its
 //! heartbeat changes, as this member's own clock sees it, so the members' clocks need not agree.
 //! Offsets are still committed to the consumer group, for lag tools.
+//!
+//! A thread of its own replaces the heartbeat, so that the loop's longer steps (a consumer made
+//! anew, a file encoded and uploaded) do not pass for a death; it stops beating when the loop
+//! has not turned for [`STALLED_LEASES`] leases, so that a stuck member's partitions move on.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +27,9 @@ use crate::store::{is_leftover, Store, StoreError};
 
 /// A heartbeat left unchanged this many leases is a member that died: its object is removed.
 const TIDY_AFTER_LEASES: u32 = 10;
+/// A loop that has not turned for this many leases is stuck: its heartbeat stops, and the
+/// others take its partitions over.
+pub const STALLED_LEASES: u32 = 6;
 
 /// What a member's heartbeat object holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,23 +94,32 @@ pub struct Group {
     prefix: String,
     member: String,
     lease: Duration,
-    run: u64,
-    beat: u64,
     liveness: Liveness,
+    /// Replacing the heartbeat, from the first [`Group::heartbeat`] on.
+    beater: Option<Beater>,
+    /// When the loop last asked for the members (ms since `started`), for the beater to see
+    /// whether it is stuck.
+    turned: Arc<AtomicU64>,
+    started: Instant,
+}
+
+/// The thread that replaces the heartbeat every quarter lease.
+struct Beater {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
 }
 
 impl Group {
     pub fn join(store: Arc<dyn Store>, layout: &Layout, member: &str, lease: Duration) -> Group {
-        let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id());
         Group {
             store,
             prefix: layout.members_prefix(),
             member: member.to_string(),
             lease,
-            run,
-            beat: 0,
             liveness: Liveness::default(),
+            beater: None,
+            turned: Arc::default(),
+            started: Instant::now(),
         }
     }
 
@@ -113,13 +131,13 @@ impl Group {
         self.lease
     }
 
-    /// Replaces this member's heartbeat and reads the others': the live members, this one
-    /// among them, in name order.
+    /// Reads the members' heartbeats (this member's written first, the first time, and then
+    /// kept up by its own thread): the live members, this one among them, in name order.
     pub fn heartbeat(&mut self) -> Result<Vec<String>, StoreError> {
-        self.beat += 1;
-        let mine = Heartbeat { run: self.run, beat: self.beat, lease_ms: self.lease.as_millis() as u64 };
-        let bytes = serde_json::to_vec(&mine).expect("a heartbeat always serializes");
-        self.store.put(&self.key(&self.member), &bytes)?;
+        self.turned.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if self.beater.is_none() {
+            self.beater = Some(self.start_beating()?);
+        }
         let mut beats = Vec::new();
         for key in self.store.list(&self.prefix)? {
             let Some(member) = key.strip_prefix(&self.prefix).and_then(|n| n.strip_suffix(".json")) else { continue };
@@ -145,14 +163,75 @@ impl Group {
         Ok(live)
     }
 
+    /// Writes the first heartbeat, then starts the thread that writes the next ones.
+    fn start_beating(&self) -> Result<Beater, StoreError> {
+        let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        let (store, key, lease) = (self.store.clone(), self.key(&self.member), self.lease);
+        let beat = move |beat: u64| {
+            let bytes = serde_json::to_vec(&Heartbeat { run, beat, lease_ms: lease.as_millis() as u64 })
+                .expect("a heartbeat always serializes");
+            store.put(&key, &bytes)
+        };
+        beat(1)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stopped, turned, started, member) = (stop.clone(), self.turned.clone(), self.started, self.member.clone());
+        let every = (lease / 4).max(Duration::from_millis(250));
+        let stalled = (lease * STALLED_LEASES).as_millis() as u64;
+        let thread = std::thread::spawn(move || {
+            let (mut n, mut said) = (1, false);
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::park_timeout(every);
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let idle = (started.elapsed().as_millis() as u64).saturating_sub(turned.load(Ordering::Relaxed));
+                if idle > stalled {
+                    if !said {
+                        tracing::warn!(
+                            "member `{member}`'s loop has not turned for {} s: its heartbeat stops, and the others \
+                             take its partitions over",
+                            idle / 1000
+                        );
+                        said = true;
+                    }
+                    continue;
+                }
+                said = false;
+                n += 1;
+                if let Err(e) = beat(n) {
+                    tracing::warn!("the heartbeat of member `{member}` failed ({e}); if this lasts {lease:?}, the others take its partitions over");
+                }
+            }
+        });
+        Ok(Beater { stop, thread })
+    }
+
+    /// Stops the heartbeat's thread, if it runs.
+    fn stop_beating(&mut self) {
+        if let Some(beater) = self.beater.take() {
+            beater.stop.store(true, Ordering::Relaxed);
+            beater.thread.thread().unpark();
+            let _ = beater.thread.join();
+        }
+    }
+
     /// Leaves the group: the others deal its partitions (handed back first) at their next
     /// heartbeat, without waiting for its lease to run out.
-    pub fn leave(&self) -> Result<(), StoreError> {
+    pub fn leave(&mut self) -> Result<(), StoreError> {
+        self.stop_beating();
         self.store.delete(&self.key(&self.member))
     }
 
     fn key(&self, member: &str) -> String {
         format!("{}{member}.json", self.prefix)
+    }
+}
+
+impl Drop for Group {
+    /// A run that ends without leaving (an error) stops beating: its lease runs out.
+    fn drop(&mut self) {
+        self.stop_beating();
     }
 }
 
@@ -186,7 +265,8 @@ mod tests {
     }
 
     /// Members see each other through the lake; one that leaves is gone at the next heartbeat,
-    /// one that stops beating is not alive after its lease.
+    /// one that stops beating is not alive after its lease; one whose loop no longer turns
+    /// stops beating.
     #[test]
     fn members_see_each_other_through_the_lake() {
         let dir = tempfile::tempdir().unwrap();
@@ -203,8 +283,20 @@ mod tests {
         let mut c = Group::join(store.clone(), &layout, "c", lease);
         c.heartbeat().unwrap();
         assert_eq!(a.heartbeat().unwrap(), ["a", "c"]);
-        // c stops beating: after its lease, a no longer counts it.
+        // c stops beating (a run that ended without leaving): after its lease, a no longer
+        // counts it.
+        drop(c);
         std::thread::sleep(lease);
         assert_eq!(a.heartbeat().unwrap(), ["a"]);
+        // d's loop turns once, then never again: its thread beats on for a while, then stops.
+        let mut d = Group::join(store.clone(), &layout, "d", lease);
+        d.heartbeat().unwrap();
+        assert_eq!(a.heartbeat().unwrap(), ["a", "d"]);
+        std::thread::sleep(lease * STALLED_LEASES / 2);
+        assert_eq!(a.heartbeat().unwrap(), ["a", "d"], "beating while its loop is slow");
+        std::thread::sleep(lease * (STALLED_LEASES / 2 + 1));
+        a.heartbeat().unwrap();
+        std::thread::sleep(lease);
+        assert_eq!(a.heartbeat().unwrap(), ["a"], "a stuck loop stops beating");
     }
 }
