@@ -340,9 +340,12 @@ fn holding(log: &Path) -> BTreeSet<i32> {
 }
 
 /// The group test's members: in group `shared`, named `name`, with a 2 s lease, and these
-/// fetch settings.
-fn group_flags(name: &'static str, fetch: &[&'static str]) -> Vec<&'static str> {
-    let mut flags = vec!["--until-end", "--max-rows", "2000", "-g", "shared", "--member", name, "--lease", "2"];
+/// fetch settings; to the topic's end, or following it until SIGTERM.
+fn group_flags(name: &'static str, fetch: &[&'static str], bounded: bool) -> Vec<&'static str> {
+    let mut flags = vec!["--max-rows", "2000", "-g", "shared", "--member", name, "--lease", "2"];
+    if bounded {
+        flags.push("--until-end");
+    }
     flags.extend(fetch);
     flags
 }
@@ -363,9 +366,10 @@ const SLOW: [&str; 10] = [
 ];
 
 /// Three instances in one group share the six partitions, each holding its deal, none twice.
-/// Member 0 is the slowest: the other two finish their shares and leave (each hands its
-/// partitions back, and member 0 takes them over), and member 0, holding every partition with
-/// work left, is SIGKILLed. A new member joins the same group: it waits one lease for member 0's
+/// Member 0 is the slowest: the other two (following the topic, so that they are there when the
+/// three share it) leave on a SIGTERM, one after the other (each hands its partitions back, and
+/// member 0 takes them over), and member 0, holding every partition with work left, is
+/// SIGKILLed. A new member joins the same group: it waits one lease for member 0's
 /// heartbeat to stop changing, takes every partition over from the lake's state, and archives
 /// exactly the readings the state had not: more than none. The lake then holds every reading
 /// once. (On Tansu 0.6, Kafka's group protocol never got this far, see docs/tansu: the group's
@@ -418,16 +422,18 @@ fn a_member_killed_mid_run_loses_nothing_when_a_new_member_takes_over() {
         }
     };
     // The slow member first: alone, it holds every partition, and gets far in none.
-    let mut slow = start(&tansu, &lake, &group_flags("m0", &SLOW), &log(0));
+    let mut slow = start(&tansu, &lake, &group_flags("m0", &SLOW, true), &log(0));
     shared(&[0]);
     let mut others = Vec::new();
     for (i, name) in [(1, "m1"), (2, "m2")] {
-        others.push(start(&tansu, &lake, &group_flags(name, &testkit::THROTTLE), &log(i)));
+        others.push(start(&tansu, &lake, &group_flags(name, &testkit::THROTTLE, false), &log(i)));
         shared(&(0..=i).collect::<Vec<_>>());
     }
 
-    // The fast two finish and leave, one after the other, each a clean leave that rebalances.
+    // The fast two leave, one after the other, each a clean leave that hands its partitions on.
     for (i, member) in others.into_iter().enumerate() {
+        let status = std::process::Command::new("kill").args(["-TERM", &member.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -TERM");
         let summary = finish(member, &log(i + 1), Duration::from_secs(120));
         assert!(count(&summary, "readings archived:") > 0, "member {} archived nothing:\n{summary}", i + 1);
     }
@@ -443,7 +449,7 @@ fn a_member_killed_mid_run_loses_nothing_when_a_new_member_takes_over() {
 
     // It takes member 0's partitions once member 0's lease (2 s) has run out: well before the
     // ten leases after which a silent member's heartbeat is tidied away (which would too).
-    let newcomer = start(&tansu, &lake, &group_flags("m3", &[]), &log(3));
+    let newcomer = start(&tansu, &lake, &group_flags("m3", &[], true), &log(3));
     let joined = Instant::now();
     wait_for("the new member taking every partition", || holding(&log(3)) == all);
     assert!(joined.elapsed() < Duration::from_secs(10), "member 0's partitions moved after {:?}", joined.elapsed());
