@@ -29,6 +29,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use weather_common::kafka::TopicError;
 use weather_common::shutdown::Stop;
+use weather_common::source::SourceError;
 
 pub use config::Cli;
 pub use summary::Report;
@@ -54,8 +55,8 @@ fn report(cli: &Cli, stop: &Stop) -> anyhow::Result<Report> {
     });
     let read = match read {
         Ok(read) => read,
-        Err(e) => match e.downcast_ref::<TopicError>() {
-            Some(TopicError::Missing { topic, brokers, existing }) => {
+        Err(e) => match e.downcast_ref::<SourceError>() {
+            Some(SourceError::Topic(TopicError::Missing { topic, brokers, existing })) => {
                 bail!("{}", hints::missing_topic(topic, brokers, existing))
             }
             _ => return Err(e),

@@ -16,12 +16,10 @@ use weather_common::source::{start_offsets, Admit, Progress, Source, TopicView};
 
 use crate::config::Cli;
 use crate::page;
-use crate::source::{self, Read};
+use crate::source::{self, Read, GROUP};
 use crate::summary::Report;
 use crate::table::Table;
 
-/// The report's consumer group: named because librdkafka wants one; nothing is committed.
-const GROUP: &str = "weather-report";
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Reads `cli.topic` to its end, calls `show` with the page drawn from the table, then follows
