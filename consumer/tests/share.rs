@@ -187,12 +187,12 @@ fn live_producer(tansu: &Tansu, rate: &str) -> (mpsc::Sender<()>, std::thread::J
     let thread = std::thread::spawn(move || {
         let argv =
             ["weather-producer", "-b", &bootstrap, "--rate", &rate, "--sensors", &SENSORS.to_string(), "--quiet"];
-        let config = weather_producer::Config::try_parse_from(argv).unwrap();
+        let settings = weather_producer::Cli::try_parse_from(argv).and_then(weather_producer::Cli::settings).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let shutdown = async move {
             tokio::task::spawn_blocking(move || stopped.recv()).await.ok();
         };
-        runtime.block_on(weather_producer::run(config, shutdown)).unwrap();
+        runtime.block_on(weather_producer::run(settings, shutdown)).unwrap();
     });
     (stop, thread)
 }

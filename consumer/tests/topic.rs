@@ -63,9 +63,10 @@ fn report_rows(tansu: &Tansu, topic: &str, extra: &[&str]) -> (Vec<String>, Stri
     let csv = dir.path().join("table.csv");
     let bootstrap = tansu.bootstrap();
     let argv = ["weather-report", "-b", &bootstrap, "-t", topic, "--quiet", "--csv", csv.to_str().unwrap()];
-    let cli = weather_report::Cli::try_parse_from(argv.iter().chain(extra)).unwrap();
+    let settings =
+        weather_report::Cli::try_parse_from(argv.iter().chain(extra)).and_then(weather_report::Cli::settings).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let report = runtime.block_on(weather_report::run(cli, std::future::pending())).unwrap();
+    let report = runtime.block_on(weather_report::run(settings, std::future::pending())).unwrap();
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap();
@@ -411,9 +412,10 @@ fn with_transactions_a_killed_runs_windows_are_written_again_with_the_same_value
     let bootstrap = mock.bootstrap_servers();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", "3000", "--sensors", "4", "--quiet"];
-    let config =
-        weather_producer::Config::try_parse_from(argv.iter().chain(&["--seed", "3", "-X", "linger.ms=5"])).unwrap();
-    assert_eq!(runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap().acknowledged, 12_000);
+    let settings = weather_producer::Cli::try_parse_from(argv.iter().chain(&["--seed", "3", "-X", "linger.ms=5"]))
+        .and_then(weather_producer::Cli::settings)
+        .unwrap();
+    assert_eq!(runtime.block_on(weather_producer::run(settings, std::future::pending())).unwrap().acknowledged, 12_000);
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], log: &Path| -> Child {
         spawn_logged(consumer_command(&bootstrap, args).args(testkit::THROTTLE), log)

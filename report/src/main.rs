@@ -6,8 +6,11 @@ use weather_report::Cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     weather_common::init_logging();
-    let cli = Cli::parse();
-    match weather_report::run(cli, weather_common::shutdown::signal()).await {
+    let settings = match Cli::parse().settings() {
+        Ok(settings) => settings,
+        Err(e) => e.exit(),
+    };
+    match weather_report::run(settings, weather_common::shutdown::signal()).await {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

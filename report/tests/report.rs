@@ -18,8 +18,8 @@ use weather_common::units::{Tenths, Unit};
 async fn report(tansu: &Tansu, args: &[&str]) -> anyhow::Result<weather_report::Report> {
     let bootstrap = tansu.bootstrap();
     let argv = ["weather-report", "-b", &bootstrap, "--connect-timeout", "20", "--quiet"];
-    let cli = weather_report::Cli::try_parse_from(argv.into_iter().chain(args.iter().copied()))?;
-    weather_report::run(cli, std::future::pending()).await
+    let settings = weather_report::Cli::try_parse_from(argv.into_iter().chain(args.iter().copied()))?.settings()?;
+    weather_report::run(settings, std::future::pending()).await
 }
 
 /// Sensor `s`'s week `id` in °F: CO `100 s + id`, humidity `10 s + id`, so that every number

@@ -109,9 +109,9 @@ async fn a_taken_address_fails_at_once() {
     let address = taken.local_addr().unwrap().to_string();
     let argv =
         ["weather-report", "-b", "127.0.0.1:1", "--connect-timeout", "5", "-t", "aggregates", "--serve", &address];
-    let cli = <weather_report::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    let settings = <weather_report::Cli as clap::Parser>::try_parse_from(argv).unwrap().settings().unwrap();
     let started = Instant::now();
-    let err = format!("{:#}", weather_report::run(cli, std::future::pending()).await.unwrap_err());
+    let err = format!("{:#}", weather_report::run(settings, std::future::pending()).await.unwrap_err());
     assert!(err.contains(&format!("cannot serve on `{address}`")) && err.contains("HOST:PORT"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }

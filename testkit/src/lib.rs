@@ -132,15 +132,16 @@ impl Tansu {
         let (bootstrap, count, sensors, seed) =
             (self.bootstrap(), count.to_string(), sensors.to_string(), seed.to_string());
         let argv = ["weather-producer", "-b", &bootstrap, "-t", topic, "--rate", "0", "--count", &count];
-        let config = weather_producer::Config::try_parse_from(argv.into_iter().chain([
+        let settings = weather_producer::Cli::try_parse_from(argv.into_iter().chain([
             "--sensors",
             &sensors,
             "--seed",
             &seed,
             "--quiet",
         ]))
+        .and_then(weather_producer::Cli::settings)
         .expect("valid producer flags");
-        weather_producer::run(config, std::future::pending()).await.expect("producing readings")
+        weather_producer::run(settings, std::future::pending()).await.expect("producing readings")
     }
 
     /// Publishes `days` readings from each of `sensors` sensors to `weather` in record batches
@@ -151,9 +152,11 @@ impl Tansu {
         let (bootstrap, count, sensor_count) = (self.bootstrap(), days.to_string(), sensors.to_string());
         let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", &count, "--sensors", &sensor_count];
         let small_batches = ["--seed", "9", "-X", "linger.ms=5", "--quiet"];
-        let config = weather_producer::Config::try_parse_from(argv.into_iter().chain(small_batches)).unwrap();
+        let settings = weather_producer::Cli::try_parse_from(argv.into_iter().chain(small_batches))
+            .and_then(weather_producer::Cli::settings)
+            .unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let sent = runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap();
+        let sent = runtime.block_on(weather_producer::run(settings, std::future::pending())).unwrap();
         assert_eq!(sent.acknowledged, days * u64::from(sensors));
     }
 
