@@ -2,33 +2,21 @@
 //! (headless Chromium, driven over the DevTools protocol): the page loads with the table as it
 //! is, windows published afterwards appear on it without a reload, and SIGTERM stops it.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::week;
 use testkit::chromium::Chromium;
 use testkit::Tansu;
-use weather_common::aggregate::{Aggregate, WindowKey};
-use weather_common::units::{Tenths, Unit};
+use weather_common::aggregate::Aggregate;
 
 /// How long a published window may take to show on the page.
 const SHOWN_WITHIN: Duration = Duration::from_secs(10);
-
-/// Sensor `s`'s week `id` in °F.
-fn week(s: u64, id: u64, temp_tenths: i64) -> Aggregate {
-    Aggregate {
-        key: WindowKey { sensor_id: format!("sensor-{s}"), window_days: 7, window_id: id },
-        unit: Unit::Fahrenheit,
-        avg_temp: Tenths(temp_tenths),
-        avg_co: (100 * s + id) as i64,
-        avg_humidity: (10 * s + id) as i64,
-        readings: 7,
-        first_record_id: id * 7 - 6,
-        last_record_id: id * 7,
-    }
-}
 
 fn publish(tansu: &Tansu, windows: &[Aggregate]) {
     let records: Vec<(Vec<u8>, Vec<u8>)> = windows.iter().map(|a| (a.key.to_json(), a.to_json())).collect();
