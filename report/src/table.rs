@@ -45,8 +45,9 @@ struct Key {
     window_id: u64,
 }
 
-/// One window of the report: its averages, without the sensor and the window length that the
-/// series and the section it is in name.
+/// One window of the report: the averages it shows, without the sensor and the window length
+/// that the series and the section it is in name (nor the readings and record ids behind them,
+/// which no output shows: a window is 40 bytes, not 56).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub window_id: u64,
@@ -55,9 +56,6 @@ pub struct Window {
     pub avg_temp: Tenths,
     pub avg_co: i64,
     pub avg_humidity: i64,
-    pub readings: u32,
-    pub first_record_id: u64,
-    pub last_record_id: u64,
 }
 
 impl From<&Aggregate> for Window {
@@ -68,9 +66,6 @@ impl From<&Aggregate> for Window {
             avg_temp: a.avg_temp,
             avg_co: a.avg_co,
             avg_humidity: a.avg_humidity,
-            readings: a.readings,
-            first_record_id: a.first_record_id,
-            last_record_id: a.last_record_id,
         }
     }
 }
@@ -169,21 +164,19 @@ pub fn sensor_order(id: &str) -> (&str, Option<u128>, &str) {
 pub(crate) mod tests {
     use super::*;
 
-    /// The sorted table as aggregates again.
-    fn sorted(table: Table) -> Vec<Aggregate> {
+    /// The sorted table, each window with its key.
+    fn sorted(table: Table) -> Vec<(WindowKey, Window)> {
         let windows = |s: SensorWindows| {
-            s.windows.into_iter().map(move |w| Aggregate {
-                key: WindowKey { sensor_id: s.sensor_id.clone(), window_days: s.window_days, window_id: w.window_id },
-                unit: w.unit,
-                avg_temp: w.avg_temp,
-                avg_co: w.avg_co,
-                avg_humidity: w.avg_humidity,
-                readings: w.readings,
-                first_record_id: w.first_record_id,
-                last_record_id: w.last_record_id,
+            s.windows.into_iter().map(move |w| {
+                (WindowKey { sensor_id: s.sensor_id.clone(), window_days: s.window_days, window_id: w.window_id }, w)
             })
         };
         table.into_sorted().into_iter().flat_map(windows).collect()
+    }
+
+    /// A window as the table holds it.
+    fn row(a: &Aggregate) -> (WindowKey, Window) {
+        (a.key.clone(), Window::from(a))
     }
 
     /// `sensor`'s first 30-day window, its averages those of [`week`]'s first.
@@ -228,7 +221,7 @@ pub(crate) mod tests {
         table.apply(1, 6, Some(&week("sensor-1", 1, 0).key.to_json()), Some(b"not json"));
         assert_eq!((table.overwritten, table.deleted, table.bad_records()), (1, 1, 2));
         assert_eq!(table.bad.iter().map(|b| (b.partition, b.offset)).collect::<Vec<_>>(), [(1, 5), (1, 6)]);
-        assert_eq!(sorted(table), [week("sensor-1", 1, 120)]);
+        assert_eq!(sorted(table), [row(&week("sensor-1", 1, 120))]);
     }
 
     /// Rows come by window length, sensor in counting order, then window.
@@ -242,7 +235,7 @@ pub(crate) mod tests {
             put(&mut table, i as i64, a);
         }
         let order: Vec<(u32, String, u64)> =
-            sorted(table).into_iter().map(|a| (a.key.window_days, a.key.sensor_id, a.key.window_id)).collect();
+            sorted(table).into_iter().map(|(key, _)| (key.window_days, key.sensor_id, key.window_id)).collect();
         assert_eq!(
             order,
             [
