@@ -6,10 +6,7 @@ use weather_report::Cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     weather_common::init_logging();
-    let settings = match Cli::parse().settings() {
-        Ok(settings) => settings,
-        Err(e) => e.exit(),
-    };
+    let settings = Cli::parse().settings().unwrap_or_else(|e| e.exit());
     match weather_report::run(settings, weather_common::shutdown::signal()).await {
         Ok(report) => {
             print!("{report}");
