@@ -25,7 +25,7 @@ use weather_common::shutdown::Stop;
 pub use config::{Cli, Settings};
 pub use publish::Sent;
 use walk::Walk;
-use writers::{Rival, Watch};
+use writers::{Ends, Rival, Watch};
 
 /// How often a running sensor looks at its partitions' tails for another writer.
 const LOOK_INTERVAL: Duration = Duration::from_secs(5);
@@ -100,7 +100,7 @@ fn run_blocking(settings: &Settings, stop: &Stop) -> anyhow::Result<Sent> {
         Some(rival) => Some(rival),
         // A run that failed says why; the broker may not answer a look now.
         None if sent.is_err() => None,
-        None => watch.look(|| producer.context().acknowledged(), true).unwrap_or_else(|e| {
+        None => watch.look(|| producer.context().acknowledged(), Ends::Confirmed).unwrap_or_else(|e| {
             tracing::warn!("could not look for another writer of these sensors at the end: {e}");
             None
         }),
@@ -120,7 +120,7 @@ fn watch_while_running(
     stop: &Stop,
 ) -> (Watch, Option<Rival>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = running.recv_timeout(LOOK_INTERVAL) {
-        match watch.look(|| producer.context().acknowledged(), false) {
+        match watch.look(|| producer.context().acknowledged(), Ends::Listed) {
             Ok(Some(rival)) => {
                 stop.request();
                 return (watch, Some(rival));
