@@ -700,18 +700,7 @@ fn wait_for_port(child: &mut Child, port: u16, name: &str, log: &Path) -> Result
 pub fn lake_python() -> PathBuf {
     static PYTHON: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
-    python
-        .get_or_insert_with(|| {
-            let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
-            let out = Command::new(&stack)
-                .arg("python")
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("running scripts/stack python");
-            assert!(out.status.success(), "scripts/stack python failed ({})", out.status);
-            PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
-        })
-        .clone()
+    python.get_or_insert_with(|| PathBuf::from(stack_says("python").trim())).clone()
 }
 
 /// The readers of the lake's Delta table that are not our writer: the Python that has
@@ -722,18 +711,23 @@ pub fn delta_python() -> (PathBuf, PathBuf) {
     let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
     python
         .get_or_insert_with(|| {
-            let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
-            let out = Command::new(&stack)
-                .arg("delta-python")
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("running scripts/stack delta-python");
-            assert!(out.status.success(), "scripts/stack delta-python failed ({})", out.status);
-            let text = String::from_utf8(out.stdout).expect("paths");
+            let text = stack_says("delta-python");
             let mut lines = text.lines().map(|l| PathBuf::from(l.trim()));
             (lines.next().expect("the Python"), lines.next().expect("the extension"))
         })
         .clone()
+}
+
+/// What `scripts/stack <command>` prints (its errors go to the test's output).
+fn stack_says(command: &str) -> String {
+    let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
+    let out = Command::new(&stack)
+        .arg(command)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/stack {command}: {e}"));
+    assert!(out.status.success(), "scripts/stack {command} failed ({})", out.status);
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("scripts/stack {command} printed no text: {e}"))
 }
 
 /// The path of a stack binary.
