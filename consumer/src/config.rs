@@ -29,40 +29,32 @@ pub enum Preset {
     V2,
 }
 
-/// What a preset sets; a flag given explicitly wins. Without a preset: version 1's.
+/// What a preset sets; a flag given explicitly wins.
+struct Defaults {
+    window: WindowSize,
+    unit: Unit,
+    format: Format,
+    start: Start,
+    upload: Upload,
+}
+
 impl Preset {
-    fn window(self) -> WindowSize {
+    fn defaults(self) -> Defaults {
         match self {
-            Preset::V1 => WindowSize::MONTH,
-            Preset::V2 => WindowSize::WEEK,
-        }
-    }
-
-    fn unit(self) -> Unit {
-        match self {
-            Preset::V1 => Unit::Celsius,
-            Preset::V2 => Unit::Fahrenheit,
-        }
-    }
-
-    fn format(self) -> Format {
-        match self {
-            Preset::V1 => Format::Txt,
-            Preset::V2 => Format::Csv,
-        }
-    }
-
-    fn start(self) -> Start {
-        match self {
-            Preset::V1 => Start::Resume,
-            Preset::V2 => Start::Earliest,
-        }
-    }
-
-    fn upload(self) -> Upload {
-        match self {
-            Preset::V1 => Upload::IfAsked,
-            Preset::V2 => Upload::Preset,
+            Preset::V1 => Defaults {
+                window: WindowSize::MONTH,
+                unit: Unit::Celsius,
+                format: Format::Txt,
+                start: Start::Resume,
+                upload: Upload::IfAsked,
+            },
+            Preset::V2 => Defaults {
+                window: WindowSize::WEEK,
+                unit: Unit::Fahrenheit,
+                format: Format::Csv,
+                start: Start::Earliest,
+                upload: Upload::Preset,
+            },
         }
     }
 }
@@ -237,8 +229,9 @@ pub enum Reference {
 impl Cli {
     /// Checks the flags together and applies the preset.
     pub fn settings(mut self) -> Result<Settings, clap::Error> {
-        let preset = self.preset.unwrap_or(Preset::V1);
-        let rules = self.rules(preset);
+        // Without a preset: version 1's defaults.
+        let preset = self.preset.unwrap_or(Preset::V1).defaults();
+        let rules = self.rules(&preset);
         let dead_letter_topic = self.dead_letters.topic(&rules.topic).map_err(invalid)?;
         let flags = self.tables.flags();
         let checks = Checks { kafka: &self.kafka, topic: &rules.topic, dead_letter_topic: &dead_letter_topic };
@@ -254,14 +247,14 @@ impl Cli {
                 ));
             }
         }
-        let file = self.file.check(&rules, preset.upload()).map_err(invalid)?;
+        let file = self.file.check(&rules, preset.upload).map_err(invalid)?;
         let (reference, group) = match (&file, tables.last()) {
             (Some(file), _) => (Reference::File, rules.default_group(&file.path)),
             (None, Some(_)) => (Reference::Table(tables.len() - 1), tables[0].default_group(&rules)),
             (None, None) => unreachable!("--no-file without a table was refused above"),
         };
         Ok(Settings {
-            start: self.run.start(preset.start()),
+            start: self.run.start(preset.start),
             until: self.run.until(),
             kafka: self.kafka,
             rules,
@@ -315,18 +308,18 @@ impl Cli {
     }
 
     /// What the output computes and how it writes it: the flags given, else the preset's.
-    fn rules(&self, preset: Preset) -> Rules {
+    fn rules(&self, preset: &Defaults) -> Rules {
         let window = match (self.window, self.window_days) {
             (_, Some(days)) => WindowSize::days(days).expect("clap checked the range"),
             (Some(WindowArg::Week), None) => WindowSize::WEEK,
             (Some(WindowArg::Month), None) => WindowSize::MONTH,
-            (None, None) => preset.window(),
+            (None, None) => preset.window,
         };
         Rules {
             topic: self.topic.clone(),
             window,
-            unit: self.unit.unwrap_or(preset.unit()),
-            format: self.format.unwrap_or(preset.format()),
+            unit: self.unit.unwrap_or(preset.unit),
+            format: self.format.unwrap_or(preset.format),
             sensor_column: self.sensor_column,
         }
     }
