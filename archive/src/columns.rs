@@ -120,16 +120,20 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, parquet::errors::ParquetEr
 
 /// The rows of a Parquet file of the lake, as one batch.
 pub fn decode(bytes: Vec<u8>) -> Result<RecordBatch, parquet::errors::ParquetError> {
+    Ok(arrow_select::concat::concat_batches(&schema(), &batches(bytes)?)?)
+}
+
+/// The rows of any Parquet file (the lake's, a table checkpoint), in batches of the file's own
+/// schema.
+pub fn batches(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?
         .with_batch_size(1 << 20)
         .build()?;
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok(arrow_select::concat::concat_batches(&schema(), &batches)?)
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
 #[cfg(test)]
 mod tests {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     use super::*;
@@ -166,13 +170,7 @@ mod tests {
             (stats.min_bytes_opt(), stats.max_bytes_opt()),
             (Some(&40i64.to_le_bytes()[..]), Some(&41i64.to_le_bytes()[..]))
         );
-        let batch = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+        let batch = batches(bytes).unwrap().remove(0);
         assert_eq!(batch.schema(), schema());
         let temperature = batch.column(2).as_any().downcast_ref::<arrow_array::Float64Array>().unwrap();
         assert_eq!(temperature.values(), &[20.3, -1.5]);

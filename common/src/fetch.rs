@@ -15,8 +15,15 @@
 //! every fetched message, partition end and fetch error arrives there, in order, and nowhere
 //! else. The consumer's own queue keeps librdkafka's other events (client
 //! errors, commit results), which rdkafka's poll serves between batches.
+//!
+//! A partition's end arrives as a message too, carrying the offset where the partition ends
+//! for this consumer: with `isolation.level=read_committed` (librdkafka's default), where
+//! committed records stop, before a transaction not finished (yet). The fetcher keeps that
+//! offset ([`Fetcher::end_of`]): the consumer's position is no answer there, since taking
+//! messages in batches leaves it past the unfinished transaction's first record.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -39,6 +46,8 @@ pub struct Fetcher<C: ConsumerContext + 'static> {
     queue: NonNull<rd::rd_kafka_queue_t>,
     /// Messages taken from the queue and not handed out yet: `taken[next..]`.
     pending: RefCell<Pending>,
+    /// By partition, the offset its latest end said it ends at.
+    ends: RefCell<BTreeMap<i32, i64>>,
     consumer: BaseConsumer<C>,
 }
 
@@ -60,7 +69,7 @@ impl<C: ConsumerContext> Fetcher<C> {
         let queue = unsafe { rd::rd_kafka_queue_new(consumer.client().native_ptr()) };
         let queue = NonNull::new(queue).expect("librdkafka allocates a queue or aborts");
         let pending = RefCell::new(Pending { taken: Vec::with_capacity(BATCH), next: 0 });
-        let fetcher = Fetcher { queue, pending, consumer };
+        let fetcher = Fetcher { queue, pending, ends: RefCell::default(), consumer };
         fetcher.forward(list)?;
         fetcher.consumer.assign(list)?;
         Ok(fetcher)
@@ -121,6 +130,13 @@ impl<C: ConsumerContext> Fetcher<C> {
         self.next_taken()
     }
 
+    /// Where `partition` ends, as its latest end (a `PartitionEOF` from [`Fetcher::poll`])
+    /// said: for a read_committed consumer, where its committed records stop. `None` before
+    /// its first end.
+    pub fn end_of(&self, partition: i32) -> Option<i64> {
+        self.ends.borrow().get(&partition).copied()
+    }
+
     /// Stops fetching `partition` of `topic` (see [`crate::kafka::pause`]).
     pub fn pause(&self, topic: &str, partition: i32) {
         crate::kafka::pause(&self.consumer, topic, partition)
@@ -160,6 +176,7 @@ impl<C: ConsumerContext> Fetcher<C> {
         Some(match error {
             rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(record),
             rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
+                self.ends.borrow_mut().insert(record.partition(), record.offset());
                 Err(KafkaError::PartitionEOF(record.partition()))
             }
             e => Err(KafkaError::MessageConsumption(e.into())),
@@ -239,7 +256,6 @@ fn bytes<'a>(data: *mut c_void, len: usize) -> Option<&'a [u8]> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Instant;
 
     use rdkafka::mocking::MockCluster;
@@ -286,7 +302,8 @@ mod tests {
     }
 
     /// Every record of every assigned partition arrives once, in its partition's order, with
-    /// its key, value, timestamp and topic; then each partition reports its end.
+    /// its key, value, timestamp and topic; then each partition reports its end, and the
+    /// fetcher keeps the offset each end carried.
     #[test]
     fn every_record_arrives_once_in_order_then_each_end() {
         let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).unwrap();
@@ -321,6 +338,8 @@ mod tests {
         }
         let each = count / 3;
         assert_eq!(ended, BTreeMap::from([(0, each + 1), (1, each), (2, each)]), "{count} records");
+        let ends: BTreeMap<i32, Option<i64>> = (0..3).map(|p| (p, fetcher.end_of(p))).collect();
+        assert_eq!(ends, ended.iter().map(|(&p, &end)| (p, Some(end))).collect(), "each end's offset is kept");
     }
 
     /// A message that reaches the consumer's own queue instead of the fetcher's (here: a

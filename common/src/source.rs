@@ -179,6 +179,11 @@ impl Progress {
             || reading.clone().next().is_some() && reading.into_iter().all(|p| self.at_end.get(p) == Some(&true))
     }
 
+    /// For a bounded run, the partitions not yet read to their end.
+    pub fn unfinished(&self) -> impl Iterator<Item = i32> + '_ {
+        self.unfinished.iter().copied()
+    }
+
     /// A bounded run is done once every partition is read up to its end.
     pub fn done(&self) -> bool {
         self.end.is_some() && self.unfinished.is_empty()
@@ -266,7 +271,23 @@ pub struct TopicView {
 impl TopicView {
     /// Connects (retrying while the broker is unreachable) and looks the topic up.
     pub fn look_up(args: &KafkaArgs, topic: &str, stop: &Stop) -> Result<TopicView, SourceError> {
-        let probe = kafka::metadata_client(args)?;
+        TopicView::look_up_with(kafka::metadata_client(args)?, args, topic, stop)
+    }
+
+    /// [`TopicView::look_up`], with the ends of the logs as the high watermarks: records of
+    /// transactions not (yet) committed included, which a [`Source`] does not read, for a
+    /// reader that says what it could not read. (A read_committed look-up answers where the
+    /// first unfinished transaction starts; Tansu 0.6 answers the partition's beginning.)
+    pub fn look_up_whole_logs(args: &KafkaArgs, topic: &str, stop: &Stop) -> Result<TopicView, SourceError> {
+        TopicView::look_up_with(kafka::metadata_client_seeing_everything(args)?, args, topic, stop)
+    }
+
+    fn look_up_with(
+        probe: BaseConsumer<LoggingContext>,
+        args: &KafkaArgs,
+        topic: &str,
+        stop: &Stop,
+    ) -> Result<TopicView, SourceError> {
         let partitions = kafka::partitions_unless(&probe, args, topic, stop)?;
         let watermarks = kafka::watermarks(&probe, topic, &partitions)?;
         Ok(TopicView { topic: topic.to_string(), probe, partitions, watermarks })
@@ -361,14 +382,16 @@ pub struct Source {
 }
 
 impl Source {
-    /// Assigns every partition of `view`, reading from `from`.
+    /// Assigns every partition of `view`, reading from `from`. Only committed records are read:
+    /// a transaction not finished (yet) ends its partition early ([`Source::end_of`]).
     pub fn open(
         args: &KafkaArgs,
         group: &str,
         view: TopicView,
         from: &BTreeMap<i32, i64>,
     ) -> Result<Source, SourceError> {
-        let mut settings = vec![("auto.offset.reset", "earliest")];
+        // read_committed is librdkafka's default; said here because readers rely on it.
+        let mut settings = vec![("auto.offset.reset", "earliest"), ("isolation.level", "read_committed")];
         settings.extend_from_slice(&FETCH_SETTINGS);
         let consumer: BaseConsumer<LoggingContext> =
             args.consumer_config(group, &settings).create_with_context(LoggingContext)?;
@@ -386,6 +409,12 @@ impl Source {
     /// nothing is there yet.
     pub fn poll(&self, timeout: Duration) -> Option<KafkaResult<Record<'_>>> {
         self.fetcher.poll(timeout)
+    }
+
+    /// Where `partition` ends for this source, as its latest `PartitionEOF` said: where its
+    /// committed records stop (see [`Fetcher::end_of`]).
+    pub fn end_of(&self, partition: i32) -> Option<i64> {
+        self.fetcher.end_of(partition)
     }
 
     /// Stops fetching `partition`: a bounded run has read it to its end.

@@ -12,7 +12,7 @@ use weather_common::meter::ProgressArgs;
 use weather_common::metrics::MetricsArgs;
 
 use crate::rules::{Format, Rules};
-use crate::sink::file::{FileArgs, FileOutput};
+use crate::sink::file::{FileArgs, FileOutput, Upload};
 use crate::sink::table::{Checks, TableConfig};
 use crate::sink::TableArgs;
 use crate::units::Unit;
@@ -27,6 +27,36 @@ pub enum Preset {
     /// Version 2: weekly averages in °F, written to weather_aggregation.csv and uploaded to S3
     /// (needs --s3-bucket), recomputed from the beginning of the topic.
     V2,
+}
+
+/// What a preset sets; a flag given explicitly wins.
+struct Defaults {
+    window: WindowSize,
+    unit: Unit,
+    format: Format,
+    start: Start,
+    upload: Upload,
+}
+
+impl Preset {
+    fn defaults(self) -> Defaults {
+        match self {
+            Preset::V1 => Defaults {
+                window: WindowSize::MONTH,
+                unit: Unit::Celsius,
+                format: Format::Txt,
+                start: Start::Resume,
+                upload: Upload::IfAsked,
+            },
+            Preset::V2 => Defaults {
+                window: WindowSize::WEEK,
+                unit: Unit::Fahrenheit,
+                format: Format::Csv,
+                start: Start::Earliest,
+                upload: Upload::Preset,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,8 +230,9 @@ pub enum Reference {
 impl Cli {
     /// Checks the flags together and applies the preset.
     pub fn settings(mut self) -> Result<Settings, clap::Error> {
-        let v2 = self.preset == Some(Preset::V2);
-        let rules = self.rules(v2);
+        // Without a preset: version 1's defaults.
+        let preset = self.preset.unwrap_or(Preset::V1).defaults();
+        let rules = self.rules(&preset);
         let dead_letter_topic = self.dead_letters.topic(&rules.topic).map_err(invalid)?;
         let flags = self.tables.flags();
         let checks = Checks { kafka: &self.kafka, topic: &rules.topic, dead_letter_topic: &dead_letter_topic };
@@ -217,14 +248,14 @@ impl Cli {
                 ));
             }
         }
-        let file = self.file.check(&rules, v2).map_err(invalid)?;
+        let file = self.file.check(&rules, preset.upload).map_err(invalid)?;
         let (reference, group) = match (&file, tables.last()) {
             (Some(file), _) => (Reference::File, rules.default_group(&file.path)),
             (None, Some(_)) => (Reference::Table(tables.len() - 1), tables[0].default_group(&rules)),
             (None, None) => unreachable!("--no-file without a table was refused above"),
         };
         Ok(Settings {
-            start: self.run.start(if v2 { Start::Earliest } else { Start::Resume }),
+            start: self.run.start(preset.start),
             until: self.run.until(),
             kafka: self.kafka,
             rules,
@@ -280,19 +311,18 @@ impl Cli {
     }
 
     /// What the output computes and how it writes it: the flags given, else the preset's.
-    fn rules(&self, v2: bool) -> Rules {
+    fn rules(&self, preset: &Defaults) -> Rules {
         let window = match (self.window, self.window_days) {
             (_, Some(days)) => WindowSize::days(days).expect("clap checked the range"),
             (Some(WindowArg::Week), None) => WindowSize::WEEK,
             (Some(WindowArg::Month), None) => WindowSize::MONTH,
-            (None, None) if v2 => WindowSize::WEEK,
-            (None, None) => WindowSize::MONTH,
+            (None, None) => preset.window,
         };
         Rules {
             topic: self.topic.clone(),
             window,
-            unit: self.unit.unwrap_or(if v2 { Unit::Fahrenheit } else { Unit::Celsius }),
-            format: self.format.unwrap_or(if v2 { Format::Csv } else { Format::Txt }),
+            unit: self.unit.unwrap_or(preset.unit),
+            format: self.format.unwrap_or(preset.format),
             sensor_column: self.sensor_column,
         }
     }

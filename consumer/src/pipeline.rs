@@ -139,6 +139,15 @@ pub struct Writer {
     pub(crate) metrics: Metrics,
 }
 
+/// Whether a checkpoint carries the run's partial windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partials {
+    /// None: the run goes on, or ends without `--emit-partial`.
+    Kept,
+    /// The run's end wrote its incomplete windows (`--emit-partial`): the tables note it.
+    Written,
+}
+
 /// What became of one message.
 enum Taken {
     /// A reading of this run: counted, kept aside, or the last of a window written.
@@ -215,7 +224,7 @@ impl Pipeline {
             let swap_due = idle && writer.tables.iter().any(Table::rebuilding) && writer.progress.caught_up();
             if (dirty || swap_due)
                 && (idle || last_checkpoint.elapsed() >= writer.settings.checkpoint_interval)
-                && writer.checkpoint(&self.source, &mut summary, false)?
+                && writer.checkpoint(&self.source, &mut summary, Partials::Kept)?
             {
                 dirty = false;
                 last_checkpoint = Instant::now();
@@ -280,8 +289,8 @@ impl Writer {
     /// Makes progress durable: dead letters acknowledged, output fsynced, then each table's
     /// rows and progress committed, then the checkpoint replaced, then the group told. A crash
     /// in between leaves the tables ahead of the file, never behind. False if dead letters are
-    /// not acknowledged yet. `partial`: the partial windows of the run's end are in this one.
-    fn checkpoint(&mut self, source: &Source, summary: &mut Summary, partial: bool) -> anyhow::Result<bool> {
+    /// not acknowledged yet.
+    fn checkpoint(&mut self, source: &Source, summary: &mut Summary, partials: Partials) -> anyhow::Result<bool> {
         let started = Instant::now();
         if !self.dead_letters.flush(DEAD_LETTER_FLUSH)? {
             tracing::warn!("dead letters not yet acknowledged; checkpoint postponed");
@@ -296,7 +305,7 @@ impl Writer {
             offsets: &self.checkpoint.offsets,
             windows: self.output.is_none().then_some(&self.checkpoint.windows),
             caught_up: self.progress.caught_up(),
-            partial,
+            partial: partials == Partials::Written,
         };
         for table in &mut self.tables {
             table.commit(commit)?;
@@ -321,7 +330,8 @@ impl Writer {
     /// The end of a run: the incomplete windows if asked for, a last checkpoint and a
     /// synchronous commit, and the summary's final figures.
     fn finish(&mut self, source: &Source, summary: &mut Summary) -> anyhow::Result<()> {
-        if self.settings.emit_partial {
+        let partials = if self.settings.emit_partial { Partials::Written } else { Partials::Kept };
+        if partials == Partials::Written {
             for window in self.checkpoint.windows.drain_partial() {
                 if let Some(output) = &mut self.output {
                     append(output, &mut *self.format, &window)?;
@@ -332,7 +342,7 @@ impl Writer {
                 summary.partial_windows += 1;
             }
         }
-        if !self.checkpoint(source, summary, self.settings.emit_partial)? {
+        if !self.checkpoint(source, summary, partials)? {
             bail!(
                 "rejected readings could not be kept aside in `{}`: progress stays at the last checkpoint",
                 self.dead_letters.topic()

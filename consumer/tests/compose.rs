@@ -90,8 +90,10 @@ fn our_services_get_flags_the_binaries_accept() {
         let mut argv: Vec<String> = entrypoint.iter().chain(&strings(&service["command"])).cloned().collect();
         match binary.as_str() {
             "weather-producer" => {
-                argv.extend(env_as_flags(&weather_producer::Config::command(), &name, &service));
-                weather_producer::Config::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
+                argv.extend(env_as_flags(&weather_producer::Cli::command(), &name, &service));
+                weather_producer::Cli::try_parse_from(&argv)
+                    .and_then(weather_producer::Cli::settings)
+                    .unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
             }
             "weather-consumer" => {
                 argv.extend(env_as_flags(&weather_consumer::Cli::command(), &name, &service));
@@ -123,9 +125,12 @@ fn our_services_get_flags_the_binaries_accept() {
             }
             "weather-report" => {
                 argv.extend(env_as_flags(&weather_report::Cli::command(), &name, &service));
-                let cli =
-                    weather_report::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
-                let html = cli.html.expect("the report service writes the HTML page");
+                let settings = weather_report::Cli::try_parse_from(&argv)
+                    .and_then(weather_report::Cli::settings)
+                    .unwrap_or_else(|e| panic!("{name}: {argv:?}: {e}"));
+                let weather_report::Output::Files { html: Some(html), .. } = settings.output else {
+                    panic!("the report service writes the HTML page")
+                };
                 assert!(html.starts_with("/out"), "{name} writes to the mounted /out: {}", html.display());
             }
             other => panic!("{name} runs {other}, which the workspace does not build"),

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
 use support::*;
 use testkit::{S3Server, Storage, Tansu};
 use weather_consumer::checkpoint::Checkpoint;
@@ -82,9 +81,7 @@ fn sigkill_scenario(days: u64, sensors: u32, kills: u32) {
         expected.iter().flat_map(|(sensor, rows)| rows.iter().map(move |row| format!("{sensor},{row}"))).collect();
     oracle::assert_reference_is_the_spec(&flat, &tansu.read_all("weather"));
 
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
-    println!("kill moments from CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = kill_moments();
     let crashed = dir.path().join("crashed.csv");
     let endpoint = s3.endpoint();
     let mut flags =
@@ -97,24 +94,8 @@ fn sigkill_scenario(days: u64, sensors: u32, kills: u32) {
         let context = format!("after kill {}, CRASH_SEED={seed}", kill + 1);
         let before = durable();
         let log = dir.path().join(format!("run-{kill}.log"));
-        let mut child = consumer(&tansu, &crashed, &flags, &log);
-        if kill % 4 == 3 {
-            // Now and then during start-up: loading the checkpoint, connecting, cutting the file.
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
-        } else {
-            // Otherwise at a random moment after this run made progress of its own.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while durable() == before {
-                assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kill} kills");
-                assert!(Instant::now() < deadline, "no progress within 60 s");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kill} kills: make it longer");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{context}: the killed run had printed its summary");
+        let child = consumer(&tansu, &crashed, &flags, &log);
+        kill_at_random_moment(child, kill, &mut rng, || durable() != before, &log, &context);
 
         // What the kill left behind.
         let file = std::fs::read(&crashed).unwrap_or_default();

@@ -79,10 +79,12 @@ fn sensor(tansu: &Tansu, flags: &[&str]) -> std::thread::JoinHandle<Sent> {
         .chain(flags)
         .map(|s| s.to_string())
         .collect();
-    let config = weather_producer::Config::try_parse_from(argv).expect("valid producer flags");
+    let settings = weather_producer::Cli::try_parse_from(argv)
+        .and_then(weather_producer::Cli::settings)
+        .expect("valid producer flags");
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(weather_producer::run(config, std::future::pending())).expect("the sensor failed")
+        runtime.block_on(weather_producer::run(settings, std::future::pending())).expect("the sensor failed")
     })
 }
 

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
 use support::*;
 use testkit::{PostgresServer, Tansu};
 
@@ -140,9 +139,7 @@ fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
         Vec::new()
     };
 
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
-    println!("kill moments from CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = kill_moments();
     let crashed = dir.path().join("crashed.csv");
     let mut flags = vec!["-g", "crashed", "--postgres-table", table];
     flags.extend(extra);
@@ -173,21 +170,8 @@ fn sigkill_scenario(extra: &[&str], table: &str, rebuild: bool) {
         let context = format!("after kill {}, CRASH_SEED={seed}", kill + 1);
         let before = committed();
         let log = dir.path().join(format!("run-{kill}.log"));
-        let mut child = consumer(&tansu, &pg, &flags, &log);
-        if kill % 4 == 3 {
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
-        } else {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while committed() == before {
-                assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kill} kills");
-                assert!(Instant::now() < deadline, "no commit within 60 s");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kill} kills: make it longer");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let child = consumer(&tansu, &pg, &flags, &log);
+        kill_at_random_moment(child, kill, &mut rng, || committed() != before, &log, &context);
         created.set(true);
         let visible = rows("");
         if rebuild {

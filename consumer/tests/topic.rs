@@ -12,7 +12,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -63,9 +63,10 @@ fn report_rows(tansu: &Tansu, topic: &str, extra: &[&str]) -> (Vec<String>, Stri
     let csv = dir.path().join("table.csv");
     let bootstrap = tansu.bootstrap();
     let argv = ["weather-report", "-b", &bootstrap, "-t", topic, "--quiet", "--csv", csv.to_str().unwrap()];
-    let cli = weather_report::Cli::try_parse_from(argv.iter().chain(extra)).unwrap();
+    let settings =
+        weather_report::Cli::try_parse_from(argv.iter().chain(extra)).and_then(weather_report::Cli::settings).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let report = runtime.block_on(weather_report::run(cli, std::future::pending())).unwrap();
+    let report = runtime.block_on(weather_report::run(settings, std::future::pending())).unwrap();
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap();
@@ -190,9 +191,7 @@ fn sigkill_scenario(extra: &[&str], kills: u32) {
     let reference_rows: Vec<String> = expected.values().cloned().collect();
     oracle::assert_reference_is_the_spec(&reference_rows, &tansu.read_all("weather"));
 
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
-    println!("kill moments from CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = kill_moments();
     let crashed = dir.path().join("crashed.csv");
     let mut flags = vec!["-g", "crashed", "--to-topic", TOPIC];
     flags.extend(extra);
@@ -206,27 +205,10 @@ fn sigkill_scenario(extra: &[&str], kills: u32) {
         let context = format!("after kill {}, CRASH_SEED={seed}", kill + 1);
         let before = written(&tansu, &state_topic);
         let log = dir.path().join(format!("run-{kill}.log"));
-        let mut child = consumer(&tansu, &flags, &log);
-        if kill % 4 == 3 {
-            // Now and then during start-up: creating the topics, the probe, reading the state.
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
-        } else {
-            // Otherwise at a random moment after this run committed progress of its own.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while written(&tansu, &state_topic) <= before + 1 {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let stderr = std::fs::read_to_string(err_path(&log)).unwrap_or_default();
-                    panic!("the replay ended ({status}) after only {kill} kills:\n{stderr}");
-                }
-                assert!(Instant::now() < deadline, "no commit within 60 s");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the replay ended after only {kill} kills: make it longer");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "{context}: the killed run had printed its summary");
+        let child = consumer(&tansu, &flags, &log);
+        // A commit of this run's own: the state topic grew by more than its start-up's record.
+        let committed = || written(&tansu, &state_topic) > before + 1;
+        kill_at_random_moment(child, kill, &mut rng, committed, &log, &context);
         for (key, row) in table(&tansu, TOPIC) {
             assert_eq!(expected.get(&key), Some(&row), "{context}: a window the uninterrupted run has not");
         }
@@ -411,9 +393,10 @@ fn with_transactions_a_killed_runs_windows_are_written_again_with_the_same_value
     let bootstrap = mock.bootstrap_servers();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", "3000", "--sensors", "4", "--quiet"];
-    let config =
-        weather_producer::Config::try_parse_from(argv.iter().chain(&["--seed", "3", "-X", "linger.ms=5"])).unwrap();
-    assert_eq!(runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap().acknowledged, 12_000);
+    let settings = weather_producer::Cli::try_parse_from(argv.iter().chain(&["--seed", "3", "-X", "linger.ms=5"]))
+        .and_then(weather_producer::Cli::settings)
+        .unwrap();
+    assert_eq!(runtime.block_on(weather_producer::run(settings, std::future::pending())).unwrap().acknowledged, 12_000);
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], log: &Path| -> Child {
         spawn_logged(consumer_command(&bootstrap, args).args(testkit::THROTTLE), log)
@@ -428,9 +411,7 @@ fn with_transactions_a_killed_runs_windows_are_written_again_with_the_same_value
 
     let out = dir.path().join("out.csv");
     let args = ["-o", out.to_str().unwrap(), "--to-topic", TOPIC];
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
-    println!("kill moments from CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = kill_moments();
     let in_log = || written_on(&kafka::KafkaArgs::new(&bootstrap), TOPIC);
     for kill in 0..3 {
         let log = dir.path().join(format!("kill-{kill}.log"));

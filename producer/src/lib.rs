@@ -4,7 +4,7 @@
 //! - [`resume`]: finds where each sensor left off in the topic.
 //! - [`publish`]: sends readings to Kafka, paced, with delivery reports and a final flush.
 //! - [`writers`]: notices another process writing the same sensor, and stops this one.
-//! - [`config`]: the command line.
+//! - [`config`]: the command line, checked into [`Settings`].
 
 pub mod config;
 pub mod publish;
@@ -22,46 +22,46 @@ use weather_common::kafka::{self, Deliveries};
 use weather_common::meter::counted;
 use weather_common::shutdown::Stop;
 
-pub use config::Config;
+pub use config::{Cli, Settings};
 pub use publish::Sent;
 use walk::Walk;
-use writers::{Rival, Watch};
+use writers::{Ends, Rival, Watch};
 
 /// How often a running sensor looks at its partitions' tails for another writer.
 const LOOK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs the sensor until `count` readings per sensor are acknowledged or `shutdown` resolves;
 /// either way everything sent is flushed to Kafka before it returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Sent> {
-    let _metrics = weather_common::metrics::serve(&config.metrics, "weather-producer").await?;
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Sent> {
+    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-producer").await?;
     let stop = Stop::when(shutdown);
-    tokio::task::spawn_blocking(move || run_blocking(&config, &stop)).await.context("the sensor thread panicked")?
+    tokio::task::spawn_blocking(move || run_blocking(&settings, &stop)).await.context("the sensor thread panicked")?
 }
 
-fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
-    let seed = config.seed.unwrap_or_else(rand::random);
-    if config.seed.is_none() {
+fn run_blocking(settings: &Settings, stop: &Stop) -> anyhow::Result<Sent> {
+    let seed = settings.seed.unwrap_or_else(rand::random);
+    if settings.seed.is_none() {
         tracing::info!("random walk seed {seed} (pass --seed {seed} to repeat this run)");
     }
-    let producer = publish::producer(&config.kafka).context("creating the Kafka producer")?;
-    let client = kafka::metadata_client(&config.kafka).context("creating the Kafka client")?;
-    let partitions = kafka::partitions_unless(&client, &config.kafka, &config.topic, stop)?;
+    let producer = publish::producer(&settings.kafka).context("creating the Kafka producer")?;
+    let client = kafka::metadata_client(&settings.kafka).context("creating the Kafka client")?;
+    let partitions = kafka::partitions_unless(&client, &settings.kafka, &settings.topic, stop)?;
     weather_common::metrics::health_of_job().connected();
-    let watermarks = kafka::watermarks(&client, &config.topic, &partitions).context("reading the topic's offsets")?;
-    let sensor_ids = config.sensor_ids();
-    let placed = resume::placement(sensor_ids.iter().map(String::as_str), &partitions);
-    let Some(mut last) = resume::last_readings(&client, &config.topic, &watermarks, &placed, stop)
+    let watermarks = kafka::watermarks(&client, &settings.topic, &partitions).context("reading the topic's offsets")?;
+    let placed = resume::placement(settings.sensor_ids.iter().map(String::as_str), &partitions);
+    let Some(mut last) = resume::last_readings(&client, &settings.topic, &watermarks, &placed, stop)
         .context("reading where each sensor left off")?
     else {
         return Ok(Sent::default());
     };
     drop(client);
-    let watch = Watch::new(&config.kafka, &config.topic, placed, &watermarks, &last)
+    let watch = Watch::new(&settings.kafka, &settings.topic, placed, &watermarks, &last)
         .context("creating the Kafka client that watches for another writer")?;
-    let mut walks: Vec<Walk> = sensor_ids
-        .into_iter()
+    let mut walks: Vec<Walk> = settings
+        .sensor_ids
+        .iter()
         .map(|id| {
-            let previous = last.remove(&id);
+            let previous = last.remove(id);
             if let Some(found) = &previous {
                 let at = format!("partition {}, offset {}", found.partition, found.offset);
                 match found.stray {
@@ -73,26 +73,24 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
                     ),
                 }
             }
-            Walk::resume(id, seed, previous.map(|found| found.last))
+            Walk::resume(id.clone(), seed, previous.map(|found| found.last))
         })
         .collect();
     tracing::info!(
         "sending to `{}` on {}: {}, {}, {}",
-        config.topic,
-        config.kafka.bootstrap_servers,
+        settings.topic,
+        settings.kafka.bootstrap_servers,
         counted(walks.len() as u64, "sensor"),
-        if config.rate > 0.0 { format!("{} reading/s each", config.rate) } else { "as fast as possible".into() },
-        config.count.map_or("until stopped".into(), |n| format!("{} each", counted(n, "reading"))),
+        settings.pace,
+        settings.count.map_or("until stopped".into(), |n| format!("{} each", counted(n, "reading"))),
     );
-    let display = config.progress.display();
     let (running, watching) = mpsc::channel::<()>();
     let producer = Arc::new(producer);
     let watcher = {
         let (stop, producer) = (stop.clone(), producer.clone());
         std::thread::spawn(move || watch_while_running(watch, &producer, &watching, &stop))
     };
-    let sent =
-        publish::publish(&producer, &config.topic, &partitions, &mut walks, config.rate, config.count, display, stop);
+    let sent = publish::publish(&producer, settings, &partitions, &mut walks, stop);
     drop(running);
     let (mut watch, rival) =
         watcher.join().map_err(|_| anyhow::anyhow!("the thread watching for another writer panicked"))?;
@@ -102,7 +100,7 @@ fn run_blocking(config: &Config, stop: &Stop) -> anyhow::Result<Sent> {
         Some(rival) => Some(rival),
         // A run that failed says why; the broker may not answer a look now.
         None if sent.is_err() => None,
-        None => watch.look(|| producer.context().acknowledged(), true).unwrap_or_else(|e| {
+        None => watch.look(|| producer.context().acknowledged(), Ends::Confirmed).unwrap_or_else(|e| {
             tracing::warn!("could not look for another writer of these sensors at the end: {e}");
             None
         }),
@@ -122,7 +120,7 @@ fn watch_while_running(
     stop: &Stop,
 ) -> (Watch, Option<Rival>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = running.recv_timeout(LOOK_INTERVAL) {
-        match watch.look(|| producer.context().acknowledged(), false) {
+        match watch.look(|| producer.context().acknowledged(), Ends::Listed) {
             Ok(Some(rival)) => {
                 stop.request();
                 return (watch, Some(rival));

@@ -1,11 +1,11 @@
 use clap::Parser;
-use weather_producer::Config;
+use weather_producer::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     weather_common::init_logging();
-    let config = Config::parse();
-    match weather_producer::run(config, weather_common::shutdown::signal()).await {
+    let settings = Cli::parse().settings().unwrap_or_else(|e| e.exit());
+    match weather_producer::run(settings, weather_common::shutdown::signal()).await {
         Ok(sent) => {
             println!("{sent}");
             std::process::ExitCode::SUCCESS

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use weather_common::kafka::{self, Deliveries, KafkaArgs};
-use weather_common::meter::{counted, thousands, Display, Meter};
+use weather_common::meter::{counted, thousands, Meter};
 use weather_common::metrics;
 use weather_common::shutdown::Stop;
 
+use crate::config::Settings;
 use crate::walk::Walk;
 
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,20 +79,17 @@ pub const DELIVERY_SETTINGS: [(&str, &str); 2] = [
     ("compression.type", "lz4"),
 ];
 
-/// Sends readings from `walks` with `producer` until `count` per sensor are sent or `stop` is
-/// requested, each sensor's to its partition among `partitions` ([`kafka::partition_of`]).
-/// `rate` is readings per second per sensor; 0 sends as fast as the broker takes them.
-#[allow(clippy::too_many_arguments)]
+/// Sends readings from `walks` with `producer` to the settings' topic, at their pace, until
+/// their count per sensor is sent or `stop` is requested, each sensor's to its partition among
+/// `partitions` ([`kafka::partition_of`]).
 pub fn publish(
     producer: &ThreadedProducer<Deliveries>,
-    topic: &str,
+    settings: &Settings,
     partitions: &[i32],
     walks: &mut [Walk],
-    rate: f64,
-    count: Option<u64>,
-    display: Display,
     stop: &Stop,
 ) -> Result<Sent, PublishError> {
+    let (topic, count) = (settings.topic.as_str(), settings.count);
     // Where the topic's partitions live, known before the first reading is sent rather than
     // looked up while readings pile up: on Tansu the same million readings went 1.5 to 2
     // times faster (weather-bench). A failure here is not fatal: sending looks again.
@@ -101,8 +99,8 @@ pub fn publish(
     let placed: Vec<i32> =
         walks.iter().map(|walk| kafka::partition_of(walk.sensor_id().as_bytes(), partitions)).collect();
     let started = Instant::now();
-    let mut meter = Meter::new(display, "readings sent", count.map(|n| n * walks.len() as u64));
-    let tick = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+    let mut meter = Meter::new(settings.progress.display(), "readings sent", count.map(|n| n * walks.len() as u64));
+    let tick = settings.pace.interval();
     let mut sent = 0u64;
     let mut round = 0u64;
     let mut payload = Vec::with_capacity(160);

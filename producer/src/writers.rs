@@ -96,6 +96,17 @@ pub struct Watch {
     continuity: Continuity,
 }
 
+/// How a look finds the partitions' ends. Tansu lists the start of the last record batch + 1
+/// as a partition's end, so that a large last batch of ours could hide a few readings of
+/// another writer before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ends {
+    /// As the broker lists them: the periodic looks of a running sensor.
+    Listed,
+    /// By reading each partition's last record (one fetch each): the last look of a run.
+    Confirmed,
+}
+
 impl Watch {
     /// A watch of `placed` (partition: its sensors) from `watermarks`' ends, each sensor
     /// expected to go on after its reading in `found` (at record id 1 if it has none).
@@ -129,13 +140,10 @@ impl Watch {
     /// memory storage every fetch lists every record batch of the partition, and a look that
     /// read each time slowed a sensor sending single-reading batches until its flush timed out.
     ///
-    /// `confirmed` looks the partitions' ends up by reading their last record (one fetch
-    /// each): Tansu lists the start of the last record batch + 1 as a partition's end, so that
-    /// a large last batch of ours could hide a few readings of another writer before it. The
-    /// periodic looks of a running sensor go by the listing; the last look of a run confirms.
-    pub fn look(&mut self, acknowledged: impl Fn() -> u64, confirmed: bool) -> KafkaResult<Option<Rival>> {
+    /// `how` says how the partitions' ends are looked up (see [`Ends`]).
+    pub fn look(&mut self, acknowledged: impl Fn() -> u64, how: Ends) -> KafkaResult<Option<Rival>> {
         let partitions: Vec<i32> = self.placed.keys().copied().collect();
-        let ends: HashMap<i32, (i64, i64)> = if confirmed {
+        let ends: HashMap<i32, (i64, i64)> = if how == Ends::Confirmed {
             kafka::watermarks(&self.client, &self.topic, &partitions)?
         } else {
             let mut listed = HashMap::new();
@@ -151,7 +159,8 @@ impl Watch {
         if grown as u64 <= acknowledged() {
             return Ok(None);
         }
-        let watermarks = if confirmed { ends } else { kafka::watermarks(&self.client, &self.topic, &partitions)? };
+        let watermarks =
+            if how == Ends::Confirmed { ends } else { kafka::watermarks(&self.client, &self.topic, &partitions)? };
         for (&partition, sensors) in &self.placed {
             let Some(&(low, high)) = watermarks.get(&partition) else { continue };
             let next = self.next.get(&partition).copied().unwrap_or(high).max(low);

@@ -120,23 +120,25 @@ impl Chart {
 mod tests {
     use super::*;
 
+    /// A chart of avg_temp (°F) by week over weeks 1 to 10, `size` big, from `low` to `high`.
+    fn weeks(size: (u32, u32), (low, high): (f64, f64), lines: Vec<Line>) -> Chart {
+        Chart {
+            size,
+            x: 1..=10,
+            y: y_range(low, high),
+            x_desc: "week".into(),
+            y_desc: "avg_temp (°F)".into(),
+            y_decimals: 1,
+            lines,
+        }
+    }
+
     /// Each run is one polyline with a point per window; a lone window is a dot; the axis
     /// descriptions are on the chart.
     #[test]
     fn runs_become_lines_and_dots() {
-        let chart = Chart {
-            size: (600, 200),
-            x: 1..=10,
-            y: y_range(10.0, 20.0),
-            x_desc: "week".into(),
-            y_desc: "avg_temp (°F)".into(),
-            y_decimals: 1,
-            lines: vec![Line {
-                label: None,
-                color: RGBColor(200, 60, 40),
-                runs: vec![vec![(1, 10.0), (2, 12.5), (3, 20.0)], vec![(5, 11.0)], vec![(8, 15.0), (9, 16.0)]],
-            }],
-        };
+        let runs = vec![vec![(1, 10.0), (2, 12.5), (3, 20.0)], vec![(5, 11.0)], vec![(8, 15.0), (9, 16.0)]];
+        let chart = weeks((600, 200), (10.0, 20.0), vec![Line { label: None, color: RGBColor(200, 60, 40), runs }]);
         let svg = chart.svg().unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("viewBox=\"0 0 600 200\""), "{svg}");
         let lines: Vec<usize> = svg
@@ -155,18 +157,14 @@ mod tests {
     #[test]
     fn a_comparison_has_a_legend() {
         let line = |name: &str, color, runs| Line { label: Some(name.into()), color, runs };
-        let chart = Chart {
-            size: (900, 300),
-            x: 1..=10,
-            y: y_range(0.0, 20.0),
-            x_desc: "week".into(),
-            y_desc: "avg_temp (°F)".into(),
-            y_decimals: 1,
-            lines: vec![
+        let chart = weeks(
+            (900, 300),
+            (0.0, 20.0),
+            vec![
                 line("sensor-1", PALETTE[0], vec![vec![(1, 1.0), (2, 2.0)], vec![(4, 4.0), (5, 5.0)]]),
                 line("sensor-2", PALETTE[1], vec![vec![(1, 10.0), (2, 12.0), (3, 13.0)]]),
             ],
-        };
+        );
         let svg = chart.svg().unwrap();
         assert_eq!(svg.matches(">\nsensor-1\n</text>").count(), 1, "{svg}");
         assert_eq!(svg.matches(">\nsensor-2\n</text>").count(), 1, "{svg}");

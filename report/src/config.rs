@@ -1,9 +1,12 @@
 //! What a user sets on the report: the topic to read, the files to write or the address to
 //! serve the live page on, and the usual Kafka and progress flags shared with the other binaries.
+//! The raw command line ([`Cli`]) is checked into [`Settings`] before any work starts, so that a
+//! bad flag is reported by name, at once.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use weather_common::aggregate::MAX_WINDOW_DAYS;
 use weather_common::kafka::KafkaArgs;
 use weather_common::meter::ProgressArgs;
@@ -46,4 +49,105 @@ pub struct Cli {
 
     #[command(flatten)]
     pub progress: ProgressArgs,
+}
+
+/// The checked settings of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: KafkaArgs,
+    pub topic: String,
+    /// Only the windows of this length; `None`: every length.
+    pub window_days: Option<u32>,
+    pub output: Output,
+    pub progress: ProgressArgs,
+}
+
+/// What a run makes of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The topic read to its end once, printed, and written to these files if any.
+    Files { csv: Option<PathBuf>, html: Option<PathBuf> },
+    /// The topic followed and served as a live page on this HOST:PORT.
+    Serve(String),
+}
+
+impl Cli {
+    /// The checked settings of the command line; a bad flag is named, with why.
+    pub fn settings(self) -> Result<Settings, clap::Error> {
+        let invalid = |message: String| Cli::command().error(ErrorKind::InvalidValue, message);
+        let output = match self.serve {
+            Some(address) => Output::Serve(checked_address(&address).map_err(|e| invalid(format!("--serve: {e}")))?),
+            None => {
+                for (flag, path) in [("--csv", &self.csv), ("--html", &self.html)] {
+                    if let Some(path) = path.as_ref().filter(|path| path.is_dir()) {
+                        return Err(invalid(format!("{flag} `{}` is a directory; give a file", path.display())));
+                    }
+                }
+                if self.csv.is_some() && self.csv == self.html {
+                    return Err(invalid("--csv and --html name the same file; give each its own".into()));
+                }
+                Output::Files { csv: self.csv, html: self.html }
+            }
+        };
+        Ok(Settings {
+            kafka: self.kafka,
+            topic: self.topic,
+            window_days: self.window_days,
+            output,
+            progress: self.progress,
+        })
+    }
+}
+
+/// `address` if it has the shape HOST:PORT (a host, or an IPv6 address in brackets, and a port
+/// number); whether it can be served on is known only when it is bound.
+fn checked_address(address: &str) -> Result<String, String> {
+    let shape = || format!("`{address}` is not HOST:PORT (e.g. 127.0.0.1:8080)");
+    let (host, port) = address.rsplit_once(':').ok_or_else(shape)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(shape());
+    }
+    Ok(address.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, clap::Error> {
+        Cli::try_parse_from(["weather-report", "-t", "aggregates"].into_iter().chain(args.iter().copied()))?.settings()
+    }
+
+    /// The flags become the settings: files to write, or an address to serve on.
+    #[test]
+    fn flags_become_settings() {
+        let s = settings(&[]).unwrap();
+        assert_eq!((s.topic.as_str(), s.window_days), ("aggregates", None));
+        assert_eq!(s.output, Output::Files { csv: None, html: None });
+        let s = settings(&["--csv", "t.csv", "--html", "t.html", "--window-days", "7"]).unwrap();
+        assert_eq!(s.output, Output::Files { csv: Some("t.csv".into()), html: Some("t.html".into()) });
+        assert_eq!(s.window_days, Some(7));
+        for address in ["127.0.0.1:8080", "localhost:0", "[::1]:8080"] {
+            assert_eq!(settings(&["--serve", address]).unwrap().output, Output::Serve(address.into()));
+        }
+    }
+
+    /// A bad flag names the flag and says why, before any broker is asked.
+    #[test]
+    fn bad_flags_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().to_str().unwrap();
+        for (args, said) in [
+            (vec!["--serve", "8080"], "--serve: `8080` is not HOST:PORT"),
+            (vec!["--serve", "localhost:http"], "--serve: `localhost:http` is not HOST:PORT"),
+            (vec!["--serve", ":8080"], "--serve: `:8080` is not HOST:PORT"),
+            (vec!["--csv", "r", "--html", "r"], "--csv and --html name the same file"),
+            (vec!["--html", dir], "--html"),
+            (vec!["--window-days", "0"], "--window-days"),
+            (vec!["--serve", "127.0.0.1:0", "--csv", "r.csv"], "--csv"),
+        ] {
+            let err = settings(&args).unwrap_err().to_string();
+            assert!(err.contains(said), "{args:?}: {err}");
+        }
+    }
 }

@@ -48,9 +48,9 @@ pub fn render(report: &Report) -> anyhow::Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::source::Read;
-    use crate::table::tests::week;
+    use crate::table::tests::{month, week};
     use crate::table::Table;
-    use weather_common::aggregate::{Aggregate, WindowKey};
+    use weather_common::aggregate::Aggregate;
     use weather_common::units::Unit;
 
     fn report(rows: &[Aggregate], only: Option<u32>) -> Report {
@@ -76,13 +76,7 @@ mod tests {
     /// Several window lengths need --window-days; mixed units are refused.
     #[test]
     fn one_window_length_and_unit() {
-        let month = Aggregate {
-            key: WindowKey { sensor_id: "sensor-1".into(), window_days: 30, window_id: 1 },
-            readings: 30,
-            first_record_id: 1,
-            last_record_id: 30,
-            ..week("sensor-1", 1, 0)
-        };
+        let month = month("sensor-1");
         let both = [week("sensor-1", 1, 0), month.clone()];
         let err = render(&report(&both, None)).unwrap_err().to_string();
         assert!(err.contains("windows of 7, 30 days") && err.contains("--window-days 7"), "{err}");

@@ -10,7 +10,7 @@
 //! - [`hints`]: pure; what to say when the topic is not an aggregates topic.
 //! - [`live`]: `--serve`'s table: the topic followed, the page drawn again as windows arrive.
 //! - [`serve`]: `--serve`'s HTTP server: the page, and each new drawing as a server-sent event.
-//! - [`config`]: the command line.
+//! - [`config`]: the command line, checked into [`Settings`].
 
 pub mod chart;
 pub mod config;
@@ -29,33 +29,38 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use weather_common::kafka::TopicError;
 use weather_common::shutdown::Stop;
+use weather_common::source::SourceError;
 
-pub use config::Cli;
+pub use config::{Cli, Output, Settings};
 pub use summary::Report;
 use table::Table;
 
 /// Reads the topic to its end, writes the files asked for, and returns the report to print.
 /// `shutdown` stops the reading (nothing is written then). With `--serve`, follows the topic
 /// and serves its live page until `shutdown` instead ([`serve::run`]).
-pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Report> {
-    if let Some(address) = cli.serve.clone() {
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Report> {
+    let (csv, html) = match &settings.output {
         // Served until `shutdown`; the report is then the table as last seen.
-        return serve::run(cli, &address, shutdown).await;
-    }
+        Output::Serve(address) => return serve::run(address.clone(), settings, shutdown).await,
+        Output::Files { csv, html } => (csv.clone(), html.clone()),
+    };
     let stop = Stop::when(shutdown);
     // A blocking poll on a thread of its own is the fastest way to drain librdkafka.
-    tokio::task::spawn_blocking(move || report(&cli, &stop)).await.context("the report thread panicked")?
+    tokio::task::spawn_blocking(move || report(&settings, csv.as_deref(), html.as_deref(), &stop))
+        .await
+        .context("the report thread panicked")?
 }
 
-fn report(cli: &Cli, stop: &Stop) -> anyhow::Result<Report> {
+fn report(settings: &Settings, csv: Option<&Path>, html: Option<&Path>, stop: &Stop) -> anyhow::Result<Report> {
     let mut table = Table::default();
-    let read = source::read_to_end(&cli.kafka, &cli.topic, cli.progress.display(), stop, |p, o, key, value| {
-        table.apply(p, o, key, value)
-    });
+    let read =
+        source::read_to_end(&settings.kafka, &settings.topic, settings.progress.display(), stop, |p, o, key, value| {
+            table.apply(p, o, key, value)
+        });
     let read = match read {
         Ok(read) => read,
-        Err(e) => match e.downcast_ref::<TopicError>() {
-            Some(TopicError::Missing { topic, brokers, existing }) => {
+        Err(e) => match e.downcast_ref::<SourceError>() {
+            Some(SourceError::Topic(TopicError::Missing { topic, brokers, existing })) => {
                 bail!("{}", hints::missing_topic(topic, brokers, existing))
             }
             _ => return Err(e),
@@ -64,21 +69,21 @@ fn report(cli: &Cli, stop: &Stop) -> anyhow::Result<Report> {
     // Records and not one of them a window or a tombstone: the topic is not what the report
     // reads, and a table of nothing would only hide that.
     if read.records > 0 && table.is_empty() && table.deleted == 0 && table.bad_records() == read.records {
-        let existing = source::topics(&cli.kafka);
-        bail!("{}", hints::not_aggregates(&cli.topic, read.records, &table.bad_by_category, &existing));
+        let existing = source::topics(&settings.kafka);
+        bail!("{}", hints::not_aggregates(&settings.topic, read.records, &table.bad_by_category, &existing));
     }
-    let mut report = Report::new(&cli.topic, read, table, cli.window_days);
+    let mut report = Report::new(&settings.topic, read, table, settings.window_days);
     // Both files are rendered before either is written: a CSV that cannot be written (several
     // window lengths) leaves no half of the outputs behind.
-    let csv = cli.csv.as_ref().map(|path| csv::render(&report).map(|bytes| (path, bytes))).transpose()?;
-    let html = cli.html.as_ref().map(|path| page::render(&report).map(|text| (path, text))).transpose()?;
+    let csv = csv.map(|path| csv::render(&report).map(|bytes| (path, bytes))).transpose()?;
+    let html = html.map(|path| page::render(&report).map(|text| (path, text))).transpose()?;
     if let Some((path, bytes)) = csv {
         replace(path, &bytes)?;
-        report.written.push(("the table as CSV", path.clone()));
+        report.written.push(("the table as CSV", path.to_path_buf()));
     }
     if let Some((path, text)) = html {
         replace(path, text.as_bytes())?;
-        report.written.push(("the charts as HTML", path.clone()));
+        report.written.push(("the charts as HTML", path.to_path_buf()));
     }
     Ok(report)
 }

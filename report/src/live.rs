@@ -14,37 +14,45 @@ use weather_common::kafka;
 use weather_common::shutdown::Stop;
 use weather_common::source::{start_offsets, Admit, Progress, Source, TopicView};
 
-use crate::config::Cli;
+use crate::config::Settings;
 use crate::page;
-use crate::source::{self, Read};
+use crate::source::{self, Read, GROUP};
 use crate::summary::Report;
 use crate::table::Table;
 
-/// The report's consumer group: named because librdkafka wants one; nothing is committed.
-const GROUP: &str = "weather-report";
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// Reads `cli.topic` to its end, calls `show` with the page drawn from the table, then follows
+/// Reads `settings.topic` to its end, calls `show` with the page drawn from the table, then follows
 /// the topic and calls `show` with a new drawing after each settled burst of changes, until
 /// `stop`. Returns the report of the table as last seen.
-pub fn follow(cli: &Cli, stop: &Stop, mut show: impl FnMut(String) -> anyhow::Result<()>) -> anyhow::Result<Report> {
+pub fn follow(
+    settings: &Settings,
+    stop: &Stop,
+    mut show: impl FnMut(String) -> anyhow::Result<()>,
+) -> anyhow::Result<Report> {
     let mut table = Table::default();
     // By partition, the offset after the last record read.
     let mut read_up_to: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut read = source::read_to_end(&cli.kafka, &cli.topic, cli.progress.display(), stop, |p, o, key, value| {
-        table.apply(p, o, key, value);
-        read_up_to.insert(p, o + 1);
-    })?;
-    show(draw(cli, &read, &table)?)?;
-    tracing::info!("read `{}` to its end: {} windows; following it", cli.topic, table.len());
+    let mut read = source::read_to_end(
+        &settings.kafka,
+        &settings.topic,
+        settings.progress.display(),
+        stop,
+        |p, o, key, value| {
+            table.apply(p, o, key, value);
+            read_up_to.insert(p, o + 1);
+        },
+    )?;
+    show(draw(settings, &read, &table)?)?;
+    tracing::info!("read `{}` to its end: {} windows; following it", settings.topic, table.len());
 
-    let view = TopicView::look_up(&cli.kafka, &cli.topic, stop)?;
+    let view = TopicView::look_up(&settings.kafka, &settings.topic, stop)?;
     // A partition not read yet (empty at start) from its beginning. The report has no choice
     // to offer if records were deleted meanwhile: it starts at what the topic still holds.
     let requested = view.partitions.iter().map(|&p| (p, read_up_to.get(&p).copied())).collect();
-    let from = start_offsets(&cli.topic, &requested, &view.watermarks, true)?;
+    let from = start_offsets(&settings.topic, &requested, &view.watermarks, true)?;
     let mut progress = Progress::new(from.clone(), None, None);
-    let source = Source::open(&cli.kafka, GROUP, view, &from)?;
+    let source = Source::open(&settings.kafka, GROUP, view, &from)?;
     let mut debounce = Debounce::default();
     let following = Instant::now();
     while !stop.requested() {
@@ -61,24 +69,24 @@ pub fn follow(cli: &Cli, stop: &Stop, mut show: impl FnMut(String) -> anyhow::Re
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                return Err(anyhow::Error::new(e).context(format!("following `{}`", cli.topic)));
+                return Err(anyhow::Error::new(e).context(format!("following `{}`", settings.topic)));
             }
             Some(Err(e)) => kafka::warn_consuming(&e),
         }
         let now = Instant::now();
         if debounce.due(now) {
-            show(draw(cli, &read, &table)?)?;
+            show(draw(settings, &read, &table)?)?;
             debounce.drawn(now, now.elapsed());
         }
     }
     // The summary's rate is then the run's: its records over its time.
     read.elapsed += following.elapsed();
-    Ok(Report::new(&cli.topic, read, table, cli.window_days))
+    Ok(Report::new(&settings.topic, read, table, settings.window_days))
 }
 
 /// The page of the table as it is now.
-fn draw(cli: &Cli, read: &Read, table: &Table) -> anyhow::Result<String> {
-    page::render(&Report::new(&cli.topic, read.clone(), table.clone(), cli.window_days))
+fn draw(settings: &Settings, read: &Read, table: &Table) -> anyhow::Result<String> {
+    page::render(&Report::new(&settings.topic, read.clone(), table.clone(), settings.window_days))
 }
 
 /// A change is drawn once no other came for this long: the aggregator writes a checkpoint's

@@ -6,8 +6,8 @@ use weather_report::Cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     weather_common::init_logging();
-    let cli = Cli::parse();
-    match weather_report::run(cli, weather_common::shutdown::signal()).await {
+    let settings = Cli::parse().settings().unwrap_or_else(|e| e.exit());
+    match weather_report::run(settings, weather_common::shutdown::signal()).await {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

@@ -24,7 +24,7 @@ use futures_util::Stream;
 use tokio::sync::watch;
 use weather_common::shutdown::Stop;
 
-use crate::config::Cli;
+use crate::config::Settings;
 use crate::live;
 use crate::summary::Report;
 
@@ -34,12 +34,12 @@ type Latest = watch::Receiver<Option<Arc<LivePage>>>;
 /// Binds `address`, follows the topic and serves its page until `shutdown`; returns the report
 /// of the table as last seen.
 pub async fn run(
-    cli: Cli,
-    address: &str,
+    address: String,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Report> {
     // Bound first: a taken or mistyped address fails at once, before the topic is read.
-    let listener = tokio::net::TcpListener::bind(address)
+    let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| format!("cannot serve on `{address}` (--serve takes HOST:PORT, e.g. 127.0.0.1:8080)"))?;
     let local = listener.local_addr().context("the address served on")?;
@@ -54,7 +54,7 @@ pub async fn run(
         // A blocking poll on a thread of its own is the fastest way to drain librdkafka. When it
         // returns, `drawings` is dropped: the event streams end, and so does the server.
         tokio::task::spawn_blocking(move || {
-            live::follow(&cli, &stop, |page| {
+            live::follow(&settings, &stop, |page| {
                 number += 1;
                 drawings.send_replace(Some(Arc::new(LivePage::new(format!("{run}.{number}"), &page)?)));
                 Ok(())

@@ -1,27 +1,29 @@
 //! Reading the aggregates topic from its beginning to the end every partition has when the
-//! run starts, as fast as the broker serves it: one consumer assigned every partition, polled
-//! on this thread with the consumer's fetch settings (`common::source`), each record handed over as borrowed bytes.
+//! run starts, as the consumer reads the readings: `weather_common::source` (a [`TopicView`],
+//! a [`Source`] taking librdkafka's messages in batches with the consumer's fetch settings,
+//! [`Progress`] deciding when each partition is read), each record handed over as borrowed
+//! bytes.
 //!
 //! Only committed records are read (`isolation.level=read_committed`): a topic sink that
 //! writes in transactions never shows an aborted or unfinished transaction's records here.
-//!
-//! Not `common::source` (issue 22 asked): its `Source` reads every record, committed or not,
-//! and this loop needs the consumer's position at a partition's end to say where committed
-//! records stop. Taking the records in batches (`common::fetch`) was tried: the position it
-//! leaves at a partition's end is past an unfinished transaction's first record (the report
-//! test of an unfinished transaction fails), so the plain poll stays.
+//! The ends read up to are the logs' ends, unfinished transactions included; a partition whose
+//! committed records stop before that end is named with the offsets it could not read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use weather_common::kafka::{self, KafkaArgs, LoggingContext};
+use weather_common::kafka::{self, KafkaArgs};
 use weather_common::meter::{counted, Display, Meter, Span};
+use weather_common::position::{now_ms, Until};
 use weather_common::shutdown::Stop;
+use weather_common::source::{Admit, Progress, Source, TopicView};
+
+/// The report's consumer group: named because librdkafka wants one; nothing is committed (the
+/// report keeps no progress, it reads the whole table every time).
+pub const GROUP: &str = "weather-report";
 
 /// How the topic was read.
 #[derive(Debug, Clone, Default)]
@@ -50,85 +52,75 @@ pub fn read_to_end(
     stop: &Stop,
     mut visit: impl FnMut(i32, i64, Option<&[u8]>, Option<&[u8]>),
 ) -> anyhow::Result<Read> {
-    // The log's end, unfinished transactions included: a read_committed look-up answers their
-    // start instead (Tansu 0.6 answers the beginning of the partition), which would hide them
-    // from the report's account of what it could not read.
-    let probe = kafka::metadata_client_seeing_everything(args)?;
-    let partitions = kafka::partitions_unless(&probe, args, topic, stop)?;
-    // Confirmed ends: Tansu lists the last batch's start as a partition's end.
-    let marks = kafka::watermarks(&probe, topic, &partitions)?;
-    drop(probe);
-    let mut settings = vec![("isolation.level", "read_committed")];
-    settings.extend_from_slice(&weather_common::source::FETCH_SETTINGS);
-    // Never commits: the report keeps no progress, it reads the whole table every time.
-    let consumer: BaseConsumer<LoggingContext> =
-        args.consumer_config("weather-report", &settings).create_with_context(LoggingContext)?;
-
-    // By partition: the end to read up to; a partition is removed once it is read.
-    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for (&partition, &(low, high)) in &marks {
-        if high > low {
-            // From the first record on: a fetch from the low watermark starts where Tansu's
-            // first batch does, so no step back is needed (see kafka::fetch_start).
-            assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
-            ends.insert(partition, high);
-        }
-    }
-    let total: i64 = marks.values().map(|&(low, high)| high - low).sum();
-    let mut read = Read { partitions: partitions.len(), ..Read::default() };
-    if ends.is_empty() {
+    // The ends of the logs, unfinished transactions included, so that the report can say
+    // what it could not read. Confirmed ends: Tansu lists the last batch's start as the end.
+    let view = TopicView::look_up_whole_logs(args, topic, stop)?;
+    let mut read = Read { partitions: view.partitions.len(), ..Read::default() };
+    // From the first record of every partition that has one.
+    let from: BTreeMap<i32, i64> =
+        view.watermarks.iter().filter(|(_, &(low, high))| high > low).map(|(&p, &(low, _))| (p, low)).collect();
+    if from.is_empty() {
         return Ok(read);
     }
-    consumer.assign(&assignment)?;
+    let ends: BTreeMap<i32, Option<i64>> =
+        view.ends(Until::End)?.into_iter().flatten().filter(|(p, _)| from.contains_key(p)).collect();
+    let mut progress = Progress::new(from.clone(), Some(ends.clone()), None);
+    let total = progress.remaining().unwrap_or(0);
+    let source = Source::open(args, GROUP, view, &from)?;
     let mut meter = Meter::new(display, "records", Some(total as u64));
     let mut span = Span::default();
     // Since when no record came, by the count of records then: the clock is read only when a
     // poll comes back empty, never per record.
     let mut quiet = (0, Instant::now());
-    let done = |ends: &mut BTreeMap<i32, i64>, partition: i32| {
-        if ends.remove(&partition).is_some() {
-            // Records written after the start are not this run's: stop fetching them.
-            kafka::pause(&consumer, topic, partition);
-        }
-    };
-    while !ends.is_empty() {
+    let mut paused = BTreeSet::new();
+    while !progress.done() {
         if stop.requested() {
             bail!("stopped after {} of `{topic}`: nothing written", counted(read.records, "record"));
         }
-        match consumer.poll(POLL_TIMEOUT) {
+        match source.poll(POLL_TIMEOUT) {
             Some(Ok(m)) => {
                 span.read();
-                let partition = m.partition();
-                let Some(&end) = ends.get(&partition) else { continue };
-                if m.offset() < end {
-                    visit(partition, m.offset(), m.key(), m.payload());
-                    read.records += 1;
-                }
-                if m.offset() + 1 >= end {
-                    done(&mut ends, partition);
-                }
-                if read.records.is_multiple_of(256) {
-                    span.taken();
-                    meter.update(read.records, String::new);
+                let (partition, offset) = (m.partition(), m.offset());
+                match progress.admit(partition, offset, || None) {
+                    Admit::New => {
+                        visit(partition, offset, m.key(), m.payload());
+                        progress.consumed(partition, offset);
+                        read.records += 1;
+                        if read.records.is_multiple_of(256) {
+                            span.taken();
+                            meter.update(read.records, String::new);
+                        }
+                    }
+                    Admit::Old => {}
+                    // Records written after the start are not this run's: stop fetching them.
+                    Admit::Beyond => {
+                        if paused.insert(partition) {
+                            source.pause(partition);
+                        }
+                    }
                 }
             }
             // At its end: with read_committed, control records and aborted transactions may
             // end a partition without a record at its last offset, and an unfinished
-            // transaction ends it early (at the last stable offset).
+            // transaction ends it early, where the committed records stop.
             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                if let Some(&end) = ends.get(&partition) {
-                    let stable = position(&consumer, topic, partition).unwrap_or(end);
-                    if stable < end {
+                let end = ends.get(&partition).copied().flatten();
+                let stable = source.end_of(partition);
+                if let (Some(end), Some(stable)) = (end, stable) {
+                    let named = read.unfinished.iter().any(|&(p, _, _)| p == partition);
+                    if stable < end && !named {
                         read.unfinished.push((partition, stable, end));
                     }
                 }
-                done(&mut ends, partition)
+                progress.reached_end(partition, now_ms());
             }
-            Some(Err(e)) => tracing::warn!("reading `{topic}`: {e}"),
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                return Err(anyhow::Error::new(e).context(format!("reading `{topic}`")));
+            }
+            Some(Err(e)) => kafka::warn_consuming(&e),
             None if quiet.0 != read.records => quiet = (read.records, Instant::now()),
             None if quiet.1.elapsed() > STALL => {
-                let waiting: Vec<String> = ends.keys().map(i32::to_string).collect();
+                let waiting: Vec<String> = progress.unfinished().map(|p| p.to_string()).collect();
                 bail!(
                     "partitions {} of `{topic}` sent nothing for {} s before their end (after {} of {total}); is the \
                      broker at {} up?",
@@ -156,14 +148,5 @@ pub fn topics(args: &KafkaArgs) -> Vec<String> {
             tracing::debug!("listing the broker's topics: {e}");
             Vec::new()
         }
-    }
-}
-
-/// The consumer's position in `partition`: the offset it would fetch next.
-fn position(consumer: &BaseConsumer<LoggingContext>, topic: &str, partition: i32) -> Option<i64> {
-    let positions = consumer.position().ok()?;
-    match positions.find_partition(topic, partition)?.offset() {
-        Offset::Offset(offset) => Some(offset),
-        _ => None,
     }
 }

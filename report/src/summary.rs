@@ -364,17 +364,7 @@ mod tests {
     use crate::table::tests::week;
 
     fn window(id: u64, temp: i64) -> Window {
-        let a = week("sensor-1", id, temp);
-        Window {
-            window_id: id,
-            unit: a.unit,
-            avg_temp: a.avg_temp,
-            avg_co: a.avg_co,
-            avg_humidity: a.avg_humidity,
-            readings: a.readings,
-            first_record_id: a.first_record_id,
-            last_record_id: a.last_record_id,
-        }
+        Window::from(&week("sensor-1", id, temp))
     }
 
     fn series(ids: &[u64]) -> Series {

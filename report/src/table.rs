@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use weather_common::aggregate::{self, BadAggregate, Change, WindowKey};
+use weather_common::aggregate::{self, Aggregate, BadAggregate, Change, WindowKey};
 use weather_common::units::{Tenths, Unit};
 
 /// A record that is not a window's averages.
@@ -26,7 +26,7 @@ pub struct Table {
     sensor_index: HashMap<String, u32>,
     /// The windows, in order. A B-tree grows a node at a time: a hash table doubles, and holds
     /// its old and its new table at once while it does (three times the rows' memory).
-    rows: BTreeMap<Key, Values>,
+    rows: BTreeMap<Key, Window>,
     /// Values that replaced an earlier value of their window.
     pub overwritten: u64,
     /// Tombstones that deleted a window.
@@ -45,20 +45,9 @@ struct Key {
     window_id: u64,
 }
 
-/// A window's averages, without its key.
-#[derive(Debug, Clone, Copy)]
-struct Values {
-    unit: Unit,
-    avg_temp: Tenths,
-    avg_co: i64,
-    avg_humidity: i64,
-    readings: u32,
-    first_record_id: u64,
-    last_record_id: u64,
-}
-
-/// One window of the report: its averages, without the sensor and the window length that the
-/// series and the section it is in name.
+/// One window of the report: the averages it shows, without the sensor and the window length
+/// that the series and the section it is in name (nor the readings and record ids behind them,
+/// which no output shows: a window is 40 bytes, not 56).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub window_id: u64,
@@ -67,9 +56,18 @@ pub struct Window {
     pub avg_temp: Tenths,
     pub avg_co: i64,
     pub avg_humidity: i64,
-    pub readings: u32,
-    pub first_record_id: u64,
-    pub last_record_id: u64,
+}
+
+impl From<&Aggregate> for Window {
+    fn from(a: &Aggregate) -> Window {
+        Window {
+            window_id: a.key.window_id,
+            unit: a.unit,
+            avg_temp: a.avg_temp,
+            avg_co: a.avg_co,
+            avg_humidity: a.avg_humidity,
+        }
+    }
 }
 
 /// One sensor's windows of one length, by window id.
@@ -85,17 +83,9 @@ impl Table {
     pub fn apply(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
         match aggregate::parse_record(key, value) {
             Ok(Change::Put(a)) => {
+                let window = Window::from(&a);
                 let key = self.key(a.key);
-                let values = Values {
-                    unit: a.unit,
-                    avg_temp: a.avg_temp,
-                    avg_co: a.avg_co,
-                    avg_humidity: a.avg_humidity,
-                    readings: a.readings,
-                    first_record_id: a.first_record_id,
-                    last_record_id: a.last_record_id,
-                };
-                if self.rows.insert(key, values).is_some() {
+                if self.rows.insert(key, window).is_some() {
                     self.overwritten += 1;
                 }
             }
@@ -146,22 +136,12 @@ impl Table {
         let mut sorted: Vec<SensorWindows> = Vec::new();
         let mut last = None;
         // The rows go as they are copied out: the B-tree frees its nodes on the way.
-        for (key, v) in self.rows {
+        for (key, window) in self.rows {
             if last != Some((key.window_days, key.sensor)) {
                 last = Some((key.window_days, key.sensor));
                 let sensor_id = self.sensors[key.sensor as usize].clone();
                 sorted.push(SensorWindows { window_days: key.window_days, sensor_id, windows: Vec::new() });
             }
-            let window = Window {
-                window_id: key.window_id,
-                unit: v.unit,
-                avg_temp: v.avg_temp,
-                avg_co: v.avg_co,
-                avg_humidity: v.avg_humidity,
-                readings: v.readings,
-                first_record_id: v.first_record_id,
-                last_record_id: v.last_record_id,
-            };
             sorted.last_mut().expect("pushed above").windows.push(window);
         }
         // Sensors in counting order, ranked once per sensor (not per row).
@@ -183,23 +163,31 @@ pub fn sensor_order(id: &str) -> (&str, Option<u128>, &str) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use weather_common::aggregate::Aggregate;
 
-    /// The sorted table as aggregates again.
-    fn sorted(table: Table) -> Vec<Aggregate> {
+    /// The sorted table, each window with its key.
+    fn sorted(table: Table) -> Vec<(WindowKey, Window)> {
         let windows = |s: SensorWindows| {
-            s.windows.into_iter().map(move |w| Aggregate {
-                key: WindowKey { sensor_id: s.sensor_id.clone(), window_days: s.window_days, window_id: w.window_id },
-                unit: w.unit,
-                avg_temp: w.avg_temp,
-                avg_co: w.avg_co,
-                avg_humidity: w.avg_humidity,
-                readings: w.readings,
-                first_record_id: w.first_record_id,
-                last_record_id: w.last_record_id,
+            s.windows.into_iter().map(move |w| {
+                (WindowKey { sensor_id: s.sensor_id.clone(), window_days: s.window_days, window_id: w.window_id }, w)
             })
         };
         table.into_sorted().into_iter().flat_map(windows).collect()
+    }
+
+    /// A window as the table holds it.
+    fn row(a: &Aggregate) -> (WindowKey, Window) {
+        (a.key.clone(), Window::from(a))
+    }
+
+    /// `sensor`'s first 30-day window, its averages those of [`week`]'s first.
+    pub(crate) fn month(sensor: &str) -> Aggregate {
+        Aggregate {
+            key: WindowKey { sensor_id: sensor.into(), window_days: 30, window_id: 1 },
+            readings: 30,
+            first_record_id: 1,
+            last_record_id: 30,
+            ..week(sensor, 1, 0)
+        }
     }
 
     pub(crate) fn week(sensor: &str, id: u64, temp: i64) -> Aggregate {
@@ -233,27 +221,21 @@ pub(crate) mod tests {
         table.apply(1, 6, Some(&week("sensor-1", 1, 0).key.to_json()), Some(b"not json"));
         assert_eq!((table.overwritten, table.deleted, table.bad_records()), (1, 1, 2));
         assert_eq!(table.bad.iter().map(|b| (b.partition, b.offset)).collect::<Vec<_>>(), [(1, 5), (1, 6)]);
-        assert_eq!(sorted(table), [week("sensor-1", 1, 120)]);
+        assert_eq!(sorted(table), [row(&week("sensor-1", 1, 120))]);
     }
 
     /// Rows come by window length, sensor in counting order, then window.
     #[test]
     fn rows_are_sorted_by_length_sensor_and_window() {
         let mut table = Table::default();
-        let month = Aggregate {
-            key: WindowKey { sensor_id: "sensor-1".into(), window_days: 30, window_id: 1 },
-            readings: 30,
-            first_record_id: 1,
-            last_record_id: 30,
-            ..week("sensor-1", 1, 0)
-        };
+        let month = month("sensor-1");
         for (i, a) in
             [week("sensor-10", 1, 0), month.clone(), week("sensor-2", 2, 0), week("sensor-2", 1, 0)].iter().enumerate()
         {
             put(&mut table, i as i64, a);
         }
         let order: Vec<(u32, String, u64)> =
-            sorted(table).into_iter().map(|a| (a.key.window_days, a.key.sensor_id, a.key.window_id)).collect();
+            sorted(table).into_iter().map(|(key, _)| (key.window_days, key.sensor_id, key.window_id)).collect();
         assert_eq!(
             order,
             [

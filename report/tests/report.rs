@@ -2,7 +2,10 @@
 //! overwrites, tombstones and bad records among them, read back as a table, printed, as CSV
 //! and as charts.
 
+mod support;
+
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -10,31 +13,28 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use support::week;
 use testkit::Tansu;
 use weather_common::aggregate::{Aggregate, WindowKey};
-use weather_common::units::{Tenths, Unit};
+use weather_common::units::Unit;
 
 /// Runs weather-report with these flags against `tansu`, in-process, as its command line would.
 async fn report(tansu: &Tansu, args: &[&str]) -> anyhow::Result<weather_report::Report> {
     let bootstrap = tansu.bootstrap();
     let argv = ["weather-report", "-b", &bootstrap, "--connect-timeout", "20", "--quiet"];
-    let cli = weather_report::Cli::try_parse_from(argv.into_iter().chain(args.iter().copied()))?;
-    weather_report::run(cli, std::future::pending()).await
+    let settings = weather_report::Cli::try_parse_from(argv.into_iter().chain(args.iter().copied()))?.settings()?;
+    weather_report::run(settings, std::future::pending()).await
 }
 
-/// Sensor `s`'s week `id` in °F: CO `100 s + id`, humidity `10 s + id`, so that every number
-/// of a row says where it comes from.
-fn week(s: u64, id: u64, temp_tenths: i64) -> Aggregate {
-    Aggregate {
-        key: WindowKey { sensor_id: format!("sensor-{s}"), window_days: 7, window_id: id },
-        unit: Unit::Fahrenheit,
-        avg_temp: Tenths(temp_tenths),
-        avg_co: (100 * s + id) as i64,
-        avg_humidity: (10 * s + id) as i64,
-        readings: 7,
-        first_record_id: id * 7 - 6,
-        last_record_id: id * 7,
-    }
+/// The report of `aggregates` with its table written as CSV and its charts as HTML, in a
+/// directory of its own (kept as long as the returned guard).
+async fn report_with_files(tansu: &Tansu) -> (weather_report::Report, PathBuf, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, html) = (dir.path().join("table.csv"), dir.path().join("report.html"));
+    let report = report(tansu, &["-t", "aggregates", "--csv", csv.to_str().unwrap(), "--html", html.to_str().unwrap()])
+        .await
+        .unwrap();
+    (report, csv, html, dir)
 }
 
 fn put(a: &Aggregate) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -100,12 +100,7 @@ async fn the_report_is_the_latest_value_per_window() {
         .collect();
     assert_eq!(positions.len(), bad.len());
 
-    let dir = tempfile::tempdir().unwrap();
-    let (csv, html) = (dir.path().join("table.csv"), dir.path().join("report.html"));
-    let report =
-        report(&tansu, &["-t", "aggregates", "--csv", csv.to_str().unwrap(), "--html", html.to_str().unwrap()])
-            .await
-            .unwrap();
+    let (report, csv, html, _dir) = report_with_files(&tansu).await;
     let text = report.to_string();
     println!("{text}");
 
@@ -182,12 +177,7 @@ async fn thirty_two_sensors_get_a_chart_each() {
         (1..=32).flat_map(|s| (1..=52).map(move |id| put(&week(s, id, (s * 10 + id) as i64)))).collect();
     let raw: Vec<testkit::RawMessage<'_>> = records.iter().map(|(k, v)| (Some(k.as_slice()), v.as_deref())).collect();
     tansu.send_raw("aggregates", &raw);
-    let dir = tempfile::tempdir().unwrap();
-    let (csv, html) = (dir.path().join("table.csv"), dir.path().join("report.html"));
-    let report =
-        report(&tansu, &["-t", "aggregates", "--csv", csv.to_str().unwrap(), "--html", html.to_str().unwrap()])
-            .await
-            .unwrap();
+    let (report, csv, html, _dir) = report_with_files(&tansu).await;
     assert!(report.to_string().contains("32 sensors, 1,664 windows"), "{report}");
     let points = chart_points(&std::fs::read_to_string(&html).unwrap(), "temperature");
     assert_eq!(points.len(), 32);

@@ -2,33 +2,21 @@
 //! (headless Chromium, driven over the DevTools protocol): the page loads with the table as it
 //! is, windows published afterwards appear on it without a reload, and SIGTERM stops it.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::week;
 use testkit::chromium::Chromium;
 use testkit::Tansu;
-use weather_common::aggregate::{Aggregate, WindowKey};
-use weather_common::units::{Tenths, Unit};
+use weather_common::aggregate::Aggregate;
 
 /// How long a published window may take to show on the page.
 const SHOWN_WITHIN: Duration = Duration::from_secs(10);
-
-/// Sensor `s`'s week `id` in °F.
-fn week(s: u64, id: u64, temp_tenths: i64) -> Aggregate {
-    Aggregate {
-        key: WindowKey { sensor_id: format!("sensor-{s}"), window_days: 7, window_id: id },
-        unit: Unit::Fahrenheit,
-        avg_temp: Tenths(temp_tenths),
-        avg_co: (100 * s + id) as i64,
-        avg_humidity: (10 * s + id) as i64,
-        readings: 7,
-        first_record_id: id * 7 - 6,
-        last_record_id: id * 7,
-    }
-}
 
 fn publish(tansu: &Tansu, windows: &[Aggregate]) {
     let records: Vec<(Vec<u8>, Vec<u8>)> = windows.iter().map(|a| (a.key.to_json(), a.to_json())).collect();
@@ -109,9 +97,9 @@ async fn a_taken_address_fails_at_once() {
     let address = taken.local_addr().unwrap().to_string();
     let argv =
         ["weather-report", "-b", "127.0.0.1:1", "--connect-timeout", "5", "-t", "aggregates", "--serve", &address];
-    let cli = <weather_report::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    let settings = <weather_report::Cli as clap::Parser>::try_parse_from(argv).unwrap().settings().unwrap();
     let started = Instant::now();
-    let err = format!("{:#}", weather_report::run(cli, std::future::pending()).await.unwrap_err());
+    let err = format!("{:#}", weather_report::run(settings, std::future::pending()).await.unwrap_err());
     assert!(err.contains(&format!("cannot serve on `{address}`")) && err.contains("HOST:PORT"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }

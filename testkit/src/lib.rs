@@ -161,15 +161,16 @@ impl Tansu {
         let (bootstrap, count, sensors, seed) =
             (self.bootstrap(), count.to_string(), sensors.to_string(), seed.to_string());
         let argv = ["weather-producer", "-b", &bootstrap, "-t", topic, "--rate", "0", "--count", &count];
-        let config = weather_producer::Config::try_parse_from(argv.into_iter().chain([
+        let settings = weather_producer::Cli::try_parse_from(argv.into_iter().chain([
             "--sensors",
             &sensors,
             "--seed",
             &seed,
             "--quiet",
         ]))
+        .and_then(weather_producer::Cli::settings)
         .expect("valid producer flags");
-        weather_producer::run(config, std::future::pending()).await.expect("producing readings")
+        weather_producer::run(settings, std::future::pending()).await.expect("producing readings")
     }
 
     /// Publishes `days` readings from each of `sensors` sensors to `weather` in record batches
@@ -180,9 +181,11 @@ impl Tansu {
         let (bootstrap, count, sensor_count) = (self.bootstrap(), days.to_string(), sensors.to_string());
         let argv = ["weather-producer", "-b", &bootstrap, "--rate", "0", "--count", &count, "--sensors", &sensor_count];
         let small_batches = ["--seed", "9", "-X", "linger.ms=5", "--quiet"];
-        let config = weather_producer::Config::try_parse_from(argv.into_iter().chain(small_batches)).unwrap();
+        let settings = weather_producer::Cli::try_parse_from(argv.into_iter().chain(small_batches))
+            .and_then(weather_producer::Cli::settings)
+            .unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let sent = runtime.block_on(weather_producer::run(config, std::future::pending())).unwrap();
+        let sent = runtime.block_on(weather_producer::run(settings, std::future::pending())).unwrap();
         assert_eq!(sent.acknowledged, days * u64::from(sensors));
     }
 
@@ -193,12 +196,13 @@ impl Tansu {
         let (bootstrap, rate, sensors) = (self.bootstrap(), rate.to_string(), sensors.to_string());
         let thread = std::thread::spawn(move || {
             let argv = ["weather-producer", "-b", &bootstrap, "--rate", &rate, "--sensors", &sensors, "--quiet"];
-            let config = weather_producer::Config::try_parse_from(argv).unwrap();
+            let settings =
+                weather_producer::Cli::try_parse_from(argv).and_then(weather_producer::Cli::settings).unwrap();
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let shutdown = async move {
                 tokio::task::spawn_blocking(move || stopped.recv()).await.ok();
             };
-            runtime.block_on(weather_producer::run(config, shutdown)).unwrap();
+            runtime.block_on(weather_producer::run(settings, shutdown)).unwrap();
         });
         LiveProducer { stop, thread }
     }
@@ -743,18 +747,7 @@ fn wait_for_port(child: &mut Child, port: u16, name: &str, log: &Path) -> Result
 pub fn lake_python() -> PathBuf {
     static PYTHON: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
-    python
-        .get_or_insert_with(|| {
-            let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
-            let out = Command::new(&stack)
-                .arg("python")
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("running scripts/stack python");
-            assert!(out.status.success(), "scripts/stack python failed ({})", out.status);
-            PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
-        })
-        .clone()
+    python.get_or_insert_with(|| PathBuf::from(stack_says("python").trim())).clone()
 }
 
 /// The readers of the lake's Delta table that are not our writer: the Python that has
@@ -765,18 +758,23 @@ pub fn delta_python() -> (PathBuf, PathBuf) {
     let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
     python
         .get_or_insert_with(|| {
-            let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
-            let out = Command::new(&stack)
-                .arg("delta-python")
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("running scripts/stack delta-python");
-            assert!(out.status.success(), "scripts/stack delta-python failed ({})", out.status);
-            let text = String::from_utf8(out.stdout).expect("paths");
+            let text = stack_says("delta-python");
             let mut lines = text.lines().map(|l| PathBuf::from(l.trim()));
             (lines.next().expect("the Python"), lines.next().expect("the extension"))
         })
         .clone()
+}
+
+/// What `scripts/stack <command>` prints (its errors go to the test's output).
+fn stack_says(command: &str) -> String {
+    let stack = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stack");
+    let out = Command::new(&stack)
+        .arg(command)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/stack {command}: {e}"));
+    assert!(out.status.success(), "scripts/stack {command} failed ({})", out.status);
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("scripts/stack {command} printed no text: {e}"))
 }
 
 /// The path of a stack binary.

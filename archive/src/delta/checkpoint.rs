@@ -295,7 +295,6 @@ fn map<'a>(values: impl Iterator<Item = Option<&'a BTreeMap<String, Option<Strin
 mod tests {
     use super::*;
     use crate::delta::log::{Add, Format, Metadata, Protocol, Txn};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     /// What a checkpoint holds reads back as the snapshot it was made of: files with their
     /// partition values and statistics, tombstones, transaction versions, metadata, protocol.
@@ -355,13 +354,7 @@ mod tests {
             }),
         ];
         let bytes = encode(&actions).unwrap();
-        let batch = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+        let batch = crate::columns::batches(bytes).unwrap().remove(0);
         assert_eq!(batch.num_rows(), 4);
         let valid = |name: &str| -> Vec<bool> {
             let column = batch.column_by_name(name).unwrap();

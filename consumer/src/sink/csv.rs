@@ -25,12 +25,9 @@ impl RowFormat for Csv {
         &self.text
     }
 
-    /// The window's values (see [`super::values`]), none of which needs quoting.
+    /// The window's values (see [`super::row`]), none of which needs quoting, on a line.
     fn row(&mut self, w: &WindowSummary) -> &[u8] {
-        self.text.clear();
-        super::values(&mut self.text, &self.rules, w);
-        self.text.push(b'\n');
-        &self.text
+        super::row(&mut self.text, &self.rules, w, b'\n')
     }
 }
 
@@ -38,25 +35,16 @@ impl RowFormat for Csv {
 mod tests {
     use super::*;
     use crate::rules::Format;
-    use crate::sink::{rules, week};
+    use crate::sink::{render, rules, week};
     use crate::units::Unit;
     use crate::window::WindowSize;
-
-    fn render(rules: Rules, windows: &[WindowSummary]) -> String {
-        let mut csv = Csv::new(rules);
-        let mut out = csv.header().to_vec();
-        for w in windows {
-            out.extend_from_slice(csv.row(w));
-        }
-        String::from_utf8(out).unwrap()
-    }
 
     /// The exact bytes of version 2's file: header, then weekly Fahrenheit rows.
     #[test]
     fn walkthrough_bytes() {
         let layout = rules(WindowSize::WEEK, Unit::Fahrenheit, Format::Csv, false);
         // 20.333.. °C is 68.6 °F (not the walkthrough's 68.60000000000001); -0.1 °C is 31.82 °F
-        let text = render(layout, &[week("sensor-1", 1, 1423, 4900, 350), week("sensor-1", 2, -7, 357, 11)]);
+        let text = render(Csv::new(layout), &[week("sensor-1", 1, 1423, 4900, 350), week("sensor-1", 2, -7, 357, 11)]);
         assert_eq!(text, "week_id,avg_temp,avg_co,avg_humidity\n1,68.6,700,50\n2,31.8,51,2\n");
     }
 
@@ -66,7 +54,7 @@ mod tests {
         let layout = rules(WindowSize::MONTH, Unit::Celsius, Format::Csv, true);
         let month = WindowSummary { readings: 30, ..week("sensor-3", 4, -30, 1500, 3000) };
         assert_eq!(
-            render(layout, &[month]),
+            render(Csv::new(layout), &[month]),
             "sensor_id,month_id,avg_temp,avg_co,avg_humidity\nsensor-3,4,-0.1,50,100\n"
         );
     }
@@ -75,6 +63,6 @@ mod tests {
     #[test]
     fn custom_window_column() {
         let layout = rules(WindowSize::days(10).unwrap(), Unit::Celsius, Format::Csv, false);
-        assert_eq!(render(layout, &[]), "window_id,avg_temp,avg_co,avg_humidity\n");
+        assert_eq!(render(Csv::new(layout), &[]), "window_id,avg_temp,avg_co,avg_humidity\n");
     }
 }

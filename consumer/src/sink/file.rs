@@ -48,10 +48,18 @@ pub struct FileOutput {
     pub upload_interval: Duration,
 }
 
+/// Whether the file must be uploaded to S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// Only if `--s3-bucket` is given.
+    IfAsked,
+    /// Always: `--preset v2` uploads its file, and needs `--s3-bucket`.
+    Preset,
+}
+
 impl FileArgs {
-    /// The output file, checked; none with `--no-file`. `needs_upload`: the preset uploads the
-    /// file to S3 (version 2).
-    pub fn check(self, rules: &Rules, needs_upload: bool) -> Result<Option<FileOutput>, String> {
+    /// The output file, checked; none with `--no-file`.
+    pub fn check(self, rules: &Rules, upload: Upload) -> Result<Option<FileOutput>, String> {
         if self.no_file {
             let given = [
                 ("--output", self.output.is_some()),
@@ -74,7 +82,7 @@ impl FileArgs {
                 return Err(format!("--output: directory `{}` does not exist", dir.display()));
             }
         }
-        if needs_upload && self.s3.s3_bucket.is_none() {
+        if upload == Upload::Preset && self.s3.s3_bucket.is_none() {
             return Err("--preset v2 uploads to S3: give --s3-bucket (or WEATHER_S3_BUCKET)".to_string());
         }
         let bucket = self.s3.bucket(&[("--s3-key", self.s3_key.is_some())])?;

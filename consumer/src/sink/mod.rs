@@ -61,12 +61,13 @@ pub trait RowFormat: Send {
     fn row(&mut self, window: &WindowSummary) -> &[u8];
 }
 
-/// Appends a window's values to `out`, separated by commas: its sensor id (with a sensor
-/// column), its id and its averages. Both formats' rows are these values; none ever needs
-/// quoting in CSV: numbers, and sensor ids of letters, digits, `.`, `_` and `-` (every
-/// reading's id is checked when it is read).
-fn values(out: &mut Vec<u8>, rules: &Rules, w: &WindowSummary) {
+/// A window's row in `out` (cleared first): its values separated by commas, then `end`. The
+/// values are its sensor id (with a sensor column), its id and its averages. Both formats' rows
+/// are these values; none ever needs quoting in CSV: numbers, and sensor ids of letters,
+/// digits, `.`, `_` and `-` (every reading's id is checked when it is read).
+fn row<'a>(out: &'a mut Vec<u8>, rules: &Rules, w: &WindowSummary, end: u8) -> &'a [u8] {
     use std::io::Write as _;
+    out.clear();
     debug_assert!(weather_common::reading::is_valid_sensor_id(&w.sensor_id), "{}", w.sensor_id);
     let a = w.averages(rules.unit);
     if rules.sensor_column {
@@ -79,6 +80,8 @@ fn values(out: &mut Vec<u8>, rules: &Rules, w: &WindowSummary) {
     out.extend_from_slice(number.format(a.co_concentration).as_bytes());
     out.push(b',');
     out.extend_from_slice(number.format(a.humidity).as_bytes());
+    out.push(end);
+    out
 }
 
 /// The row format of `rules`: its format, with the columns and unit they say.
@@ -98,6 +101,16 @@ pub(crate) fn rules(
     sensor_column: bool,
 ) -> Rules {
     Rules { topic: "weather".into(), window, unit, format, sensor_column }
+}
+
+/// What `format` writes for `windows`, to an empty file, as text.
+#[cfg(test)]
+pub(crate) fn render(mut format: impl RowFormat, windows: &[WindowSummary]) -> String {
+    let mut out = format.header().to_vec();
+    for w in windows {
+        out.extend_from_slice(format.row(w));
+    }
+    String::from_utf8(out).expect("rows are UTF-8")
 }
 
 #[cfg(test)]

@@ -22,12 +22,9 @@ impl RowFormat for Txt {
         &[]
     }
 
-    /// The window's values (see [`super::values`]), each followed by a comma.
+    /// The window's values (see [`super::row`]), each followed by a comma.
     fn row(&mut self, w: &WindowSummary) -> &[u8] {
-        self.text.clear();
-        super::values(&mut self.text, &self.rules, w);
-        self.text.push(b',');
-        &self.text
+        super::row(&mut self.text, &self.rules, w, b',')
     }
 }
 
@@ -35,25 +32,19 @@ impl RowFormat for Txt {
 mod tests {
     use super::*;
     use crate::rules::Format;
-    use crate::sink::{rules, week};
+    use crate::sink::{render, rules, week};
     use crate::units::Unit;
     use crate::window::WindowSize;
-
-    fn render(rules: Rules, windows: &[WindowSummary]) -> String {
-        let mut txt = Txt::new(rules);
-        let mut out = txt.header().to_vec();
-        for w in windows {
-            out.extend_from_slice(txt.row(w));
-        }
-        String::from_utf8(out).unwrap()
-    }
 
     /// The exact bytes of the walkthrough's file: one line, a comma after every value.
     #[test]
     fn walkthrough_bytes() {
         let layout = rules(WindowSize::MONTH, Unit::Celsius, Format::Txt, false);
         let month = |id, t, co, h| WindowSummary { readings: 30, ..week("sensor-1", id, t, co, h) };
-        let text = render(layout, &[month(1, 203 * 30, 702 * 30, 55 * 30), month(2, 189 * 30 - 1, 688 * 30, 61 * 30)]);
+        let text = render(
+            Txt::new(layout),
+            &[month(1, 203 * 30, 702 * 30, 55 * 30), month(2, 189 * 30 - 1, 688 * 30, 61 * 30)],
+        );
         assert_eq!(text, "1,20.3,702,55,2,18.9,688,61,");
     }
 
@@ -61,7 +52,8 @@ mod tests {
     #[test]
     fn sensor_column_leads_each_group() {
         let layout = rules(WindowSize::WEEK, Unit::Fahrenheit, Format::Txt, true);
-        let text = render(layout, &[week("sensor-2", 1, 200 * 7, 700, 70), week("sensor-1", 1, -100 * 7, 350, 7)]);
+        let text =
+            render(Txt::new(layout), &[week("sensor-2", 1, 200 * 7, 700, 70), week("sensor-1", 1, -100 * 7, 350, 7)]);
         assert_eq!(text, "sensor-2,1,68.0,100,10,sensor-1,1,14.0,50,1,");
     }
 }

@@ -1,7 +1,8 @@
 //! What the consumer's process-level tests share: the consumer binary with version 2's rules on
 //! a bounded run, started with its summary in a log and its stderr beside it; the CSV's rows
 //! per sensor and the check that they are an uninterrupted run's first rows; the spec oracle;
-//! `/metrics` scraped and parsed by Prometheus's own Python parser.
+//! `/metrics` scraped and parsed by Prometheus's own Python parser; the crash tests' kills at
+//! random moments.
 
 #![allow(dead_code)]
 
@@ -11,6 +12,9 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
 
 /// The consumer binary on the broker at `bootstrap` with weekly °F CSV rules and a sensor column (unless `args`
 /// give a --window), a bounded run with a checkpoint every 50 ms (unless `args` give a
@@ -44,6 +48,54 @@ pub fn err_path(log: &Path) -> PathBuf {
     let mut err = log.as_os_str().to_owned();
     err.push(".err");
     err.into()
+}
+
+/// Where a crash test's kill moments come from: `CRASH_SEED` if set (to repeat a failed run),
+/// else a new seed, printed so that it can be.
+pub fn kill_moments() -> (u64, rand::rngs::StdRng) {
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    println!("kill moments from CRASH_SEED={seed}");
+    (seed, rand::rngs::StdRng::seed_from_u64(seed))
+}
+
+/// SIGKILLs `child`, the crash test's run number `kill` (started by [`spawn_logged`] with
+/// `log`), at a random moment: every fourth run during its start-up, the others a little after
+/// `progressed` says it made durable progress of its own (within 60 s). The run must not have
+/// ended by then (nor printed its summary): the replay is made long enough for every kill.
+pub fn kill_at_random_moment(
+    mut child: Child,
+    kill: u32,
+    rng: &mut rand::rngs::StdRng,
+    mut progressed: impl FnMut() -> bool,
+    log: &Path,
+    context: &str,
+) {
+    let ended = |child: &mut Child| {
+        child.try_wait().unwrap().map(|status| {
+            let stderr = std::fs::read_to_string(err_path(log)).unwrap_or_default();
+            format!("the replay ended ({status}) after only {kill} kills: make it longer\n{stderr}")
+        })
+    };
+    if kill % 4 == 3 {
+        // Start-up: loading the checkpoint or the state, connecting, creating tables and topics.
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !progressed() {
+            if let Some(ended) = ended(&mut child) {
+                panic!("{ended}");
+            }
+            assert!(Instant::now() < deadline, "{context}: no progress within 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+    }
+    if let Some(ended) = ended(&mut child) {
+        panic!("{ended}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "", "{context}: the killed run had printed its summary");
 }
 
 /// Waits for `child`, started by [`spawn_logged`], to end successfully (`what` names the run

@@ -107,10 +107,13 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::rules::Format;
     use crate::sink::postgres::target::PostgresTarget;
-    use crate::sink::table::WindowTable;
+    use crate::sink::table::{Opening, WindowTable};
     use crate::units::Unit;
     use crate::window::WindowSize;
+    use weather_common::kafka::KafkaArgs;
+    use weather_common::shutdown::Stop;
 
     /// Rows sent ahead of their commit are loading while the run goes on, unseen until the
     /// commit, with which they land once; when the connection is lost while rows are on their
@@ -122,8 +125,17 @@ mod tests {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let mut target = PostgresTarget::parse(&pg.url(), "ahead", Duration::from_secs(30)).unwrap();
         target.config.password(pg.password());
-        let (window, unit, handle) = (WindowSize::WEEK, Unit::Celsius, runtime.handle().clone());
-        let mut table = Postgres::open(&target, "g", "weather", window, unit, false, handle).unwrap();
+        let rules = crate::sink::rules(WindowSize::WEEK, Unit::Celsius, Format::Csv, false);
+        let (kafka, stop) = (KafkaArgs::new("127.0.0.1:1"), Stop::default());
+        let run = Opening {
+            kafka: &kafka,
+            group: "g",
+            rules: &rules,
+            rebuild: false,
+            stop: &stop,
+            runtime: runtime.handle(),
+        };
+        let mut table = Postgres::open(&run, &target).unwrap();
         let count = |sql: &str| pg.query(sql)[0][0].clone().unwrap();
         let copying = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'weather' AND query LIKE 'COPY ahead %'";
         // Enough rows for several pieces.

@@ -73,8 +73,6 @@ impl TableConfig for PostgresTarget {
     }
 
     fn open(&self, run: &Opening<'_>) -> anyhow::Result<Box<dyn WindowTable>> {
-        let (rules, runtime) = (run.rules, run.runtime.clone());
-        let table = Postgres::open(self, run.group, &rules.topic, rules.window, rules.unit, run.rebuild, runtime)?;
-        Ok(Box::new(table))
+        Ok(Box::new(Postgres::open(run, self)?))
     }
 }

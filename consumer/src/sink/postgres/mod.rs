@@ -38,7 +38,7 @@ use self::connect::{connect, connection_lost};
 use self::schema::copy_row;
 use self::target::PostgresTarget;
 use self::transaction::forget_others;
-use super::table::{Commit, TableState, WindowTable};
+use super::table::{Commit, Opening, TableState, WindowTable};
 use crate::units::Unit;
 use crate::window::{WindowSize, WindowSummary, Windows};
 
@@ -71,35 +71,27 @@ pub struct Postgres {
 
 impl Postgres {
     /// Connects, creates the tables if missing (a table with other columns is refused), takes
-    /// the rule set's lock, and reads where this output's progress stands. `rebuild`: the run
-    /// rebuilds from the beginning, so rows of other rules are no reason to stop.
-    pub fn open(
-        target: &PostgresTarget,
-        group: &str,
-        topic: &str,
-        window: WindowSize,
-        unit: Unit,
-        rebuild: bool,
-        runtime: Handle,
-    ) -> anyhow::Result<Postgres> {
+    /// the rule set's lock, and reads where the run's output's progress stands. A run that
+    /// rebuilds from the beginning finds rows of other rules no reason to stop.
+    pub fn open(run: &Opening<'_>, target: &PostgresTarget) -> anyhow::Result<Postgres> {
         let deadline = Instant::now() + target.connect_timeout;
-        let client = runtime.block_on(connect(target, deadline))?;
+        let client = run.runtime.block_on(connect(target, deadline))?;
         let mut table = Postgres {
             name: target.name(),
             target: target.clone(),
-            runtime,
+            runtime: run.runtime.clone(),
             client,
-            group: group.to_string(),
-            topic: topic.to_string(),
-            window,
-            unit,
+            group: run.group.to_string(),
+            topic: run.rules.topic.clone(),
+            window: run.rules.window,
+            unit: run.rules.unit,
             state: TableState::default(),
             commits: 0,
             rows: Vec::new(),
             sent: 0,
             ahead: Ahead::Idle,
         };
-        table.runtime.clone().block_on(table.prepare(rebuild))?;
+        table.runtime.clone().block_on(table.prepare(run.rebuild))?;
         Ok(table)
     }
 
