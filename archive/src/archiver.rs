@@ -430,11 +430,10 @@ impl Archiver {
             let taken = self.writer.lake.take(&claims, Claim::Member { name: &member, live: &live })?;
             self.adopt(taken);
         }
-        let fetched = self.fetcher.as_ref().map_or(0, |_| owned.len());
-        if self.writer.parts.keys().copied().collect::<BTreeSet<i32>>() != owned
-            || !self.writer.lost.is_empty()
-            || fetched != self.writer.parts.len()
-        {
+        // A new consumer when the partitions owned changed or one was lost; and a consumer
+        // exactly while some are owned.
+        let now_owned: BTreeSet<i32> = self.writer.parts.keys().copied().collect();
+        if now_owned != owned || !self.writer.lost.is_empty() || self.fetcher.is_some() == now_owned.is_empty() {
             self.refetch()?;
         }
         let Some(sharing) = &mut self.sharing else { return Ok(()) };
