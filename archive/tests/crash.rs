@@ -392,13 +392,12 @@ fn a_member_killed_mid_run_loses_nothing_when_a_new_member_takes_over() {
     let log = |i: usize| logs.path().join(format!("member-{i}.log"));
     // One member after the other, each once the group has shared every partition among those
     // there: a member joins a group that is not in the middle of a rebalance. Shared means, in
-    // one reading of the logs, each member holding its deal (round-robin over the members in
-    // name order, m0 < m1 < m2): disjoint and complete.
+    // one reading of the logs, each member (member i is named m<i>) holding its deal: disjoint
+    // and complete.
     let all: BTreeSet<i32> = (0..6).collect();
     let shared = |members: &[usize]| -> Vec<BTreeSet<i32>> {
-        let deal: Vec<BTreeSet<i32>> = (0..members.len())
-            .map(|i| all.iter().copied().filter(|p| *p as usize % members.len() == i).collect())
-            .collect();
+        let names: Vec<String> = members.iter().map(|i| format!("m{i}")).collect();
+        let deal = testkit::deal(&names.iter().map(String::as_str).collect::<Vec<_>>(), 6);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let held: Vec<BTreeSet<i32>> = members.iter().map(|&i| holding(&log(i))).collect();

@@ -132,9 +132,7 @@ pub fn decode(bytes: Vec<u8>) -> Result<Vec<Action>, String> {
                 Action::Txn(Txn {
                     app_id: string(s, "appId", row)?,
                     version: long(s, "version", row)?,
-                    last_updated: child::<Int64Array>(s, "lastUpdated")
-                        .ok()
-                        .and_then(|a| a.is_valid(row).then(|| a.value(row))),
+                    last_updated: optional_long(s, "lastUpdated", row),
                 })
             } else if let Some(s) = valid(add, row) {
                 Action::Add(Add {

@@ -198,6 +198,21 @@ impl Snapshot {
     /// Applies the entry of `version`, the one after this snapshot's.
     pub fn apply(&mut self, version: u64, actions: &[Action]) {
         debug_assert_eq!(version, self.next_version());
+        self.reconcile(actions);
+        self.version = Some(version);
+    }
+
+    /// The snapshot a checkpoint of `version` holds ("the checkpoint ... contains the
+    /// complete state of the table as of the version"): its actions applied on nothing.
+    pub fn from_checkpoint(version: u64, actions: &[Action]) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.reconcile(actions);
+        snapshot.version = Some(version);
+        snapshot
+    }
+
+    /// Applies `actions` ("Action Reconciliation").
+    fn reconcile(&mut self, actions: &[Action]) {
         for action in actions {
             match action {
                 // "The latest protocol action seen wins"; likewise metaData.
@@ -220,31 +235,6 @@ impl Snapshot {
                 Action::CommitInfo(_) => {}
             }
         }
-        self.version = Some(version);
-    }
-
-    /// The snapshot a checkpoint of `version` holds ("the checkpoint ... contains the
-    /// complete state of the table as of the version"): its actions applied on nothing.
-    pub fn from_checkpoint(version: u64, actions: &[Action]) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        for action in actions {
-            match action {
-                Action::Protocol(p) => snapshot.protocol = Some(p.clone()),
-                Action::Metadata(m) => snapshot.metadata = Some(m.clone()),
-                Action::Add(add) => {
-                    snapshot.files.insert(add.path.clone(), add.clone());
-                }
-                Action::Remove(remove) => {
-                    snapshot.tombstones.insert(remove.path.clone(), remove.clone());
-                }
-                Action::Txn(txn) => {
-                    snapshot.txns.insert(txn.app_id.clone(), txn.version);
-                }
-                Action::CommitInfo(_) => {}
-            }
-        }
-        snapshot.version = Some(version);
-        snapshot
     }
 
     /// The latest version recorded for `app_id`.
