@@ -2,9 +2,10 @@
 //! them. Each owned partition keeps its own open windows (a sensor's readings all come from one
 //! partition), its next offset, the windows finished since the last commit and the epoch it was
 //! claimed at; a commit makes all of them durable at once, or none if another member has
-//! claimed one of them since ([`PartitionStore::commit`]).
+//! claimed one of them since ([`PartitionStore::commit`]), while the member reads on
+//! ([`super::commits`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -19,7 +20,8 @@ use weather_common::shutdown::Stop;
 use weather_common::source::{Source, TopicView};
 use weather_common::Reading;
 
-use super::store::{Claimed, Committed, GroupStore, Membership, Mirror, PartitionCommit, Rebuild, RebuildRange};
+use super::commits::{Committer, Pending, Settled};
+use super::store::{Claimed, Membership, Rebuild, RebuildRange};
 use crate::config::{Settings, Share};
 use crate::metrics::Metrics;
 use crate::pipeline::Summary;
@@ -38,8 +40,7 @@ struct Owned {
     /// The next offset to take.
     next: i64,
     windows: Windows,
-    /// Sensors seen in it, and those first seen since the last commit.
-    sensors: HashSet<String>,
+    /// Sensors first seen in it since the last commit.
     new_sensors: Vec<String>,
     /// Windows finished since the last commit.
     finished: Vec<WindowSummary>,
@@ -55,7 +56,6 @@ impl Owned {
         Owned {
             epoch: claimed.epoch,
             next: start,
-            sensors: windows.sensors().collect(),
             windows,
             new_sensors: Vec::new(),
             finished: Vec::new(),
@@ -66,14 +66,17 @@ impl Owned {
         }
     }
 
-    fn commit(&self, partition: i32, release: bool) -> PartitionCommit<'_> {
-        PartitionCommit {
+    /// What it makes durable in the next commit; its windows finished and sensors first seen
+    /// go with it.
+    fn pending(&mut self, partition: i32, release: bool) -> Pending {
+        self.dirty = false;
+        Pending {
             partition,
             epoch: self.epoch,
             next_offset: self.next,
-            windows: &self.windows,
-            finished: &self.finished,
-            new_sensors: &self.new_sensors,
+            windows: self.windows.clone(),
+            finished: std::mem::take(&mut self.finished),
+            new_sensors: std::mem::take(&mut self.new_sensors),
             release,
         }
     }
@@ -84,9 +87,9 @@ struct Member<'a> {
     settings: &'a Settings,
     share: &'a Share,
     stop: &'a Stop,
-    store: Box<dyn GroupStore>,
-    /// The aggregates topic, written by every commit of the store.
-    mirror: Option<Box<dyn Mirror>>,
+    /// The store, and the aggregates topic written by every commit of the store (`mirrors`).
+    committer: Committer,
+    mirrors: bool,
     partitions: Vec<i32>,
     owned: BTreeMap<i32, Owned>,
     /// Reads the owned partitions; remade whenever they change.
@@ -142,12 +145,13 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
         store.name(),
         mirror.as_ref().map_or(String::new(), |m| format!(", windows also to {}", m.name()))
     );
+    let mirrors = mirror.is_some();
     let mut member = Member {
         settings,
         share,
         stop,
-        store,
-        mirror,
+        committer: Committer::new(store, mirror),
+        mirrors,
         partitions: view.partitions.clone(),
         owned: BTreeMap::new(),
         source: None,
@@ -160,7 +164,8 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
     let ended = member.follow().and_then(|()| member.leave());
     if ended.is_err() {
         // The others need not wait for its lease to run out to take its partitions over.
-        if let Err(e) = member.store.leave() {
+        member.committer.settle();
+        if let Err(e) = member.committer.store().leave() {
             tracing::debug!("leaving the group after an error: {e:#}");
         }
     }
@@ -174,31 +179,21 @@ impl Member<'_> {
         let mut next_heartbeat = Instant::now();
         let mut last_commit = Instant::now();
         let mut owned_nothing_since: Option<Instant> = None;
+        // Whether to look at the clock and the partitions' ends this turn: not for every
+        // message (the clock costs more than the message), but when the topic is quiet, every
+        // CLOCK_EVERY readings and when a partition has been read to its end.
+        let mut look = true;
         while !self.stop.requested() {
-            if Instant::now() >= next_heartbeat {
-                self.rebalance()?;
-                next_heartbeat = Instant::now() + heartbeat_every;
-            }
-            if self.settings.until == Until::End {
-                if self.owned.is_empty() {
-                    let since = *owned_nothing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= 2 * self.share.lease {
-                        tracing::info!(
-                            "member `{}` owns no partition after {} s: the other members read all {} (--until-end \
-                             ends it)",
-                            self.share.member,
-                            since.elapsed().as_secs(),
-                            self.partitions.len()
-                        );
-                        return Ok(());
-                    }
-                } else if self.owned.values().all(|o| o.next >= o.end) {
-                    self.span.taken();
+            if look {
+                if Instant::now() >= next_heartbeat {
+                    self.rebalance()?;
+                    next_heartbeat = Instant::now() + heartbeat_every;
+                }
+                if self.settings.until == Until::End && self.bounded_run_ended(&mut owned_nothing_since) {
                     return Ok(());
-                } else {
-                    owned_nothing_since = None;
                 }
             }
+            look = true;
             let Some(source) = &self.source else {
                 std::thread::sleep(POLL_TIMEOUT);
                 continue;
@@ -217,10 +212,11 @@ impl Member<'_> {
                     true
                 }
                 Some(Ok(message)) => {
-                    Self::take(&mut self.owned, &mut self.dead_letters, &message)?;
+                    let read_to_end = Self::take(&mut self.owned, &mut self.dead_letters, &message)?;
                     self.summary.readings += 1;
                     self.span.read();
                     if !self.summary.readings.is_multiple_of(CLOCK_EVERY) {
+                        look = read_to_end;
                         continue;
                     }
                     self.span.taken();
@@ -228,40 +224,72 @@ impl Member<'_> {
                     false
                 }
             };
+            if self.committer.ended() {
+                self.settle()?;
+            }
             self.publish();
             let due = idle || last_commit.elapsed() >= self.settings.checkpoint_interval;
-            if due && self.owned.values().any(|o| o.dirty) && self.commit(&BTreeSet::new())? {
-                last_commit = Instant::now();
+            if due && self.owned.values().any(|o| o.dirty) {
+                self.settle()?;
+                if self.begin(&BTreeSet::new())? {
+                    last_commit = Instant::now();
+                }
             }
         }
         Ok(())
+    }
+
+    /// With `--until-end`: whether the member is done, its partitions read to where they ended
+    /// when it claimed them, or none owned for two leases (`owned_nothing_since`).
+    fn bounded_run_ended(&mut self, owned_nothing_since: &mut Option<Instant>) -> bool {
+        if self.owned.is_empty() {
+            let since = *owned_nothing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < 2 * self.share.lease {
+                return false;
+            }
+            tracing::info!(
+                "member `{}` owns no partition after {} s: the other members read all {} (--until-end ends it)",
+                self.share.member,
+                since.elapsed().as_secs(),
+                self.partitions.len()
+            );
+            return true;
+        }
+        *owned_nothing_since = None;
+        if self.owned.values().all(|o| o.next >= o.end) {
+            self.span.taken();
+            return true;
+        }
+        false
     }
 
     /// Publishes the figures so far to the metrics, and that the loop is alive.
     fn publish(&self) {
         let written = self.summary.windows_written;
         let sent = [("postgres", written), ("topic", written)];
-        let sent = &sent[..if self.mirror.is_some() { 2 } else { 1 }];
+        let sent = &sent[..if self.mirrors { 2 } else { 1 }];
         self.metrics.publish(&self.summary, self.dead_letters.counts(), sent);
         weather_common::metrics::health_of_job().alive();
     }
 
-    /// Takes one message of an owned partition into its windows.
+    /// Takes one message of an owned partition into its windows. True if it was the last
+    /// before where a bounded run stops reading the partition.
     fn take(
         owned: &mut BTreeMap<i32, Owned>,
         dead_letters: &mut DeadLetters,
         message: &Record<'_>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let (partition, offset) = (message.partition(), message.offset());
         // A partition handed back since it was fetched, or a message read before.
-        let Some(part) = owned.get_mut(&partition).filter(|p| offset >= p.next) else { return Ok(()) };
+        let Some(part) = owned.get_mut(&partition).filter(|p| offset >= p.next) else { return Ok(false) };
         match Reading::parse(message.payload(), message.key()) {
             Ok(reading) => {
-                if !part.sensors.contains(reading.sensor_id.as_ref()) {
-                    part.sensors.insert(reading.sensor_id.to_string());
+                let known = part.windows.sensor_count();
+                let outcome = part.windows.add(&reading);
+                if part.windows.sensor_count() > known {
                     part.new_sensors.push(reading.sensor_id.to_string());
                 }
-                match part.windows.add(&reading) {
+                match outcome {
                     Outcome::Counted => {}
                     Outcome::Finished(window) => part.finished.push(window),
                     rejected @ (Outcome::Duplicate | Outcome::Late) => {
@@ -272,17 +300,19 @@ impl Member<'_> {
             }
             Err(bad) => dead_letters.keep(message.into(), bad.category(), &bad.to_string())?,
         }
+        let before_end = part.next < part.end;
         part.next = offset + 1;
         part.dirty = true;
-        Ok(())
+        Ok(before_end && part.next >= part.end)
     }
 
     /// The heartbeat: the live members, this member's share of the partitions, and the moves to
     /// it: what is no longer its share is committed and handed back, what is and has no live
     /// owner is claimed. The partitions read change with it.
     fn rebalance(&mut self) -> anyhow::Result<()> {
+        self.settle()?;
         let owns: BTreeSet<i32> = self.owned.keys().copied().collect();
-        let live = self.store.heartbeat()?;
+        let live = self.committer.store().heartbeat()?;
         let share = share_of(&self.share.member, &live, &self.partitions);
         if share.is_empty() && !self.said_idle {
             tracing::info!(
@@ -303,13 +333,13 @@ impl Member<'_> {
         if !moves.release.is_empty() {
             // Until its dead letters are acknowledged, a partition is kept (and offered again at
             // the next heartbeat).
-            if self.commit(&moves.release)? {
+            if self.commit_now(&moves.release)? {
                 changed = true;
             }
         }
         let mut claims = Vec::new();
         for &partition in &moves.claim {
-            if let Some(claimed) = self.store.claim(partition)? {
+            if let Some(claimed) = self.committer.store().claim(partition)? {
                 claims.push(claimed);
             }
         }
@@ -353,94 +383,100 @@ impl Member<'_> {
         Ok(())
     }
 
-    /// Commits every owned partition with something to commit, and hands `release` back with
-    /// it. Partitions another member has claimed meanwhile are fenced: dropped, with what they
-    /// held since their last commit, and the others committed without them. False if the dead
-    /// letters are not acknowledged yet (nothing committed).
-    fn commit(&mut self, release: &BTreeSet<i32>) -> anyhow::Result<bool> {
+    /// Commits every owned partition with something to commit and hands `release` back with
+    /// it, and waits until that is settled. False if the dead letters are not acknowledged yet
+    /// (nothing committed).
+    fn commit_now(&mut self, release: &BTreeSet<i32>) -> anyhow::Result<bool> {
+        self.settle()?;
+        let begun = self.begin(release)?;
+        self.settle()?;
+        Ok(begun)
+    }
+
+    /// Begins a commit of every owned partition with something to commit, handing `release`
+    /// back with it; the member reads on meanwhile ([`Member::settle`]). False if the dead
+    /// letters are not acknowledged yet (nothing begun).
+    fn begin(&mut self, release: &BTreeSet<i32>) -> anyhow::Result<bool> {
         if !self.dead_letters.flush(DEAD_LETTER_FLUSH)? {
             tracing::warn!("dead letters not yet acknowledged; commit postponed");
             return Ok(false);
         }
-        let started = Instant::now();
-        loop {
-            let commits: Vec<PartitionCommit<'_>> = self
-                .owned
-                .iter()
-                .filter(|(p, o)| o.dirty || release.contains(p))
-                .map(|(&p, o)| o.commit(p, release.contains(&p)))
-                .collect();
-            if commits.is_empty() {
-                return Ok(true);
-            }
-            let fenced = match self.store.commit(&commits, self.mirror.as_deref_mut())? {
-                Committed::Done { swapped } => {
-                    for partition in swapped {
-                        tracing::info!(
-                            "member `{}`: partition {partition} has been rebuilt: its sensors' rows are the new rules' now",
-                            self.share.member
-                        );
-                    }
-                    break;
+        let pending: Vec<Pending> = self
+            .owned
+            .iter_mut()
+            .filter(|(p, o)| o.dirty || release.contains(p))
+            .map(|(&p, o)| o.pending(p, release.contains(&p)))
+            .collect();
+        if !pending.is_empty() {
+            self.committer.begin(pending)?;
+        }
+        Ok(true)
+    }
+
+    /// Waits for the commit under way, if any, and takes in how it went. Partitions another
+    /// member has claimed since they were claimed here are fenced: dropped, with what they held
+    /// since their last commit (the new owner reads it again).
+    fn settle(&mut self) -> anyhow::Result<()> {
+        let Some(settled) = self.committer.settle() else { return Ok(()) };
+        let Settled { committed, fenced, swapped, took } = settled?;
+        for partition in swapped {
+            tracing::info!(
+                "member `{}`: partition {partition} has been rebuilt: its sensors' rows are the new rules' now",
+                self.share.member
+            );
+        }
+        for lost in &fenced {
+            let partition = lost.partition;
+            let since = self.owned.remove(&partition).expect("a committed partition is owned");
+            self.summary.fenced_writes += 1;
+            tracing::warn!(
+                "member `{}`: partition {partition} was claimed by another member (its epoch is past {}: this member's \
+                 lease ran out); fenced: its {} windows and readings since its last commit are dropped here, the new \
+                 owner reads them again",
+                self.share.member,
+                lost.epoch,
+                lost.finished.len() + since.finished.len()
+            );
+            self.source = None;
+        }
+        if !committed.is_empty() {
+            let offsets: BTreeMap<i32, i64> = committed.iter().map(|p| (p.partition, p.next_offset)).collect();
+            self.summary.windows_written += committed.iter().map(|p| p.finished.len() as u64).sum::<u64>();
+            self.summary.checkpoints += 1;
+            self.metrics.checkpoint(&self.summary, &offsets, took);
+            crate::metrics::commit("postgres", took);
+            if let Some(source) = &self.source {
+                if let Err(e) = source.commit(&offsets, CommitMode::Async) {
+                    tracing::debug!("commit to the consumer group failed: {e}");
                 }
-                Committed::Fenced(fenced) => fenced,
-            };
-            for partition in fenced {
-                let lost = self.owned.remove(&partition).expect("a committed partition is owned");
-                self.summary.fenced_writes += 1;
-                tracing::warn!(
-                    "member `{}`: partition {partition} was claimed by another member (its epoch is past {}: this \
-                     member's lease ran out); fenced: its {} windows and readings since its last commit are \
-                     dropped here, the new owner reads them again",
-                    self.share.member,
-                    lost.epoch,
-                    lost.finished.len()
-                );
-                self.source = None;
             }
+            self.summary.offsets.extend(&offsets);
         }
-        let mut offsets = BTreeMap::new();
-        for (&partition, owned) in &mut self.owned {
-            self.summary.windows_written += owned.finished.len() as u64;
-            owned.finished.clear();
-            owned.new_sensors.clear();
-            owned.dirty = false;
-            offsets.insert(partition, owned.next);
-        }
-        self.summary.checkpoints += 1;
-        self.metrics.checkpoint(&self.summary, &offsets, started.elapsed());
-        crate::metrics::commit("postgres", started.elapsed());
-        if let Some(source) = &self.source {
-            if let Err(e) = source.commit(&offsets, CommitMode::Async) {
-                tracing::debug!("commit to the consumer group failed: {e}");
-            }
-        }
-        self.summary.offsets.extend(offsets);
-        for partition in release {
-            if self.owned.remove(partition).is_some() {
-                tracing::info!("member `{}`: handed partition {partition} back", self.share.member);
+        for p in committed.iter().filter(|p| p.release) {
+            if self.owned.remove(&p.partition).is_some() {
+                tracing::info!("member `{}`: handed partition {} back", self.share.member, p.partition);
             }
         }
         if self.source.is_none() && !self.owned.is_empty() {
             self.reopen(Vec::new())?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The end of a run: everything committed and every partition handed back, then the
     /// heartbeat removed, so that the others take the partitions over at once.
     fn leave(&mut self) -> anyhow::Result<()> {
         let all: BTreeSet<i32> = self.owned.keys().copied().collect();
-        if !self.commit(&all)? {
+        if !self.commit_now(&all)? {
             bail!(
                 "rejected readings could not be kept aside in `{}`: progress stays at the last commit",
                 self.dead_letters.topic()
             );
         }
-        self.store.leave().context("leaving the group")?;
+        self.committer.store().leave().context("leaving the group")?;
         self.summary.rejected = self.dead_letters.counts().clone();
-        self.summary.tables = vec![(self.store.name(), self.summary.windows_written)];
-        if let Some(mirror) = &self.mirror {
+        self.summary.tables = vec![(self.committer.store().name(), self.summary.windows_written)];
+        if let Some(mirror) = self.committer.mirror() {
             self.summary.tables.push((mirror.name().to_string(), self.summary.windows_written));
         }
         tracing::info!("member `{}` left group `{}`", self.share.member, self.settings.group);

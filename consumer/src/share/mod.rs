@@ -5,6 +5,7 @@
 //! - [`weather_common::share`]: pure; which partitions each live member should own, and the
 //!   moves to get there (the archive's group deals them the same way).
 //! - [`member`]: the member's loop: heartbeat, claims and hand-backs, reading, commits.
+//! - [`commits`]: a member's commits, on a thread of their own while it reads on.
 //! - [`store`]: what the member needs from the store that keeps the group's state.
 //! - The state each partition carries from owner to owner (next offset, the open windows of its
 //!   sensors, its epoch) and the leases live in PostgreSQL beside the table:
@@ -22,5 +23,6 @@
 //! and waits for them to be acknowledged before its transaction commits
 //! ([`store::Mirror`]): the topic read as a table holds the same windows.
 
+pub mod commits;
 pub mod member;
 pub mod store;
