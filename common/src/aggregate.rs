@@ -232,6 +232,15 @@ impl Aggregate {
 /// value (a tombstone) deletes it. The key must be a window's canonical key, and the value
 /// must name the same window.
 pub fn parse_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, BadAggregate> {
+    // A good record's key is the canonical key of its value's window: one parse, not two. Any
+    // other record is told what is wrong with it as below, its key first.
+    if let (Some(key), Some(value)) = (key, value) {
+        if let Ok(aggregate) = Aggregate::parse(value) {
+            if aggregate.key.to_json() == key {
+                return Ok(Change::Put(aggregate));
+            }
+        }
+    }
     let key =
         WindowKey::parse(key.ok_or_else(|| BadAggregate::WrongKey(format!("none; a key looks like {EXAMPLE_KEY}")))?)?;
     let Some(value) = value else {

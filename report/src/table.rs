@@ -23,7 +23,7 @@ pub struct Table {
     /// Each sensor id once: a window names its sensor by its index here (a million windows
     /// are a million sensor ids fewer to keep).
     sensors: Vec<String>,
-    sensor_index: HashMap<String, u32>,
+    sensor_index: HashMap<String, u32, foldhash::fast::RandomState>,
     /// The windows, in order. A B-tree grows a node at a time: a hash table doubles, and holds
     /// its old and its new table at once while it does (three times the rows' memory).
     rows: BTreeMap<Key, Window>,
