@@ -446,12 +446,20 @@ fn a_member_killed_mid_run_loses_nothing_when_a_new_member_takes_over() {
     let remainder = left(&all);
     assert!(remainder > 0, "member 0 left no work behind");
 
-    // It takes member 0's partitions once member 0's lease (2 s) has run out: well before the
-    // ten leases after which a silent member's heartbeat is tidied away (which would too).
+    // It takes member 0's partitions once member 0's lease (2 s) has run out, not once the ten
+    // leases are over after which a silent member's heartbeat is tidied away (which would move
+    // them too): no tidying before the takeover in its log, and the takeover within those ten
+    // leases of its first line.
     let newcomer = start(&tansu, &lake, &group_flags("m3", &[], true), &log(3));
-    let joined = Instant::now();
     wait_for("the new member taking every partition", || holding(&log(3)) == all);
-    assert!(joined.elapsed() < Duration::from_secs(10), "member 0's partitions moved after {:?}", joined.elapsed());
+    let said = std::fs::read_to_string(log(3).with_extension("err")).unwrap();
+    let took = takeover_by_lease(&said, "m0", |l| l.contains("reads partitions [0, 1, 2, 3, 4, 5]"));
+    let after = took.duration_since(logged_at(said.lines().next().unwrap()));
+    assert!(
+        after < jiff::SignedDuration::from_secs(20),
+        "member 0's partitions moved {after:#} after the newcomer's first line:\n{said}"
+    );
+    println!("member 0's partitions moved {after:#} after the newcomer's first line");
     let summary = finish(newcomer, &log(3), Duration::from_secs(120));
     assert_eq!(
         count(&summary, "readings archived:") as i64,
