@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -340,14 +342,61 @@ fn holding(log: &Path) -> BTreeSet<i32> {
 }
 
 /// The group test's members: in group `shared`, named `name`, with a 2 s lease, and these
-/// fetch settings; to the topic's end, or following it until SIGTERM.
+/// fetch settings; to the topic's end, or following it until SIGTERM (publishing what it read
+/// every half second, so that the lake's state shows it archiving).
 fn group_flags(name: &'static str, fetch: &[&'static str], bounded: bool) -> Vec<&'static str> {
     let mut flags = vec!["--max-rows", "2000", "-g", "shared", "--member", name, "--lease", "2"];
-    if bounded {
-        flags.push("--until-end");
+    match bounded {
+        true => flags.push("--until-end"),
+        false => flags.extend(["--flush-interval", "0.5"]),
     }
     flags.extend(fetch);
     flags
+}
+
+/// The members the lake's state shows archiving: a partition's `done` moved on under the same
+/// owner and epoch, as a thread of its own sees it (every 10 ms, until dropped).
+struct Archiving {
+    seen: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Archiving {
+    fn watch(root: &Path, partitions: u32) -> Archiving {
+        let (seen, stop) = (Arc::new(Mutex::new(BTreeSet::new())), Arc::new(AtomicBool::new(false)));
+        let (root, found, stopped) = (root.to_path_buf(), seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut before: BTreeMap<i32, (serde_json::Value, serde_json::Value, i64)> = BTreeMap::new();
+            while !stopped.load(Ordering::Relaxed) {
+                for p in 0..partitions as i32 {
+                    let Some(s) = state(&root, p) else { continue };
+                    let now = (s["owner"].clone(), s["epoch"].clone(), s["done"].as_i64().unwrap());
+                    if let (Some(old), Some(owner)) = (before.get(&p), now.0.as_str()) {
+                        if (&old.0, &old.1) == (&now.0, &now.1) && now.2 > old.2 {
+                            found.lock().unwrap().insert(owner.to_string());
+                        }
+                    }
+                    before.insert(p, now);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Archiving { seen, stop, thread: Some(thread) }
+    }
+
+    fn by(&self, member: &str) -> bool {
+        self.seen.lock().unwrap().contains(member)
+    }
+}
+
+impl Drop for Archiving {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Member 0's fetch settings: one small fetch per partition a second at most, so that it is
@@ -423,14 +472,18 @@ fn a_member_killed_mid_run_loses_nothing_when_a_new_member_takes_over() {
     // The slow member first: alone, it holds every partition, and gets far in none.
     let mut slow = start(&tansu, &lake, &group_flags("m0", &SLOW, true), &log(0));
     shared(&[0]);
+    let archiving = Archiving::watch(&root, 6);
     let mut others = Vec::new();
     for (i, name) in [(1, "m1"), (2, "m2")] {
         others.push(start(&tansu, &lake, &group_flags(name, &testkit::THROTTLE, false), &log(i)));
         shared(&(0..=i).collect::<Vec<_>>());
     }
 
-    // The fast two leave, one after the other, each a clean leave that hands its partitions on.
+    // The fast two leave, one after the other, each a clean leave that hands its partitions on;
+    // each once it has archived some (member 2 has just made its consumer anew when member 1
+    // has left, and a busy machine can make that outlast member 1's leave).
     for (i, member) in others.into_iter().enumerate() {
+        wait_for(&format!("member {} archiving", i + 1), || archiving.by(&format!("m{}", i + 1)));
         let status = std::process::Command::new("kill").args(["-TERM", &member.id().to_string()]).status().unwrap();
         assert!(status.success(), "kill -TERM");
         let summary = finish(member, &log(i + 1), Duration::from_secs(120));
@@ -446,12 +499,20 @@ fn a_member_killed_mid_run_loses_nothing_when_a_new_member_takes_over() {
     let remainder = left(&all);
     assert!(remainder > 0, "member 0 left no work behind");
 
-    // It takes member 0's partitions once member 0's lease (2 s) has run out: well before the
-    // ten leases after which a silent member's heartbeat is tidied away (which would too).
+    // It takes member 0's partitions once member 0's lease (2 s) has run out, not once the ten
+    // leases are over after which a silent member's heartbeat is tidied away (which would move
+    // them too): no tidying before the takeover in its log, and the takeover within those ten
+    // leases of its first line.
     let newcomer = start(&tansu, &lake, &group_flags("m3", &[], true), &log(3));
-    let joined = Instant::now();
     wait_for("the new member taking every partition", || holding(&log(3)) == all);
-    assert!(joined.elapsed() < Duration::from_secs(10), "member 0's partitions moved after {:?}", joined.elapsed());
+    let said = std::fs::read_to_string(log(3).with_extension("err")).unwrap();
+    let took = takeover_by_lease(&said, "m0", |l| l.contains("reads partitions [0, 1, 2, 3, 4, 5]"));
+    let after = took.duration_since(logged_at(said.lines().next().unwrap()));
+    assert!(
+        after < jiff::SignedDuration::from_secs(20),
+        "member 0's partitions moved {after:#} after the newcomer's first line:\n{said}"
+    );
+    println!("member 0's partitions moved {after:#} after the newcomer's first line");
     let summary = finish(newcomer, &log(3), Duration::from_secs(120));
     assert_eq!(
         count(&summary, "readings archived:") as i64,

@@ -21,9 +21,10 @@ const LEASE: &str = "2";
 /// How long the members have to settle after a join or a clean leave.
 const SETTLE: Duration = Duration::from_secs(60);
 /// How soon a dead or paused member's partitions move on: its lease, the others' heartbeats,
-/// and slack for a busy machine; well before its heartbeat is tidied away (ten leases), which
-/// would move them too.
-const TAKEOVER: Duration = Duration::from_secs(10);
+/// their consumers made anew, and slack for a busy machine. That they moved because its lease ran
+/// out, not because its heartbeat was tidied away (ten leases, which moves them too), each
+/// survivor's log says: [`moved_by_lease`].
+const TAKEOVER: Duration = Duration::from_secs(30);
 
 /// A member of group `shared` named `name`, following the topic into the lake at `lake` and
 /// its Delta table, its log at info level: the summary in `<dir>/<name>.log`, stderr beside it.
@@ -80,6 +81,23 @@ fn shared_by(logs: &[&Path], what: &str, within: Duration) -> Vec<BTreeSet<i32>>
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (up to [`SETTLE`]) until the members of `logs` read their deal, and checks that they
+/// took member `gone`'s partitions over because its lease ran out: within [`TAKEOVER`] of
+/// `since` (its kill or pause), and with its heartbeat not tidied away before the line in which
+/// each said it reads its share (its last such line).
+fn moved_by_lease(logs: &[&Path], gone: &str, since: Instant) {
+    let what = format!("{gone}'s partitions");
+    shared_by(logs, &what, SETTLE);
+    let took = since.elapsed();
+    assert!(took < TAKEOVER, "{what} moved after {took:?}");
+    println!("{what} moved after {took:?}");
+    for log in logs {
+        let said = text(&err_path(log));
+        let last = said.lines().filter(|l| l.contains("reads partitions [")).last().map(str::to_string);
+        takeover_by_lease(&said, gone, |l| Some(l) == last.as_deref());
     }
 }
 
@@ -152,15 +170,17 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     );
     victim.kill().unwrap();
     victim.wait().unwrap();
+    let killed = Instant::now();
     assert!(text(&victim_log).is_empty(), "the killed member printed a summary");
-    shared_by(&[&paused_log, &leaving_log], "after the kill", TAKEOVER);
+    moved_by_lease(&[&paused_log, &leaving_log], "m1", killed);
 
     let (mut replacement, replacement_log) = member(&tansu, &lake, "m4", dir.path(), &[]);
     shared_by(&[&paused_log, &leaving_log, &replacement_log], "after the replacement joined", SETTLE);
 
     // The pause: its partitions move on while it sleeps; resumed, its next write is refused.
     signal(&paused, "STOP");
-    shared_by(&[&leaving_log, &replacement_log], "while m2 was paused", TAKEOVER);
+    let stopped = Instant::now();
+    moved_by_lease(&[&leaving_log, &replacement_log], "m2", stopped);
     signal(&paused, "CONT");
     said(&paused_log, "was taken over by another instance", "m2 fenced after its pause");
     shared_by(&[&paused_log, &leaving_log, &replacement_log], "after m2 resumed", SETTLE);

@@ -11,7 +11,10 @@
 //! each fetch lists them all), then follows the fleet. It catches the stall only in part: with
 //! the sensor's old 5 ms batches (`KAFKA_X=linger.ms=5`) both runs of it failed (lags of 3.0
 //! and 4.7 s, where the minutes-long run stalled for tens of seconds), but a run with more
-//! history measured 2.2 s and passed; with the sensor's 100 ms batches, 0.6 to 1.0 s.
+//! history measured 2.2 s and passed; with the sensor's 100 ms batches, 0.6 to 1.0 s (2.6 s
+//! beside two busy loops on two cores, and 3.36 s once in CI). So the fleet is followed up to
+//! three times, and the test fails only if every run lags: a busy moment passes, the stall
+//! stays (with 5 ms batches all three runs lagged).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,8 +73,9 @@ fn send_history(tansu: &Tansu) {
     assert_eq!(producer.context().acknowledged(), HISTORY_DAYS * u64::from(SENSORS), "the history");
 }
 
-/// Runs `weather-producer` in-process with these flags (on a thread of its own).
-fn sensor(tansu: &Tansu, flags: &[&str]) -> std::thread::JoinHandle<Sent> {
+/// Runs `weather-producer` in-process with these flags (on a thread of its own), until its count
+/// is sent or `stop` is sent (or dropped).
+fn sensor(tansu: &Tansu, flags: &[&str], stop: tokio::sync::oneshot::Receiver<()>) -> std::thread::JoinHandle<Sent> {
     let bootstrap = tansu.bootstrap();
     let sensors = SENSORS.to_string();
     let argv: Vec<String> = ["weather-producer", "-b", &bootstrap, "--sensors", &sensors, "--seed", "5", "--quiet"]
@@ -84,7 +88,10 @@ fn sensor(tansu: &Tansu, flags: &[&str]) -> std::thread::JoinHandle<Sent> {
         .expect("valid producer flags");
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(weather_producer::run(settings, std::future::pending())).expect("the sensor failed")
+        let stopped = async move {
+            let _ = stop.await;
+        };
+        runtime.block_on(weather_producer::run(settings, stopped)).expect("the sensor failed")
     })
 }
 
@@ -133,8 +140,14 @@ fn covers(durable: &BTreeMap<i32, i64>, ends: &BTreeMap<i32, i64>) -> bool {
     ends.iter().all(|(p, &end)| durable.get(p).copied().unwrap_or(0) >= end)
 }
 
+/// How many times the fleet is followed before the test fails: a busy machine can hold the
+/// consumer back for seconds in one run (CI once: 3.36 s, with no bug), but the stall this test is
+/// about holds it back in every run (each run only adds to the history).
+const TRIES: u32 = 3;
+
 /// A consumer following a fleet of 8 sensors at 2,000 readings per second on a topic with
-/// history: every end the topic had is in the durable output within `MAX_LAG`, all along.
+/// history: every end the topic had is in the durable output within `MAX_LAG`, all along (in
+/// one of `TRIES` runs of the fleet at least).
 #[test]
 fn following_a_fleet_never_lags_by_seconds() {
     let tansu = Tansu::start();
@@ -150,29 +163,63 @@ fn following_a_fleet_never_lags_by_seconds() {
     let output = dir.path().join("follow.txt");
     let mut consumer = follower(&tansu, &output);
     // First the history: a replay, not what this test is about.
-    let history_end = ends(&probe);
+    catch_up(&probe, &output, &mut consumer, "the history");
+
+    let mut lags = Vec::new();
+    for run in 1..=TRIES {
+        match follow_the_fleet(&tansu, &probe, &output, &mut consumer) {
+            Ok(worst) => {
+                println!("worst lag of the durable output behind the topic: {worst:?} (run {run} of the fleet)");
+                return;
+            }
+            Err(lag) => {
+                println!("run {run} of the fleet: {lag}");
+                lags.push(lag);
+                catch_up(&probe, &output, &mut consumer, "what the lagging run sent");
+            }
+        }
+    }
+    panic!("in each of {TRIES} runs of the fleet, {}", lags.join("; in the next, "));
+}
+
+/// Waits until the durable output holds the topic's end as it is now (within [`SET_UP_LIMIT`]).
+fn catch_up(probe: &BaseConsumer, output: &Path, consumer: &mut Follower, what: &str) {
+    let end = ends(probe);
     let deadline = Instant::now() + SET_UP_LIMIT;
-    while !covers(&durable(&output), &history_end) {
+    while !covers(&durable(output), &end) {
         assert!(consumer.0.try_wait().unwrap().is_none(), "the consumer ended");
-        assert!(Instant::now() < deadline, "the history was not read within {SET_UP_LIMIT:?}");
+        assert!(Instant::now() < deadline, "{what} was not read within {SET_UP_LIMIT:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
 
+/// Runs the fleet for `FOLLOW` while sampling the topic's end every half second: each end seen
+/// must be durable within `MAX_LAG`. The worst lag, or (the fleet stopped at once) the first
+/// that was too long.
+fn follow_the_fleet(
+    tansu: &Tansu,
+    probe: &BaseConsumer,
+    output: &Path,
+    consumer: &mut Follower,
+) -> Result<Duration, String> {
     let (rate, count) = (RATE.to_string(), (u64::from(RATE) * FOLLOW.as_secs()).to_string());
-    let fleet = sensor(&tansu, &["--rate", &rate, "--count", &count]);
-    // Every half second, the topic's end; each end seen must be durable within MAX_LAG.
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let fleet = sensor(tansu, &["--rate", &rate, "--count", &count], stopped);
     let mut pending: Vec<(Instant, BTreeMap<i32, i64>)> = Vec::new();
     let (mut worst, mut sampled) = (Duration::ZERO, Instant::now() - Duration::from_secs(1));
     let mut fleet_done = None;
-    loop {
+    let lag = loop {
         if fleet_done.is_none() && fleet.is_finished() {
             fleet_done = Some(Instant::now());
         }
         if sampled.elapsed() >= Duration::from_millis(500) && fleet_done.is_none() {
+            let end = ends(probe);
+            // Timed once the end is known: listing it can take seconds on a busy machine, and
+            // the end may be as late as the answer.
             sampled = Instant::now();
-            pending.push((sampled, ends(&probe)));
+            pending.push((sampled, end));
         }
-        let now = durable(&output);
+        let now = durable(output);
         pending.retain(|(at, end)| {
             let covered = covers(&now, end);
             if covered {
@@ -181,20 +228,26 @@ fn following_a_fleet_never_lags_by_seconds() {
             !covered
         });
         if let Some((at, end)) = pending.first() {
-            assert!(
-                at.elapsed() <= MAX_LAG,
-                "the output lags the topic by more than {MAX_LAG:?}: the end {end:?} listed {:?} ago is not durable \
-                 yet (the checkpoint holds {now:?})",
-                at.elapsed()
-            );
+            if at.elapsed() > MAX_LAG {
+                break Some(format!(
+                    "the output lagged the topic by more than {MAX_LAG:?}: the end {end:?} listed {:?} ago was not \
+                     durable yet (the checkpoint held {now:?})",
+                    at.elapsed()
+                ));
+            }
         } else if fleet_done.is_some() {
-            break;
+            break None;
         }
         assert!(consumer.0.try_wait().unwrap().is_none(), "the consumer ended");
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    let _ = stop.send(());
     let sent = fleet.join().unwrap();
-    assert_eq!(sent.acknowledged, u64::from(RATE) * FOLLOW.as_secs() * u64::from(SENSORS));
-    drop(consumer);
-    println!("worst lag of the durable output behind the topic: {worst:?}");
+    match lag {
+        Some(lag) => Err(lag),
+        None => {
+            assert_eq!(sent.acknowledged, u64::from(RATE) * FOLLOW.as_secs() * u64::from(SENSORS));
+            Ok(worst)
+        }
+    }
 }

@@ -456,9 +456,12 @@ fn bad_configuration_is_named() {
     assert!(err.contains(&format!("PostgreSQL at 127.0.0.1:{closed} is unreachable after")), "{err}");
     assert!(err.contains("retrying") && took >= Duration::from_secs(2), "retried for {took:?}: {err}");
 
-    let (err, took) = run(&pg.url(), &[], "not-the-password");
+    // Stopped at once: no retry said, and well short of the connect timeout that a retried
+    // failure would wait out (a generous bound: a debug run beside other tests' servers).
+    let (err, took) = run(&pg.url(), &["--postgres-connect-timeout", "30"], "not-the-password");
     assert!(err.contains("refused user `weather`") && err.contains("PGPASSWORD"), "{err}");
-    assert!(took < Duration::from_secs(3), "wrong credentials stop at once, not after {took:?}");
+    assert!(!err.contains("retrying"), "wrong credentials stop at once, not retried: {err}");
+    assert!(took < Duration::from_secs(15), "wrong credentials stop at once, not after {took:?}");
     assert!(!err.contains("not-the-password"), "{err}");
 
     let (err, _) = run(&format!("postgres://weather@127.0.0.1:{}/nosuch", pg.port()), &[], pg.password());

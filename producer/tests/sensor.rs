@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use testkit::Tansu;
 use weather_common::Reading;
 
@@ -141,8 +142,8 @@ fn unreachable_broker_is_retried_then_reported() {
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
-/// SIGKILL at random moments of a fast run, then a restart each time: per sensor, the topic
-/// holds every record id from 1 up, once, in order: no gap and no duplicate.
+/// SIGKILL at random moments of a fast run (once it sends), then a restart each time: per
+/// sensor, the topic holds every record id from 1 up, once, in order: no gap and no duplicate.
 #[test]
 fn sigkill_then_restart_leaves_no_gap_and_no_duplicate() {
     use rand::{Rng, SeedableRng};
@@ -159,9 +160,23 @@ fn sigkill_then_restart_leaves_no_gap_and_no_duplicate() {
             .spawn()
             .unwrap()
     };
-    for _ in 0..6 {
+    // The topic's end, summed over its partitions: it grows once a run sends.
+    let probe: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let end = || -> i64 {
+        (0..2).map(|p| probe.fetch_watermarks("weather", p, Duration::from_secs(5)).expect("listing the end").1).sum()
+    };
+    for kill in 1..=6 {
+        let before = end();
         let mut child = sensor(&[]);
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        // Killed while it sends, not during a start-up that a busy machine can stretch past any
+        // fixed delay.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while end() == before {
+            assert!(child.try_wait().unwrap().is_none(), "run {kill} ended before its kill");
+            assert!(Instant::now() < deadline, "run {kill} sent nothing within 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..900)));
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -15,8 +15,10 @@ use testkit::chromium::Chromium;
 use testkit::Tansu;
 use weather_common::aggregate::Aggregate;
 
-/// How long a published window may take to show on the page.
-const SHOWN_WITHIN: Duration = Duration::from_secs(10);
+/// How long a published window may take to show on the page: generous, as Chromium, the broker
+/// and the report share a busy machine's two cores. That it came without a reload, through the
+/// event stream, `window.loadedOnce` shows; it shows within a second on an idle machine.
+const SHOWN_WITHIN: Duration = Duration::from_secs(30);
 
 fn publish(tansu: &Tansu, windows: &[Aggregate]) {
     let records: Vec<(Vec<u8>, Vec<u8>)> = windows.iter().map(|a| (a.key.to_json(), a.to_json())).collect();

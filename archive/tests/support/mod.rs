@@ -411,3 +411,27 @@ pub fn count(summary: &str, field: &str) -> u64 {
         summary.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no `{field}` in {summary}"));
     line.trim().split(' ').next().unwrap().replace(',', "").parse().unwrap()
 }
+
+/// What a group member's log (its stderr) says in a line that `is_takeover` picks out (the
+/// first): when it said so, and that the heartbeat of member `gone` had not been tidied away
+/// before. A member silent for ten leases has its heartbeat removed, which moves its partitions
+/// too; a takeover after that line is not its lease running out. Fails if no line is picked out.
+pub fn takeover_by_lease(log: &str, gone: &str, is_takeover: impl Fn(&str) -> bool) -> jiff::Timestamp {
+    let tidied = format!("member `{gone}` has been silent for");
+    for line in log.lines() {
+        assert!(
+            !line.contains(&tidied),
+            "{gone}'s partitions: its heartbeat was tidied away before they moved, its lease had not run out:\n{log}"
+        );
+        if is_takeover(line) {
+            return logged_at(line);
+        }
+    }
+    panic!("{gone}'s partitions: no takeover in\n{log}")
+}
+
+/// When a log line (tracing's format: an RFC 3339 time first) was written.
+pub fn logged_at(line: &str) -> jiff::Timestamp {
+    let stamp = line.split_whitespace().next().unwrap_or_default();
+    stamp.parse().unwrap_or_else(|e| panic!("no time at the start of `{line}`: {e}"))
+}
