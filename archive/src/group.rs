@@ -10,26 +10,24 @@
 //! heartbeat changes, as this member's own clock sees it, so the members' clocks need not agree.
 //! Offsets are still committed to the consumer group, for lag tools.
 //!
-//! A thread of its own replaces the heartbeat, so that the loop's longer steps (a consumer made
-//! anew, a file encoded and uploaded) do not pass for a death; it stops beating when the loop
-//! has not turned for [`STALLED_LEASES`] leases, so that a stuck member's partitions move on.
+//! A thread of its own replaces the heartbeat ([`weather_common::heartbeat`]), so that the
+//! loop's longer steps (a consumer made anew, a file encoded and uploaded) do not pass for a
+//! death; it stops beating when the loop has not turned for [`STALLED_LEASES`] leases, so that
+//! a stuck member's partitions move on.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use weather_common::heartbeat::Beater;
+pub use weather_common::heartbeat::STALLED_LEASES;
 
 use crate::layout::Layout;
 use crate::store::{is_leftover, Store, StoreError};
 
 /// A heartbeat left unchanged this many leases is a member that died: its object is removed.
 const TIDY_AFTER_LEASES: u32 = 10;
-/// A loop that has not turned for this many leases is stuck: its heartbeat stops, and the
-/// others take its partitions over.
-pub const STALLED_LEASES: u32 = 6;
 
 /// What a member's heartbeat object holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,18 +93,9 @@ pub struct Group {
     member: String,
     lease: Duration,
     liveness: Liveness,
-    /// Replacing the heartbeat, from the first [`Group::heartbeat`] on.
+    /// Replacing the heartbeat, from the first [`Group::heartbeat`] on; told each time the
+    /// loop asks for the members, to see whether it is stuck.
     beater: Option<Beater>,
-    /// When the loop last asked for the members (ms since `started`), for the beater to see
-    /// whether it is stuck.
-    turned: Arc<AtomicU64>,
-    started: Instant,
-}
-
-/// The thread that replaces the heartbeat every quarter lease.
-struct Beater {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
 }
 
 impl Group {
@@ -118,8 +107,6 @@ impl Group {
             lease,
             liveness: Liveness::default(),
             beater: None,
-            turned: Arc::default(),
-            started: Instant::now(),
         }
     }
 
@@ -134,9 +121,9 @@ impl Group {
     /// Reads the members' heartbeats (this member's written first, the first time, and then
     /// kept up by its own thread): the live members, this one among them, in name order.
     pub fn heartbeat(&mut self) -> Result<Vec<String>, StoreError> {
-        self.turned.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if self.beater.is_none() {
-            self.beater = Some(self.start_beating()?);
+        match &self.beater {
+            Some(beater) => beater.turned(),
+            None => self.beater = Some(self.start_beating()?),
         }
         let mut beats = Vec::new();
         for key in self.store.list(&self.prefix)? {
@@ -174,45 +161,13 @@ impl Group {
             store.put(&key, &bytes)
         };
         beat(1)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (stopped, turned, started, member) = (stop.clone(), self.turned.clone(), self.started, self.member.clone());
-        let every = (lease / 4).max(Duration::from_millis(250));
-        let stalled = (lease * STALLED_LEASES).as_millis() as u64;
-        let thread = std::thread::spawn(move || {
-            let (mut n, mut said) = (1, false);
-            while !stopped.load(Ordering::Relaxed) {
-                std::thread::park_timeout(every);
-                if stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                let idle = (started.elapsed().as_millis() as u64).saturating_sub(turned.load(Ordering::Relaxed));
-                if idle > stalled {
-                    if !said {
-                        tracing::warn!(
-                            "member `{member}`'s loop has not turned for {} s: its heartbeat stops, and the others \
-                             take its partitions over",
-                            idle / 1000
-                        );
-                        said = true;
-                    }
-                    continue;
-                }
-                said = false;
-                n += 1;
-                if let Err(e) = beat(n) {
-                    tracing::warn!("the heartbeat of member `{member}` failed ({e}); if this lasts {lease:?}, the others take its partitions over");
-                }
-            }
-        });
-        Ok(Beater { stop, thread })
+        Ok(Beater::start(&self.member, lease, beat))
     }
 
     /// Stops the heartbeat's thread, if it runs.
     fn stop_beating(&mut self) {
-        if let Some(beater) = self.beater.take() {
-            beater.stop.store(true, Ordering::Relaxed);
-            beater.thread.thread().unpark();
-            let _ = beater.thread.join();
+        if let Some(mut beater) = self.beater.take() {
+            beater.stop();
         }
     }
 
@@ -225,13 +180,6 @@ impl Group {
 
     fn key(&self, member: &str) -> String {
         format!("{}{member}.json", self.prefix)
-    }
-}
-
-impl Drop for Group {
-    /// A run that ends without leaving (an error) stops beating: its lease runs out.
-    fn drop(&mut self) {
-        self.stop_beating();
     }
 }
 

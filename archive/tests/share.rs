@@ -96,7 +96,7 @@ fn moved_by_lease(logs: &[&Path], gone: &str, since: Instant) {
     println!("{what} moved after {took:?}");
     for log in logs {
         let said = text(&err_path(log));
-        let last = said.lines().filter(|l| l.contains("reads partitions [")).last().map(str::to_string);
+        let last = said.lines().rfind(|l| l.contains("reads partitions [")).map(str::to_string);
         takeover_by_lease(&said, gone, |l| Some(l) == last.as_deref());
     }
 }

@@ -10,6 +10,7 @@
 //! - [`dead_letter`]: readings that cannot be used, kept aside with their reason.
 //! - [`s3`]: the bucket, its flags, a client from the AWS credential chain, S3's refusals.
 //! - [`share`]: pure; the partitions dealt among the live members of a group that shares them.
+//! - [`heartbeat`]: a member's heartbeat, kept up by a thread of its own.
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
 //! - [`metrics`]: Prometheus metrics and health on `--metrics-addr`, and the lag of a job.
@@ -20,6 +21,7 @@
 pub mod aggregate;
 pub mod dead_letter;
 pub mod fetch;
+pub mod heartbeat;
 pub mod kafka;
 pub mod lock;
 pub mod meter;

@@ -304,6 +304,73 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     assert_eq!(rules, BTreeSet::from([(7, "fahrenheit".to_string())]));
 }
 
+/// Lines of a member's log that say a partition moved to or from it.
+fn moves(log: &Path) -> usize {
+    let text = std::fs::read_to_string(err_path(log)).unwrap_or_default();
+    text.lines().filter(|l| l.contains("claimed partition") || l.contains("handed partition")).count()
+}
+
+/// Two members share a live topic when the table is locked for four leases (an index rebuilt,
+/// a long report): their commits wait for it. Their heartbeats go on all the same, on
+/// connections of their own (each stays younger than the lease), so neither passes for dead:
+/// no partition moves, nothing is fenced, and once the lock is gone the table is the oracle's,
+/// every window once.
+#[test]
+fn a_commit_that_waits_longer_than_a_lease_is_no_death() {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", PARTITIONS as u32);
+    tansu.produce_in_small_batches(HISTORY_DAYS, SENSORS);
+    let producer = tansu.live_producer(20, SENSORS);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, a_log) = member(&tansu, &pg, "a", dir.path(), &[]);
+    let (mut b, b_log) = member(&tansu, &pg, "b", dir.path(), &[]);
+    let held = shared_by(&[&a_log, &b_log], "two members");
+    caught_up(&pg, &ends(&tansu, PARTITIONS), "before the lock");
+    let moved = (moves(&a_log), moves(&b_log));
+
+    let lease = Duration::from_secs(LEASE.parse().unwrap());
+    let lock = format!(
+        "BEGIN; LOCK TABLE weather_aggregates IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({}); COMMIT;",
+        (lease * 4).as_secs_f64()
+    );
+    std::thread::scope(|scope| {
+        let locker = scope.spawn(|| pg.query(&lock));
+        // Both members' commits wait for the lock: they are stuck in it, not merely idle.
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY %'";
+        let deadline = Instant::now() + lease * 3;
+        while pg.query(waiting)[0][0].as_deref() != Some("2") {
+            assert!(Instant::now() < deadline, "the members' commits never both waited for the lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Meanwhile each member's heartbeat stays younger than its lease.
+        let ages = "SELECT member, extract(epoch FROM now() - seen)::float8 FROM weather_aggregates_members";
+        let mut oldest = 0.0_f64;
+        while !locker.is_finished() {
+            for row in pg.query(ages) {
+                let age: f64 = row[1].as_deref().unwrap().parse().unwrap();
+                assert!(age < lease.as_secs_f64(), "member {:?}'s heartbeat is {age} s old", row[0]);
+                oldest = oldest.max(age);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        locker.join().unwrap();
+        println!("the oldest heartbeat while the commits waited: {oldest:.2} s");
+    });
+
+    producer.stop();
+    caught_up(&pg, &ends(&tansu, PARTITIONS), "after the lock");
+    assert_eq!((moves(&a_log), moves(&b_log)), moved, "a partition moved while the commits waited");
+    assert_eq!([reads(&a_log), reads(&b_log)], [held[0].clone(), held[1].clone()]);
+    for (child, log) in [(&mut a, &a_log), (&mut b, &b_log)] {
+        signal(child, "TERM");
+        let stderr = std::fs::read_to_string(err_path(log)).unwrap();
+        assert!(child.wait().unwrap().success(), "{stderr}");
+        assert!(!stderr.contains("fenced"), "a member was fenced:\n{stderr}");
+    }
+    let oracle = oracle_rows(&tansu.read_all("weather"), 7, true);
+    assert_rows(&table_rows(&pg, 7, "fahrenheit"), &oracle, "the table");
+}
+
 /// A group of version 1 (monthly °C) has loaded the table when members of version 2 (weekly
 /// °F, `--start earliest`) join it: the group is rebuilt from the beginning, the old members
 /// stop (told why), and while the new ones read, every sensor shows its old rows or its new

@@ -177,7 +177,7 @@ mod tests {
                 commits.iter().map(|c| c.partition).filter(|p| self.claimed.contains(p)).collect();
             Ok(if fenced.is_empty() { Committed::Done { swapped: Vec::new() } } else { Committed::Fenced(fenced) })
         }
-        fn leave(&self) -> anyhow::Result<()> {
+        fn leave(&mut self) -> anyhow::Result<()> {
             Ok(())
         }
     }

@@ -71,7 +71,7 @@ pub trait GroupStore: Send {
 
     /// Leaves the group: the others deal its partitions (handed back by its last commit) at
     /// their next heartbeat.
-    fn leave(&self) -> anyhow::Result<()>;
+    fn leave(&mut self) -> anyhow::Result<()>;
 }
 
 /// A table the members write beside the store, in every commit before the store's transaction

@@ -28,6 +28,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use weather_common::aggregate::{Aggregate, WindowKey};
+use weather_common::heartbeat::Beater;
 
 use super::ahead::COPY_PIECE;
 use super::connect::{connect, connection_lost};
@@ -69,6 +70,9 @@ pub struct PartitionStore {
     lease: Duration,
     window: WindowSize,
     unit: Unit,
+    /// Keeps this member's heartbeat up on a connection of its own, from its first heartbeat
+    /// on, while the loop waits for a commit or makes a consumer anew.
+    beater: Option<Beater>,
 }
 
 impl PartitionStore {
@@ -90,6 +94,7 @@ impl PartitionStore {
             lease: membership.lease,
             window,
             unit,
+            beater: None,
         };
         store.runtime.block_on(store.prepare(membership.partitions, membership.rebuild))?;
         Ok(store)
@@ -113,11 +118,35 @@ impl PartitionStore {
             lease: Duration::ZERO,
             window: WindowSize::MONTH,
             unit: Unit::Celsius,
+            beater: None,
         })
     }
 
     fn t(&self) -> &str {
         &self.target.table
+    }
+
+    /// The thread that keeps this member's heartbeat up between the loop's, on a session of
+    /// its own (made again after a failure).
+    fn start_beating(&self) -> Beater {
+        let (target, runtime, lease) = (self.target.clone(), self.runtime.clone(), self.lease);
+        let key = (self.group.clone(), self.topic.clone(), self.member.clone());
+        let seen = format!(
+            "UPDATE {}_members SET seen = now() WHERE consumer_group = $1 AND topic = $2 AND member = $3",
+            self.t()
+        );
+        let mut session: Option<Client> = None;
+        Beater::start(&self.member, lease, move |_| {
+            runtime.block_on(async {
+                let client = match session.take() {
+                    Some(client) => client,
+                    None => member_session(&target, lease).await?,
+                };
+                client.execute(&seen, &[&key.0, &key.1, &key.2]).await?;
+                session = Some(client);
+                Ok::<_, anyhow::Error>(())
+            })
+        })
     }
 
     async fn prepare(&self, partitions: &[i32], rebuild: Option<Rebuild<'_>>) -> anyhow::Result<()> {
@@ -723,7 +752,12 @@ impl GroupStore for PartitionStore {
     /// Records that this member is alive; returns the live members, this one among them.
     /// Members dead for a long while are forgotten.
     fn heartbeat(&mut self) -> anyhow::Result<Vec<String>> {
-        self.reconnecting(Self::send_heartbeat)
+        let live = self.reconnecting(Self::send_heartbeat)?;
+        match &self.beater {
+            Some(beater) => beater.turned(),
+            None => self.beater = Some(self.start_beating()),
+        }
+        Ok(live)
     }
 
     /// Claims `partition` if nobody owns it, its owner's lease has run out, or this member owned
@@ -773,7 +807,10 @@ impl GroupStore for PartitionStore {
 
     /// Leaves the group: the member's heartbeat is removed, so that the others deal its
     /// partitions (handed back by its last commit) at their next heartbeat.
-    fn leave(&self) -> anyhow::Result<()> {
+    fn leave(&mut self) -> anyhow::Result<()> {
+        if let Some(mut beater) = self.beater.take() {
+            beater.stop();
+        }
         let t = self.t();
         self.runtime
             .block_on(self.client.execute(
