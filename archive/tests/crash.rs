@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use support::*;
-use testkit::{S3Server, Tansu};
+use testkit::{Running, S3Server, Tansu};
 
 /// Readings per sensor, sensors, partitions: 100,000 readings in all.
 const DAYS: u64 = 12_500;
@@ -78,19 +78,20 @@ impl Lake {
 }
 
 /// Starts the archive binary; its stdout (the summary) goes to `log`, its stderr to `log.err`.
-fn start(tansu: &Tansu, lake: &Lake, extra: &[&str], log: &Path) -> Child {
+fn start(tansu: &Tansu, lake: &Lake, extra: &[&str], log: &Path) -> Running {
     let destination = lake.flags();
     let destination: Vec<&str> = destination.iter().map(String::as_str).collect();
-    archive_command(tansu, &destination)
+    let child = archive_command(tansu, &destination)
         .args(extra)
         .stdout(std::fs::File::create(log).unwrap())
         .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
         .spawn()
-        .expect("starting weather-archive")
+        .expect("starting weather-archive");
+    Running::new(child)
 }
 
 /// Waits for `child` to end, successfully, within `limit`; its summary.
-fn finish(mut child: Child, log: &Path, limit: Duration) -> String {
+fn finish(mut child: Running, log: &Path, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -11,7 +11,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use support::*;
-use testkit::Tansu;
+use testkit::{Running, Tansu};
 
 const PARTITIONS: i32 = 6;
 const SENSORS: u32 = 12;
@@ -28,7 +28,7 @@ const TAKEOVER: Duration = Duration::from_secs(30);
 
 /// A member of group `shared` named `name`, following the topic into the lake at `lake` and
 /// its Delta table, its log at info level: the summary in `<dir>/<name>.log`, stderr beside it.
-fn member(tansu: &Tansu, lake: &Path, name: &str, dir: &Path, extra: &[&str]) -> (Child, PathBuf) {
+fn member(tansu: &Tansu, lake: &Path, name: &str, dir: &Path, extra: &[&str]) -> (Running, PathBuf) {
     let log = dir.join(format!("{name}.log"));
     let mut command = archive_command(tansu, &["-o", lake.to_str().unwrap()]);
     command
@@ -38,7 +38,7 @@ fn member(tansu: &Tansu, lake: &Path, name: &str, dir: &Path, extra: &[&str]) ->
         .env("RUST_LOG", "info")
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(err_path(&log)).unwrap());
-    (command.spawn().expect("starting weather-archive"), log)
+    (Running::new(command.spawn().expect("starting weather-archive")), log)
 }
 
 fn err_path(log: &Path) -> PathBuf {
@@ -147,7 +147,7 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
 
     let (mut victim, victim_log) = member(&tansu, &lake, "m1", dir.path(), &[]);
     let (mut paused, paused_log) = member(&tansu, &lake, "m2", dir.path(), &[]);
-    let (leaving, leaving_log) = member(&tansu, &lake, "m3", dir.path(), &[]);
+    let (mut leaving, leaving_log) = member(&tansu, &lake, "m3", dir.path(), &[]);
     let held = shared_by(&[&victim_log, &paused_log, &leaving_log], "three members", SETTLE);
     assert!(held.iter().all(|h| h.len() == 2), "six partitions among three members: {held:?}");
 
@@ -186,8 +186,8 @@ fn members_share_the_partitions_through_kills_pauses_and_joins() {
     shared_by(&[&paused_log, &leaving_log, &replacement_log], "after m2 resumed", SETTLE);
 
     signal(&leaving, "TERM");
-    let output = leaving.wait_with_output().unwrap();
-    assert!(output.status.success(), "m3's clean leave:\n{}", text(&err_path(&leaving_log)));
+    let status = leaving.wait().unwrap();
+    assert!(status.success(), "m3's clean leave:\n{}", text(&err_path(&leaving_log)));
     assert!(text(&err_path(&leaving_log)).contains("member `m3` left group `shared`"));
     assert!(count(&text(&leaving_log), "readings archived:") > 0, "m3 archived nothing");
     shared_by(&[&paused_log, &replacement_log], "after m3 left", SETTLE);

@@ -5,7 +5,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -25,7 +24,7 @@ const ONE_SENSOR_DAYS: u64 = 28_000;
 /// Starts the consumer binary with the crash tests' rules (see [`consumer_command`]), writing
 /// `output`, logging warnings and errors only; its stdout (the summary) goes to `log`, its
 /// stderr to `log` + `.err`.
-fn consumer(tansu: &Tansu, output: &Path, extra: &[&str], log: &Path) -> Child {
+fn consumer(tansu: &Tansu, output: &Path, extra: &[&str], log: &Path) -> Running {
     let mut command = consumer_command(&tansu.bootstrap(), &[&["-o", output.to_str().unwrap()], extra].concat());
     spawn_logged(command.env("RUST_LOG", "warn"), log)
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -23,7 +23,7 @@ const WEEKLY_ROWS: &str = "SELECT sensor_id, window_id, avg_temp, avg_co, avg_hu
 
 /// The consumer binary (see [`consumer_command`]) loading the table of `pg`, PGPASSWORD set;
 /// stdout to `log`, stderr to `log.err`.
-fn consumer(tansu: &Tansu, pg: &PostgresServer, args: &[&str], log: &Path) -> Child {
+fn consumer(tansu: &Tansu, pg: &PostgresServer, args: &[&str], log: &Path) -> Running {
     let mut command = consumer_command(&tansu.bootstrap(), args);
     command.args(["--to-postgres", &pg.url()]).env("PGPASSWORD", pg.password());
     spawn_logged(&mut command, log)

@@ -29,7 +29,7 @@ const MONTHLY_C: [&str; 4] = ["--window", "month", "--unit", "celsius"];
 /// A member of the group with weekly °F rules (unless `extra` gives a --window) and a lease of
 /// `LEASE` (unless `extra` gives one), following the topic (no `--until-end`), its log at info
 /// level.
-fn member(tansu: &Tansu, pg: &PostgresServer, name: &str, dir: &Path, extra: &[&str]) -> (Child, PathBuf) {
+fn member(tansu: &Tansu, pg: &PostgresServer, name: &str, dir: &Path, extra: &[&str]) -> (Running, PathBuf) {
     let log = dir.join(format!("{name}.log"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_weather-consumer"));
     let rules: &[&str] = if extra.contains(&"--window") { &[] } else { &WEEKLY_F };
@@ -405,7 +405,7 @@ fn rebuild_scenario(by_time: bool) {
     let records = tansu.read_all("weather");
     let end = ends(&tansu, 4);
     let dir = tempfile::tempdir().unwrap();
-    let mut v1: Vec<(Child, PathBuf)> =
+    let mut v1: Vec<(Running, PathBuf)> =
         ["v1-a", "v1-b"].iter().map(|m| member(&tansu, &pg, m, dir.path(), &MONTHLY_C)).collect();
     caught_up(&pg, &end, "version 1");
     assert_rows(&table_rows(&pg, 30, "celsius"), &oracle_rows(&records, 30, false), "version 1");
@@ -413,7 +413,7 @@ fn rebuild_scenario(by_time: bool) {
     let start =
         if by_time { format!("time:{}", weather_common::position::format_time(time)) } else { "earliest".into() };
     let v2_flags = [&WEEKLY_F[..], &["--start", &start]].concat();
-    let mut v2: Vec<(Child, PathBuf)> =
+    let mut v2: Vec<(Running, PathBuf)> =
         ["v2-a", "v2-b"].iter().map(|m| member(&tansu, &pg, m, dir.path(), &v2_flags)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !v2.iter().any(|(_, log)| std::fs::read_to_string(err_path(log)).unwrap().contains("started rebuilding")) {

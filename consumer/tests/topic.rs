@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -30,7 +29,7 @@ const TOPIC: &str = "weather.aggregates";
 const HEADER: &str = "sensor_id,week_id,avg_temp,avg_co,avg_humidity";
 
 /// The consumer binary (see [`consumer_command`]); stdout to `log`, stderr to `log.err`.
-fn consumer(tansu: &Tansu, args: &[&str], log: &Path) -> Child {
+fn consumer(tansu: &Tansu, args: &[&str], log: &Path) -> Running {
     spawn_logged(&mut consumer_command(&tansu.bootstrap(), args), log)
 }
 
@@ -402,7 +401,7 @@ fn with_transactions_a_killed_runs_windows_are_written_again_with_the_same_value
         .unwrap();
     assert_eq!(runtime.block_on(weather_producer::run(settings, std::future::pending())).unwrap().acknowledged, 12_000);
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str], log: &Path| -> Child {
+    let run = |args: &[&str], log: &Path| -> Running {
         spawn_logged(consumer_command(&bootstrap, args).args(testkit::THROTTLE), log)
     };
     let reference = dir.path().join("reference.csv");

@@ -2,21 +2,11 @@
 //! walk beside a live one is noticed, by both, and neither goes on writing the walk twice.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use testkit::Tansu;
-
-/// Kills the process when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use testkit::{Running, Tansu};
 
 fn sensor(tansu: &Tansu, flags: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_weather-producer"));
@@ -34,10 +24,10 @@ const NOTICED: &str = "another process is writing sensor-1's walk to partition";
 fn a_second_writer_of_a_sensor_is_noticed_by_both() {
     let tansu = Tansu::start();
     tansu.create_topic("weather", 3);
-    let mut live = Running(sensor(&tansu, &["--rate", "20"]).stderr(Stdio::piped()).spawn().unwrap());
+    let mut live = Running::new(sensor(&tansu, &["--rate", "20"]).stderr(Stdio::piped()).spawn().unwrap());
     // Its log, line by line, to a channel: the test waits for events, not for time.
     let (lines, log) = mpsc::channel();
-    let stderr = BufReader::new(live.0.stderr.take().unwrap());
+    let stderr = BufReader::new(live.stderr.take().unwrap());
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
             if lines.send(line).is_err() {
@@ -69,6 +59,6 @@ fn a_second_writer_of_a_sensor_is_noticed_by_both() {
 
     let live_log = wait_for(NOTICED).join("\n");
     assert!(live_log.contains("Run one process per sensor"), "{live_log}");
-    let status = live.0.wait().unwrap();
+    let status = live.wait().unwrap();
     assert!(!status.success(), "the live sensor stops with an error:\n{live_log}");
 }

@@ -799,9 +799,57 @@ pub fn binary(name: &str, env: &str, tools_dir: &str) -> PathBuf {
     cached
 }
 
+/// A child process a test started: killed if it still runs when the guard goes (the test
+/// ended, or panicked half-way), so that a failed test leaves nothing running.
+pub struct Running(Child);
+
+impl Running {
+    pub fn new(child: Child) -> Running {
+        Running(child)
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process a test started is gone when the test fails half-way (its guard is dropped
+    /// while the panic unwinds), and a process that ended is left alone.
+    #[test]
+    fn a_running_process_goes_with_its_failed_test() {
+        let mut pid = 0;
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let running = Running::new(Command::new("sleep").arg("60").spawn().unwrap());
+            pid = running.id();
+            panic!("the test fails half-way");
+        }));
+        assert!(failed.is_err());
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "sleep {pid} still runs");
+        let mut ended = Running::new(Command::new("true").spawn().unwrap());
+        assert!(ended.wait().unwrap().success());
+    }
 
     /// A server that exits before it listens is reported at once, with its log, not after
     /// the 30 s a slow start may take.

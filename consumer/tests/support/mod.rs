@@ -15,6 +15,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
+pub use testkit::Running;
 
 /// The consumer binary on the broker at `bootstrap` with weekly °F CSV rules and a sensor column (unless `args`
 /// give a --window), a bounded run with a checkpoint every 50 ms (unless `args` give a
@@ -35,12 +36,13 @@ pub fn consumer_command(bootstrap: &str, args: &[&str]) -> Command {
 }
 
 /// Starts `command` with its stdout (the summary) in `log` and its stderr in [`err_path`].
-pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
-    command
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Running {
+    let child = command
         .stdout(File::create(log).unwrap())
         .stderr(File::create(err_path(log)).unwrap())
         .spawn()
-        .expect("starting weather-consumer")
+        .expect("starting weather-consumer");
+    Running::new(child)
 }
 
 /// Where [`spawn_logged`] puts a run's stderr: `log` + `.err`.
@@ -63,7 +65,7 @@ pub fn kill_moments() -> (u64, rand::rngs::StdRng) {
 /// `progressed` says it made durable progress of its own (within 60 s). The run must not have
 /// ended by then (nor printed its summary): the replay is made long enough for every kill.
 pub fn kill_at_random_moment(
-    mut child: Child,
+    mut child: Running,
     kill: u32,
     rng: &mut rand::rngs::StdRng,
     mut progressed: impl FnMut() -> bool,
@@ -100,7 +102,7 @@ pub fn kill_at_random_moment(
 
 /// Waits for `child`, started by [`spawn_logged`], to end successfully (`what` names the run
 /// if not); its summary and its stderr.
-pub fn finish(mut child: Child, log: &Path, what: &str) -> (String, String) {
+pub fn finish(mut child: Running, log: &Path, what: &str) -> (String, String) {
     let status = child.wait().unwrap();
     let summary = std::fs::read_to_string(log).unwrap();
     let stderr = std::fs::read_to_string(err_path(log)).unwrap_or_default();
