@@ -7,6 +7,7 @@
 //! Nothing of a commit is visible until its transaction ends, as before: only the waiting
 //! moved.
 
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -89,8 +90,13 @@ impl Committer {
     /// Begins making `pending` durable on a thread of its own ([`commit`]); the commit before
     /// it must have been settled.
     pub fn begin(&mut self, pending: Vec<Pending>) -> anyhow::Result<()> {
-        let mut writers = self.idle.take().expect("one commit under way at most");
+        let writers = self.idle.take().expect("one commit under way at most");
+        // Handed over through a slot, so that the store comes back if the thread cannot start.
+        let slot = Arc::new(Mutex::new(Some((writers, pending))));
+        let handed = Arc::clone(&slot);
         let thread = std::thread::Builder::new().name("commit".into()).spawn(move || {
+            let (mut writers, pending) =
+                handed.lock().expect("the slot is never poisoned").take().expect("handed over");
             let settled = commit(&mut writers, pending);
             (writers, settled)
         });
@@ -99,7 +105,11 @@ impl Committer {
                 self.under_way = Some(thread);
                 Ok(())
             }
-            Err(e) => Err(anyhow::Error::new(e).context("starting a thread for the commit")),
+            Err(e) => {
+                let (writers, _) = slot.lock().expect("the slot is never poisoned").take().expect("not handed over");
+                self.idle = Some(writers);
+                Err(anyhow::Error::new(e).context("starting a thread for the commit (nothing was committed)"))
+            }
         }
     }
 
