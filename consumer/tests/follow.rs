@@ -18,13 +18,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use testkit::Tansu;
+use testkit::{Running, Tansu};
 use weather_common::kafka::{self, Deliveries};
 use weather_consumer::checkpoint::Checkpoint;
 use weather_producer::walk::Walk;
@@ -96,17 +96,10 @@ fn sensor(tansu: &Tansu, flags: &[&str], stop: tokio::sync::oneshot::Receiver<()
 }
 
 /// The consumer's process, killed when dropped (a failed assertion included).
-struct Follower(Child);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+type Follower = Running;
 
 fn follower(tansu: &Tansu, output: &Path) -> Follower {
-    Follower(
+    Running::new(
         Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
             .args(["-b", &tansu.bootstrap(), "--preset", "v1", "--sensor-column", "--quiet"])
             .args(["--checkpoint-interval", "0.2", "-o", output.to_str().unwrap()])
@@ -187,7 +180,7 @@ fn catch_up(probe: &BaseConsumer, output: &Path, consumer: &mut Follower, what: 
     let end = ends(probe);
     let deadline = Instant::now() + SET_UP_LIMIT;
     while !covers(&durable(output), &end) {
-        assert!(consumer.0.try_wait().unwrap().is_none(), "the consumer ended");
+        assert!(consumer.try_wait().unwrap().is_none(), "the consumer ended");
         assert!(Instant::now() < deadline, "{what} was not read within {SET_UP_LIMIT:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -238,7 +231,7 @@ fn follow_the_fleet(
         } else if fleet_done.is_some() {
             break None;
         }
-        assert!(consumer.0.try_wait().unwrap().is_none(), "the consumer ended");
+        assert!(consumer.try_wait().unwrap().is_none(), "the consumer ended");
         std::thread::sleep(Duration::from_millis(50));
     };
     let _ = stop.send(());

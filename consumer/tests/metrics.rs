@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use support::{scrape, sum, Sample};
-use testkit::{free_port, lake_python, PostgresServer, Tansu};
+use testkit::{free_port, lake_python, PostgresServer, Running, Tansu};
 
 /// Scrapes `addr` until `done` says the samples are what the test waits for (at most
 /// `deadline`); the last scrape.
@@ -29,16 +29,13 @@ fn scrape_until(addr: &str, what: &str, deadline: Duration, done: impl Fn(&[Samp
 }
 
 /// A process of the test, killed when dropped (a failed assertion included).
-struct Job(Child);
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+struct Job(Running);
 
 impl Job {
+    fn new(child: Child) -> Job {
+        Job(Running::new(child))
+    }
+
     /// SIGTERM, as an operator stops a job; waits for it to end.
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.0.id().to_string();
@@ -90,15 +87,17 @@ fn counters_equal_the_summary_and_lag_rises_then_returns_to_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (output, log) = (dir.path().join("out.txt"), dir.path().join("consumer.log"));
     let addr = format!("127.0.0.1:{}", free_port());
-    let consumer = Job(Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
-        .args(["-b", &tansu.bootstrap(), "--preset", "v1", "--sensor-column", "--quiet"])
-        .args(["-o", output.to_str().unwrap(), "--checkpoint-interval", "0.2"])
-        .args(["--to-postgres", &pg.url(), "--metrics-addr", &addr])
-        .env("PGPASSWORD", pg.password())
-        .env("RUST_LOG", "warn")
-        .stdout(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting weather-consumer"));
+    let consumer = Job::new(
+        Command::new(env!("CARGO_BIN_EXE_weather-consumer"))
+            .args(["-b", &tansu.bootstrap(), "--preset", "v1", "--sensor-column", "--quiet"])
+            .args(["-o", output.to_str().unwrap(), "--checkpoint-interval", "0.2"])
+            .args(["--to-postgres", &pg.url(), "--metrics-addr", &addr])
+            .env("PGPASSWORD", pg.password())
+            .env("RUST_LOG", "warn")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting weather-consumer"),
+    );
     let lag = |s: &[Sample]| sum(s, "weather_consumer_lag_readings", &[("topic", "weather")]);
     let read = |s: &[Sample]| sum(s, "weather_consumer_readings_total", &[("topic", "weather")]);
     scrape_until(&addr, "all 603 records read and durable", Duration::from_secs(60), |s| {
@@ -155,13 +154,15 @@ fn sibling(name: &str) -> String {
 
 /// Starts a job binary with `args`, its output discarded, stopped when dropped.
 fn job(binary: &str, args: &[&str]) -> Job {
-    Job(Command::new(binary)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {binary}: {e}")))
+    Job::new(
+        Command::new(binary)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}")),
+    )
 }
 
 /// Debian's Prometheus scrapes the sensor, the consumer and the archive, all following a live
@@ -208,14 +209,16 @@ fn prometheus_scrapes_every_job() {
     )
     .unwrap();
     let prometheus_addr = format!("127.0.0.1:{}", free_port());
-    let _prometheus = Job(Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address={prometheus_addr}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("Debian's prometheus is not installed: scripts/test installs it (apt-get install prometheus)"));
+    let _prometheus = Job::new(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address={prometheus_addr}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("Debian's prometheus is not installed: scripts/test installs it (apt-get install prometheus)"),
+    );
     let query = |promql: &str| -> serde_json::Value {
         let url = format!("http://{prometheus_addr}/api/v1/query?query={}", urlencode(promql));
         let (status, body) = get(&url);
@@ -308,14 +311,16 @@ fn members_of_a_shared_group_publish_their_own_partitions() {
                 "--metrics-addr",
                 addr,
             ];
-            Job(Command::new(consumer)
-                .args(args)
-                .env("PGPASSWORD", pg.password())
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap())
+            Job::new(
+                Command::new(consumer)
+                    .args(args)
+                    .env("PGPASSWORD", pg.password())
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
         })
         .collect();
     let lagging = |samples: &[Sample]| -> BTreeMap<String, f64> {
