@@ -219,6 +219,17 @@ fn ends(tansu: &Tansu, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
+/// The stack of the scenarios on a live topic: Tansu with `PARTITIONS` partitions of
+/// `weather` holding `HISTORY_DAYS` of `SENSORS`, a producer adding to it, PostgreSQL, and a
+/// directory for the members' logs.
+fn live_topic() -> (Tansu, PostgresServer, testkit::LiveProducer, tempfile::TempDir) {
+    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
+    tansu.create_topic("weather", PARTITIONS as u32);
+    tansu.produce_in_small_batches(HISTORY_DAYS, SENSORS);
+    let producer = tansu.live_producer(20, SENSORS);
+    (tansu, pg, producer, tempfile::tempdir().unwrap())
+}
+
 /// Three members share six partitions of a live topic. One is SIGKILLed while it still has
 /// readings to commit; its partitions move to the two others once its lease has run out, then a
 /// replacement joins and takes its share. One member is paused past its lease (SIGSTOP): its
@@ -228,11 +239,7 @@ fn ends(tansu: &Tansu, partitions: i32) -> Vec<i64> {
 /// spec oracle's complete weeks of every reading in the topic, each once.
 #[test]
 fn members_share_the_partitions_through_kills_pauses_and_joins() {
-    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
-    tansu.create_topic("weather", PARTITIONS as u32);
-    tansu.produce_in_small_batches(HISTORY_DAYS, SENSORS);
-    let producer = tansu.live_producer(20, SENSORS);
-    let dir = tempfile::tempdir().unwrap();
+    let (tansu, pg, producer, dir) = live_topic();
 
     // The victim commits once a second: it always has readings not committed yet.
     let (mut victim, victim_log) = member(&tansu, &pg, "m1", dir.path(), &["--checkpoint-interval", "1"]);
@@ -317,11 +324,7 @@ fn moves(log: &Path) -> usize {
 /// every window once.
 #[test]
 fn a_commit_that_waits_longer_than_a_lease_is_no_death() {
-    let (tansu, pg) = (Tansu::start(), PostgresServer::start());
-    tansu.create_topic("weather", PARTITIONS as u32);
-    tansu.produce_in_small_batches(HISTORY_DAYS, SENSORS);
-    let producer = tansu.live_producer(20, SENSORS);
-    let dir = tempfile::tempdir().unwrap();
+    let (tansu, pg, producer, dir) = live_topic();
     let (mut a, a_log) = member(&tansu, &pg, "a", dir.path(), &[]);
     let (mut b, b_log) = member(&tansu, &pg, "b", dir.path(), &[]);
     let held = shared_by(&[&a_log, &b_log], "two members");
