@@ -20,7 +20,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 
 use crate::kafka::{self, KafkaArgs, LoggingContext};
 use crate::position::now_ms;
@@ -38,7 +38,8 @@ pub struct MetricsArgs {
 const DURATION_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0];
 /// A loop that has not said it is alive for this long is unhealthy.
 const STALLED_AFTER_MS: i64 = 30_000;
-/// How long a scrape waits for the broker's ends of the partitions.
+/// How long a scrape waits for each answer about the partitions' ends (three times that for
+/// the reads that confirm them).
 const LAG_LOOK_UP: Duration = Duration::from_secs(2);
 
 /// Why the metrics could not be served.
@@ -232,20 +233,25 @@ impl Lag {
         }
     }
 
-    /// Sets the lag gauges from the broker's ends now; a broker that does not answer leaves
-    /// them as they were, and is not asked again for the other partitions of this scrape (a
-    /// scrape must answer within Prometheus's timeout, not a look-up's per partition).
+    /// Sets the lag gauges from the partitions' confirmed ends now ([`kafka::watermarks`]: Tansu
+    /// lists a partition's last batch's start as its end, which would hide up to a batch of lag);
+    /// a broker that does not answer leaves them as they were (a scrape must answer within
+    /// Prometheus's timeout).
     fn measure(&self) {
         let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let durable: Vec<i32> = positions.iter().filter(|(_, p)| p.durable.is_some()).map(|(&p, _)| p).collect();
+        if durable.is_empty() {
+            return;
+        }
         let mut probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
         if probe.is_none() {
             *probe = kafka::metadata_client(&self.kafka).ok();
         }
         let Some(probe) = probe.as_ref() else { return };
+        let Ok(ends) = kafka::watermarks_within(probe, &self.topic, &durable, LAG_LOOK_UP) else { return };
         let now = now_ms();
         for (partition, Position { durable, stamp: timestamp }) in positions {
-            let Some(next) = durable else { continue };
-            let Ok((_, end)) = probe.fetch_watermarks(&self.topic, partition, LAG_LOOK_UP) else { return };
+            let (Some(next), Some(&(_, end))) = (durable, ends.get(&partition)) else { continue };
             let readings = (end - next).max(0);
             let seconds = match (readings, timestamp) {
                 (0, _) => 0.0,

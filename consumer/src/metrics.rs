@@ -44,6 +44,12 @@ impl Metrics {
         set_counter("weather_consumer_fenced_writes_total", &[], summary.fenced_writes);
     }
 
+    /// A member of a shared group claimed `partition`, whose store holds it up to `next`: its
+    /// lag is the member's from now on, before the member has read or written any of it.
+    pub fn claimed(&self, partition: i32, next: i64) {
+        self.lag.durable(partition, next);
+    }
+
     /// A member of a shared group owns `partitions` now: the lag of the others is theirs.
     pub fn owns(&self, partitions: &[i32], released: &[i32]) {
         for &partition in released {
@@ -52,7 +58,9 @@ impl Metrics {
         ::metrics::gauge!("weather_consumer_partitions_owned").set(partitions.len() as f64);
     }
 
-    /// A checkpoint made everything up to `offsets` durable; it took `took`.
+    /// A checkpoint made everything up to `offsets` durable; it took `took`. The figures it
+    /// accounts for are published first ([`Metrics::publish`]): a scrape that sees no lag sees
+    /// every window that ended it.
     pub fn checkpoint(&self, summary: &Summary, offsets: &BTreeMap<i32, i64>, took: Duration) {
         for (&partition, &next) in offsets {
             self.lag.durable(partition, next);

@@ -317,6 +317,7 @@ impl Writer {
                 .with_context(|| format!("saving the checkpoint beside {}", output.path().display()))?;
         }
         summary.checkpoints += 1;
+        self.publish(summary);
         self.metrics.checkpoint(summary, &self.checkpoint.offsets, started.elapsed());
         if let Some(uploads) = &self.uploads {
             uploads.announce(self.checkpoint.output_len);

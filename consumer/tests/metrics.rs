@@ -69,8 +69,9 @@ fn figure(summary: &str, label: &str) -> u64 {
 /// After readings of two sensors and three bad records, the consumer's counters equal its
 /// summary: readings, rejected by reason, windows per sink. While another session holds the
 /// table's progress locked, the consumer cannot make progress durable and the lag of the
-/// readings sent meanwhile shows, in readings and in seconds; once the lock goes, the lag
-/// returns to 0. `/health` says the job is connected and working.
+/// readings sent meanwhile shows, in readings (every one of them, though the sensor sent them
+/// in batches: Tansu lists a partition's end as its last batch's start) and in seconds; once
+/// the lock goes, the lag returns to 0. `/health` says the job is connected and working.
 #[test]
 fn counters_equal_the_summary_and_lag_rises_then_returns_to_zero() {
     let tansu = Tansu::start();
@@ -115,8 +116,8 @@ fn counters_equal_the_summary_and_lag_rises_then_returns_to_zero() {
         .block_on(client.batch_execute("BEGIN; LOCK TABLE weather_aggregates_progress IN ACCESS EXCLUSIVE MODE"))
         .unwrap();
     runtime.block_on(tansu.produce("weather", 2, 100, 1));
-    scrape_until(&addr, "the lag rising while the table is locked", Duration::from_secs(60), |s| {
-        lag(s).is_some_and(|l| l > 0.0) && sum(s, "weather_consumer_lag_seconds", &[]).is_some_and(|l| l > 0.0)
+    scrape_until(&addr, "a lag of the 200 readings sent while the table is locked", Duration::from_secs(60), |s| {
+        lag(s) == Some(200.0) && sum(s, "weather_consumer_lag_seconds", &[]).is_some_and(|l| l > 0.0)
     });
     runtime.block_on(client.batch_execute("COMMIT")).unwrap();
     let last = scrape_until(&addr, "every reading read and the lag back to 0", Duration::from_secs(60), |s| {
@@ -279,9 +280,9 @@ fn urlencode(text: &str) -> String {
 }
 
 /// Two members of a shared group on four partitions: each publishes the partitions it owns
-/// (two), a lag for each of its own (a partition it handed back shows 0 there: its new owner
-/// has the lag), all 0 once everything is committed; the windows they sent add up to the
-/// table's rows.
+/// (two), a lag for each of its own from the moment it claims it (a partition it handed back
+/// shows 0 there: its new owner has the lag), all 0 once everything is committed; the windows
+/// they sent, as published when their lag reads 0, add up to the table's rows.
 #[test]
 fn members_of_a_shared_group_publish_their_own_partitions() {
     let (tansu, pg) = (Tansu::start(), PostgresServer::start());

@@ -19,5 +19,5 @@ pub use args::{KafkaArgs, SECRET_ENV};
 pub use clients::{metadata_client, metadata_client_seeing_everything, pause, reliable_producer};
 pub use deliveries::{flush, send, Deliveries};
 pub use log::{warn_consuming, LoggingContext};
-pub use range::{fetch_start, offsets_for_time, read_range, watermarks};
+pub use range::{fetch_start, offsets_for_time, read_range, watermarks, watermarks_within};
 pub use topic::{partition_of, partitions, partitions_unless, topic_partitions, TopicError};

@@ -23,10 +23,21 @@ pub fn watermarks<C: ConsumerContext>(
     topic: &str,
     partitions: &[i32],
 ) -> KafkaResult<HashMap<i32, (i64, i64)>> {
+    watermarks_within(client, topic, partitions, Duration::from_secs(10))
+}
+
+/// [`watermarks`], each look-up given up after `patience`, the confirming reads after three
+/// times that (a metrics scrape must answer within Prometheus's timeout).
+pub fn watermarks_within<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    patience: Duration,
+) -> KafkaResult<HashMap<i32, (i64, i64)>> {
     let mut marks = HashMap::new();
     let mut probe = TopicPartitionList::new();
     for &p in partitions {
-        let (low, high) = client.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let (low, high) = client.fetch_watermarks(topic, p, patience)?;
         marks.insert(p, (low, high));
         if high > low {
             probe.add_partition_offset(topic, p, Offset::Offset(high - 1))?;
@@ -37,7 +48,7 @@ pub fn watermarks<C: ConsumerContext>(
     }
     client.assign(&probe)?;
     let mut pending: HashSet<i32> = probe.elements().iter().map(|e| e.partition()).collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + 3 * patience;
     while !pending.is_empty() && Instant::now() < deadline {
         match client.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {

@@ -370,6 +370,7 @@ impl Member<'_> {
                 self.share.member,
                 claim.epoch
             );
+            self.metrics.claimed(partition, start);
             self.owned.insert(partition, Owned::new(claim, start, high, self.settings));
         }
         let from: BTreeMap<i32, i64> = self.owned.iter().map(|(&p, o)| (p, o.next)).collect();
@@ -443,6 +444,7 @@ impl Member<'_> {
             let offsets: BTreeMap<i32, i64> = committed.iter().map(|p| (p.partition, p.next_offset)).collect();
             self.summary.windows_written += committed.iter().map(|p| p.finished.len() as u64).sum::<u64>();
             self.summary.checkpoints += 1;
+            self.publish();
             self.metrics.checkpoint(&self.summary, &offsets, took);
             crate::metrics::commit("postgres", took);
             if let Some(source) = &self.source {
