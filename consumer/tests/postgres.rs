@@ -452,7 +452,8 @@ fn bad_configuration_is_named() {
     };
 
     let closed = testkit::free_port();
-    let (err, took) = run(&format!("postgres://weather@127.0.0.1:{closed}/weather"), &[], pg.password());
+    let unreachable = format!("postgres://weather@127.0.0.1:{closed}/weather");
+    let (err, took) = run(&unreachable, &["--postgres-connect-timeout", "4"], pg.password());
     assert!(err.contains(&format!("PostgreSQL at 127.0.0.1:{closed} is unreachable after")), "{err}");
     assert!(err.contains("retrying") && took >= Duration::from_secs(2), "retried for {took:?}: {err}");
 
