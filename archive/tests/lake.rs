@@ -131,6 +131,7 @@ async fn a_state_whose_stored_checksum_disagrees_is_still_read() {
         .credentials_provider(credentials)
         .endpoint_url(&endpoint)
         .force_path_style(true)
+        .http_client(weather_common::s3::http_client())
         .build();
     let client = aws_sdk_s3::Client::from_conf(config);
     let key = "_state/weather-0.json";

@@ -3,9 +3,10 @@
 //! role; never a flag), and what S3 answered when it refuses a bucket.
 
 use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation, SharedHttpClient};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 use crate::error_chain;
 
@@ -115,9 +116,15 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The HTTPS client of every S3 request and credential look-up: hyper and rustls over ring
+/// (the SDK's own default would build aws-lc, see the workspace's Cargo.toml).
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
 /// An S3 client for `bucket`, configured from the standard AWS chain.
 pub async fn client(bucket: &Bucket) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
     // A local endpoint has no region of its own; don't send the SDK looking for one on an
     // instance metadata service that is not there.
     let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|var| std::env::var(var).ok());
