@@ -180,7 +180,9 @@ fn sigkill_scenario(lake: Lake, kills: u32, table: bool) {
     if table {
         flags.extend(table_flags);
     }
-    let reference_flags = flags.clone();
+    // The killed runs are slowed down, so that a kill lands mid-run; the last run and the
+    // uninterrupted one are not.
+    let unthrottled = flags.clone();
     flags.extend(testkit::THROTTLE);
     let root = lake.root();
     let mut previous = BTreeMap::new();
@@ -212,7 +214,7 @@ fn sigkill_scenario(lake: Lake, kills: u32, table: bool) {
     };
     println!("after {kills} kills the lake holds {resumed_at} of {} readings", expected.len());
     let log = logs.path().join("final.log");
-    let summary = finish(start(&tansu, &lake, &flags, &log), &log, Duration::from_secs(120));
+    let summary = finish(start(&tansu, &lake, &unthrottled, &log), &log, Duration::from_secs(120));
     let context = format!("after {kills} kills, CRASH_SEED={seed}");
     assert_eq!(
         count(&summary, "readings archived:") as i64,
@@ -225,7 +227,7 @@ fn sigkill_scenario(lake: Lake, kills: u32, table: bool) {
         assert_table_holds(&crashed, &expected);
         let reference = lake.another();
         let log = logs.path().join("reference.log");
-        finish(start(&tansu, &reference, &reference_flags, &log), &log, Duration::from_secs(120));
+        finish(start(&tansu, &reference, &unthrottled, &log), &log, Duration::from_secs(120));
         // The files each table references (as DuckDB's delta_scan names them), with their
         // bytes, all read through the store's API: a restart writes the decided file again, so
         // the crashed table's files are the uninterrupted run's, name for name and byte for byte
@@ -261,7 +263,7 @@ fn sigkill_scenario(lake: Lake, kills: u32, table: bool) {
     // decided file again: the lake is the very lake of an uninterrupted run, file for file.
     let reference = lake.another();
     let log = logs.path().join("reference.log");
-    finish(start(&tansu, &reference, &["--until-end", "--max-rows", "200"], &log), &log, Duration::from_secs(120));
+    finish(start(&tansu, &reference, &unthrottled, &log), &log, Duration::from_secs(120));
     let (crashed, reference) = (file_digests(&crashed), file_digests(&reference.read()));
     assert!(crashed.len() > 100, "{} files", crashed.len());
     let names: BTreeSet<&String> = crashed.keys().chain(reference.keys()).collect();
