@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::Tansu;
+use testkit::{Running, Tansu};
 use weather_consumer::checkpoint::Checkpoint;
 
 fn consumer(tansu: &Tansu, output: &Path, extra: &[&str]) -> Command {
@@ -43,7 +43,8 @@ async fn a_second_writer_is_refused_and_a_killed_one_leaves_no_lock() {
     tansu.produce("weather", 1, 95, 8).await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("same.txt");
-    let mut first = consumer(&tansu, &output, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first =
+        Running::new(consumer(&tansu, &output, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     wait_until_caught_up(&mut first, &output, 95);
     let before = (std::fs::read(&output).unwrap(), std::fs::read(Checkpoint::path_for(&output)).unwrap());
 
