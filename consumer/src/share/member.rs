@@ -50,6 +50,14 @@ struct Owned {
     end: i64,
 }
 
+/// With `--until-end`, whether a member has read its part: every partition dealt to it claimed
+/// (one that its last owner has not handed over yet is still to be read: the member that had it
+/// may end first, having read its own part), and every partition it owns read to where it ended
+/// when claimed.
+fn part_read(dealt: &BTreeSet<i32>, owned: &BTreeMap<i32, Owned>) -> bool {
+    dealt.iter().all(|p| owned.contains_key(p)) && owned.values().all(|o| o.next >= o.end)
+}
+
 impl Owned {
     fn new(claimed: Claimed, start: i64, end: i64, settings: &Settings) -> Owned {
         let windows = claimed.windows.unwrap_or_else(|| Windows::new(settings.rules.window));
@@ -91,6 +99,9 @@ struct Member<'a> {
     committer: Committer,
     mirrors: bool,
     partitions: Vec<i32>,
+    /// Its share of the partitions at the last heartbeat: what it owns once their last owners
+    /// have handed them over.
+    dealt: BTreeSet<i32>,
     owned: BTreeMap<i32, Owned>,
     /// Reads the owned partitions; remade whenever they change.
     source: Option<Source>,
@@ -153,6 +164,7 @@ pub fn run(settings: &Settings, share: &Share, stop: &Stop, runtime: &Handle) ->
         committer: Committer::new(store, mirror),
         mirrors,
         partitions: view.partitions.clone(),
+        dealt: BTreeSet::new(),
         owned: BTreeMap::new(),
         source: None,
         dead_letters: DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime.clone()),
@@ -189,7 +201,7 @@ impl Member<'_> {
                     self.rebalance()?;
                     next_heartbeat = Instant::now() + heartbeat_every;
                 }
-                if self.settings.until == Until::End && self.bounded_run_ended(&mut owned_nothing_since) {
+                if self.settings.until == Until::End && self.bounded_run_ended(&mut owned_nothing_since)? {
                     return Ok(());
                 }
             }
@@ -239,13 +251,13 @@ impl Member<'_> {
         Ok(())
     }
 
-    /// With `--until-end`: whether the member is done, its partitions read to where they ended
-    /// when it claimed them, or none owned for two leases (`owned_nothing_since`).
-    fn bounded_run_ended(&mut self, owned_nothing_since: &mut Option<Instant>) -> bool {
-        if self.owned.is_empty() {
+    /// With `--until-end`: whether the member is done, its part read ([`part_read`]), or none
+    /// dealt or owned for two leases (`owned_nothing_since`).
+    fn bounded_run_ended(&mut self, owned_nothing_since: &mut Option<Instant>) -> anyhow::Result<bool> {
+        if self.owned.is_empty() && self.dealt.is_empty() {
             let since = *owned_nothing_since.get_or_insert_with(Instant::now);
             if since.elapsed() < 2 * self.share.lease {
-                return false;
+                return Ok(false);
             }
             tracing::info!(
                 "member `{}` owns no partition after {} s: the other members read all {} (--until-end ends it)",
@@ -253,14 +265,17 @@ impl Member<'_> {
                 since.elapsed().as_secs(),
                 self.partitions.len()
             );
-            return true;
+            return Ok(true);
         }
         *owned_nothing_since = None;
-        if self.owned.values().all(|o| o.next >= o.end) {
-            self.span.taken();
-            return true;
+        if !part_read(&self.dealt, &self.owned) {
+            return Ok(false);
         }
-        false
+        self.span.taken();
+        // Its share as of now, not as of the last heartbeat: a member that has left since
+        // leaves it more to read (the last member to end is dealt every partition).
+        self.rebalance()?;
+        Ok(part_read(&self.dealt, &self.owned))
     }
 
     /// Publishes the figures so far to the metrics, and that the loop is alive.
@@ -325,6 +340,7 @@ impl Member<'_> {
             );
         }
         self.said_idle = share.is_empty();
+        self.dealt.clone_from(&share);
         let moves = Moves::between(&owns, &share);
         if moves.is_empty() {
             return Ok(());
@@ -483,5 +499,39 @@ impl Member<'_> {
         }
         tracing::info!("member `{}` left group `{}`", self.share.member, self.settings.group);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowSize;
+
+    fn owned(next: i64, end: i64) -> Owned {
+        Owned {
+            epoch: 1,
+            next,
+            windows: Windows::new(WindowSize::WEEK),
+            new_sensors: Vec::new(),
+            finished: Vec::new(),
+            dirty: false,
+            end,
+        }
+    }
+
+    /// A bounded member is done once every partition dealt to it is claimed and read to its
+    /// end, not before: a partition that its last owner has not handed over yet is still to
+    /// read (two members of weather-bench once ended with a partition read by neither).
+    #[test]
+    fn a_bounded_member_reads_every_partition_dealt_to_it() {
+        let dealt = BTreeSet::from([1, 3]);
+        let mut mine = BTreeMap::from([(3, owned(500, 500))]);
+        assert!(!part_read(&dealt, &mine), "partition 1 is not handed over yet");
+        mine.insert(1, owned(200, 400));
+        assert!(!part_read(&dealt, &mine), "partition 1 is not read to its end");
+        mine.get_mut(&1).unwrap().next = 400;
+        assert!(part_read(&dealt, &mine));
+        // A partition still owned but no longer dealt to it is handed back at the end.
+        assert!(part_read(&BTreeSet::from([1]), &mine));
     }
 }
