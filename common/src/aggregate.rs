@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reading::is_valid_sensor_id;
+use crate::reading::{integer, is_sensor_id_byte, is_valid_sensor_id};
 use crate::units::{Tenths, Unit};
 
 /// The longest window the consumer computes, in days (ten years).
@@ -112,13 +112,37 @@ impl WindowKey {
             _ => BadAggregate::NotJson(format!("key: {e}")),
         })?;
         key.check().map_err(BadAggregate::WrongKey)?;
-        if key.to_json() != bytes {
+        if !key.written_as(bytes) {
             return Err(BadAggregate::WrongKey(format!(
                 "not written as {} (compaction keeps each spelling of a key apart)",
                 String::from_utf8_lossy(&key.to_json())
             )));
         }
         Ok(key)
+    }
+
+    /// Whether `bytes` are this key as [`WindowKey::to_json`] writes it, without writing it: a
+    /// valid sensor id needs no escape, so the key is its parts between fixed texts.
+    fn written_as(&self, bytes: &[u8]) -> bool {
+        debug_assert!(is_valid_sensor_id(&self.sensor_id));
+        let (mut days, mut id) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let parts = [
+            &br#"{"sensor_id":""#[..],
+            self.sensor_id.as_bytes(),
+            br#"","window_days":"#,
+            days.format(self.window_days).as_bytes(),
+            br#","window_id":"#,
+            id.format(self.window_id).as_bytes(),
+            b"}",
+        ];
+        let mut rest = bytes;
+        for part in parts {
+            match rest.strip_prefix(part) {
+                Some(after) => rest = after,
+                None => return false,
+            }
+        }
+        rest.is_empty()
     }
 
     fn check(&self) -> Result<(), String> {
@@ -181,10 +205,23 @@ impl Aggregate {
 
     /// A record value, checked: numbers in range, record ids within the window.
     pub fn parse(bytes: &[u8]) -> Result<Aggregate, BadAggregate> {
-        let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        match canonical(bytes) {
+            Some(wire) => Self::checked(wire),
+            None => Self::parse_json(bytes),
+        }
+    }
+
+    /// [`Aggregate::parse`] without the fast path: any JSON, and what is wrong with it.
+    fn parse_json(bytes: &[u8]) -> Result<Aggregate, BadAggregate> {
+        let wire = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => BadAggregate::BadValue(e.to_string()),
             _ => BadAggregate::NotJson(format!("value: {e}")),
         })?;
+        Self::checked(wire)
+    }
+
+    /// The value's fields, checked.
+    fn checked(wire: Wire<'_>) -> Result<Aggregate, BadAggregate> {
         let key = WindowKey {
             sensor_id: wire.sensor_id.into_owned(),
             window_days: wire.window_days,
@@ -228,6 +265,74 @@ impl Aggregate {
     }
 }
 
+/// The fast path, for exactly the bytes [`Aggregate::to_json`] writes: the fields in that order,
+/// no whitespace, no escapes, plain non-negative integers, `avg_temp` with at most one decimal.
+/// Anything else is `None` and goes to serde_json, which reads it or says what is wrong. It
+/// gives the fields serde_json would: a number of tenths `n` below 2^53 parses to `n / 10`
+/// either way (the quotient of two exact doubles, correctly rounded). The checks are the same
+/// for both ([`Aggregate::checked`]). The report parses every record of the topic.
+fn canonical(value: &[u8]) -> Option<Wire<'_>> {
+    let mut rest = value.strip_prefix(br#"{"sensor_id":""#)?;
+    let (id, after) = rest.split_at(rest.iter().position(|&b| !is_sensor_id_byte(b))?);
+    let sensor_id = std::str::from_utf8(id).ok()?;
+    rest = after.strip_prefix(br#"","window_days":"#)?;
+    let window_days = u32::try_from(integer(&mut rest)?).ok()?;
+    rest = rest.strip_prefix(br#","window_id":"#)?;
+    let window_id = integer(&mut rest)?;
+    rest = rest.strip_prefix(br#","unit":""#)?;
+    let unit = if let Some(after) = rest.strip_prefix(b"fahrenheit") {
+        rest = after;
+        Unit::Fahrenheit
+    } else {
+        rest = rest.strip_prefix(b"celsius")?;
+        Unit::Celsius
+    };
+    rest = rest.strip_prefix(br#"","avg_temp":"#)?;
+    let avg_temp = decimal(&mut rest)?;
+    rest = rest.strip_prefix(br#","avg_co":"#)?;
+    let avg_co = i64::try_from(integer(&mut rest)?).ok()?;
+    rest = rest.strip_prefix(br#","avg_humidity":"#)?;
+    let avg_humidity = i64::try_from(integer(&mut rest)?).ok()?;
+    rest = rest.strip_prefix(br#","readings":"#)?;
+    let readings = u32::try_from(integer(&mut rest)?).ok()?;
+    rest = rest.strip_prefix(br#","first_record_id":"#)?;
+    let first_record_id = integer(&mut rest)?;
+    rest = rest.strip_prefix(br#","last_record_id":"#)?;
+    let last_record_id = integer(&mut rest)?;
+    (rest == b"}").then_some(Wire {
+        sensor_id: Cow::Borrowed(sensor_id),
+        window_days,
+        window_id,
+        unit,
+        avg_temp,
+        avg_co,
+        avg_humidity,
+        readings,
+        first_record_id,
+        last_record_id,
+    })
+}
+
+/// A number at the start of `rest` with at most one decimal (an optional `-`, digits, an
+/// optional `.` and one digit), as a double.
+fn decimal(rest: &mut &[u8]) -> Option<f64> {
+    let negative = rest.first() == Some(&b'-');
+    if negative {
+        *rest = &rest[1..];
+    }
+    let whole = integer(rest)?;
+    let tenth = match *rest {
+        [b'.', d, after @ ..] if d.is_ascii_digit() => {
+            *rest = after;
+            u64::from(d - b'0')
+        }
+        [b'.', ..] => return None,
+        _ => 0,
+    };
+    let tenths = whole.checked_mul(10)?.checked_add(tenth).filter(|&t| t < 1 << 53)? as f64;
+    Some(if negative { -tenths / 10.0 } else { tenths / 10.0 })
+}
+
 /// What a record of the aggregates topic does to the table: a value puts the window, a null
 /// value (a tombstone) deletes it. The key must be a window's canonical key, and the value
 /// must name the same window.
@@ -236,7 +341,7 @@ pub fn parse_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, 
     // other record is told what is wrong with it as below, its key first.
     if let (Some(key), Some(value)) = (key, value) {
         if let Ok(aggregate) = Aggregate::parse(value) {
-            if aggregate.key.to_json() == key {
+            if aggregate.key.written_as(key) {
                 return Ok(Change::Put(aggregate));
             }
         }
@@ -342,6 +447,84 @@ mod tests {
         assert!(text(&json.replace(r#""first_record_id":78"#, r#""first_record_id":77"#)).contains("78..=84"));
         assert!(text(&json.replace("fahrenheit", "kelvin")).contains("unknown variant"));
         assert!(text(&json.replace(r#""avg_co":700"#, r#""avg_co":-1"#)).contains("negative"));
+    }
+
+    /// Damaged copies of `good`, one to three bytes changed, inserted or removed each.
+    fn damaged(good: &[u8], seed: u64, count: usize) -> Vec<Vec<u8>> {
+        use rand::{Rng, SeedableRng};
+        let alphabet = b"0123456789-.,:{}\" eE+sxfc";
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..count)
+            .map(|_| {
+                let mut bytes = good.to_vec();
+                for _ in 0..rng.random_range(1..=3) {
+                    let at = rng.random_range(0..bytes.len());
+                    let byte = alphabet[rng.random_range(0..alphabet.len())];
+                    match rng.random_range(0..3) {
+                        0 => bytes[at] = byte,
+                        1 => bytes.insert(at, byte),
+                        _ => {
+                            bytes.remove(at);
+                        }
+                    }
+                }
+                bytes
+            })
+            .collect()
+    }
+
+    /// Whatever the bytes, the fast path never changes the outcome: damaged copies of a value
+    /// parse (or are refused, with the same reason) as serde_json alone reads them.
+    #[test]
+    fn the_fast_path_never_changes_the_outcome() {
+        let values = [
+            week_12().to_json(),
+            Aggregate { unit: Unit::Celsius, avg_temp: Tenths(-35), ..week_12() }.to_json(),
+            Aggregate { avg_temp: Tenths(0), readings: 1, last_record_id: 78, ..week_12() }.to_json(),
+        ];
+        for (seed, value) in values.iter().enumerate() {
+            assert_eq!(Aggregate::parse(value), Aggregate::parse_json(value));
+            for bytes in damaged(value, seed as u64, 30_000) {
+                let text = String::from_utf8_lossy(&bytes);
+                assert_eq!(Aggregate::parse(&bytes), Aggregate::parse_json(&bytes), "{text}");
+            }
+        }
+        let edges = [
+            r#""avg_temp":-0.0,"#,
+            r#""avg_temp":-0,"#,
+            r#""avg_temp":68.60,"#,
+            r#""avg_temp":68.,"#,
+            r#""avg_temp":900719925474099.1,"#,
+            r#""avg_temp":9007199254740993,"#,
+            r#""avg_temp":100000001.0,"#,
+            r#""avg_temp":068.6,"#,
+            r#""avg_co":99999999999999999999,"#,
+            r#""readings":4294967303,"#,
+            r#""window_days":4294967303,"#,
+        ];
+        let json = String::from_utf8(week_12().to_json()).unwrap();
+        for edge in edges {
+            let field = edge.split(':').next().unwrap();
+            let at = json.find(field).unwrap();
+            let end = at + json[at..].find(',').unwrap() + 1;
+            let value = format!("{}{edge}{}", &json[..at], &json[end..]);
+            assert_eq!(Aggregate::parse(value.as_bytes()), Aggregate::parse_json(value.as_bytes()), "{value}");
+        }
+    }
+
+    /// A key is checked against its canonical bytes without writing them: exactly as comparing
+    /// with [`WindowKey::to_json`] would, damaged copies included.
+    #[test]
+    fn keys_are_checked_as_written() {
+        for (seed, key) in
+            [key("sensor-1", 7, 12), key("a", 3660, 1), key("s.2_x-Y", 30, 123_456_789)].iter().enumerate()
+        {
+            let written = key.to_json();
+            assert!(key.written_as(&written));
+            for bytes in damaged(&written, seed as u64, 20_000) {
+                assert_eq!(key.written_as(&bytes), bytes == written, "{}", String::from_utf8_lossy(&bytes));
+            }
+        }
     }
 
     /// The consumer's CSV id column names, by window length.

@@ -196,7 +196,7 @@ pub fn is_valid_sensor_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_SENSOR_ID_LEN && id.bytes().all(is_sensor_id_byte)
 }
 
-fn is_sensor_id_byte(b: u8) -> bool {
+pub(crate) fn is_sensor_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
@@ -253,7 +253,7 @@ fn canonical(value: &[u8]) -> Option<Reading<'_>> {
 
 /// A non-negative JSON integer at the start of `rest`, as JSON writes it: no leading zero, at
 /// most 18 digits.
-fn integer(rest: &mut &[u8]) -> Option<u64> {
+pub(crate) fn integer(rest: &mut &[u8]) -> Option<u64> {
     let mut n = 0;
     let mut len = 0;
     while let Some(&b) = rest.get(len).filter(|b| b.is_ascii_digit()) {
