@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reading::{integer, is_sensor_id_byte, is_valid_sensor_id};
+use crate::reading::{integer, is_sensor_id_byte, is_valid_sensor_id, signed_tenths};
 use crate::units::{Tenths, Unit};
 
 /// The longest window the consumer computes, in days (ten years).
@@ -313,23 +313,10 @@ fn canonical(value: &[u8]) -> Option<Wire<'_>> {
     })
 }
 
-/// A number at the start of `rest` with at most one decimal (an optional `-`, digits, an
-/// optional `.` and one digit), as a double.
+/// A number at the start of `rest` with at most one decimal ([`signed_tenths`]), as a double.
 fn decimal(rest: &mut &[u8]) -> Option<f64> {
-    let negative = rest.first() == Some(&b'-');
-    if negative {
-        *rest = &rest[1..];
-    }
-    let whole = integer(rest)?;
-    let tenth = match *rest {
-        [b'.', d, after @ ..] if d.is_ascii_digit() => {
-            *rest = after;
-            u64::from(d - b'0')
-        }
-        [b'.', ..] => return None,
-        _ => 0,
-    };
-    let tenths = whole.checked_mul(10)?.checked_add(tenth).filter(|&t| t < 1 << 53)? as f64;
+    let (negative, tenths) = signed_tenths(rest)?;
+    let tenths = (tenths < 1 << 53).then_some(tenths)? as f64;
     Some(if negative { -tenths / 10.0 } else { tenths / 10.0 })
 }
 

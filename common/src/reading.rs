@@ -275,9 +275,19 @@ fn bounded(rest: &mut &[u8], (low, high): (u32, u32)) -> Option<u32> {
     integer(rest).and_then(|n| u32::try_from(n).ok()).filter(|n| (low..=high).contains(n))
 }
 
-/// A temperature at the start of `rest` as the sensor writes it (an optional `-`, digits, and
-/// an optional `.` with one digit), in tenths and within the sensor's bounds.
+/// A temperature at the start of `rest` as the sensor writes it, in tenths and within the
+/// sensor's bounds.
 fn tenths(rest: &mut &[u8]) -> Option<i32> {
+    let (negative, magnitude) = signed_tenths(rest)?;
+    let magnitude = i32::try_from(magnitude).ok()?;
+    let tenths = if negative { -magnitude } else { magnitude };
+    (TEMPERATURE_TENTHS.0..=TEMPERATURE_TENTHS.1).contains(&tenths).then_some(tenths)
+}
+
+/// A number at the start of `rest` with at most one decimal (an optional `-`, digits as
+/// [`integer`] reads them, and an optional `.` with one digit): whether it is negative, and its
+/// magnitude in tenths.
+pub(crate) fn signed_tenths(rest: &mut &[u8]) -> Option<(bool, u64)> {
     let negative = rest.first() == Some(&b'-');
     if negative {
         *rest = &rest[1..];
@@ -291,9 +301,7 @@ fn tenths(rest: &mut &[u8]) -> Option<i32> {
         [b'.', ..] => return None,
         _ => 0,
     };
-    let magnitude = i32::try_from(whole.checked_mul(10)? + tenth).ok()?;
-    let tenths = if negative { -magnitude } else { magnitude };
-    (TEMPERATURE_TENTHS.0..=TEMPERATURE_TENTHS.1).contains(&tenths).then_some(tenths)
+    Some((negative, whole.checked_mul(10)?.checked_add(tenth)?))
 }
 
 /// The slow path, taken only for a message the typed parse refused: says precisely why.
