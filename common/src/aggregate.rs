@@ -348,6 +348,10 @@ pub fn parse_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reading::tests::damaged;
+
+    /// What damaged copies are made of: JSON's punctuation, digits, and the units' letters.
+    const ALPHABET: &[u8] = b"0123456789-.,:{}\" eE+sxfc";
 
     fn key(sensor: &str, days: u32, id: u64) -> WindowKey {
         WindowKey { sensor_id: sensor.into(), window_days: days, window_id: id }
@@ -436,30 +440,6 @@ mod tests {
         assert!(text(&json.replace(r#""avg_co":700"#, r#""avg_co":-1"#)).contains("negative"));
     }
 
-    /// Damaged copies of `good`, one to three bytes changed, inserted or removed each.
-    fn damaged(good: &[u8], seed: u64, count: usize) -> Vec<Vec<u8>> {
-        use rand::{Rng, SeedableRng};
-        let alphabet = b"0123456789-.,:{}\" eE+sxfc";
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        (0..count)
-            .map(|_| {
-                let mut bytes = good.to_vec();
-                for _ in 0..rng.random_range(1..=3) {
-                    let at = rng.random_range(0..bytes.len());
-                    let byte = alphabet[rng.random_range(0..alphabet.len())];
-                    match rng.random_range(0..3) {
-                        0 => bytes[at] = byte,
-                        1 => bytes.insert(at, byte),
-                        _ => {
-                            bytes.remove(at);
-                        }
-                    }
-                }
-                bytes
-            })
-            .collect()
-    }
-
     /// Whatever the bytes, the fast path never changes the outcome: damaged copies of a value
     /// parse (or are refused, with the same reason) as serde_json alone reads them.
     #[test]
@@ -471,7 +451,7 @@ mod tests {
         ];
         for (seed, value) in values.iter().enumerate() {
             assert_eq!(Aggregate::parse(value), Aggregate::parse_json(value));
-            for bytes in damaged(value, seed as u64, 30_000) {
+            for bytes in damaged(value, ALPHABET, seed as u64, 30_000) {
                 let text = String::from_utf8_lossy(&bytes);
                 assert_eq!(Aggregate::parse(&bytes), Aggregate::parse_json(&bytes), "{text}");
             }
@@ -508,7 +488,7 @@ mod tests {
         {
             let written = key.to_json();
             assert!(key.written_as(&written));
-            for bytes in damaged(&written, seed as u64, 20_000) {
+            for bytes in damaged(&written, ALPHABET, seed as u64, 20_000) {
                 assert_eq!(key.written_as(&bytes), bytes == written, "{}", String::from_utf8_lossy(&bytes));
             }
         }

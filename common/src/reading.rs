@@ -332,7 +332,7 @@ fn diagnose(value: &[u8], parse_error: serde_json::Error) -> BadReading {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
@@ -491,6 +491,29 @@ mod tests {
         }
     }
 
+    /// `count` damaged copies of `good`, each with one to three bytes of `alphabet` written over,
+    /// inserted or removed at random (from `seed`): inputs for a fast path's equivalence test.
+    pub(crate) fn damaged(good: &[u8], alphabet: &[u8], seed: u64, count: usize) -> Vec<Vec<u8>> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..count)
+            .map(|_| {
+                let mut bytes = good.to_vec();
+                for _ in 0..rng.random_range(1..=3) {
+                    let at = rng.random_range(0..bytes.len());
+                    let byte = alphabet[rng.random_range(0..alphabet.len())];
+                    match rng.random_range(0..3) {
+                        0 => bytes[at] = byte,
+                        1 => bytes.insert(at, byte),
+                        _ => {
+                            bytes.remove(at);
+                        }
+                    }
+                }
+                bytes
+            })
+            .collect()
+    }
+
     /// Whatever the bytes, the fast path never changes the outcome: damaged copies of the
     /// sensor's messages parse (or are refused, with the same reason) as serde_json alone would.
     #[test]
@@ -499,21 +522,7 @@ mod tests {
         let general = |value: &[u8]| Reading::parse_json(Some(value), None).map(Reading::into_owned);
         let base =
             br#"{"sensor_id":"sensor-12","record_id":1017,"temperature":-3.5,"CO_concentration":734,"humidity":52}"#;
-        let alphabet = b"0123456789-.,:{}\" eE+sx";
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for _ in 0..50_000 {
-            let mut value = base.to_vec();
-            for _ in 0..rng.random_range(1..=3) {
-                let at = rng.random_range(0..value.len());
-                let byte = alphabet[rng.random_range(0..alphabet.len())];
-                match rng.random_range(0..3) {
-                    0 => value[at] = byte,
-                    1 => value.insert(at, byte),
-                    _ => {
-                        value.remove(at);
-                    }
-                }
-            }
+        for value in damaged(base, b"0123456789-.,:{}\" eE+sx", 11, 50_000) {
             assert_eq!(fast(&value), general(&value), "{}", String::from_utf8_lossy(&value));
         }
         for edge in [
