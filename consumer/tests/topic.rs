@@ -106,19 +106,58 @@ fn plain_table(tansu: &Tansu, topic: &str) -> Vec<String> {
     rows
 }
 
-/// Sum of the high watermarks of `topic`: it grows with every record written. (Seeing
-/// everything: on Tansu the sink's transaction probe stays open in the state topic, and a
-/// read_committed look-up answers the beginning as the end.)
-fn written(tansu: &Tansu, topic: &str) -> i64 {
-    written_on(&tansu.kafka_args(), topic)
+/// The latest state record of the crash test's output (group `crashed`) in `state_topic`, read
+/// as the sink reads it, every record whether committed or not (Tansu's transactions never are):
+/// its offset and value, or `None` before the first.
+fn progress(tansu: &Tansu, state_topic: &str) -> Option<(i64, Vec<u8>)> {
+    let client = kafka::metadata_client_seeing_everything(&tansu.kafka_args()).unwrap();
+    kafka::topic_partitions(&client, state_topic, Duration::from_secs(10)).unwrap()?;
+    let marks = kafka::watermarks(&client, state_topic, &[0]).unwrap()[&0];
+    let key: &[u8] = br#"{"consumer_group":"crashed","topic":"weather"}"#;
+    let mut latest = None;
+    kafka::read_range(&client, state_topic, 0, marks, marks, |offset, k, value| {
+        if k == Some(key) {
+            latest = value.map(|v| (offset, v.to_vec()));
+        }
+    })
+    .unwrap();
+    latest
 }
 
-/// [`written`], on the broker of `args`.
-fn written_on(args: &kafka::KafkaArgs, topic: &str) -> i64 {
+/// When the record at `offset` of `topic`'s partition 0 was sent: its timestamp, milliseconds
+/// since the epoch (read uncommitted, as [`progress`] reads).
+fn sent_at(tansu: &Tansu, topic: &str, offset: i64) -> i64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("group.id", "plain-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Offset(offset)).unwrap();
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "{topic}: offset {offset} not read within 60 s");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            assert_eq!(m.offset(), offset);
+            return m.timestamp().to_millis().unwrap();
+        }
+    }
+}
+
+/// Per partition of `topic` on the broker of `args`, its high watermark: where its log ends.
+/// (Seeing everything: on Tansu the sink's transaction probe stays open in the state topic, and
+/// a read_committed look-up answers the beginning as the end.)
+fn log_ends(args: &kafka::KafkaArgs, topic: &str) -> BTreeMap<i32, i64> {
     let client = kafka::metadata_client_seeing_everything(args).unwrap();
     match kafka::topic_partitions(&client, topic, Duration::from_secs(10)).unwrap() {
-        None => 0,
-        Some(partitions) => kafka::watermarks(&client, topic, &partitions).unwrap().values().map(|&(_, h)| h).sum(),
+        None => BTreeMap::new(),
+        Some(partitions) => {
+            kafka::watermarks(&client, topic, &partitions).unwrap().into_iter().map(|(p, (_, h))| (p, h)).collect()
+        }
     }
 }
 
@@ -175,7 +214,8 @@ fn topic_equals_the_csv_with_eight_sensors() {
 /// read as a table holds only windows of the uninterrupted run, with its values, and the
 /// checkpointed part of the file holds per sensor the uninterrupted run's first rows, in order;
 /// at the end the topic holds exactly the uninterrupted run's table, the file per sensor its
-/// rows in order, each once, and the log holds few windows twice (a bound per kill).
+/// rows in order, each once, and no run has sent again a window the state it resumed from
+/// covers. Each kill lands after a commit of the run's own (or, every fourth, in its start-up).
 fn sigkill_scenario(extra: &[&str], kills: u32) {
     let tansu = Tansu::start();
     tansu.create_topic("weather", PARTITIONS);
@@ -202,14 +242,20 @@ fn sigkill_scenario(extra: &[&str], kills: u32) {
     flags.extend(testkit::THROTTLE);
     let state_topic = format!("{TOPIC}.state");
     let mut checkpointed = false;
+    // Per run, where the topic's log ended when it was killed, and when the state it had
+    // committed by then (the one the next run resumes from) was sent.
+    let mut runs: Vec<(BTreeMap<i32, i64>, Option<i64>)> = Vec::new();
     for kill in 0..kills {
         let context = format!("after kill {}, CRASH_SEED={seed}", kill + 1);
-        let before = written(&tansu, &state_topic);
+        let before = progress(&tansu, &state_topic);
         let log = dir.path().join(format!("run-{kill}.log"));
         let child = consumer(&tansu, &flags, &log);
-        // A commit of this run's own: the state topic grew by more than its start-up's record.
-        let committed = || written(&tansu, &state_topic) > before + 1;
+        // A commit of this run's own: its output's state record moved on. (Not the state topic's
+        // length: each start-up's transactions probe adds records to it on Tansu.)
+        let committed = || progress(&tansu, &state_topic) != before;
         kill_at_random_moment(child, kill, &mut rng, committed, &log, &context);
+        let state = progress(&tansu, &state_topic).map(|(offset, _)| sent_at(&tansu, &state_topic, offset));
+        runs.push((log_ends(&tansu.kafka_args(), TOPIC), state));
         for (key, row) in table(&tansu, TOPIC) {
             assert_eq!(expected.get(&key), Some(&row), "{context}: a window the uninterrupted run has not");
         }
@@ -241,21 +287,37 @@ fn sigkill_scenario(extra: &[&str], kills: u32) {
         assert_row_prefixes(&file, &by_sensor, &context);
         assert!(file == by_sensor, "{context}: the file lacks rows of the uninterrupted run");
     }
-    // A restarted run sends again only the windows sent after the last state its killed run
-    // committed (a state every 50 ms): a few per kill, never what the killed run had committed.
-    let log = tansu.read_all(TOPIC).len();
-    let again = log - expected.len();
+    // A restarted run never sends again a window its state covers: none that the run which
+    // committed that state had sent before it (it sent its state only once every window sent
+    // before was acknowledged). A record's run is the segment of the log it lies in (a killed
+    // run's last records may land in the next one's: sent after its last state, they are not
+    // covered); its timestamp is its sender's clock, to the millisecond.
+    let log = tansu.read_all(TOPIC);
+    let run_of =
+        |r: &testkit::Record| runs.iter().position(|(ends, _)| r.offset < ends[&r.partition]).unwrap_or(runs.len());
+    // The run that committed the state left after kill `k`: the first run that left it.
+    let committer = |k: usize| (0..=k).find(|&i| runs[i].1 == runs[k].1).unwrap();
+    let mut sent: BTreeMap<&[u8], Vec<(usize, i64)>> = BTreeMap::new();
+    for record in &log {
+        let key = record.key.as_deref().unwrap();
+        let (run, at) = (run_of(record), record.timestamp.unwrap());
+        let earlier = sent.entry(key).or_default();
+        if let Some(state) = run.checked_sub(1).and_then(|killed| runs[killed].1) {
+            let by = committer(run - 1);
+            if let Some(&(_, covered)) = earlier.iter().find(|&&(r, t)| r == by && t < state) {
+                panic!(
+                    "{context}: run {run} sent {} again, which the state it resumed from covers: run {by} had sent \
+                     it {} ms before that state",
+                    String::from_utf8_lossy(key),
+                    state - covered
+                );
+            }
+        }
+        earlier.push((run, at));
+    }
+    let again = log.len() - expected.len();
     println!("{again} windows written twice in the log after {kills} kills");
-    assert!(again <= kills as usize * MAX_AGAIN_PER_KILL, "{context}: {again} windows written twice in the log");
 }
-
-/// The most windows a kill may leave to be written again by the next run, on average: those
-/// sent after the last state its killed run committed. A state follows every 50 ms of reading,
-/// and the loop waits while one is acknowledged, so a kill leaves at most about 50 ms of windows
-/// whatever the machine's load: 4 to 8 per kill measured here (34 to 153 after 8 or 20 kills).
-/// A resume that ignored the committed state and started over wrote 471 after 8 kills (59 per
-/// kill: each killed run's windows again).
-const MAX_AGAIN_PER_KILL: usize = 30;
 
 /// 20 random SIGKILLs during a 100,000-reading replay into the topic beside the file change
 /// nothing in the table, nor in the file.
@@ -420,7 +482,7 @@ fn with_transactions_a_killed_runs_windows_are_written_again_with_the_same_value
     let out = dir.path().join("out.csv");
     let args = ["-o", out.to_str().unwrap(), "--to-topic", TOPIC];
     let (seed, mut rng) = kill_moments();
-    let in_log = || written_on(&kafka::KafkaArgs::new(&bootstrap), TOPIC);
+    let in_log = || log_ends(&kafka::KafkaArgs::new(&bootstrap), TOPIC).values().sum::<i64>();
     // A kill leaves windows of an uncommitted transaction when it lands between a run's sending
     // windows and its next commit; a random moment can miss that on a busy machine, so runs are
     // killed until one has been seen: the next run, resuming at the committed state, writes a
