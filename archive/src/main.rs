@@ -5,6 +5,7 @@ use weather_archive::{Cli, Job};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    weather_common::allocator::configure();
     weather_common::init_logging();
     let settings = match Cli::parse().job() {
         Ok(Job::Archive(settings)) => *settings,

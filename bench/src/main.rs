@@ -147,6 +147,7 @@ fn reported_rate(stdout: &str, line_start: &str) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    weather_common::allocator::configure();
     let cli = Cli::parse();
     match cli.step {
         Some(Step::ProduceBaseline { bootstrap, topic, count, sensors }) => {

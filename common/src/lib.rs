@@ -17,8 +17,10 @@
 //! - [`lock`]: one writer per output, by an advisory lock the kernel releases.
 //! - [`units`]: °C/°F and exact rounding, as every output writes numbers.
 //! - [`aggregate`]: a window's averages as one record of the compacted aggregates topic.
+//! - [`allocator`]: mimalloc for the whole process, librdkafka included.
 
 pub mod aggregate;
+pub mod allocator;
 pub mod dead_letter;
 pub mod fetch;
 pub mod heartbeat;

@@ -250,10 +250,11 @@ pub const FETCH_SETTINGS: [(&str, &str); 4] = [
     // fetch response stays in memory until its last message is consumed (2 MiB fetches halved
     // the peak on Tansu, 94 -> 56 MiB for 1M readings), and a queued reading of 100 bytes
     // costs librdkafka several hundred. Measured with weather-bench (peak memory of a replay
-    // of 1M readings on the mock cluster, replay against baseline on Tansu): an 8 MiB queue
-    // peaked at 56-64 MiB, 6 MiB at 46-51 MiB with the same rate, 4 MiB at 35-42 MiB but with
-    // Tansu's replay down from about 1.0x to 0.9x.
-    ("queued.max.messages.kbytes", "6144"),
+    // of 1M readings on the mock cluster, replay against baseline on Tansu): with glibc's
+    // malloc an 8 MiB queue peaked at 56-64 MiB, 6 MiB at 46-51 MiB with the same rate. With
+    // mimalloc (crate::allocator), which keeps freed memory for a while, 6 MiB peaked at 59-86
+    // MiB on the mock cluster and 2 MiB at 47-51 MiB; on Tansu 56-57 MiB either way.
+    ("queued.max.messages.kbytes", "2048"),
     ("fetch.max.bytes", "2097152"),
 ];
 

@@ -5,6 +5,7 @@ use weather_consumer::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    weather_common::allocator::configure();
     weather_common::init_logging();
     let mut cli = Cli::parse();
     if let Some(Command::Status(args)) = cli.command.take() {

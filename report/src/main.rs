@@ -5,6 +5,7 @@ use weather_report::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    weather_common::allocator::configure();
     weather_common::init_logging();
     let settings = Cli::parse().settings().unwrap_or_else(|e| e.exit());
     match weather_report::run(settings, weather_common::shutdown::signal()).await {
