@@ -2,9 +2,11 @@
 //! they chose to and are told where each partition ends, probes for look-ups, and producers
 //! with the project's delivery guarantees.
 
+use std::time::Duration;
+
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
-use rdkafka::producer::ThreadedProducer;
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
 use rdkafka::TopicPartitionList;
 
 use super::{KafkaArgs, LoggingContext};
@@ -38,6 +40,16 @@ pub fn reliable_producer<C: rdkafka::producer::ProducerContext>(
     let mut defaults = vec![("enable.idempotence", "true"), ("acks", "all")];
     defaults.extend_from_slice(extra);
     args.client_config(&defaults).create_with_context(context)
+}
+
+/// Looks `topic` up on `producer` before its first record: where the topic's partitions live is
+/// then known, and librdkafka asks for the idempotent producer's id as the answer arrives. Its
+/// own first try, made before any broker is connected, fails, and it tries again only 500 ms
+/// later (rdkafka_idempotence.c). A failure is not fatal: sending looks again.
+pub fn warm_up<C: ProducerContext>(producer: &ThreadedProducer<C>, topic: &str, timeout: Duration) {
+    if let Err(e) = producer.client().fetch_metadata(Some(topic), timeout) {
+        tracing::debug!("looking up `{topic}` before sending: {e}");
+    }
 }
 
 /// Stops fetching `partition` of `topic`: a bounded run has read it to its end. A failure only

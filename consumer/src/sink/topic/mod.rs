@@ -123,6 +123,9 @@ impl TopicTable {
         let (probed, idempotent, uncommitted_state) = std::thread::scope(|s| {
             let probe = s.spawn(|| transactional(kafka, &transactional_id, &state_topic, &key, timeout));
             let idempotent = kafka::reliable_producer(kafka, &[PARTITIONER], Deliveries::default());
+            if let Ok(producer) = &idempotent {
+                kafka::warm_up(producer, &target.topic, timeout);
+            }
             // Every record counts, and Tansu keeps the probe's transaction open.
             let state = kafka::metadata_client_seeing_everything(kafka)
                 .map_err(anyhow::Error::new)
@@ -358,11 +361,14 @@ impl GroupTopic {
         let probe = kafka::metadata_client(run.kafka)?;
         let partitions = kafka::partitions_unless(&probe, run.kafka, &run.rules.topic, run.stop)?;
         run.runtime.block_on(ensure_compacted(run.kafka, &probe, &target.topic, partitions.len(), true))?;
+        let producer = kafka::reliable_producer(run.kafka, &[PARTITIONER], Deliveries::default())?;
+        let timeout = run.kafka.connect_timeout().max(Duration::from_secs(30));
+        kafka::warm_up(&producer, &target.topic, timeout);
         Ok(GroupTopic {
             topic: target.topic.clone(),
             name: format!("topic `{}` (idempotent writes)", target.topic),
-            producer: kafka::reliable_producer(run.kafka, &[PARTITIONER], Deliveries::default())?,
-            timeout: run.kafka.connect_timeout().max(Duration::from_secs(30)),
+            producer,
+            timeout,
         })
     }
 
