@@ -258,6 +258,10 @@ impl TopicTable {
                         .send_offsets_to_transaction(&offsets, group, self.timeout)
                         .map_err(|e| self.abort(e, "sending the offsets with the transaction"))?;
                 }
+                // rdkafka's commit_transaction flushes first, looking again only every 100 ms
+                // while the producer's thread takes the reports: 100 ms of every commit. Waited
+                // for here, woken by each report, nothing is left in flight for it.
+                kafka::flush(&self.producer, self.timeout);
                 loop {
                     match self.producer.commit_transaction(self.timeout) {
                         Ok(()) => break,
@@ -414,8 +418,12 @@ fn transactional(
     key: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<Option<ThreadedProducer<Deliveries>>> {
-    let producer: ThreadedProducer<Deliveries> =
-        kafka::reliable_producer(kafka, &[PARTITIONER, ("transactional.id", id)], Deliveries::default())?;
+    // Its first look for its coordinator needs a broker connected and up; a look-up first, with
+    // every broker it learns of connected at once, makes it find one (else it looks again
+    // 500 ms later).
+    let settings = [PARTITIONER, ("transactional.id", id), ("enable.sparse.connections", "false")];
+    let producer: ThreadedProducer<Deliveries> = kafka::reliable_producer(kafka, &settings, Deliveries::default())?;
+    kafka::warm_up(&producer, state_topic, timeout);
     match producer.init_transactions(timeout) {
         Ok(()) => {}
         Err(e) if unsupported(&e) => return Ok(None),
@@ -426,6 +434,7 @@ fn transactional(
     probe.extend_from_slice(b"#probe");
     kafka::send(&producer, BaseRecord::<[u8], [u8]>::to(state_topic).key(&probe[..]))
         .context("sending the first transaction's record")?;
+    kafka::flush(&producer, timeout);
     match producer.commit_transaction(timeout) {
         Ok(()) => Ok(Some(producer)),
         Err(e) if unsupported(&e) => Ok(None),
