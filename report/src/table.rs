@@ -24,9 +24,10 @@ pub struct Table {
     /// are a million sensor ids fewer to keep).
     sensors: Vec<String>,
     sensor_index: HashMap<String, u32, foldhash::fast::RandomState>,
-    /// The windows, in order. A B-tree grows a node at a time: a hash table doubles, and holds
-    /// its old and its new table at once while it does (three times the rows' memory).
-    rows: BTreeMap<Key, Window>,
+    /// The windows, a series per window length and sensor (its index).
+    series: HashMap<(u32, u32), Series, foldhash::fast::RandomState>,
+    /// Windows held.
+    windows: usize,
     /// Values that replaced an earlier value of their window.
     pub overwritten: u64,
     /// Tombstones that deleted a window.
@@ -37,12 +38,81 @@ pub struct Table {
     pub bad_by_category: BTreeMap<&'static str, u64>,
 }
 
-/// Which window a row is, its sensor by index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Key {
-    window_days: u32,
-    sensor: u32,
-    window_id: u64,
+/// One sensor's windows of one length, by window id. A series' ids follow each other (weeks or
+/// months counted from a fixed day), so they are slots of a run that starts at `first`: a
+/// window is found by a subtraction, not by a search, and costs its 40 bytes. An id that would
+/// stretch the run by more than its length (and [`GAP`]) is kept apart, in `far`, so that no
+/// record makes the table allocate for ids it has not seen.
+#[derive(Debug, Default, Clone)]
+struct Series {
+    first: u64,
+    slots: Vec<Option<Window>>,
+    far: BTreeMap<u64, Window>,
+}
+
+/// Empty slots a run may take on beyond its length to reach an id.
+const GAP: u64 = 1024;
+
+impl Series {
+    /// Puts `window` in its place: true if it replaced a window.
+    fn put(&mut self, window: Window) -> bool {
+        let id = window.window_id;
+        let len = self.slots.len() as u64;
+        let room = len.max(GAP);
+        let end = self.first.saturating_add(len);
+        if self.slots.is_empty() {
+            self.first = id;
+            self.slots.push(None);
+        } else if id < self.first && self.first - id <= room {
+            // Room before the run, as much as it is long: a series read backwards still grows
+            // by doubling.
+            let start = self.first.saturating_sub((self.first - id).max(len));
+            let before = (self.first - start) as usize;
+            self.slots.splice(0..0, std::iter::repeat_n(None, before));
+            self.first = start;
+            self.take_in_far();
+        } else if id >= end && id - end < room {
+            self.slots.resize((id - self.first + 1) as usize, None);
+            self.take_in_far();
+        }
+        match self.slot(id) {
+            Some(slot) => slot.replace(window).is_some(),
+            None => self.far.insert(id, window).is_some(),
+        }
+    }
+
+    /// Removes the window `id`: true if there was one.
+    fn remove(&mut self, id: u64) -> bool {
+        match self.slot(id) {
+            Some(slot) => slot.take().is_some(),
+            None => self.far.remove(&id).is_some(),
+        }
+    }
+
+    fn slot(&mut self, id: u64) -> Option<&mut Option<Window>> {
+        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.slots.get_mut(index)
+    }
+
+    /// Moves the windows kept apart that the run now covers into their slots.
+    fn take_in_far(&mut self) {
+        let end = self.first.saturating_add(self.slots.len() as u64);
+        let mut covered = self.far.split_off(&self.first);
+        let mut beyond = covered.split_off(&end);
+        self.far.append(&mut beyond);
+        for (id, window) in covered {
+            self.slots[(id - self.first) as usize] = Some(window);
+        }
+    }
+
+    /// The windows, by id.
+    fn into_windows(mut self) -> Vec<Window> {
+        let beyond = self.far.split_off(&self.first);
+        let mut windows: Vec<Window> = self.far.into_values().collect();
+        windows.extend(self.slots.into_iter().flatten());
+        windows.extend(beyond.into_values());
+        windows
+    }
 }
 
 /// One window of the report: the averages it shows, without the sensor and the window length
@@ -84,15 +154,18 @@ impl Table {
         match aggregate::parse_record(key, value) {
             Ok(Change::Put(a)) => {
                 let window = Window::from(&a);
-                let key = self.key(a.key);
-                if self.rows.insert(key, window).is_some() {
+                let sensor = self.sensor(a.key.sensor_id);
+                if self.series.entry((a.key.window_days, sensor)).or_default().put(window) {
                     self.overwritten += 1;
+                } else {
+                    self.windows += 1;
                 }
             }
             Ok(Change::Delete(key)) => {
                 let sensor = self.sensor_index.get(&key.sensor_id).copied();
-                let key = sensor.map(|sensor| Key { window_days: key.window_days, sensor, window_id: key.window_id });
-                if key.is_some_and(|key| self.rows.remove(&key).is_some()) {
+                let series = sensor.and_then(|sensor| self.series.get_mut(&(key.window_days, sensor)));
+                if series.is_some_and(|series| series.remove(key.window_id)) {
+                    self.windows -= 1;
                     self.deleted += 1;
                 }
             }
@@ -105,26 +178,25 @@ impl Table {
         }
     }
 
-    /// The row key of a window, its sensor given an index if it is new.
-    fn key(&mut self, key: WindowKey) -> Key {
-        let sensor = match self.sensor_index.get(&key.sensor_id) {
+    /// The index of a sensor, given one if it is new.
+    fn sensor(&mut self, id: String) -> u32 {
+        match self.sensor_index.get(&id) {
             Some(&index) => index,
             None => {
                 let index = self.sensors.len() as u32;
-                self.sensors.push(key.sensor_id.clone());
-                self.sensor_index.insert(key.sensor_id, index);
+                self.sensors.push(id.clone());
+                self.sensor_index.insert(id, index);
                 index
             }
-        };
-        Key { window_days: key.window_days, sensor, window_id: key.window_id }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.windows
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.windows == 0
     }
 
     pub fn bad_records(&self) -> u64 {
@@ -133,17 +205,16 @@ impl Table {
 
     /// The windows, by window length, then sensor (`sensor-2` before `sensor-10`), then window.
     pub fn into_sorted(self) -> Vec<SensorWindows> {
-        let mut sorted: Vec<SensorWindows> = Vec::new();
-        let mut last = None;
-        // The rows go as they are copied out: the B-tree frees its nodes on the way.
-        for (key, window) in self.rows {
-            if last != Some((key.window_days, key.sensor)) {
-                last = Some((key.window_days, key.sensor));
-                let sensor_id = self.sensors[key.sensor as usize].clone();
-                sorted.push(SensorWindows { window_days: key.window_days, sensor_id, windows: Vec::new() });
-            }
-            sorted.last_mut().expect("pushed above").windows.push(window);
-        }
+        let mut sorted: Vec<SensorWindows> = self
+            .series
+            .into_iter()
+            .map(|((window_days, sensor), series)| SensorWindows {
+                window_days,
+                sensor_id: self.sensors[sensor as usize].clone(),
+                windows: series.into_windows(),
+            })
+            .filter(|s| !s.windows.is_empty())
+            .collect();
         // Sensors in counting order, ranked once per sensor (not per row).
         sorted.sort_by(|a, b| {
             (a.window_days, sensor_order(&a.sensor_id)).cmp(&(b.window_days, sensor_order(&b.sensor_id)))
@@ -245,6 +316,47 @@ pub(crate) mod tests {
                 (30, "sensor-1".into(), 1)
             ]
         );
+    }
+
+    /// A series holds what a map of its ids would hold, whatever the order the ids come in:
+    /// forwards, backwards, with gaps, far apart, deleted and put again.
+    #[test]
+    fn a_series_is_a_map_of_its_ids() {
+        let window = |id: u64, temp: i64| Window {
+            window_id: id,
+            unit: Unit::Celsius,
+            avg_temp: Tenths(temp),
+            avg_co: 0,
+            avg_humidity: 0,
+        };
+        let orders: [&dyn Fn(u64) -> u64; 4] = [&|i| 2900 + i, &|i| 5000 - i, &|i| (i * 7919) % 3001, &|i| {
+            if i % 50 == 0 {
+                u64::MAX - i
+            } else {
+                100_000 + (i * 31) % 977
+            }
+        }];
+        for (n, order) in orders.iter().enumerate() {
+            let (mut series, mut model) = (Series::default(), BTreeMap::new());
+            for i in 0..3000u64 {
+                let id = order(i);
+                if i % 7 == 3 {
+                    assert_eq!(series.remove(id), model.remove(&id).is_some(), "order {n}, step {i}: remove {id}");
+                } else {
+                    let w = window(id, i as i64);
+                    assert_eq!(series.put(w), model.insert(id, w).is_some(), "order {n}, step {i}: put {id}");
+                }
+            }
+            assert!(
+                series.slots.len() <= 2 * model.len() + 2 * GAP as usize,
+                "order {n}: {} slots",
+                series.slots.len()
+            );
+            let (held, expected) = (series.into_windows(), model.into_values().collect::<Vec<_>>());
+            let ids = |windows: &[Window]| windows.iter().map(|w| w.window_id).collect::<Vec<_>>();
+            assert_eq!(ids(&held), ids(&expected), "order {n}: the ids");
+            assert!(held == expected, "order {n}: the windows");
+        }
     }
 
     /// Counting order for numbered ids, text order otherwise.
