@@ -308,7 +308,9 @@ impl TopicView {
             Start::Committed => {
                 let member: BaseConsumer<LoggingContext> =
                     args.consumer_config(group, &[]).create_with_context(LoggingContext)?;
-                committed(&member, &self.topic, &self.partitions)?
+                let offsets = committed(&member, &self.topic, &self.partitions);
+                kafka::dispose(member);
+                offsets?
             }
             Start::Time(time) => {
                 let found = self.offsets_for_time(*time)?;
@@ -403,6 +405,7 @@ impl Source {
             assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
         }
         let fetcher = Fetcher::assign(consumer, &assignment)?;
+        kafka::dispose(view.probe);
         Ok(Source { fetcher, topic: view.topic })
     }
 

@@ -52,6 +52,17 @@ pub fn warm_up<C: ProducerContext>(producer: &ThreadedProducer<C>, topic: &str, 
     }
 }
 
+/// Lets go of a librdkafka client that is no longer needed, on a thread of its own: its
+/// destruction waits for its threads to end, 70 to 100 ms for a client that has talked to a
+/// broker, which nothing needs to wait for. (A client that still has records to deliver is
+/// flushed first by its owner; this is for look-ups and the like.)
+pub fn dispose<T: Send + 'static>(client: T) {
+    let spawned = std::thread::Builder::new().name("kafka-dispose".into()).spawn(move || drop(client));
+    if let Err(e) = spawned {
+        tracing::debug!("no thread to let a Kafka client go on ({e}): it went here");
+    }
+}
+
 /// Stops fetching `partition` of `topic`: a bounded run has read it to its end. A failure only
 /// means that fetching goes on (the records are then passed over), so it is logged, not returned.
 pub fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) {

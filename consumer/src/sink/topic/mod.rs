@@ -110,35 +110,49 @@ impl TopicTable {
         let probe = kafka::metadata_client(kafka)?;
         let partitions = kafka::partitions_unless(&probe, kafka, source_topic, stop)?;
         let state_topic = target.state_topic();
-        runtime.block_on(ensure_compacted(kafka, &probe, &target.topic, partitions.len(), true))?;
-        // Its settings are not looked up: not compacted, it only grows by a record per checkpoint.
-        runtime.block_on(ensure_compacted(kafka, &probe, &state_topic, 1, false))?;
+        let admin: AdminClient<DefaultClientContext> = kafka.client_config(&[]).create()?;
+        runtime.block_on(futures_util::future::try_join(
+            ensure_compacted(kafka, &admin, &probe, &target.topic, partitions.len(), true),
+            // Its settings are not looked up: not compacted, it only grows by a record per checkpoint.
+            ensure_compacted(kafka, &admin, &probe, &state_topic, 1, false),
+        ))?;
+        kafka::dispose(admin);
+        kafka::dispose(probe);
         let key = serde_json::to_vec(&StateKey { consumer_group: group, topic: source_topic }).expect("serializes");
         let timeout = kafka.connect_timeout().max(Duration::from_secs(30));
         let transactional_id = format!("weather-consumer:{group}:{}", target.topic);
         // Whether the broker commits transactions is found out on a thread of its own, while the
-        // idempotent producer connects and the state is read as an idempotent output reads it:
-        // on Tansu, which cannot commit one, both are ready by the time the probe has failed,
-        // instead of a few hundred milliseconds of start-up after it.
+        // idempotent producer connects and the state is read (on a third) as an idempotent
+        // output reads it: on Tansu, which cannot commit one, both are ready by the time the
+        // probe has failed, instead of a few hundred milliseconds of start-up after it.
         let (probed, idempotent, uncommitted_state) = std::thread::scope(|s| {
             let probe = s.spawn(|| transactional(kafka, &transactional_id, &state_topic, &key, timeout));
+            // Every record counts, and Tansu keeps the probe's transaction open.
+            let state = s.spawn(|| {
+                let reader = kafka::metadata_client_seeing_everything(kafka)?;
+                let state = read_state(&reader, &state_topic, &key);
+                kafka::dispose(reader);
+                state
+            });
             let idempotent = kafka::reliable_producer(kafka, &[PARTITIONER], Deliveries::default());
             if let Ok(producer) = &idempotent {
                 kafka::warm_up(producer, &target.topic, timeout);
             }
-            // Every record counts, and Tansu keeps the probe's transaction open.
-            let state = kafka::metadata_client_seeing_everything(kafka)
-                .map_err(anyhow::Error::new)
-                .and_then(|reader| read_state(&reader, &state_topic, &key));
-            (probe.join(), idempotent, state)
+            (probe.join(), idempotent, state.join())
         });
         let probed = probed.map_err(|_| anyhow::anyhow!("the transactions probe panicked"))??;
+        let uncommitted_state = uncommitted_state.map_err(|_| anyhow::anyhow!("reading the state panicked"))?;
         let (producer, delivery, state) = match probed {
             Some(producer) => {
                 // Only committed state records count (an aborted one never happened), read once
                 // the probe has ended any transaction a crashed run of this output left open.
                 let reader = kafka::metadata_client(kafka)?;
-                (producer, Delivery::Transactions, read_state(&reader, &state_topic, &key)?)
+                let state = read_state(&reader, &state_topic, &key)?;
+                kafka::dispose(reader);
+                if let Ok(idempotent) = idempotent {
+                    kafka::dispose(idempotent);
+                }
+                (producer, Delivery::Transactions, state)
             }
             None => {
                 tracing::debug!(
@@ -364,7 +378,10 @@ impl GroupTopic {
     pub fn open(run: &Opening<'_>, target: &TopicTarget) -> anyhow::Result<GroupTopic> {
         let probe = kafka::metadata_client(run.kafka)?;
         let partitions = kafka::partitions_unless(&probe, run.kafka, &run.rules.topic, run.stop)?;
-        run.runtime.block_on(ensure_compacted(run.kafka, &probe, &target.topic, partitions.len(), true))?;
+        let admin: AdminClient<DefaultClientContext> = run.kafka.client_config(&[]).create()?;
+        run.runtime.block_on(ensure_compacted(run.kafka, &admin, &probe, &target.topic, partitions.len(), true))?;
+        kafka::dispose(admin);
+        kafka::dispose(probe);
         let producer = kafka::reliable_producer(run.kafka, &[PARTITIONER], Deliveries::default())?;
         let timeout = run.kafka.connect_timeout().max(Duration::from_secs(30));
         kafka::warm_up(&producer, &target.topic, timeout);
@@ -426,7 +443,10 @@ fn transactional(
     kafka::warm_up(&producer, state_topic, timeout);
     match producer.init_transactions(timeout) {
         Ok(()) => {}
-        Err(e) if unsupported(&e) => return Ok(None),
+        Err(e) if unsupported(&e) => {
+            kafka::dispose(producer);
+            return Ok(None);
+        }
         Err(e) => return Err(anyhow::Error::new(e).context("starting the transactional producer")),
     }
     producer.begin_transaction().context("beginning the first transaction")?;
@@ -437,7 +457,10 @@ fn transactional(
     kafka::flush(&producer, timeout);
     match producer.commit_transaction(timeout) {
         Ok(()) => Ok(Some(producer)),
-        Err(e) if unsupported(&e) => Ok(None),
+        Err(e) if unsupported(&e) => {
+            kafka::dispose(producer);
+            Ok(None)
+        }
         Err(e) => Err(anyhow::Error::new(e).context("committing the first transaction")),
     }
 }
@@ -468,12 +491,12 @@ fn read_state(client: &BaseConsumer<LoggingContext>, state_topic: &str, key: &[u
 /// that is not compacted is warned about (if `check`), naming the setting.
 async fn ensure_compacted(
     kafka: &KafkaArgs,
+    admin: &AdminClient<DefaultClientContext>,
     probe: &BaseConsumer<LoggingContext>,
     topic: &str,
     partitions: usize,
     check: bool,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config(&[]).create()?;
     // Brokers answer at once; librdkafka's mock cluster has no admin requests and never does.
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
     let exists = kafka::topic_partitions(probe, topic, Duration::from_secs(10))
