@@ -219,15 +219,31 @@ pub fn open(
     let rebuild = settings.start == Start::Earliest;
     let opening =
         Opening { kafka: &settings.kafka, group: &settings.group, rules: &settings.rules, rebuild, stop, runtime };
-    let sinks: Vec<Box<dyn WindowTable>> =
-        settings.tables.iter().map(|table| table.open(&opening)).collect::<anyhow::Result<_>>()?;
+    let open_sinks = || -> anyhow::Result<Vec<Box<dyn WindowTable>>> {
+        settings.tables.iter().map(|table| table.open(&opening)).collect()
+    };
     // The other outputs join the reference as they would join a file.
-    let (output, sole) = match (settings.reference, &settings.file) {
-        (Reference::Table(i), _) => (sinks[i].name().to_string(), Some(sinks[i].state())),
-        (Reference::File, Some(file)) => (file.path.display().to_string(), None),
+    let (sinks, output, prepared) = match (settings.reference, &settings.file) {
+        (Reference::Table(i), _) => {
+            let sinks = open_sinks()?;
+            let output = sinks[i].name().to_string();
+            let prepared = prepare(&settings, stop, Some(sinks[i].state()), &output)?;
+            (sinks, output, prepared)
+        }
+        (Reference::File, Some(file)) => {
+            // The tables open (each a few round trips to its server) while the file's run is
+            // planned: their start-up is not added to the file's.
+            let output = file.path.display().to_string();
+            let (sinks, prepared) = std::thread::scope(|s| {
+                let sinks = s.spawn(open_sinks);
+                let prepared = prepare(&settings, stop, None, &output);
+                (sinks.join(), prepared)
+            });
+            let sinks = sinks.map_err(|_| anyhow::anyhow!("opening the tables panicked"))??;
+            (sinks, output, prepared?)
+        }
         (Reference::File, None) => anyhow::bail!("the output file is the reference, and there is none"),
     };
-    let prepared = prepare(&settings, stop, sole, &output)?;
     let message = format!(
         "reading `{}` on {} as group `{}`; {output}: {}",
         settings.rules.topic,
