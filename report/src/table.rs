@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use weather_common::aggregate::{self, Aggregate, BadAggregate, Change, WindowKey};
+use weather_common::aggregate::{self, Aggregate, BadAggregate, Change};
 use weather_common::units::{Tenths, Unit};
 
 /// A record that is not a window's averages.
@@ -234,6 +234,7 @@ pub fn sensor_order(id: &str) -> (&str, Option<u128>, &str) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use weather_common::aggregate::WindowKey;
 
     /// The sorted table, each window with its key.
     fn sorted(table: Table) -> Vec<(WindowKey, Window)> {
