@@ -127,23 +127,20 @@ fn progress(tansu: &Tansu, state_topic: &str) -> Option<(i64, Vec<u8>)> {
 /// When the record at `offset` of `topic`'s partition 0 was sent: its timestamp, milliseconds
 /// since the epoch (read uncommitted, as [`progress`] reads).
 fn sent_at(tansu: &Tansu, topic: &str, offset: i64) -> i64 {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", tansu.bootstrap())
-        .set("group.id", "plain-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .unwrap();
+    let consumer = plain_consumer(&tansu.bootstrap(), "read_uncommitted");
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, Offset::Offset(offset)).unwrap();
     consumer.assign(&assignment).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "{topic}: offset {offset} not read within 60 s");
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            assert_eq!(m.offset(), offset);
-            return m.timestamp().to_millis().unwrap();
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                assert_eq!(m.offset(), offset);
+                return m.timestamp().to_millis().unwrap();
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
         }
     }
 }
@@ -402,17 +399,23 @@ fn an_existing_topic_that_is_not_compacted_is_warned_about() {
     assert_eq!(tansu.read_all(TOPIC).len(), before);
 }
 
-/// Every record of `topic` on `bootstrap` as a plain consumer with `isolation.level` at
-/// `isolation` reads it, from the beginning of each partition to its end: (key, value) pairs.
-fn read_plainly(bootstrap: &str, topic: &str, partitions: i32, isolation: &str) -> Vec<(String, Option<String>)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+/// A consumer that shares no code with the sink, reading with `isolation.level` at `isolation`
+/// and told where each partition ends.
+fn plain_consumer(bootstrap: &str, isolation: &str) -> BaseConsumer {
+    rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "plain-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", isolation)
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// Every record of `topic` on `bootstrap` as a plain consumer with `isolation.level` at
+/// `isolation` reads it, from the beginning of each partition to its end: (key, value) pairs.
+fn read_plainly(bootstrap: &str, topic: &str, partitions: i32, isolation: &str) -> Vec<(String, Option<String>)> {
+    let consumer = plain_consumer(bootstrap, isolation);
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
         assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
