@@ -1,12 +1,13 @@
-//! The rows of one file, built column by column as readings arrive, and their Parquet form:
-//! the schema every file of the lake shares, Snappy-compressed, one row group per file (a file
-//! holds at most `--max-rows` rows), statistics on every column so that readers skip what a
-//! query does not need.
+//! The rows of one file, kept as they arrive and made columns when the file is encoded, and
+//! their Parquet form: the schema every file of the lake shares, Snappy-compressed, one row
+//! group per file (a file holds at most `--max-rows` rows), statistics on every column so that
+//! readers skip what a query does not need.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -28,45 +29,69 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// The rows of a file being filled.
+/// A file's rows as they arrive: fixed-size, in chunks that are never copied as the file
+/// grows, each naming its sensor by its place in the file's list of sensors. The columns are
+/// built from them when the file is encoded, off the loop that reads.
+#[derive(Default)]
 pub struct Rows {
-    sensor_id: StringBuilder,
-    record_id: Int64Builder,
-    temperature: Float64Builder,
-    co_concentration: Int32Builder,
-    humidity: Int32Builder,
-    event_time: TimestampMillisecondBuilder,
-    partition: Int32Builder,
-    offset: Int64Builder,
+    sensors: Vec<String>,
+    /// Where each sensor is in `sensors`.
+    places: HashMap<String, u32>,
+    chunks: Vec<Vec<Row>>,
     len: usize,
 }
 
-impl Rows {
-    pub fn with_capacity(rows: usize) -> Rows {
-        Rows {
-            sensor_id: StringBuilder::with_capacity(rows, rows * 10),
-            record_id: Int64Builder::with_capacity(rows),
-            temperature: Float64Builder::with_capacity(rows),
-            co_concentration: Int32Builder::with_capacity(rows),
-            humidity: Int32Builder::with_capacity(rows),
-            event_time: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            partition: Int32Builder::with_capacity(rows),
-            offset: Int64Builder::with_capacity(rows),
-            len: 0,
-        }
-    }
+struct Row {
+    record_id: i64,
+    event_ms: i64,
+    offset: i64,
+    temperature_tenths: i32,
+    co_concentration: i32,
+    humidity: i32,
+    partition: i32,
+    sensor: u32,
+}
 
+/// Rows in a full chunk: 384 KiB.
+const CHUNK: usize = 8_192;
+
+impl Rows {
     /// Adds `reading`, stored in `partition` at `offset`, stamped `event_ms`.
     pub fn push(&mut self, reading: &Reading<'_>, event_ms: i64, partition: i32, offset: i64) {
-        self.sensor_id.append_value(&reading.sensor_id);
-        self.record_id.append_value(reading.record_id as i64);
-        self.temperature.append_value(f64::from(reading.temperature_tenths) / 10.0);
-        self.co_concentration.append_value(reading.co_concentration as i32);
-        self.humidity.append_value(reading.humidity as i32);
-        self.event_time.append_value(event_ms);
-        self.partition.append_value(partition);
-        self.offset.append_value(offset);
+        let sensor = self.place_of(&reading.sensor_id);
+        if self.chunks.last().is_none_or(|chunk| chunk.len() == chunk.capacity()) {
+            // 1,024 rows, then as many as the file holds, up to a full chunk.
+            self.chunks.push(Vec::with_capacity(self.len.clamp(1_024, CHUNK)));
+        }
+        let chunk = self.chunks.last_mut().expect("a chunk with room");
+        chunk.push(Row {
+            record_id: reading.record_id as i64,
+            event_ms,
+            offset,
+            temperature_tenths: reading.temperature_tenths,
+            co_concentration: reading.co_concentration as i32,
+            humidity: reading.humidity as i32,
+            partition,
+            sensor,
+        });
         self.len += 1;
+    }
+
+    /// The sensor's place in the file's list; a partition's readings mostly come from the
+    /// sensor of the row before.
+    fn place_of(&mut self, sensor_id: &str) -> u32 {
+        if let Some(last) = self.chunks.last().and_then(|chunk| chunk.last()) {
+            if self.sensors[last.sensor as usize] == sensor_id {
+                return last.sensor;
+            }
+        }
+        if let Some(&place) = self.places.get(sensor_id) {
+            return place;
+        }
+        let place = self.sensors.len() as u32;
+        self.sensors.push(sensor_id.to_string());
+        self.places.insert(sensor_id.to_string(), place);
+        place
     }
 
     pub fn len(&self) -> usize {
@@ -83,16 +108,22 @@ impl Rows {
     }
 
     /// The rows as a batch of the lake's schema.
-    pub fn finish(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    pub fn finish(self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let rows = || self.chunks.iter().flatten();
+        let bytes = rows().map(|row| self.sensors[row.sensor as usize].len()).sum();
+        let mut sensor_id = StringBuilder::with_capacity(self.len, bytes);
+        for row in rows() {
+            sensor_id.append_value(&self.sensors[row.sensor as usize]);
+        }
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.sensor_id.finish()),
-            Arc::new(self.record_id.finish()),
-            Arc::new(self.temperature.finish()),
-            Arc::new(self.co_concentration.finish()),
-            Arc::new(self.humidity.finish()),
-            Arc::new(self.event_time.finish()),
-            Arc::new(self.partition.finish()),
-            Arc::new(self.offset.finish()),
+            Arc::new(sensor_id.finish()),
+            Arc::new(Int64Array::from_iter_values(rows().map(|row| row.record_id))),
+            Arc::new(Float64Array::from_iter_values(rows().map(|row| f64::from(row.temperature_tenths) / 10.0))),
+            Arc::new(Int32Array::from_iter_values(rows().map(|row| row.co_concentration))),
+            Arc::new(Int32Array::from_iter_values(rows().map(|row| row.humidity))),
+            Arc::new(TimestampMillisecondArray::from_iter_values(rows().map(|row| row.event_ms)).with_timezone("UTC")),
+            Arc::new(Int32Array::from_iter_values(rows().map(|row| row.partition))),
+            Arc::new(Int64Array::from_iter_values(rows().map(|row| row.offset))),
         ];
         RecordBatch::try_new(schema(), columns)
     }
@@ -153,7 +184,7 @@ mod tests {
     #[test]
     fn rows_encode_as_one_row_group_with_statistics() {
         let fill = || {
-            let mut rows = Rows::with_capacity(4);
+            let mut rows = Rows::default();
             rows.push(&reading("sensor-1", 1, 203), 1_000, 2, 40);
             rows.push(&reading("sensor-2", 9, -15), 2_000, 2, 41);
             rows
@@ -176,11 +207,39 @@ mod tests {
         assert_eq!(temperature.values(), &[20.3, -1.5]);
     }
 
+    /// Rows come out in the order they went in, across chunks (the first ones smaller) and
+    /// with each row's own sensor, whichever sensor the row before came from.
+    #[test]
+    fn rows_keep_their_order_and_sensor_across_chunks() {
+        let n = 3 * CHUNK + 17;
+        let sensor = |i: usize| match i % 5 {
+            0 | 1 => "sensor-a".to_string(),
+            2 => format!("sensor-{}", i / 1000),
+            _ => "sensor-b".to_string(),
+        };
+        let mut rows = Rows::default();
+        for i in 0..n {
+            rows.push(&reading(&sensor(i), i as u64, i as i32 % 400 - 200), 1_000 + i as i64, 3, 40 + i as i64);
+        }
+        assert_eq!(rows.len(), n);
+        let batch = rows.finish().unwrap();
+        assert_eq!(batch.num_rows(), n);
+        let strings = batch.column(0).as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+        let longs = |c: usize| batch.column(c).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec();
+        let temperature = batch.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
+        for i in 0..n {
+            assert_eq!(strings.value(i), sensor(i), "row {i}");
+            assert_eq!(temperature.value(i), f64::from(i as i32 % 400 - 200) / 10.0, "row {i}");
+        }
+        assert_eq!(longs(1), (0..n as i64).collect::<Vec<_>>());
+        assert_eq!(longs(7), (40..40 + n as i64).collect::<Vec<_>>());
+    }
+
     /// Offsets, days and stamps, which hardly repeat in a file, are written without a
     /// dictionary (hashing each value for nothing); the sensor id, which repeats, with one.
     #[test]
     fn only_repeating_columns_have_a_dictionary() {
-        let mut rows = Rows::with_capacity(64);
+        let mut rows = Rows::default();
         for i in 0..64 {
             rows.push(&reading("sensor-1", i + 1, 203), 1_000 + i as i64, 2, 40 + i as i64);
         }

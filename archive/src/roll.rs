@@ -87,7 +87,7 @@ impl PartitionFiles {
             let open = self.open.get_or_insert_with(|| OpenFile {
                 slot,
                 first_row: offset,
-                rows: Rows::with_capacity(self.max_rows.min(16_384)),
+                rows: Rows::default(),
                 opened: Instant::now(),
             });
             open.rows.push(reading, event_ms, partition, offset);

@@ -142,7 +142,7 @@ mod tests {
     /// Statistics hold the count and each column's bounds, timestamps in UTC to the ms.
     #[test]
     fn stats_bound_every_column() {
-        let mut rows = Rows::with_capacity(2);
+        let mut rows = Rows::default();
         let reading = |sensor: &str, tenths| Reading {
             sensor_id: sensor.to_string().into(),
             record_id: 3,
