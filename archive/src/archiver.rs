@@ -1,10 +1,11 @@
 //! The archiving loop: readings in from the partitions this instance owns (all of them alone,
-//! its share in a group, moved at each heartbeat: [`crate::group`]), files out to the lake,
-//! each through the three steps of [`crate::state`] (decided, published, done). It runs on a
-//! thread of its own, taking librdkafka's fetched messages a batch at a time
-//! ([`weather_common::fetch`]), from a consumer made anew whenever the partitions it owns change.
+//! its share in a group, moved at each heartbeat: [`crate::group`]), files out to the lake
+//! through [`crate::publisher`], which takes each through the three steps of [`crate::state`]
+//! (decided, published, done) on a thread beside it. The loop runs on a thread of its own,
+//! taking librdkafka's fetched messages a batch at a time ([`weather_common::fetch`]), from a
+//! consumer made anew whenever the partitions it owns change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,16 +26,14 @@ use weather_common::shutdown::Stop;
 use weather_common::source::{Admit, Progress, TopicView, FETCH_SETTINGS};
 use weather_common::Reading;
 
-use crate::columns;
 use crate::config::{Settings, TableSettings};
-use crate::delta::log::Add;
-use crate::delta::schema;
-use crate::delta::table::{CommitError, Outcome, Table};
+use crate::delta::table::Table;
 use crate::group::Group;
 use crate::lake::{Lake, Taken};
-use crate::roll::{Decision, FileIndex, PartitionFiles};
-use crate::state::{Claim, Lease, StateError};
-use crate::store::{Store, StoreError};
+use crate::publisher::{self, retry, FileFigures, Published, Publisher, SharedLedger, Target};
+use crate::roll::{Decision, PartitionFiles};
+use crate::state::Claim;
+use crate::store::Store;
 
 /// A bounded member that owns no partition waits this many leases for one before it ends.
 const IDLE_LEASES: u32 = 2;
@@ -44,10 +43,12 @@ const CLOCK_EVERY: u64 = 1024;
 /// How often the group hears how far the lake goes (for lag tools).
 const COMMIT_EVERY: Duration = Duration::from_secs(5);
 const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Rows held in memory across all open files at most (about 60 bytes each): past it, the
 /// fullest file is closed early, so that memory does not grow with the number of partitions.
 const MAX_BUFFERED_ROWS: usize = 400_000;
+/// Rows of files closed and not yet published at most: past it, the loop waits for the
+/// publisher.
+const MAX_OUTGOING_ROWS: usize = 250_000;
 
 /// What an archive run did.
 #[derive(Debug, Clone, Default)]
@@ -124,8 +125,10 @@ impl fmt::Display for Summary {
 /// A partition this instance writes.
 struct Part {
     files: PartitionFiles,
-    lease: Lease,
-    index: FileIndex,
+    /// Its lease and files, which the publisher moves on.
+    ledger: SharedLedger,
+    /// How far the lake holds it, as the publisher last reported.
+    done: i64,
 }
 
 /// Everything but the Kafka consumer: what the records go into.
@@ -142,6 +145,10 @@ struct Writer {
     lost: Vec<i32>,
     /// Rows in all open files.
     buffered: usize,
+    /// The rows of each decision sent to the publisher and not yet reported, oldest first.
+    outgoing: VecDeque<usize>,
+    outgoing_rows: usize,
+    publisher: Publisher,
     metrics: Metrics,
 }
 
@@ -234,6 +241,8 @@ impl Archiver {
         };
         let dead_letters = DeadLetters::new(&settings.kafka, &settings.dead_letter_topic, runtime);
         let metrics = Metrics::new(&settings.topic, &settings.kafka);
+        let target = Target { store: lake.store.clone(), layout: lake.layout.clone(), table: lake.table.clone() };
+        let publisher = Publisher::start(target, stop.clone());
         let writer = Writer {
             lake,
             settings,
@@ -244,6 +253,9 @@ impl Archiver {
             to_pause: Vec::new(),
             lost: Vec::new(),
             buffered: 0,
+            outgoing: VecDeque::new(),
+            outgoing_rows: 0,
+            publisher,
             metrics,
         };
         let mut archiver = Archiver { fetcher: None, writer, sharing, partitions };
@@ -287,7 +299,7 @@ impl Archiver {
                 }
                 Some(Ok(record)) => {
                     span.read();
-                    if let Err(e) = self.writer.take(&record, stop) {
+                    if let Err(e) = self.writer.take(&record) {
                         break Err(e);
                     }
                     if self.writer.summary.readings.is_multiple_of(CLOCK_EVERY) {
@@ -312,9 +324,12 @@ impl Archiver {
                 self.writer.progress.tick(now_ms());
             }
             if follow {
-                if let Err(e) = self.writer.flush_due(stop) {
+                if let Err(e) = self.writer.flush_due() {
                     break Err(e);
                 }
+            }
+            if let Err(e) = self.writer.collect_published() {
+                break Err(e);
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
                 self.commit(CommitMode::Async);
@@ -333,7 +348,7 @@ impl Archiver {
         }
         meter.finish();
         result?;
-        self.writer.close_all(stop)?;
+        self.writer.close_all()?;
         self.commit(CommitMode::Sync);
         self.leave(stop);
         self.writer.report_metrics();
@@ -347,11 +362,7 @@ impl Archiver {
     fn commit(&self, mode: CommitMode) {
         let mut list = TopicPartitionList::new();
         for (&partition, part) in &self.writer.parts {
-            let _ = list.add_partition_offset(
-                &self.writer.settings.topic,
-                partition,
-                Offset::Offset(part.lease.state.done),
-            );
+            let _ = list.add_partition_offset(&self.writer.settings.topic, partition, Offset::Offset(part.done));
         }
         if let (Some(fetcher), true) = (&self.fetcher, list.count() > 0) {
             if let Err(e) = fetcher.commit(&list, mode) {
@@ -422,6 +433,10 @@ impl Archiver {
         let share = share_of(&member, &live, &self.partitions);
         let owned: BTreeSet<i32> = self.writer.parts.keys().copied().collect();
         let moves = Moves::between(&owned, &share);
+        if !moves.release.is_empty() || !moves.claim.is_empty() {
+            // What was decided under the old ownership is published under it.
+            self.writer.wait_published()?;
+        }
         for &partition in &moves.release {
             self.writer.release(partition, stop);
         }
@@ -507,7 +522,7 @@ impl Archiver {
 impl Writer {
     /// Publishes the figures so far to the metrics.
     fn report_metrics(&self) {
-        let held = self.parts.iter().map(|(&partition, part)| (partition, part.lease.state.done)).collect();
+        let held = self.parts.iter().map(|(&partition, part)| (partition, part.done)).collect();
         self.metrics.publish(&self.summary, self.dead_letters.counts(), &held);
     }
 
@@ -518,25 +533,27 @@ impl Writer {
         let s = &self.settings;
         let files = PartitionFiles::new(partition, s.partition_by, s.max_rows, start, boundaries);
         self.progress.assign(partition, start);
-        self.parts.insert(partition, Part { files, lease, index });
+        let done = lease.state.done;
+        self.parts.insert(partition, Part { files, ledger: publisher::shared(lease, index), done });
     }
 
     /// Hands a partition back to the group: its open file is dropped (the next owner reads
     /// those readings again, from the state this instance left) and its state loses its owner.
     /// A partition taken over meanwhile is left as it is.
     fn release(&mut self, partition: i32, stop: &Stop) {
-        let Some(mut part) = self.remove(partition) else { return };
+        let Some(part) = self.remove(partition) else { return };
         self.summary.rebalances += 1;
         let store = self.lake.store.clone();
-        match retry(stop, || part.lease.release(partition, &*store)) {
-            Ok(()) => tracing::debug!("partition {partition}: handed back at offset {}", part.lease.state.done),
+        let mut ledger = publisher::lock(&part.ledger);
+        match retry(stop, || ledger.lease.release(partition, &*store)) {
+            Ok(()) => tracing::debug!("partition {partition}: handed back at offset {}", part.done),
             Err(e) => tracing::info!("partition {partition}: not handed back ({e}); it is another member's already, or will be once this one's lease runs out"),
         }
     }
 
     /// Takes one record in: a valid reading into its partition's file, anything else kept
-    /// aside; publishes the files it ends.
-    fn take(&mut self, message: &Record<'_>, stop: &Stop) -> anyhow::Result<()> {
+    /// aside; hands the files it ends to the publisher.
+    fn take(&mut self, message: &Record<'_>) -> anyhow::Result<()> {
         let (partition, offset) = (message.partition(), message.offset());
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
@@ -571,12 +588,12 @@ impl Writer {
         self.progress.consumed(partition, offset);
         self.summary.readings += 1;
         for decision in decisions {
-            self.publish(decision, stop)?;
+            self.send(decision)?;
         }
         if self.buffered > MAX_BUFFERED_ROWS {
             let fullest = self.parts.iter().max_by_key(|(_, part)| part.files.open_rows()).map(|(&p, _)| p);
             if let Some(decision) = fullest.and_then(|p| self.parts.get_mut(&p)).and_then(|part| part.files.close()) {
-                self.publish(decision, stop)?;
+                self.send(decision)?;
             }
         }
         Ok(())
@@ -592,7 +609,7 @@ impl Writer {
     }
 
     /// Closes the files that have been open for the flush interval.
-    fn flush_due(&mut self, stop: &Stop) -> anyhow::Result<()> {
+    fn flush_due(&mut self) -> anyhow::Result<()> {
         let interval = self.settings.flush_interval;
         let due: Vec<i32> = self
             .parts
@@ -603,22 +620,23 @@ impl Writer {
         for partition in due {
             if let Some(decision) = self.parts.get_mut(&partition).and_then(|part| part.files.close()) {
                 tracing::debug!("partition {partition}: flushing after {interval:?}");
-                self.publish(decision, stop)?;
+                self.send(decision)?;
             }
         }
         Ok(())
     }
 
     /// The end of a run: every open file is published, and every read offset decided.
-    fn close_all(&mut self, stop: &Stop) -> anyhow::Result<()> {
+    fn close_all(&mut self) -> anyhow::Result<()> {
         let partitions: Vec<i32> = self.parts.keys().copied().collect();
         for partition in partitions {
             if let Some(decision) = self.parts.get_mut(&partition).and_then(|part| part.files.close()) {
-                self.publish(decision, stop)?;
+                self.send(decision)?;
             }
         }
+        self.wait_published()?;
         for (&partition, part) in &self.parts {
-            self.summary.offsets.insert(partition, part.lease.state.done);
+            self.summary.offsets.insert(partition, part.done);
         }
         if let (Some(table), Some((_, version))) = (&self.lake.table, &mut self.summary.table) {
             *version = table.snapshot().map_err(anyhow::Error::new)?.version;
@@ -626,89 +644,75 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes a decision durable, publishes its file, removes the files it supersedes, and
-    /// moves the partition's state past it. A partition another instance took over since is
-    /// given up, with nothing written.
-    fn publish(&mut self, decision: Decision, stop: &Stop) -> anyhow::Result<()> {
-        let Decision { partition, start, end, file } = decision;
-        self.buffered -= file.as_ref().map_or(0, |f| f.rows.len());
-        // Rejected readings in the range must be kept aside before the state moves past them.
+    /// Hands a decision to the publisher, once the readings it rejected are kept aside (the
+    /// state moves past them when it is published). Waits for the publisher while it holds
+    /// too many rows.
+    fn send(&mut self, decision: Decision) -> anyhow::Result<()> {
         self.flush_dead_letters()?;
-        let store = self.lake.store.clone();
-        let layout = &self.lake.layout;
-        let part = self.parts.get_mut(&partition).expect("decisions come from assigned partitions");
-        let epoch = part.lease.state.epoch;
-        let table = self.lake.table.clone();
-        let mut commits = 0;
-        let written = (|| -> Result<(), PublishError> {
-            let mut add = None;
-            if let Some(file) = file {
-                retry(stop, || part.lease.write(partition, start, Some(end), &*store))?;
-                let key = layout.file_key(file.slot, partition, file.first_row);
-                let (rows, late, slot) = (file.rows.len() as u64, file.late, file.slot);
-                let batch = file.rows.finish().map_err(|e| PublishError::Encode(e.to_string()))?;
-                let bytes = columns::encode(&batch).map_err(|e| PublishError::Encode(e.to_string()))?;
-                retry(stop, || store.put(&key, &bytes).map_err(StateError::Store))?;
-                let superseded = part.index.replace(start, end, file.first_row, &key);
-                if table.is_some() {
-                    // Files the table does not reference are the vacuum's: one the table
-                    // holds is never deleted here.
-                    add = Some(Add {
-                        path: key.strip_prefix(layout.prefix()).unwrap_or(&key).to_string(),
-                        partition_values: schema::partition_values(slot)
-                            .into_iter()
-                            .map(|(k, v)| (k, Some(v)))
-                            .collect(),
-                        size: bytes.len() as i64,
-                        modification_time: now_ms(),
-                        data_change: true,
-                        stats: Some(schema::stats(&batch)),
-                    });
-                } else {
-                    for stale in superseded {
-                        retry(stop, || store.delete(&stale).map_err(StateError::Store))?;
-                        self.summary.superseded += 1;
-                    }
-                }
-                self.summary.files += 1;
-                self.summary.rows += rows;
-                self.summary.bytes += bytes.len() as u64;
-                self.summary.late_files += u64::from(late);
-                tracing::debug!("published {key} ({rows} rows, offsets {start}..{end})");
-            }
-            if let Some(table) = &table {
-                let outcome = retry(stop, || match table.append(partition, epoch, start, end, add.clone()) {
-                    Ok(outcome) => Ok(Ok(outcome)),
-                    Err(CommitError::Store(e)) => Err(StateError::Store(e)),
-                    Err(CommitError::Fenced { partition, epoch, .. }) => Err(StateError::Fenced { partition, epoch }),
-                    Err(other) => Ok(Err(other)),
-                })?;
-                match outcome.map_err(|e| PublishError::Table(e.to_string()))? {
-                    Outcome::Committed(version) => {
-                        commits += 1;
-                        tracing::debug!(
-                            "committed offsets {start}..{end} of partition {partition} as version {version}"
-                        );
-                    }
-                    Outcome::AlreadyThere => {
-                        tracing::debug!("the table already held offsets {start}..{end} of partition {partition}")
-                    }
-                }
-            }
-            retry(stop, || part.lease.write(partition, end, None, &*store))?;
-            Ok(())
-        })();
-        if let Some((total, _)) = &mut self.summary.table {
-            *total += commits;
+        let rows = decision.file.as_ref().map_or(0, |file| file.rows.len());
+        let ledger = self.parts.get(&decision.partition).expect("decisions come from partitions owned").ledger.clone();
+        self.buffered -= rows;
+        self.outgoing_rows += rows;
+        self.outgoing.push_back(rows);
+        self.publisher.send(decision, ledger);
+        while self.outgoing_rows > MAX_OUTGOING_ROWS {
+            self.published(true)?;
         }
-        match written {
-            Ok(()) => Ok(()),
-            Err(PublishError::State(StateError::Fenced { .. })) => {
+        Ok(())
+    }
+
+    /// Takes in what the publisher has done so far, without waiting.
+    fn collect_published(&mut self) -> anyhow::Result<()> {
+        while self.published(false)? {}
+        Ok(())
+    }
+
+    /// Waits until every decision sent is published.
+    fn wait_published(&mut self) -> anyhow::Result<()> {
+        while self.published(true)? {}
+        Ok(())
+    }
+
+    /// Takes in what became of the oldest decision sent, if it is published (or `wait` for
+    /// it): false if none was waiting. A partition another instance took over is given up.
+    fn published(&mut self, wait: bool) -> anyhow::Result<bool> {
+        if self.outgoing.is_empty() {
+            return Ok(false);
+        }
+        let published = match wait {
+            true => self.publisher.next(),
+            false => match self.publisher.ready() {
+                Some(published) => published,
+                None => return Ok(false),
+            },
+        };
+        let rows = self.outgoing.pop_front().expect("a decision was waiting");
+        self.outgoing_rows -= rows;
+        match published? {
+            Published::Done { partition, end, file, superseded, commits } => {
+                if let Some(part) = self.parts.get_mut(&partition) {
+                    part.done = end;
+                }
+                if let Some(FileFigures { rows, bytes, late }) = file {
+                    self.summary.files += 1;
+                    self.summary.rows += rows;
+                    self.summary.bytes += bytes;
+                    self.summary.late_files += u64::from(late);
+                }
+                self.summary.superseded += superseded;
+                if let Some((total, _)) = &mut self.summary.table {
+                    *total += commits;
+                }
+            }
+            Published::Fenced { partition } => {
+                if self.remove(partition).is_none() {
+                    // Given up already, at an earlier decision of it.
+                    return Ok(true);
+                }
                 self.summary.fenced_writes += 1;
                 tracing::warn!(
                     "partition {partition} was taken over by another instance: leaving it (nothing more is written for it here)"
                 );
-                self.remove(partition);
                 self.lost.push(partition);
                 if self.parts.is_empty() && self.settings.member.is_none() {
                     bail!(
@@ -717,10 +721,9 @@ impl Writer {
                         self.summary.destination
                     );
                 }
-                Ok(())
             }
-            Err(e) => Err(e).with_context(|| format!("publishing offsets {start}..{end} of partition {partition}")),
         }
+        Ok(true)
     }
 
     fn flush_dead_letters(&mut self) -> anyhow::Result<()> {
@@ -731,38 +734,6 @@ impl Writer {
             tracing::warn!("dead letters not yet acknowledged by `{}`; waiting", self.dead_letters.topic());
         }
         bail!("rejected readings could not be kept aside in `{}`: nothing more is archived", self.dead_letters.topic())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum PublishError {
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error("encoding Parquet: {0}")]
-    Encode(String),
-    #[error("committing to the table: {0}")]
-    Table(String),
-    #[error("stopped while retrying: {0}")]
-    Stopped(StoreError),
-}
-
-/// Runs `op` until it succeeds, retrying a store that fails (an unreachable S3, a full disk)
-/// with a growing pause and a warning each time, until a stop is requested. A conflict (the
-/// partition was taken over) is not retried.
-fn retry<T>(stop: &Stop, mut op: impl FnMut() -> Result<T, StateError>) -> Result<T, PublishError> {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match op() {
-            Err(StateError::Store(e @ StoreError::Failed { .. })) => {
-                if stop.requested() {
-                    return Err(PublishError::Stopped(e));
-                }
-                tracing::warn!("{e}; retrying in {backoff:?}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            other => return other.map_err(PublishError::from),
-        }
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`compact`] and [`vacuum`]: the table's upkeep: small files merged, unreferenced ones
 //!   deleted.
 //! - [`group`]: scale-out (`--group`): members, their heartbeats in the lake, and the deal.
+//! - [`publisher`]: files encoded and published, each through the state's steps, on a thread
+//!   of their own while the loop reads on.
 //! - [`archiver`]: the loop that joins them.
 //! - [`config`]: the command line, checked into [`config::Settings`].
 //! - [`metrics`]: what it shows Prometheus, from the figures its summary counts.
@@ -27,6 +29,7 @@ pub mod group;
 pub mod lake;
 pub mod layout;
 pub mod metrics;
+pub mod publisher;
 pub mod roll;
 pub mod state;
 pub mod store;
