@@ -123,28 +123,28 @@ fn stopped() -> anyhow::Error {
 /// Makes a decision durable, publishes its file, removes the files it supersedes, and moves
 /// the partition's state past it. A partition another instance took over is left with nothing
 /// written.
-fn publish(job: Job, lake: &Target, stop: &Stop) -> anyhow::Result<Published> {
+fn publish(job: Job, target: &Target, stop: &Stop) -> anyhow::Result<Published> {
     let Decision { partition, start, end, file } = job.decision;
-    let encoded = file.map(|file| encode(file, lake.table.is_some()));
+    let encoded = file.map(|file| encode(file, target.table.is_some()));
     let mut ledger = lock(&job.ledger);
     let Ledger { lease, index } = &mut *ledger;
     let mut commits = 0;
     let mut superseded = 0;
     let written = (|| -> Result<Option<FileFigures>, PublishError> {
-        let store = &*lake.store;
+        let store = &*target.store;
         let mut add = None;
         let mut figures = None;
         if let Some(encoded) = encoded {
             let Encoded { slot, first_row, rows, late, bytes, stats } = encoded?;
             retry(stop, || lease.write(partition, start, Some(end), store))?;
-            let key = lake.layout.file_key(slot, partition, first_row);
+            let key = target.layout.file_key(slot, partition, first_row);
             retry(stop, || store.put(&key, &bytes).map_err(StateError::Store))?;
             let stale = index.replace(start, end, first_row, &key);
-            if lake.table.is_some() {
+            if target.table.is_some() {
                 // Files the table does not reference are the vacuum's: one the table holds is
                 // never deleted here.
                 add = Some(Add {
-                    path: key.strip_prefix(lake.layout.prefix()).unwrap_or(&key).to_string(),
+                    path: key.strip_prefix(target.layout.prefix()).unwrap_or(&key).to_string(),
                     partition_values: schema::partition_values(slot).into_iter().map(|(k, v)| (k, Some(v))).collect(),
                     size: bytes.len() as i64,
                     modification_time: now_ms(),
@@ -160,7 +160,7 @@ fn publish(job: Job, lake: &Target, stop: &Stop) -> anyhow::Result<Published> {
             tracing::debug!("published {key} ({rows} rows, offsets {start}..{end})");
             figures = Some(FileFigures { rows, bytes: bytes.len() as u64, late });
         }
-        if let Some(table) = &lake.table {
+        if let Some(table) = &target.table {
             let epoch = lease.state.epoch;
             let outcome = retry(stop, || match table.append(partition, epoch, start, end, add.clone()) {
                 Ok(outcome) => Ok(Ok(outcome)),
