@@ -102,11 +102,6 @@ impl Rows {
         self.len == 0
     }
 
-    /// The rows as one Parquet file. The same rows always give the same bytes.
-    pub fn encode(self) -> Result<Vec<u8>, parquet::errors::ParquetError> {
-        encode(&self.finish()?)
-    }
-
     /// The rows as a batch of the lake's schema.
     pub fn finish(self) -> Result<RecordBatch, arrow_schema::ArrowError> {
         let rows = || self.chunks.iter().flatten();
@@ -196,8 +191,8 @@ mod tests {
             rows.push(&reading("sensor-2", 9, -15), 2_000, 2, 41);
             rows
         };
-        let bytes = fill().encode().unwrap();
-        assert_eq!(bytes, fill().encode().unwrap());
+        let bytes = encode(&fill().finish().unwrap()).unwrap();
+        assert_eq!(bytes, encode(&fill().finish().unwrap()).unwrap());
         let file = SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
         let meta = file.metadata();
         assert_eq!((meta.num_row_groups(), meta.file_metadata().num_rows()), (1, 2));
@@ -251,7 +246,7 @@ mod tests {
         for i in 0..64 {
             rows.push(&reading("sensor-1", i + 1, 203), 1_000 + i as i64, 2, 40 + i as i64);
         }
-        let file = SerializedFileReader::new(bytes::Bytes::from(rows.encode().unwrap())).unwrap();
+        let file = SerializedFileReader::new(bytes::Bytes::from(encode(&rows.finish().unwrap()).unwrap())).unwrap();
         let group = file.metadata().row_group(0);
         let dictionary = |i: usize| group.column(i).dictionary_page_offset().is_some();
         assert!(dictionary(0), "sensor_id");
