@@ -3,7 +3,6 @@
 //! group per file (a file holds at most `--max-rows` rows), statistics on every column so that
 //! readers skip what a query does not need.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
@@ -13,6 +12,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use weather_common::sensor_ids::SensorIds;
 use weather_common::Reading;
 
 /// The lake's schema: the reading as sent (°C), then where and when Kafka stored it.
@@ -34,9 +34,7 @@ pub fn schema() -> SchemaRef {
 /// built from them when the file is encoded, off the loop that reads.
 #[derive(Default)]
 pub struct Rows {
-    sensors: Vec<String>,
-    /// Where each sensor is in `sensors`.
-    places: HashMap<String, u32>,
+    sensors: SensorIds,
     chunks: Vec<Vec<Row>>,
     len: usize,
 }
@@ -80,18 +78,10 @@ impl Rows {
     /// The sensor's place in the file's list; a partition's readings mostly come from the
     /// sensor of the row before.
     fn place_of(&mut self, sensor_id: &str) -> u32 {
-        if let Some(last) = self.chunks.last().and_then(|chunk| chunk.last()) {
-            if self.sensors[last.sensor as usize] == sensor_id {
-                return last.sensor;
-            }
+        match self.chunks.last().and_then(|chunk| chunk.last()) {
+            Some(last) if self.sensors.id(last.sensor) == sensor_id => last.sensor,
+            _ => self.sensors.place(sensor_id),
         }
-        if let Some(&place) = self.places.get(sensor_id) {
-            return place;
-        }
-        let place = self.sensors.len() as u32;
-        self.sensors.push(sensor_id.to_string());
-        self.places.insert(sensor_id.to_string(), place);
-        place
     }
 
     pub fn len(&self) -> usize {
@@ -105,10 +95,10 @@ impl Rows {
     /// The rows as a batch of the lake's schema.
     pub fn finish(self) -> Result<RecordBatch, arrow_schema::ArrowError> {
         let rows = || self.chunks.iter().flatten();
-        let bytes = rows().map(|row| self.sensors[row.sensor as usize].len()).sum();
+        let bytes = rows().map(|row| self.sensors.id(row.sensor).len()).sum();
         let mut sensor_id = StringBuilder::with_capacity(self.len, bytes);
         for row in rows() {
-            sensor_id.append_value(&self.sensors[row.sensor as usize]);
+            sensor_id.append_value(self.sensors.id(row.sensor));
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(sensor_id.finish()),

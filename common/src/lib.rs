@@ -2,6 +2,7 @@
 //! that reads the topic does the same way.
 //!
 //! - [`reading`]: the `Reading` and its JSON form, the wire contract on the `weather` topic.
+//! - [`sensor_ids`]: sensor ids kept once, each known by its place.
 //! - [`kafka`]: Kafka client settings shared by all (brokers, `-X`, secrets), and the broker
 //!   look-ups and work-arounds behind them.
 //! - [`position`]: `--start` and `--until`, as the user says them.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod position;
 pub mod reading;
 pub mod s3;
+pub mod sensor_ids;
 pub mod share;
 pub mod shutdown;
 pub mod source;

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use weather_common::aggregate::{self, Aggregate, BadAggregate, Change};
+use weather_common::sensor_ids::SensorIds;
 use weather_common::units::{Tenths, Unit};
 
 /// A record that is not a window's averages.
@@ -20,10 +21,9 @@ pub const BAD_RECORDS_KEPT: usize = 100;
 
 #[derive(Debug, Default, Clone)]
 pub struct Table {
-    /// Each sensor id once: a window names its sensor by its index here (a million windows
+    /// Each sensor id once: a window names its sensor by its place here (a million windows
     /// are a million sensor ids fewer to keep).
-    sensors: Vec<String>,
-    sensor_index: HashMap<String, u32, foldhash::fast::RandomState>,
+    sensors: SensorIds,
     /// The windows, a series per window length and sensor (its index).
     series: HashMap<(u32, u32), Series, foldhash::fast::RandomState>,
     /// Windows held.
@@ -154,7 +154,7 @@ impl Table {
         match aggregate::parse_record(key, value) {
             Ok(Change::Put(a)) => {
                 let window = Window::from(&a);
-                let sensor = self.sensor(a.key.sensor_id);
+                let sensor = self.sensors.place(&a.key.sensor_id);
                 if self.series.entry((a.key.window_days, sensor)).or_default().put(window) {
                     self.overwritten += 1;
                 } else {
@@ -162,7 +162,7 @@ impl Table {
                 }
             }
             Ok(Change::Delete(key)) => {
-                let sensor = self.sensor_index.get(&key.sensor_id).copied();
+                let sensor = self.sensors.get(&key.sensor_id);
                 let series = sensor.and_then(|sensor| self.series.get_mut(&(key.window_days, sensor)));
                 if series.is_some_and(|series| series.remove(key.window_id)) {
                     self.windows -= 1;
@@ -174,19 +174,6 @@ impl Table {
                 if self.bad.len() < BAD_RECORDS_KEPT {
                     self.bad.push(BadRecord { partition, offset, reason });
                 }
-            }
-        }
-    }
-
-    /// The index of a sensor, given one if it is new.
-    fn sensor(&mut self, id: String) -> u32 {
-        match self.sensor_index.get(&id) {
-            Some(&index) => index,
-            None => {
-                let index = self.sensors.len() as u32;
-                self.sensors.push(id.clone());
-                self.sensor_index.insert(id, index);
-                index
             }
         }
     }
@@ -210,7 +197,7 @@ impl Table {
             .into_iter()
             .map(|((window_days, sensor), series)| SensorWindows {
                 window_days,
-                sensor_id: self.sensors[sensor as usize].clone(),
+                sensor_id: self.sensors.id(sensor).to_string(),
                 windows: series.into_windows(),
             })
             .filter(|s| !s.windows.is_empty())
