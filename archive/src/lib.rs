@@ -39,6 +39,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
+use weather_common::job::{Run, Shutdown};
 use weather_common::s3;
 use weather_common::shutdown::Stop;
 
@@ -52,7 +53,17 @@ use store::Store;
 
 /// Archives until the bounded run is done or `shutdown` resolves, publishing every open file
 /// at the end, and returns what it did.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Summary> {
+pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Run<anyhow::Result<Summary>> {
+    start(settings, Box::pin(shutdown))
+}
+
+/// [`run`]'s future, boxed here so that it is compiled in this crate only ([`weather_common::job`]).
+#[inline(never)]
+fn start(settings: Settings, shutdown: Shutdown) -> Run<anyhow::Result<Summary>> {
+    Box::pin(archive(settings, shutdown))
+}
+
+async fn archive(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Summary> {
     let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-archive").await?;
     let stop = Stop::when(shutdown);
     let runtime = tokio::runtime::Handle::current();
@@ -63,8 +74,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send +
         .context("the archive thread panicked")?
 }
 
-/// Compacts or vacuums the lake's table, and says what it did.
-pub async fn maintain(settings: MaintenanceSettings) -> anyhow::Result<String> {
+/// Compacts or vacuums the lake's table, and says what it did (boxed as [`run`] is).
+#[inline(never)]
+pub fn maintain(settings: MaintenanceSettings) -> Run<anyhow::Result<String>> {
+    Box::pin(maintain_table(settings))
+}
+
+async fn maintain_table(settings: MaintenanceSettings) -> anyhow::Result<String> {
     let (store, prefix) = open_store(&settings.destination).await?;
     tokio::task::spawn_blocking(move || match settings.task {
         config::Task::Compact { closed_for, checkpoint_every } => {

@@ -13,6 +13,7 @@
 //! - [`share`]: pure; the partitions dealt among the live members of a group that shares them.
 //! - [`heartbeat`]: a member's heartbeat, kept up by a thread of its own.
 //! - [`shutdown`]: Ctrl-C / SIGTERM, and a stop flag for the blocking Kafka loops.
+//! - [`job`]: a job's run as one boxed future, compiled once in the job's crate.
 //! - [`meter`]: progress of a long run: a bar on a terminal, log lines otherwise.
 //! - [`metrics`]: Prometheus metrics and health on `--metrics-addr`, and the lag of a job.
 //! - [`lock`]: one writer per output, by an advisory lock the kernel releases.
@@ -25,6 +26,7 @@ pub mod allocator;
 pub mod dead_letter;
 pub mod fetch;
 pub mod heartbeat;
+pub mod job;
 pub mod kafka;
 pub mod lock;
 pub mod meter;

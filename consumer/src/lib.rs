@@ -34,6 +34,7 @@ pub mod window;
 use std::future::Future;
 
 use anyhow::Context;
+use weather_common::job::{Run, Shutdown};
 use weather_common::lock::WriterLock;
 use weather_common::shutdown::Stop;
 
@@ -45,7 +46,17 @@ use weather_common::s3;
 
 /// Runs the consumer until its bounded run is done or `shutdown` resolves, then makes all
 /// progress durable, uploads the final state and returns what it did.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Summary> {
+pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Run<anyhow::Result<Summary>> {
+    start(settings, Box::pin(shutdown))
+}
+
+/// [`run`]'s future, boxed here so that it is compiled in this crate only ([`weather_common::job`]).
+#[inline(never)]
+fn start(settings: Settings, shutdown: Shutdown) -> Run<anyhow::Result<Summary>> {
+    Box::pin(consume(settings, shutdown))
+}
+
+async fn consume(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Summary> {
     // Held until the end of the run, the final upload included. A table has a lock of its own.
     let _writer = match &settings.file {
         Some(file) => Some(WriterLock::acquire(&file.path, &file.path.display().to_string())?),

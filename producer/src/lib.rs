@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::producer::{Producer, ThreadedProducer};
+use weather_common::job::{Run, Shutdown};
 use weather_common::kafka::{self, Deliveries};
 use weather_common::meter::counted;
 use weather_common::shutdown::Stop;
@@ -32,7 +33,17 @@ const LOOK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs the sensor until `count` readings per sensor are acknowledged or `shutdown` resolves;
 /// either way everything sent is flushed to Kafka before it returns.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Sent> {
+pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Run<anyhow::Result<Sent>> {
+    start(settings, Box::pin(shutdown))
+}
+
+/// [`run`]'s future, boxed here so that it is compiled in this crate only ([`weather_common::job`]).
+#[inline(never)]
+fn start(settings: Settings, shutdown: Shutdown) -> Run<anyhow::Result<Sent>> {
+    Box::pin(produce(settings, shutdown))
+}
+
+async fn produce(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Sent> {
     let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-producer").await?;
     let stop = Stop::when(shutdown);
     tokio::task::spawn_blocking(move || run_blocking(&settings, &stop)).await.context("the sensor thread panicked")?

@@ -27,6 +27,7 @@ use std::future::Future;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use weather_common::job::{Run, Shutdown};
 use weather_common::kafka::TopicError;
 use weather_common::shutdown::Stop;
 use weather_common::source::SourceError;
@@ -38,7 +39,17 @@ use table::Table;
 /// Reads the topic to its end, writes the files asked for, and returns the report to print.
 /// `shutdown` stops the reading (nothing is written then). With `--serve`, follows the topic
 /// and serves its live page until `shutdown` instead ([`serve::run`]).
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<Report> {
+pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Run<anyhow::Result<Report>> {
+    start(settings, Box::pin(shutdown))
+}
+
+/// [`run`]'s future, boxed here so that it is compiled in this crate only ([`weather_common::job`]).
+#[inline(never)]
+fn start(settings: Settings, shutdown: Shutdown) -> Run<anyhow::Result<Report>> {
+    Box::pin(make_report(settings, shutdown))
+}
+
+async fn make_report(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Report> {
     let (csv, html) = match &settings.output {
         // Served until `shutdown`; the report is then the table as last seen.
         Output::Serve(address) => return serve::run(address.clone(), settings, shutdown).await,
