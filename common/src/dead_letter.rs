@@ -8,8 +8,7 @@ use std::time::Duration;
 use crate::fetch::Record;
 use crate::kafka::{self, Deliveries, KafkaArgs};
 use crate::meter::thousands;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -159,7 +158,7 @@ fn exists(args: &KafkaArgs, topic: &str) -> Result<bool, DeadLetterError> {
 /// Creates the topic; a failure is only reported, since the topic may exist all the same
 /// (created by someone else, or auto-created by the broker).
 async fn create(args: &KafkaArgs, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = match args.client_config(&[]).create() {
+    let admin = match kafka::admin_client(args) {
         Ok(admin) => admin,
         Err(e) => return tracing::warn!("could not create dead-letter topic `{topic}` ({e}); it must exist"),
     };

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use rdkafka::admin::AdminClient;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
@@ -22,6 +23,11 @@ pub fn metadata_client(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingCont
 /// default, and then the end it is told is where the first unfinished transaction starts.)
 pub fn metadata_client_seeing_everything(args: &KafkaArgs) -> KafkaResult<BaseConsumer<LoggingContext>> {
     probe_client(args, &[("isolation.level", "read_uncommitted")])
+}
+
+/// An admin client (topics: create, describe their settings), its logs routed as every client's.
+pub fn admin_client(args: &KafkaArgs) -> KafkaResult<AdminClient<LoggingContext>> {
+    args.client_config(&[]).create_with_context(LoggingContext)
 }
 
 fn probe_client(args: &KafkaArgs, extra: &[(&str, &str)]) -> KafkaResult<BaseConsumer<LoggingContext>> {

@@ -100,6 +100,10 @@ impl ClientContext for Deliveries {
     fn error(&self, error: KafkaError, reason: &str) {
         LoggingContext.error(error, reason)
     }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        LoggingContext.stats_raw(statistics)
+    }
 }
 
 impl ProducerContext for Deliveries {

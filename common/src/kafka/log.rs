@@ -45,6 +45,13 @@ impl ClientContext for LoggingContext {
             tracing::debug!(target: "librdkafka", "{text}: {reason}");
         }
     }
+
+    /// librdkafka's statistics (`-X statistics.interval.ms=N`), as the JSON it writes (as kcat
+    /// prints them), at info. The default decodes them into rdkafka's types first: a decoder of
+    /// 40,000 lines of LLVM IR, compiled again in every crate that makes a client.
+    fn stats_raw(&self, statistics: &[u8]) {
+        tracing::info!(target: "librdkafka::statistics", "{}", String::from_utf8_lossy(statistics));
+    }
 }
 
 /// Whether any broker has answered this process yet.
@@ -105,5 +112,51 @@ mod tests {
         assert!(once_in_a_while("test: all brokers down"));
         assert!(!once_in_a_while("test: all brokers down"));
         assert!(once_in_a_while("test: transport failure"));
+    }
+
+    /// `-X statistics.interval.ms` makes a client's statistics appear in the log, as the JSON
+    /// librdkafka writes: a consumer of a mock cluster, polled for a while, says them.
+    #[test]
+    fn statistics_are_logged_as_librdkafka_writes_them() {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::mocking::MockCluster;
+        use std::sync::Arc;
+
+        let mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext> = MockCluster::new(1).unwrap();
+        let consumer: BaseConsumer<LoggingContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "statistics-test")
+            .set("statistics.interval.ms", "50")
+            .create_with_context(LoggingContext)
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Writer(writer.clone()))
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let started = Instant::now();
+            while !said(&log) && started.elapsed() < Duration::from_secs(10) {
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+        });
+        let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+        assert!(said(&log), "no statistics in the log within 10 s: {text}");
+        assert!(text.contains("librdkafka::statistics"), "{text}");
+
+        fn said(log: &Mutex<Vec<u8>>) -> bool {
+            String::from_utf8_lossy(&log.lock().unwrap()).contains(r#""type": "consumer""#)
+        }
+        struct Writer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
     }
 }

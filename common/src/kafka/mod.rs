@@ -16,7 +16,9 @@ mod range;
 mod topic;
 
 pub use args::{KafkaArgs, SECRET_ENV};
-pub use clients::{dispose, metadata_client, metadata_client_seeing_everything, pause, reliable_producer, warm_up};
+pub use clients::{
+    admin_client, dispose, metadata_client, metadata_client_seeing_everything, pause, reliable_producer, warm_up,
+};
 pub use deliveries::{flush, send, Deliveries};
 pub use log::{warn_consuming, LoggingContext};
 pub use range::{fetch_start, offsets_for_time, read_range, watermarks, watermarks_within};

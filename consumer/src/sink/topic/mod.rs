@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -110,7 +109,7 @@ impl TopicTable {
         let probe = kafka::metadata_client(kafka)?;
         let partitions = kafka::partitions_unless(&probe, kafka, source_topic, stop)?;
         let state_topic = target.state_topic();
-        let admin: AdminClient<DefaultClientContext> = kafka.client_config(&[]).create()?;
+        let admin = kafka::admin_client(kafka)?;
         runtime.block_on(futures_util::future::try_join(
             ensure_compacted(kafka, &admin, &probe, &target.topic, partitions.len(), true),
             // Its settings are not looked up: not compacted, it only grows by a record per checkpoint.
@@ -378,7 +377,7 @@ impl GroupTopic {
     pub fn open(run: &Opening<'_>, target: &TopicTarget) -> anyhow::Result<GroupTopic> {
         let probe = kafka::metadata_client(run.kafka)?;
         let partitions = kafka::partitions_unless(&probe, run.kafka, &run.rules.topic, run.stop)?;
-        let admin: AdminClient<DefaultClientContext> = run.kafka.client_config(&[]).create()?;
+        let admin = kafka::admin_client(run.kafka)?;
         run.runtime.block_on(ensure_compacted(run.kafka, &admin, &probe, &target.topic, partitions.len(), true))?;
         kafka::dispose(admin);
         kafka::dispose(probe);
@@ -491,7 +490,7 @@ fn read_state(client: &BaseConsumer<LoggingContext>, state_topic: &str, key: &[u
 /// that is not compacted is warned about (if `check`), naming the setting.
 async fn ensure_compacted(
     kafka: &KafkaArgs,
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<LoggingContext>,
     probe: &BaseConsumer<LoggingContext>,
     topic: &str,
     partitions: usize,
