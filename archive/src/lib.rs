@@ -64,7 +64,7 @@ fn start(settings: Settings, shutdown: Shutdown) -> Run<anyhow::Result<Summary>>
 }
 
 async fn archive(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Summary> {
-    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-archive").await?;
+    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-archive")?;
     let stop = Stop::when(shutdown);
     let runtime = tokio::runtime::Handle::current();
     let (store, prefix) = open_store(&settings.destination).await?;

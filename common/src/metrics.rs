@@ -21,6 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rdkafka::consumer::BaseConsumer;
+use tokio::net::TcpSocket;
 
 use crate::kafka::{self, KafkaArgs, LoggingContext};
 use crate::position::now_ms;
@@ -86,10 +87,15 @@ struct Job {
 
 /// Serves `/metrics` and `/health` for the job `name` on `addr`, if given, until the returned
 /// server is dropped. Must be called on a Tokio runtime.
-pub async fn serve(args: &MetricsArgs, name: &'static str) -> Result<Option<Server>, MetricsError> {
+///
+/// Not an `async fn`: the body of one is compiled in every crate that awaits it (see
+/// [`crate::job`]), and this one holds the HTTP server (axum, hyper, and the HTTP/2 server
+/// that hyper-util compiles in because the S3 client's HTTP/2 is on): once per job's crate,
+/// about 80,000 lines of LLVM IR each. Binding is immediate anyway.
+pub fn serve(args: &MetricsArgs, name: &'static str) -> Result<Option<Server>, MetricsError> {
     let Some(addr) = args.metrics_addr else { return Ok(None) };
     let handle = recorder()?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| MetricsError::Listen { addr, source })?;
+    let listener = listen(addr).map_err(|source| MetricsError::Listen { addr, source })?;
     let addr = listener.local_addr().map_err(|source| MetricsError::Listen { addr, source })?;
     let app =
         Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(Job { name, handle });
@@ -104,6 +110,15 @@ pub async fn serve(args: &MetricsArgs, name: &'static str) -> Result<Option<Serv
     });
     tracing::info!("metrics at http://{addr}/metrics, health at http://{addr}/health");
     Ok(Some(Server { stop: Some(stop), addr }))
+}
+
+/// A listener on `addr`, as `tokio::net::TcpListener::bind` makes it (SO_REUSEADDR: a job
+/// restarted at once binds its port again though connections of its last run linger).
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn metrics(State(job): State<Job>) -> impl IntoResponse {

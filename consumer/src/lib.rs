@@ -62,7 +62,7 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Summa
         Some(file) => Some(WriterLock::acquire(&file.path, &file.path.display().to_string())?),
         None => None,
     };
-    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-consumer").await?;
+    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-consumer")?;
     let stop = Stop::when(shutdown);
     if let Some(share) = settings.share.clone() {
         let runtime = tokio::runtime::Handle::current();

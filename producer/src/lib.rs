@@ -44,7 +44,7 @@ fn start(settings: Settings, shutdown: Shutdown) -> Run<anyhow::Result<Sent>> {
 }
 
 async fn produce(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Sent> {
-    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-producer").await?;
+    let _metrics = weather_common::metrics::serve(&settings.metrics, "weather-producer")?;
     let stop = Stop::when(shutdown);
     tokio::task::spawn_blocking(move || run_blocking(&settings, &stop)).await.context("the sensor thread panicked")?
 }
