@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reading::{integer, is_sensor_id_byte, is_valid_sensor_id, signed_tenths};
+use crate::reading::{integer, is_valid_sensor_id, sensor_id, signed_tenths};
 use crate::units::{Tenths, Unit};
 
 /// The longest window the consumer computes, in days (ten years).
@@ -206,7 +206,7 @@ impl Aggregate {
     /// A record value, checked: numbers in range, record ids within the window.
     pub fn parse(bytes: &[u8]) -> Result<Aggregate, BadAggregate> {
         match canonical(bytes) {
-            Some(wire) => Self::checked(wire),
+            Some((wire, _)) => Self::checked(wire),
             None => Self::parse_json(bytes),
         }
     }
@@ -270,18 +270,19 @@ impl Aggregate {
 /// Anything else is `None` and goes to serde_json, which reads it or says what is wrong. It
 /// gives the fields serde_json would: a number of tenths `n` below 2^53 parses to `n / 10`
 /// either way (the quotient of two exact doubles, correctly rounded). The checks are the same
-/// for both ([`Aggregate::checked`]). The report parses every record of the topic.
-fn canonical(value: &[u8]) -> Option<Wire<'_>> {
+/// for both ([`Aggregate::checked`]). The report parses every record of the topic. With the
+/// fields, the length of the value's opening fields, those of its window's key.
+fn canonical(value: &[u8]) -> Option<(Wire<'_>, usize)> {
     let mut rest = value.strip_prefix(br#"{"sensor_id":""#)?;
-    let (id, after) = rest.split_at(rest.iter().position(|&b| !is_sensor_id_byte(b))?);
-    let sensor_id = std::str::from_utf8(id).ok()?;
-    rest = after.strip_prefix(br#"","window_days":"#)?;
+    let sensor_id = sensor_id(&mut rest)?;
+    rest = rest.strip_prefix(br#"","window_days":"#)?;
     let window_days = u32::try_from(integer(&mut rest)?).ok()?;
     rest = rest.strip_prefix(br#","window_id":"#)?;
     let window_id = integer(&mut rest)?;
+    let key_len = value.len() - rest.len();
     rest = rest.strip_prefix(br#","unit":""#)?;
-    let unit = if let Some(after) = rest.strip_prefix(b"fahrenheit") {
-        rest = after;
+    let unit = if let Some(tail) = rest.strip_prefix(b"fahrenheit") {
+        rest = tail;
         Unit::Fahrenheit
     } else {
         rest = rest.strip_prefix(b"celsius")?;
@@ -299,7 +300,7 @@ fn canonical(value: &[u8]) -> Option<Wire<'_>> {
     let first_record_id = integer(&mut rest)?;
     rest = rest.strip_prefix(br#","last_record_id":"#)?;
     let last_record_id = integer(&mut rest)?;
-    (rest == b"}").then_some(Wire {
+    let wire = Wire {
         sensor_id: Cow::Borrowed(sensor_id),
         window_days,
         window_id,
@@ -310,7 +311,8 @@ fn canonical(value: &[u8]) -> Option<Wire<'_>> {
         readings,
         first_record_id,
         last_record_id,
-    })
+    };
+    (rest == b"}").then_some((wire, key_len))
 }
 
 /// A number at the start of `rest` with at most one decimal ([`signed_tenths`]), as a double.
@@ -325,14 +327,26 @@ fn decimal(rest: &mut &[u8]) -> Option<f64> {
 /// must name the same window.
 pub fn parse_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, BadAggregate> {
     // A good record's key is the canonical key of its value's window: one parse, not two. Any
-    // other record is told what is wrong with it as below, its key first.
+    // other record is told what is wrong with it by the slow path, its key first.
     if let (Some(key), Some(value)) = (key, value) {
-        if let Ok(aggregate) = Aggregate::parse(value) {
-            if aggregate.key.written_as(key) {
-                return Ok(Change::Put(aggregate));
-            }
+        if let Some(aggregate) = canonical_record(key, value) {
+            return Ok(Change::Put(aggregate));
         }
     }
+    parse_record_slowly(key, value)
+}
+
+/// The fast path of [`parse_record`]: a valid value in its canonical form, under its window's
+/// canonical key. That key is the value's opening fields, closed: the value writes the key's
+/// fields first, in the key's order, the same way.
+fn canonical_record(key: &[u8], value: &[u8]) -> Option<Aggregate> {
+    let (wire, key_len) = canonical(value)?;
+    (key.strip_suffix(b"}")? == &value[..key_len]).then_some(())?;
+    Aggregate::checked(wire).ok()
+}
+
+/// [`parse_record`] without its fast path: the key, then the value, each parsed and checked.
+fn parse_record_slowly(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, BadAggregate> {
     let key =
         WindowKey::parse(key.ok_or_else(|| BadAggregate::WrongKey(format!("none; a key looks like {EXAMPLE_KEY}")))?)?;
     let Some(value) = value else {
@@ -476,6 +490,41 @@ mod tests {
             let end = at + json[at..].find(',').unwrap() + 1;
             let value = format!("{}{edge}{}", &json[..at], &json[end..]);
             assert_eq!(Aggregate::parse(value.as_bytes()), Aggregate::parse_json(value.as_bytes()), "{value}");
+        }
+    }
+
+    /// Whatever the key and the value, a record's fast path never changes the outcome: damaged
+    /// copies of a good record's key, and of its value, are read as the slow path reads them.
+    #[test]
+    fn the_fast_path_of_a_record_never_changes_the_outcome() {
+        let records = [
+            week_12(),
+            Aggregate {
+                key: key("s.2_x-Y", 30, 4_115_226),
+                first_record_id: 123_456_751,
+                last_record_id: 123_456_780,
+                ..week_12()
+            },
+        ]
+        .map(|a| (a.key.to_json(), a.to_json()));
+        for (seed, (key, value)) in records.iter().enumerate() {
+            let both = |key: &[u8], value: &[u8]| {
+                let (fast, slow) = (parse_record(Some(key), Some(value)), parse_record_slowly(Some(key), Some(value)));
+                assert_eq!(
+                    fast,
+                    slow,
+                    "key {}, value {}",
+                    String::from_utf8_lossy(key),
+                    String::from_utf8_lossy(value)
+                );
+            };
+            assert!(matches!(parse_record(Some(key), Some(value)), Ok(Change::Put(_))));
+            for damaged_key in damaged(key, ALPHABET, seed as u64, 20_000) {
+                both(&damaged_key, value);
+            }
+            for damaged_value in damaged(value, ALPHABET, seed as u64, 20_000) {
+                both(key, &damaged_value);
+            }
         }
     }
 

@@ -64,11 +64,24 @@ pub fn div_round_half_even(num: i64, den: i64) -> i64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tenths(pub i64);
 
+impl Tenths {
+    /// Appends the value as [`Display`](fmt::Display) writes it, without the formatting
+    /// machinery (a replay writes a row per window, and this was most of a row's cost).
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        if self.0 < 0 {
+            out.push(b'-');
+        }
+        let abs = self.0.unsigned_abs();
+        out.extend_from_slice(itoa::Buffer::new().format(abs / 10).as_bytes());
+        out.extend_from_slice(&[b'.', b'0' + (abs % 10) as u8]);
+    }
+}
+
 impl fmt::Display for Tenths {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.0 < 0 { "-" } else { "" };
-        let abs = self.0.unsigned_abs();
-        write!(f, "{sign}{}.{}", abs / 10, abs % 10)
+        let mut text = Vec::with_capacity(24);
+        self.write_to(&mut text);
+        f.write_str(std::str::from_utf8(&text).expect("digits, a sign and a point"))
     }
 }
 

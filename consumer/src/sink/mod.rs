@@ -66,7 +66,6 @@ pub trait RowFormat: Send {
 /// are these values; none ever needs quoting in CSV: numbers, and sensor ids of letters,
 /// digits, `.`, `_` and `-` (every reading's id is checked when it is read).
 fn row<'a>(out: &'a mut Vec<u8>, rules: &Rules, w: &WindowSummary, end: u8) -> &'a [u8] {
-    use std::io::Write as _;
     out.clear();
     debug_assert!(weather_common::reading::is_valid_sensor_id(&w.sensor_id), "{}", w.sensor_id);
     let a = w.averages(rules.unit);
@@ -76,7 +75,9 @@ fn row<'a>(out: &'a mut Vec<u8>, rules: &Rules, w: &WindowSummary, end: u8) -> &
     }
     let mut number = itoa::Buffer::new();
     out.extend_from_slice(number.format(w.window_id).as_bytes());
-    write!(out, ",{},", crate::units::Tenths(a.temperature_tenths)).expect("formatting into memory");
+    out.push(b',');
+    crate::units::Tenths(a.temperature_tenths).write_to(out);
+    out.push(b',');
     out.extend_from_slice(number.format(a.co_concentration).as_bytes());
     out.push(b',');
     out.extend_from_slice(number.format(a.humidity).as_bytes());
