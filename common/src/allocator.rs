@@ -23,10 +23,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `mi_option_purge_delay` of mimalloc.h, whose option numbers are stable.
 const PURGE_DELAY: mi_option_t = 15;
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
+/// `mi_option_page_reclaim_on_free`.
+const PAGE_RECLAIM_ON_FREE: mi_option_t = 35;
+/// Across threads.
+const RECLAIM_ACROSS_THREADS: std::ffi::c_long = 1;
 
-/// Sets how long freed memory is kept: called first thing by every binary (mimalloc reads the
-/// option each time it schedules a purge).
+/// Sets how long freed memory is kept, and who takes a page the fetch thread filled: called
+/// first thing by every binary, before any other thread starts.
+///
+/// A page the fetch thread has filled with messages is abandoned by it (mimalloc 3 abandons
+/// full pages), and by default every free of one of its blocks on the job's thread then takes
+/// the page over, collects it and abandons it again: a ninth of the replay's own instructions
+/// per reading. Reclaimed across threads, the page becomes the job's thread's own at its
+/// first free, and the frees after it are plain ones (the replay on the mock cluster about 8%
+/// faster; its peak memory unchanged, docs/performance.md).
 pub fn configure() {
-    // SAFETY: sets one of mimalloc's options; any value is valid.
-    unsafe { mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
+    // SAFETY: sets two of mimalloc's options; any value is valid for each.
+    unsafe {
+        mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
+        mi_option_set(PAGE_RECLAIM_ON_FREE, RECLAIM_ACROSS_THREADS);
+    }
 }
