@@ -102,8 +102,9 @@ enum Step {
         #[arg(long)]
         poll: bool,
     },
-    /// A mock cluster holding the benchmark's readings in `weather`, for a profiler to run a job
-    /// against: prints its bootstrap address, and stops when standard input closes.
+    /// A mock cluster holding the benchmark's readings in `weather` and their weeks in
+    /// `aggregates` (as the report step reads them), for a profiler to run a job against:
+    /// prints its bootstrap address, and stops when standard input closes.
     Mock {
         #[arg(long, default_value_t = 1_000_000)]
         readings: u64,
@@ -203,7 +204,8 @@ fn mock_cluster(partitions: u32) -> anyhow::Result<MockCluster<'static, rdkafka:
     Ok(mock)
 }
 
-/// `weather-bench mock`: the readings of a round in a mock cluster, until standard input closes.
+/// `weather-bench mock`: the readings and aggregates of a round in a mock cluster, until standard
+/// input closes.
 fn serve_mock(readings: u64, sensors: u32) -> anyhow::Result<()> {
     ensure!(readings.is_multiple_of(u64::from(sensors)), "--readings must be a multiple of --sensors");
     let mock = mock_cluster(mock_partitions(readings))?;
@@ -213,6 +215,7 @@ fn serve_mock(readings: u64, sensors: u32) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .status()?;
     ensure!(status.success(), "the producer failed ({status})");
+    publish_aggregates(&mock.bootstrap_servers(), "aggregates", sensors, readings / u64::from(sensors) / 7)?;
     println!("{}", mock.bootstrap_servers());
     std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
     Ok(())
