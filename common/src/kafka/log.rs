@@ -118,7 +118,7 @@ mod tests {
     /// librdkafka writes: a consumer of a mock cluster, polled for a while, says them.
     #[test]
     fn statistics_are_logged_as_librdkafka_writes_them() {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::consumer::BaseConsumer;
         use rdkafka::mocking::MockCluster;
         use std::sync::Arc;
 
