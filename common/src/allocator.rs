@@ -37,10 +37,17 @@ const RECLAIM_ACROSS_THREADS: std::ffi::c_long = 1;
 /// per reading. Reclaimed across threads, the page becomes the job's thread's own at its
 /// first free, and the frees after it are plain ones (the replay on the mock cluster about 8%
 /// faster; its peak memory unchanged, docs/performance.md).
+///
+/// mimalloc's own environment variables (`MIMALLOC_PURGE_DELAY`,
+/// `MIMALLOC_PAGE_RECLAIM_ON_FREE`) still win, to compare settings without a build.
 pub fn configure() {
-    // SAFETY: sets two of mimalloc's options; any value is valid for each.
-    unsafe {
-        mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
-        mi_option_set(PAGE_RECLAIM_ON_FREE, RECLAIM_ACROSS_THREADS);
+    set_unless_given(PURGE_DELAY, "MIMALLOC_PURGE_DELAY", PURGE_DELAY_MS);
+    set_unless_given(PAGE_RECLAIM_ON_FREE, "MIMALLOC_PAGE_RECLAIM_ON_FREE", RECLAIM_ACROSS_THREADS);
+}
+
+fn set_unless_given(option: mi_option_t, variable: &str, value: std::ffi::c_long) {
+    if std::env::var_os(variable).is_none() {
+        // SAFETY: sets one of mimalloc's options; any value is valid for these.
+        unsafe { mi_option_set(option, value) };
     }
 }
