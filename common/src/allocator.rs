@@ -35,8 +35,9 @@ const RECLAIM_ACROSS_THREADS: std::ffi::c_long = 1;
 /// full pages), and by default every free of one of its blocks on the job's thread then takes
 /// the page over, collects it and abandons it again: a ninth of the replay's own instructions
 /// per reading. Reclaimed across threads, the page becomes the job's thread's own at its
-/// first free, and the frees after it are plain ones (the replay on the mock cluster about 8%
-/// faster; its peak memory unchanged, docs/performance.md).
+/// first free, and the frees after it are plain ones (in alternating runs on the mock cluster
+/// the replay's median rate 7% higher, its best 17%; its peak memory unchanged:
+/// docs/performance.md).
 ///
 /// mimalloc's own environment variables (`MIMALLOC_PURGE_DELAY`,
 /// `MIMALLOC_PAGE_RECLAIM_ON_FREE`) still win, to compare settings without a build.
