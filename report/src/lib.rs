@@ -64,10 +64,12 @@ async fn make_report(settings: Settings, shutdown: Shutdown) -> anyhow::Result<R
 
 fn report(settings: &Settings, csv: Option<&Path>, html: Option<&Path>, stop: &Stop) -> anyhow::Result<Report> {
     let mut table = Table::default();
+    let mut load = table.load();
     let read =
         source::read_to_end(&settings.kafka, &settings.topic, settings.progress.display(), stop, |p, o, key, value| {
-            table.apply(p, o, key, value)
+            load.apply(p, o, key, value)
         });
+    drop(load);
     let read = match read {
         Ok(read) => read,
         Err(e) => match e.downcast_ref::<SourceError>() {
