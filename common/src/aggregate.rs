@@ -22,10 +22,11 @@ use crate::units::{Tenths, Unit};
 /// The longest window the consumer computes, in days (ten years).
 pub const MAX_WINDOW_DAYS: u32 = 3660;
 
-/// Which window an aggregate is: the record's key.
+/// Which window an aggregate is: the record's key. Its sensor id is a `String`, or borrowed
+/// from the record it was read from ([`parse_record`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WindowKey {
-    pub sensor_id: String,
+pub struct WindowKey<Id = String> {
+    pub sensor_id: Id,
     /// Readings (simulated days) per window: the rules' window length.
     pub window_days: u32,
     /// `(record_id - 1) div window_days + 1`, from 1.
@@ -34,8 +35,8 @@ pub struct WindowKey {
 
 /// A window's averages: the record's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Aggregate {
-    pub key: WindowKey,
+pub struct Aggregate<Id = String> {
+    pub key: WindowKey<Id>,
     /// The unit of `avg_temp`.
     pub unit: Unit,
     /// The mean temperature in tenths of `unit`, rounded once (ties to even).
@@ -52,9 +53,9 @@ pub struct Aggregate {
 
 /// What one record does to the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The window's latest averages.
-    Put(Aggregate),
+pub enum Change<'a> {
+    /// The window's latest averages, the sensor id borrowed from the record when it can be.
+    Put(Aggregate<Cow<'a, str>>),
     /// A tombstone (null value): the window is gone from the table.
     Delete(WindowKey),
 }
@@ -84,7 +85,7 @@ impl BadAggregate {
     }
 }
 
-impl fmt::Display for WindowKey {
+impl<Id: fmt::Display> fmt::Display for WindowKey<Id> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} window {} of {} days", self.sensor_id, self.window_id, self.window_days)
     }
@@ -146,9 +147,22 @@ impl WindowKey {
     }
 
     fn check(&self) -> Result<(), String> {
-        if !is_valid_sensor_id(&self.sensor_id) {
-            return Err(format!("`{}` is not a sensor id", self.sensor_id));
-        }
+        check_sensor_id(&self.sensor_id)?;
+        self.check_window()
+    }
+}
+
+/// `id` if it is a sensor id (the fast paths read only sensor ids).
+fn check_sensor_id(id: &str) -> Result<(), String> {
+    if !is_valid_sensor_id(id) {
+        return Err(format!("`{id}` is not a sensor id"));
+    }
+    Ok(())
+}
+
+impl<Id> WindowKey<Id> {
+    /// The window's length and id, checked.
+    fn check_window(&self) -> Result<(), String> {
         if !(1..=MAX_WINDOW_DAYS).contains(&self.window_days) {
             return Err(format!("window_days {} is not between 1 and {MAX_WINDOW_DAYS}", self.window_days));
         }
@@ -162,6 +176,10 @@ impl WindowKey {
     pub fn record_ids(&self) -> std::ops::RangeInclusive<u64> {
         let days = u64::from(self.window_days);
         (self.window_id - 1) * days + 1..=self.window_id * days
+    }
+
+    fn with_id<T>(self, id: impl FnOnce(Id) -> T) -> WindowKey<T> {
+        WindowKey { sensor_id: id(self.sensor_id), window_days: self.window_days, window_id: self.window_id }
     }
 }
 
@@ -205,29 +223,42 @@ impl Aggregate {
 
     /// A record value, checked: numbers in range, record ids within the window.
     pub fn parse(bytes: &[u8]) -> Result<Aggregate, BadAggregate> {
-        match canonical(bytes) {
-            Some((wire, _)) => Self::checked(wire),
-            None => Self::parse_json(bytes),
+        parse_value(bytes).map(Aggregate::into_owned)
+    }
+
+    /// [`Aggregate::parse`] without the fast path.
+    #[cfg(test)]
+    fn parse_json(bytes: &[u8]) -> Result<Aggregate, BadAggregate> {
+        parse_json_value(bytes).map(Aggregate::into_owned)
+    }
+}
+
+impl Aggregate<Cow<'_, str>> {
+    fn into_owned(self) -> Aggregate {
+        self.with_id(Cow::into_owned)
+    }
+}
+
+impl<Id> Aggregate<Id> {
+    fn with_id<T>(self, id: impl FnOnce(Id) -> T) -> Aggregate<T> {
+        Aggregate {
+            key: self.key.with_id(id),
+            unit: self.unit,
+            avg_temp: self.avg_temp,
+            avg_co: self.avg_co,
+            avg_humidity: self.avg_humidity,
+            readings: self.readings,
+            first_record_id: self.first_record_id,
+            last_record_id: self.last_record_id,
         }
     }
+}
 
-    /// [`Aggregate::parse`] without the fast path: any JSON, and what is wrong with it.
-    fn parse_json(bytes: &[u8]) -> Result<Aggregate, BadAggregate> {
-        let wire = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => BadAggregate::BadValue(e.to_string()),
-            _ => BadAggregate::NotJson(format!("value: {e}")),
-        })?;
-        Self::checked(wire)
-    }
-
-    /// The value's fields, checked.
-    fn checked(wire: Wire<'_>) -> Result<Aggregate, BadAggregate> {
-        let key = WindowKey {
-            sensor_id: wire.sensor_id.into_owned(),
-            window_days: wire.window_days,
-            window_id: wire.window_id,
-        };
-        key.check().map_err(BadAggregate::BadValue)?;
+impl<'a> Aggregate<Cow<'a, str>> {
+    /// The value's fields, checked; its sensor id already is one.
+    fn checked(wire: Wire<'a>) -> Result<Self, BadAggregate> {
+        let key = WindowKey { sensor_id: wire.sensor_id, window_days: wire.window_days, window_id: wire.window_id };
+        key.check_window().map_err(BadAggregate::BadValue)?;
         let tenths = (wire.avg_temp * 10.0).round();
         if (wire.avg_temp * 10.0 - tenths).abs() > 1e-6 || tenths.abs() > 1e9 {
             return Err(BadAggregate::BadValue(format!("avg_temp {} is not a number with one decimal", wire.avg_temp)));
@@ -315,6 +346,24 @@ fn canonical(value: &[u8]) -> Option<(Wire<'_>, usize)> {
     (rest == b"}").then_some((wire, key_len))
 }
 
+/// A record value, checked ([`Aggregate::parse`]), its sensor id borrowed when it can be.
+fn parse_value(bytes: &[u8]) -> Result<Aggregate<Cow<'_, str>>, BadAggregate> {
+    match canonical(bytes) {
+        Some((wire, _)) => Aggregate::checked(wire),
+        None => parse_json_value(bytes),
+    }
+}
+
+/// [`parse_value`] without the fast path: any JSON, and what is wrong with it.
+fn parse_json_value(bytes: &[u8]) -> Result<Aggregate<Cow<'_, str>>, BadAggregate> {
+    let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => BadAggregate::BadValue(e.to_string()),
+        _ => BadAggregate::NotJson(format!("value: {e}")),
+    })?;
+    check_sensor_id(&wire.sensor_id).map_err(BadAggregate::BadValue)?;
+    Aggregate::checked(wire)
+}
+
 /// A number at the start of `rest` with at most one decimal ([`signed_tenths`]), as a double.
 fn decimal(rest: &mut &[u8]) -> Option<f64> {
     let (negative, tenths) = signed_tenths(rest)?;
@@ -325,7 +374,7 @@ fn decimal(rest: &mut &[u8]) -> Option<f64> {
 /// What a record of the aggregates topic does to the table: a value puts the window, a null
 /// value (a tombstone) deletes it. The key must be a window's canonical key, and the value
 /// must name the same window.
-pub fn parse_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, BadAggregate> {
+pub fn parse_record<'a>(key: Option<&[u8]>, value: Option<&'a [u8]>) -> Result<Change<'a>, BadAggregate> {
     // A good record's key is the canonical key of its value's window: one parse, not two. Any
     // other record is told what is wrong with it by the slow path, its key first.
     if let (Some(key), Some(value)) = (key, value) {
@@ -339,22 +388,23 @@ pub fn parse_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, 
 /// The fast path of [`parse_record`]: a valid value in its canonical form, under its window's
 /// canonical key. That key is the value's opening fields, closed: the value writes the key's
 /// fields first, in the key's order, the same way.
-fn canonical_record(key: &[u8], value: &[u8]) -> Option<Aggregate> {
+fn canonical_record<'a>(key: &[u8], value: &'a [u8]) -> Option<Aggregate<Cow<'a, str>>> {
     let (wire, key_len) = canonical(value)?;
     (key.strip_suffix(b"}")? == &value[..key_len]).then_some(())?;
     Aggregate::checked(wire).ok()
 }
 
 /// [`parse_record`] without its fast path: the key, then the value, each parsed and checked.
-fn parse_record_slowly(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, BadAggregate> {
+fn parse_record_slowly<'a>(key: Option<&[u8]>, value: Option<&'a [u8]>) -> Result<Change<'a>, BadAggregate> {
     let key =
         WindowKey::parse(key.ok_or_else(|| BadAggregate::WrongKey(format!("none; a key looks like {EXAMPLE_KEY}")))?)?;
     let Some(value) = value else {
         return Ok(Change::Delete(key));
     };
-    let aggregate = Aggregate::parse(value)?;
-    if aggregate.key != key {
-        return Err(BadAggregate::Disagree { key, value: aggregate.key });
+    let aggregate = parse_value(value)?;
+    let named = &aggregate.key;
+    if (&*named.sensor_id, named.window_days, named.window_id) != (&*key.sensor_id, key.window_days, key.window_id) {
+        return Err(BadAggregate::Disagree { key, value: aggregate.into_owned().key });
     }
     Ok(Change::Put(aggregate))
 }
@@ -410,7 +460,10 @@ mod tests {
     #[test]
     fn records_put_and_delete() {
         let a = week_12();
-        assert_eq!(parse_record(Some(&a.key.to_json()), Some(&a.to_json())), Ok(Change::Put(a.clone())));
+        assert_eq!(
+            parse_record(Some(&a.key.to_json()), Some(&a.to_json())),
+            Ok(Change::Put(a.clone().with_id(Cow::Owned)))
+        );
         assert_eq!(parse_record(Some(&a.key.to_json()), None), Ok(Change::Delete(a.key.clone())));
         let partial = Aggregate { readings: 3, last_record_id: 80, ..week_12() };
         assert_eq!(Aggregate::parse(&partial.to_json()), Ok(partial));
@@ -452,6 +505,9 @@ mod tests {
         assert!(text(&json.replace(r#""first_record_id":78"#, r#""first_record_id":77"#)).contains("78..=84"));
         assert!(text(&json.replace("fahrenheit", "kelvin")).contains("unknown variant"));
         assert!(text(&json.replace(r#""avg_co":700"#, r#""avg_co":-1"#)).contains("negative"));
+        // A value read alone names a sensor id too.
+        let value = json.replace("sensor-1", "a b");
+        assert_eq!(Aggregate::parse(value.as_bytes()), Err(BadAggregate::BadValue("`a b` is not a sensor id".into())));
     }
 
     /// Whatever the bytes, the fast path never changes the outcome: damaged copies of a value

@@ -151,8 +151,8 @@ pub struct Window {
     pub avg_humidity: i64,
 }
 
-impl From<&Aggregate> for Window {
-    fn from(a: &Aggregate) -> Window {
+impl<Id> From<&Aggregate<Id>> for Window {
+    fn from(a: &Aggregate<Id>) -> Window {
         Window {
             window_id: a.key.window_id,
             unit: a.unit,
