@@ -152,7 +152,7 @@ impl WindowKey {
     }
 }
 
-/// `id` if it is a sensor id (the fast paths read only sensor ids).
+/// Whether `id` is a sensor id, and if not, why (the fast paths read only sensor ids).
 fn check_sensor_id(id: &str) -> Result<(), String> {
     if !is_valid_sensor_id(id) {
         return Err(format!("`{id}` is not a sensor id"));
@@ -257,6 +257,7 @@ impl<Id> Aggregate<Id> {
 impl<'a> Aggregate<Cow<'a, str>> {
     /// The value's fields, checked; its sensor id already is one.
     fn checked(wire: Wire<'a>) -> Result<Self, BadAggregate> {
+        debug_assert!(is_valid_sensor_id(&wire.sensor_id));
         let key = WindowKey { sensor_id: wire.sensor_id, window_days: wire.window_days, window_id: wire.window_id };
         key.check_window().map_err(BadAggregate::BadValue)?;
         let tenths = (wire.avg_temp * 10.0).round();
@@ -300,9 +301,11 @@ impl<'a> Aggregate<Cow<'a, str>> {
 /// no whitespace, no escapes, plain non-negative integers, `avg_temp` with at most one decimal.
 /// Anything else is `None` and goes to serde_json, which reads it or says what is wrong. It
 /// gives the fields serde_json would: a number of tenths `n` below 2^53 parses to `n / 10`
-/// either way (the quotient of two exact doubles, correctly rounded). The checks are the same
-/// for both ([`Aggregate::checked`]). The report parses every record of the topic. With the
-/// fields, the length of the value's opening fields, those of its window's key.
+/// either way (the quotient of two exact doubles, correctly rounded). The numbers are checked
+/// the same for both ([`Aggregate::checked`]); the sensor id, by this scan, which takes only
+/// the bytes of a sensor id, and by the slow path's check. The report parses every record of
+/// the topic. With the fields, the length of the value's opening fields, those of its
+/// window's key.
 fn canonical(value: &[u8]) -> Option<(Wire<'_>, usize)> {
     let mut rest = value.strip_prefix(br#"{"sensor_id":""#)?;
     let sensor_id = sensor_id(&mut rest)?;

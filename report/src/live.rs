@@ -33,16 +33,18 @@ pub fn follow(
     let mut table = Table::default();
     // By partition, the offset after the last record read.
     let mut read_up_to: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut load = table.load();
     let mut read = source::read_to_end(
         &settings.kafka,
         &settings.topic,
         settings.progress.display(),
         stop,
         |p, o, key, value| {
-            table.apply(p, o, key, value);
+            load.apply(p, o, key, value);
             read_up_to.insert(p, o + 1);
         },
     )?;
+    drop(load);
     show(draw(settings, &read, &table)?)?;
     tracing::info!("read `{}` to its end: {} windows; following it", settings.topic, table.len());
 

@@ -46,77 +46,103 @@ pub struct Table {
 /// months counted from a fixed day), so its windows are kept in blocks of [`BLOCK`] ids, a
 /// window's place in its block found by a division: 40 bytes a window, and a window never moves
 /// once in its block (a single run of windows, doubled and copied as it grew, took a fifth of
-/// the report's time). A block is made once [`DENSE`] of its ids have windows; until then they
-/// are kept loose, so that scattered ids cost their windows and not blocks (a block holds at
-/// least a 32nd of what it could: 320 bytes a window at most).
+/// the report's time). A block is made once [`DENSE`] of its ids have windows, and taken apart
+/// when tombstones leave it fewer than half as many; other windows are kept loose, so that
+/// scattered ids cost their windows and not blocks. A block always holds [`DENSE`] / 2 windows
+/// or more: 640 bytes a window at most (a series of one window costs a B-tree's node, about
+/// 600 bytes).
 #[derive(Debug, Default, Clone)]
 struct Series {
-    blocks: BTreeMap<u64, Box<[Option<Window>]>>,
+    blocks: BTreeMap<u64, Block>,
     loose: BTreeMap<u64, Window>,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    /// Windows held.
+    held: usize,
+    slots: Box<[Option<Window>]>,
 }
 
 /// Window ids per block: 10 KiB of windows.
 const BLOCK: u64 = 256;
 
-/// Windows of a block's ids that make it.
+/// Windows a block's ids must have for the block to be made.
 const DENSE: usize = 32;
+
+/// The block of window `id`, and its place in the block.
+fn place(id: u64) -> (u64, usize) {
+    (id / BLOCK, (id % BLOCK) as usize)
+}
 
 impl Series {
     /// Puts `window` in its place: true if it replaced a window.
     fn put(&mut self, window: Window) -> bool {
-        let id = window.window_id;
-        if let Some(slot) = self.slot(id) {
-            return slot.replace(window).is_some();
+        let (number, at) = place(window.window_id);
+        if let Some(block) = self.blocks.get_mut(&number) {
+            let replaced = block.slots[at].replace(window).is_some();
+            block.held += usize::from(!replaced);
+            return replaced;
         }
-        let replaced = self.loose.insert(id, window).is_some();
+        let replaced = self.loose.insert(window.window_id, window).is_some();
         if !replaced {
-            self.gather(id / BLOCK);
+            self.gather(number);
         }
         replaced
     }
 
     /// Removes the window `id`: true if there was one.
     fn remove(&mut self, id: u64) -> bool {
-        match self.slot(id) {
-            Some(slot) => slot.take().is_some(),
-            None => self.loose.remove(&id).is_some(),
+        let (number, at) = place(id);
+        let Some(block) = self.blocks.get_mut(&number) else {
+            return self.loose.remove(&id).is_some();
+        };
+        if block.slots[at].take().is_none() {
+            return false;
         }
-    }
-
-    /// The place of `id` in its block, if the block is made.
-    fn slot(&mut self, id: u64) -> Option<&mut Option<Window>> {
-        let block = self.blocks.get_mut(&(id / BLOCK))?;
-        Some(&mut block[(id % BLOCK) as usize])
+        block.held -= 1;
+        if block.held < DENSE / 2 {
+            self.scatter(number);
+        }
+        true
     }
 
     /// Asks the processor to fetch the place of `id`, if its block is made.
     fn prefetch(&self, id: u64) {
-        if let Some(block) = self.blocks.get(&(id / BLOCK)) {
-            prefetch(&block[(id % BLOCK) as usize]);
+        let (number, at) = place(id);
+        if let Some(block) = self.blocks.get(&number) {
+            prefetch(&block.slots[at]);
         }
     }
 
-    /// Makes `block` if [`DENSE`] of its ids have windows, and moves them in.
-    fn gather(&mut self, block: u64) {
-        let ids = || self.loose.range(block * BLOCK..).map(|(&id, _)| id).take_while(|id| id / BLOCK == block);
+    /// Makes block `number` if [`DENSE`] of its ids have windows, and moves them in.
+    fn gather(&mut self, number: u64) {
+        let ids = || self.loose.range(number * BLOCK..).map(|(&id, _)| id).take_while(|&id| place(id).0 == number);
         if ids().take(DENSE).count() < DENSE {
             return;
         }
         let ids: Vec<u64> = ids().collect();
-        let mut slots = vec![None; BLOCK as usize].into_boxed_slice();
+        let mut block = Block { held: ids.len(), slots: vec![None; BLOCK as usize].into_boxed_slice() };
         for id in ids {
-            slots[(id % BLOCK) as usize] = self.loose.remove(&id);
+            block.slots[place(id).1] = self.loose.remove(&id);
         }
-        self.blocks.insert(block, slots);
+        self.blocks.insert(number, block);
+    }
+
+    /// Takes block `number` apart, its windows kept loose again.
+    fn scatter(&mut self, number: u64) {
+        if let Some(block) = self.blocks.remove(&number) {
+            self.loose.extend(block.slots.into_vec().into_iter().flatten().map(|w| (w.window_id, w)));
+        }
     }
 
     /// The windows, by id.
     fn into_windows(self) -> Vec<Window> {
         let mut windows = Vec::new();
         let mut loose = self.loose.into_values().peekable();
-        for (block, slots) in self.blocks {
-            windows.extend(std::iter::from_fn(|| loose.next_if(|w| w.window_id < block * BLOCK)));
-            windows.extend(slots.into_vec().into_iter().flatten());
+        for (number, block) in self.blocks {
+            windows.extend(std::iter::from_fn(|| loose.next_if(|w| place(w.window_id).0 < number)));
+            windows.extend(block.slots.into_vec().into_iter().flatten());
         }
         windows.extend(loose);
         windows
@@ -124,17 +150,17 @@ impl Series {
 }
 
 /// Asks the processor to bring `value` into its caches, and goes on without waiting for it: a
-/// hint (nothing on processors other than x86-64's).
+/// hint (nothing where SSE is not enabled, as on processors other than x86-64's).
 #[inline]
 fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is in every x86-64 processor, and a prefetch reads nothing: any address
-    // would do, and this one is a reference's.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    // SAFETY: `_mm_prefetch` needs SSE, which this build enables (the `cfg` above); a prefetch
+    // never faults and changes nothing the program can observe, whatever the address.
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
     let _ = value;
 }
 
@@ -208,6 +234,7 @@ impl Table {
 
     /// The windows, by window length, then sensor (`sensor-2` before `sensor-10`), then window.
     pub fn into_sorted(self) -> Vec<SensorWindows> {
+        debug_assert!(self.pending.is_empty(), "a load not dropped");
         let mut sorted: Vec<SensorWindows> = self
             .series
             .into_iter()
@@ -293,8 +320,6 @@ pub fn sensor_order(id: &str) -> (&str, Option<u128>, &str) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::collections::BTreeSet;
-
     use weather_common::aggregate::WindowKey;
 
     /// The sorted table, each window with its key.
@@ -403,34 +428,47 @@ pub(crate) mod tests {
             &|i| if i == 1 || i == 2999 { u64::MAX } else { u64::MAX - 3000 + i },
         ];
         for (n, order) in orders.iter().enumerate() {
-            let (mut series, mut model, mut put) = (Series::default(), BTreeMap::new(), BTreeSet::new());
+            let (mut series, mut model) = (Series::default(), BTreeMap::new());
             for i in 0..3000u64 {
                 let id = order(i);
                 if i % 7 == 3 {
                     assert_eq!(series.remove(id), model.remove(&id).is_some(), "order {n}, step {i}: remove {id}");
                 } else {
                     let w = window(id, i as i64);
-                    put.insert(id);
                     assert_eq!(series.put(w), model.insert(id, w).is_some(), "order {n}, step {i}: put {id}");
                 }
             }
-            // A block made only for DENSE windows of its ids.
-            assert!(
-                series.blocks.len() * DENSE <= put.len(),
-                "order {n}: {} blocks for {} windows put",
-                series.blocks.len(),
-                put.len()
-            );
-            let (held, expected) = (series.into_windows(), model.into_values().collect::<Vec<_>>());
-            let ids = |windows: &[Window]| windows.iter().map(|w| w.window_id).collect::<Vec<_>>();
-            assert_eq!(ids(&held), ids(&expected), "order {n}: the ids");
-            assert!(held == expected, "order {n}: the windows");
+            same(&series, &model, &format!("order {n}"));
+            // Then most windows deleted: blocks left nearly empty are taken apart.
+            for id in model.keys().copied().filter(|id| id % 20 != 0).collect::<Vec<_>>() {
+                assert_eq!(series.remove(id), model.remove(&id).is_some(), "order {n}: remove {id} at the end");
+            }
+            same(&series, &model, &format!("order {n}, most deleted"));
         }
+    }
+
+    /// `series` holds the windows of `model`, and a block for no fewer than DENSE / 2 of them.
+    fn same(series: &Series, model: &BTreeMap<u64, Window>, what: &str) {
+        for block in series.blocks.values() {
+            assert_eq!(block.held, block.slots.iter().flatten().count(), "{what}: a block's count");
+        }
+        assert!(
+            series.blocks.len() * (DENSE / 2) <= model.len(),
+            "{what}: {} blocks for {} windows",
+            series.blocks.len(),
+            model.len()
+        );
+        let held = series.clone().into_windows();
+        let expected: Vec<Window> = model.values().copied().collect();
+        let ids = |windows: &[Window]| windows.iter().map(|w| w.window_id).collect::<Vec<_>>();
+        assert_eq!(ids(&held), ids(&expected), "{what}: the ids");
+        assert!(held == expected, "{what}: the windows");
     }
 
     /// A load gives the table that the records applied one by one give, and that a map of
     /// the latest window per key gives: windows put, put again and deleted within the same
-    /// pending windows, tombstones of windows never put, bad records between.
+    /// pending windows, tombstones of windows never put, bad records between; enough windows
+    /// of each series for blocks.
     #[test]
     fn a_load_is_its_records_one_by_one() {
         let mut state = 12345u64;
@@ -441,10 +479,10 @@ pub(crate) mod tests {
         let (mut loaded, mut one_by_one) = (Table::default(), Table::default());
         let mut model = BTreeMap::new();
         let mut load = loaded.load();
-        for offset in 0..5 * PENDING as i64 {
-            let a = week(&format!("sensor-{}", next(3)), 1 + next(12), offset);
+        for offset in 0..60 * PENDING as i64 {
+            let a = week(&format!("sensor-{}", next(3)), 1 + next(600), offset);
             // The last records puts: the load ends with windows not put yet.
-            let kind = if offset < 4 * PENDING as i64 { next(10) } else { 9 };
+            let kind = if offset < 59 * PENDING as i64 { next(10) } else { 9 };
             let (key, value) = match kind {
                 0..=1 => {
                     model.remove(&a.key);
@@ -460,6 +498,7 @@ pub(crate) mod tests {
             one_by_one.apply(0, offset, Some(&key), value.as_deref());
         }
         drop(load);
+        assert!(loaded.series.iter().all(|(_, series)| !series.blocks.is_empty()), "every series in blocks");
         let counts = |t: &Table| (t.len(), t.overwritten, t.deleted, t.bad_records(), t.bad.clone());
         assert_eq!(counts(&loaded), counts(&one_by_one));
         assert_eq!(loaded.len(), model.len());
