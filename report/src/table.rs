@@ -70,15 +70,15 @@ const BLOCK: u64 = 256;
 /// Windows a block's ids must have for the block to be made.
 const DENSE: usize = 32;
 
-/// The block of window `id`, and its place in the block.
-fn place(id: u64) -> (u64, usize) {
+/// The block of window `id`, and its slot in the block.
+fn locate(id: u64) -> (u64, usize) {
     (id / BLOCK, (id % BLOCK) as usize)
 }
 
 impl Series {
     /// Puts `window` in its place: true if it replaced a window.
     fn put(&mut self, window: Window) -> bool {
-        let (number, at) = place(window.window_id);
+        let (number, at) = locate(window.window_id);
         if let Some(block) = self.blocks.get_mut(&number) {
             let replaced = block.slots[at].replace(window).is_some();
             block.held += usize::from(!replaced);
@@ -93,7 +93,7 @@ impl Series {
 
     /// Removes the window `id`: true if there was one.
     fn remove(&mut self, id: u64) -> bool {
-        let (number, at) = place(id);
+        let (number, at) = locate(id);
         let Some(block) = self.blocks.get_mut(&number) else {
             return self.loose.remove(&id).is_some();
         };
@@ -109,7 +109,7 @@ impl Series {
 
     /// Asks the processor to fetch the place of `id`, if its block is made.
     fn prefetch(&self, id: u64) {
-        let (number, at) = place(id);
+        let (number, at) = locate(id);
         if let Some(block) = self.blocks.get(&number) {
             prefetch(&block.slots[at]);
         }
@@ -117,14 +117,14 @@ impl Series {
 
     /// Makes block `number` if [`DENSE`] of its ids have windows, and moves them in.
     fn gather(&mut self, number: u64) {
-        let ids = || self.loose.range(number * BLOCK..).map(|(&id, _)| id).take_while(|&id| place(id).0 == number);
+        let ids = || self.loose.range(number * BLOCK..).map(|(&id, _)| id).take_while(|&id| locate(id).0 == number);
         if ids().take(DENSE).count() < DENSE {
             return;
         }
         let ids: Vec<u64> = ids().collect();
         let mut block = Block { held: ids.len(), slots: vec![None; BLOCK as usize].into_boxed_slice() };
         for id in ids {
-            block.slots[place(id).1] = self.loose.remove(&id);
+            block.slots[locate(id).1] = self.loose.remove(&id);
         }
         self.blocks.insert(number, block);
     }
@@ -141,7 +141,7 @@ impl Series {
         let mut windows = Vec::new();
         let mut loose = self.loose.into_values().peekable();
         for (number, block) in self.blocks {
-            windows.extend(std::iter::from_fn(|| loose.next_if(|w| place(w.window_id).0 < number)));
+            windows.extend(std::iter::from_fn(|| loose.next_if(|w| locate(w.window_id).0 < number)));
             windows.extend(block.slots.into_vec().into_iter().flatten());
         }
         windows.extend(loose);
